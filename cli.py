@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""handgrad: hand-derived matrix-calculus gradients, checked against torch.autograd.
+
+Exit status: 0 success; 1 a check failed or a fit did not converge; 2 bad usage or
+bad input (a one-line message, no traceback; --debug shows one).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import warnings
+
+import click
+
+from handgrad import app, config, registry
+from handgrad.errors import ConvergenceError, HandgradWarning, UserError
+
+MODEL = click.Choice(sorted(registry.REGISTRY))
+
+
+def _jsonable(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: dict) -> None:
+    click.echo(json.dumps(_jsonable(obj), indent=2))
+
+
+def command(fn):
+    """Run a command body: UserError -> exit 2, ConvergenceError -> exit 1, warnings to stderr.
+
+    Under --json, stdout gets exactly one JSON object (an {"error": ...} object on failure)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        as_json = kwargs.get("as_json", False)
+        debug = (ctx.find_root().params or {}).get("debug", False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", HandgradWarning)
+            try:
+                status = fn(*args, **kwargs) or 0
+            except UserError as exc:
+                if debug:
+                    raise
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if as_json:
+                    emit_json({"error": msg, "status": 2})
+                click.echo(f"error: {msg}", err=True)
+                ctx.exit(2)
+            except ConvergenceError as exc:
+                click.echo(f"error: {exc}", err=True)
+                ctx.exit(1)
+            except KeyboardInterrupt:
+                click.echo("\ninterrupted", err=True)
+                ctx.exit(130)
+            finally:
+                if not as_json:
+                    for w in caught:
+                        click.echo(f"warning: {w.message}", err=True)
+        ctx.exit(status)
+    return wrapper
+
+
+def common(fn):
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(fn)
+    fn = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+                      show_default=True, help="Floating-point precision.")(fn)
+    fn = click.option("--device", default="auto", show_default=True,
+                      help="auto (CUDA when present), cpu, cuda or cuda:N.")(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def main(debug):
+    """Hand-derived gradients and Hessians, checked against torch.autograd, used to fit data."""
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@command
+def list_cmd(as_json):
+    """List the models, their solvers and whether a Hessian is derived."""
+    out = app.list_models()
+    if as_json:
+        emit_json(out)
+        return
+    for m in out["models"]:
+        click.echo(f"{m['name']:<15} {m['title']:<28} hessian: {'yes' if m['hessian'] else 'no ':<4}"
+                   f" solvers: {', '.join(m['solvers'])}")
+
+
+@main.command("check")
+@click.argument("models", nargs=-1, type=MODEL)
+@click.option("--all", "all_", is_flag=True, help="Check every model.")
+@click.option("--seed", type=int, default=None, help="One seed instead of the default three.")
+@common
+@command
+def check_cmd(models, all_, seed, device, dtype, as_json):
+    """Hand gradient (and Hessian) vs torch.autograd vs central finite differences."""
+    names = sorted(registry.REGISTRY) if all_ or not models else list(models)
+    seeds = (seed,) if seed is not None else (0, 1, 2)
+    out = app.check(names, device=device, dtype=dtype, seeds=seeds)
+    if as_json:
+        emit_json(out)
+    else:
+        _print_check(out)
+    return 0 if out["ok"] else 1
+
+
+def _print_check(out):
+    click.echo(f"device {out['device']}, dtype {out['dtype']}, seeds {out['seeds']}; "
+               "hand vs autograd vs central finite differences (float64 references)")
+    for name, m in out["models"].items():
+        click.echo(f"\n{name}: {'PASS' if m['ok'] else 'FAIL'}")
+        for p in m["problems"]:
+            cells = []
+            for c in p["comparisons"]:
+                tag = {"autograd": "hand~auto", "fd": "hand~fd", "autograd_vs_fd": "auto~fd"}[c["hand_vs"]]
+                cells.append(f"{c['quantity'][:4]} {tag} {c['max_abs_err']:.1e}"
+                             f"{'' if c['ok'] else ' FAIL'}")
+            click.echo(f"  seed {p['seed']} {p['label']:<22} " + "  ".join(cells))
+            for c in p["comparisons"]:
+                if not c["ok"] and c["worst"]:
+                    w = c["worst"]
+                    if w.get("message"):
+                        click.echo(f"    MISMATCH {c['quantity']} vs {c['hand_vs']}: {w['message']}")
+                        continue
+                    click.echo(
+                        f"    MISMATCH {c['quantity']} vs {c['hand_vs']}: parameter {w['parameter']} "
+                        f"index {w['index']}: hand {w['hand']:.10g}, reference {w['reference']:.10g}, "
+                        f"abs err {w['abs_err']:.3g}, rel err {w['rel_err']:.3g}, tol {w['tol']:.3g}")
+        note = m["problems"][0].get("note") if m["problems"] else ""
+        if note:
+            click.echo(f"  note: {note}")
+    click.echo(f"\n{'all checks passed' if out['ok'] else 'CHECK FAILED'}")
+
+
+FIT_OPTIONS = [
+    click.option("--newton", is_flag=True, help="Newton's method (same as --solver newton)."),
+    click.option("--solver", type=click.Choice(["closed", "newton", "gd"]), default=None,
+                 help="closed form, Newton, or gradient descent (default: the model's)."),
+    click.option("--autograd", is_flag=True,
+                 help="Drive the solver with autograd derivatives instead (for comparison)."),
+    click.option("--data", "data", type=str, default=None,
+                 help="CSV with a header row, .npz with arrays X and y, or X.npy."),
+    click.option("--target", type=str, default=None, help="Target column of the CSV."),
+    click.option("--features", type=str, default=None,
+                 help="Comma-separated feature columns (default: all but the target)."),
+    click.option("--no-intercept", is_flag=True, help="Fit without an intercept."),
+    click.option("--l2", type=float, default=0.0, show_default=True,
+                 help="L2 penalty (l2/2)*||w||^2 on the weights."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic data."),
+    click.option("--n-samples", type=click.IntRange(min=1), default=None,
+                 help="Synthetic data: rows."),
+    click.option("--n-features", type=click.IntRange(min=1), default=None,
+                 help="Synthetic data: columns."),
+    click.option("--max-iter", type=click.IntRange(min=0), default=None, help="Iteration cap."),
+    click.option("--tol", type=float, default=None,
+                 help="Gradient-norm tolerance (default 1e-8 in float64, 1e-3 in float32)."),
+    click.option("--tf32", is_flag=True, help="Allow TF32 matmuls on CUDA for fits."),
+]
+
+
+def fit_options(fn):
+    for opt in reversed(FIT_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+@main.command("fit")
+@click.argument("model", type=MODEL)
+@fit_options
+@common
+@command
+def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercept, l2, seed,
+            n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json):
+    """Fit MODEL with its hand-derived gradient (and Hessian)."""
+    if newton and solver not in (None, "newton"):
+        raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
+    feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    out = app.fit(model, solver="newton" if newton else solver, autograd=autograd, data_path=data,
+                  target=target, features=feats, intercept=not no_intercept, l2=l2,
+                  device=device, dtype=dtype, seed=seed, n_samples=n_samples,
+                  n_features=n_features, max_iter=max_iter, tol=tol, tf32=tf32,
+                  progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        emit_json(out)
+    else:
+        _print_fit(out)
+    if not out["converged"]:
+        click.echo(f"error: {out['model']} did not converge: {out['message']} "
+                   f"(reached loss {out['loss']:.10g}, |g| {out['grad_norm']:.3e} after "
+                   f"{out['iterations']} iterations)", err=True)
+        return 1
+    return 0
+
+
+def _print_fit(out):
+    d = out["data"]
+    click.echo(f"{out['model']} on {d['source']} (n={d['n']}, d={d['d']}), solver {out['solver']} "
+               f"with {out['derivatives']} derivatives, {out['device']} {out['dtype']}")
+    for note in d["notes"]:
+        click.echo(f"note: {note}")
+    if out["solver"] != "closed":
+        click.echo(f"{'iter':>4}  {'loss':>22}  {'|grad|':>10}  {'step':>8}")
+        for h in out["history"]:
+            click.echo(f"{h['iteration']:>4}  {h['loss']:>22.15g}  {h['grad_norm']:>10.3e}  "
+                       f"{h['step']:>8.3g}")
+    status = "converged" if out["converged"] else "NOT converged"
+    click.echo(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
+               f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
+    if "coefficients" in out:
+        se = out.get("std_errors") or {}
+        truth = out.get("true_params")
+        click.echo(f"\n{'term':<16} {'coef':>14} {'std err':>12}" + (f" {'true':>10}" if truth else ""))
+        tw = (truth or {}).get("w", [])
+        for i, (name, v) in enumerate(out["coefficients"].items()):
+            t = (tw[i] if name != "intercept" else truth.get("b")) if truth else None
+            s = se.get(name)
+            click.echo(f"{name:<16} {v:>14.8g} {'' if s is None else f'{s:.4g}':>12}"
+                       + (f" {t:>10.4g}" if t is not None else ""))
+
+
+def _fit_key_types() -> dict:
+    """Config keys accepted by `run`: the fit command's options plus `model`."""
+    types = {"model": str}
+    for p in fit_cmd.params:
+        if p.name in ("as_json",):
+            continue
+        if isinstance(p, click.Option) and p.is_flag:
+            types[p.name] = bool
+        elif p.type is click.FLOAT or p.type == float:
+            types[p.name] = float
+        elif isinstance(p.type, click.types.IntParamType) or p.type is click.INT:
+            types[p.name] = int
+        else:
+            types[p.name] = str
+    types["intercept"] = bool  # `intercept = false` reads better than `no_intercept = true`
+    types.pop("no_intercept", None)
+    types["features"] = (str, list)
+    return types
+
+
+@main.command("run")
+@click.argument("config_path", metavar="CONFIG.toml", type=str)
+@click.option("--device", default=None, help="Override the config's device.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default=None,
+              help="Override the config's dtype.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.pass_context
+def run_cmd(ctx, config_path, device, dtype, as_json):
+    """Run a TOML experiment file (keys mirror `fit`'s flags; flags given here win)."""
+    try:
+        cfg = config.load(config_path, _fit_key_types())
+    except UserError as exc:
+        if as_json:
+            emit_json({"error": str(exc), "status": 2})
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    model = cfg.pop("model", None)
+    if model is None:
+        click.echo(f"error: {config_path}: the key 'model' is required "
+                   f"(one of {', '.join(sorted(registry.REGISTRY))}).", err=True)
+        ctx.exit(2)
+    if model not in registry.REGISTRY:
+        click.echo(f"error: {config_path}: unknown model {model!r}; "
+                   f"available: {', '.join(sorted(registry.REGISTRY))}.", err=True)
+        ctx.exit(2)
+    if "intercept" in cfg:
+        cfg["no_intercept"] = not cfg.pop("intercept")
+    if isinstance(cfg.get("features"), list):
+        cfg["features"] = ",".join(map(str, cfg["features"]))
+    for key, value in (("device", device), ("dtype", dtype)):
+        if value is not None:
+            cfg[key] = value
+    cfg["as_json"] = as_json or cfg.get("as_json", False)
+    defaults = {p.name: p.default for p in fit_cmd.params if p.name != "model"}
+    ctx.invoke(fit_cmd, model=model, **{**defaults, **cfg})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""What the commands do, as plain functions returning JSON-ready dicts (cli.py prints them)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+
+from handgrad import checker, registry, solvers
+from handgrad.data import Data, load
+from handgrad.device import resolve_device, resolve_dtype, set_tf32
+from handgrad.errors import UserError
+from handgrad.params import flatten
+
+
+def _tolist(t: torch.Tensor):
+    t = t.detach().cpu()
+    return t.item() if t.dim() == 0 else t.tolist()
+
+
+def get_data(entry, *, data_path=None, target=None, features=None, seed=0, n_samples=None,
+             n_features=None, **synth):
+    """User data (CSV / npz / npy) or the model's seeded synthetic set with its true answer."""
+    if data_path:
+        data = load(data_path, target, features, needs_target=entry.model.TARGET is not None)
+        truth = None
+    else:
+        kw = {k: v for k, v in (("n", n_samples), ("d", n_features)) if v is not None}
+        data, truth = entry.model.synthetic(seed=seed, **kw, **synth)
+    if hasattr(entry.model, "prepare"):
+        data = entry.model.prepare(data)
+    return data, truth
+
+
+def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_path=None,
+        target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
+        dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
+        tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None) -> dict:
+    entry = registry.get(model)
+    solver = solver or entry.model.DEFAULT_SOLVER
+    if solver not in entry.solvers:
+        raise UserError(f"Solver {solver!r} is not available for {model}; "
+                        f"choose from: {', '.join(entry.solvers)}.")
+    if solver == "newton" and not entry.has_hessian:
+        raise UserError(f"{model} has no hand-derived Hessian; use --solver gd.")
+    if l2 < 0 or not math.isfinite(l2):
+        raise UserError(f"--l2 must be a finite number >= 0; got {l2}.")
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    set_tf32(tf32)
+    hp = {"l2": l2, **(hyper or {})}
+    data, truth = get_data(entry, data_path=data_path, target=target, features=features,
+                           seed=seed, n_samples=n_samples, n_features=n_features)
+    data = data.to(dev, dt)
+    params0 = entry.model.init_params(data, intercept=intercept, seed=seed, **hp)
+    extra: dict = {}
+    t0 = time.perf_counter()
+    if solver == "closed":
+        params, extra = entry.model.closed_form(data, intercept=intercept, **hp)
+        g = flatten(entry.gradient(params, data, **hp))
+        f = entry.loss(params, data, **hp)
+        res = solvers.FitResult(params, 0, bool(torch.isfinite(g).all()), solver="closed",
+                                history=[{"iteration": 0, "loss": f.item(),
+                                          "grad_norm": g.norm().item(), "step": 1.0}])
+    else:
+        obj = solvers.Objective(entry, data, params0, hp, use_autograd=autograd)
+        kw = {"tol": tol, "callback": _progress(solver) if progress else None}
+        if max_iter is not None:
+            kw["max_iter"] = max_iter
+        res = solvers.SOLVERS[solver](obj, flatten(params0), **kw)
+        if progress:
+            print(file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    out = {
+        "model": model, "solver": solver, "derivatives": "autograd" if autograd else "hand",
+        "device": str(dev), "dtype": dtype, "converged": res.converged,
+        "iterations": res.iterations, "loss": res.loss, "grad_norm": res.grad_norm,
+        "seconds": seconds, "message": res.message, "history": res.history,
+        "data": {"source": data.source, "n": data.n, "d": data.d, "target": data.target,
+                 "notes": data.notes},
+        "hyper": hp,
+        "params": {k: _tolist(v) for k, v in res.params.items()},
+        "warnings": list(res.warnings),
+    }
+    if "w" in res.params and res.params["w"].dim() == 1:
+        out["coefficients"] = _named(res.params, data.feature_names)
+        se = std_errors(entry, res.params, data, hp, extra, out["warnings"])
+        if se is not None:
+            out["std_errors"] = _named(se, data.feature_names)
+    if truth is not None:
+        out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
+    return out
+
+
+def std_errors(entry, params, data, hp, extra, warns):
+    """Least squares: from the QR factor R.  Likelihood models: sqrt(diag(H^-1)), H the
+    hand-derived Hessian at the optimum.  Withheld with a warning when H is singular."""
+    if hasattr(entry.model, "std_errors"):
+        if "R" not in extra:  # iterative least squares: refactor once for the inference
+            _, extra = entry.model.closed_form(data, intercept="b" in params, **hp)
+        return entry.model.std_errors(params, data, extra)
+    if not getattr(entry.model, "LIKELIHOOD", False) or not entry.has_hessian:
+        return None
+    H = entry.hessian(params, data, **hp)
+    L, info = torch.linalg.cholesky_ex(H)
+    cond = torch.linalg.cond(H).item() if int(info) == 0 else math.inf
+    if int(info) != 0 or not math.isfinite(cond) or cond > 1e14:
+        warns.append("standard errors withheld: the Hessian at the optimum is singular or "
+                     f"nearly so (condition {cond:.2g}); collinear columns or separation?")
+        return None
+    cov = torch.cholesky_inverse(L)
+    se = cov.diagonal().sqrt()
+    out, i = {}, 0
+    for k, v in params.items():
+        out[k] = se[i: i + v.numel()].reshape(v.shape)
+        i += v.numel()
+    return out
+
+
+def _named(params, names) -> dict:
+    out = {name: float(v) for name, v in zip(names, params["w"].detach().cpu().tolist())}
+    if "b" in params:
+        out["intercept"] = float(params["b"])
+    return out
+
+
+def _progress(solver):
+    def cb(k, entry):
+        print(f"\r{solver} iteration {k + 1}: loss {entry['loss']:.10g}  "
+              f"|g| {entry['grad_norm']:.3e}", end="", file=sys.stderr, flush=True)
+    return cb
+
+
+def check(models: list[str], *, device="auto", dtype="float64", seeds=(0, 1, 2)) -> dict:
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    set_tf32(False)
+    out = {"device": str(dev), "dtype": dtype, "seeds": list(seeds), "models": {}, "ok": True}
+    for name in models:
+        entry = registry.get(name)
+        reps = checker.check_entry(entry, seeds=seeds, dtype=dt, device=dev)
+        ok = all(r.ok for r in reps)
+        out["models"][name] = {"ok": ok, "hessian": entry.has_hessian,
+                               "problems": [checker.report_dict(r) for r in reps]}
+        out["ok"] = out["ok"] and ok
+    return out
+
+
+def list_models() -> dict:
+    return {"models": [
+        {"name": e.name, "title": e.title, "hessian": e.has_hessian, "solvers": list(e.solvers),
+         "target": e.model.TARGET, "summary": (e.model.__doc__ or "").strip().splitlines()[0]}
+        for e in registry.REGISTRY.values()]}
+
+
+def synthetic_data(model: str, **kw) -> Data:
+    return registry.get(model).model.synthetic(**kw)[0]

@@ -1,0 +1,49 @@
+"""TOML experiment files for ``cli.py run``: keys mirror the ``fit`` command's flags."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from handgrad.errors import UserError
+
+
+def load(path: str, valid: dict[str, type | tuple]) -> dict:
+    """Read a config, normalise keys (dashes -> underscores), reject unknown keys and wrong
+    types naming the valid ones.  ``valid`` maps key -> accepted Python type(s)."""
+    if not os.path.exists(path):
+        raise UserError(f"Config file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML ({exc}).") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file.") from None
+    if "fit" in raw and isinstance(raw["fit"], dict) and len(raw) == 1:
+        raw = raw["fit"]  # a [fit] table is allowed as well as top-level keys
+    out = {}
+    for key, value in raw.items():
+        k = key.replace("-", "_")
+        if k not in valid:
+            raise UserError(
+                f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}."
+            )
+        want = valid[k]
+        types = want if isinstance(want, tuple) else (want,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            names = " or ".join(t.__name__ for t in types)
+            raise UserError(f"{path}: key {key!r} must be {names}, got {value!r}.")
+        out[k] = value
+    if "data" in out and not os.path.isabs(out["data"]) and not os.path.exists(out["data"]):
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), out["data"])
+        if os.path.exists(beside):
+            out["data"] = beside
+    return out

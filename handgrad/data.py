@@ -1,0 +1,255 @@
+"""Data: one container, loaders for CSV / .npz / .npy, and validation at the boundary.
+
+Every model takes a :class:`Data`.  ``X`` is (n, d) with samples as rows (the seeds'
+two-layer net writes samples as columns; that model transposes internally).  ``y`` is
+(n,) or None (the Gaussian MLE has no target).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from handgrad.errors import UserError
+
+
+@dataclass
+class Data:
+    X: torch.Tensor
+    y: torch.Tensor | None = None
+    feature_names: list[str] = field(default_factory=list)
+    target: str | None = None
+    source: str = "synthetic"
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.feature_names:
+            self.feature_names = [f"x{j}" for j in range(self.X.shape[1])]
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    def to(self, device=None, dtype=None) -> Data:
+        """Move to device; X (and a float y) to dtype.  Integer labels stay integer."""
+        X = self.X.to(device=device, dtype=dtype)
+        y = self.y
+        if y is not None:
+            y = y.to(device=device, dtype=dtype if y.is_floating_point() else None)
+        return replace(self, X=X, y=y)
+
+    def rows(self, idx) -> Data:
+        return replace(self, X=self.X[idx], y=None if self.y is None else self.y[idx])
+
+
+def _name(names, j):
+    return names[j] if names and j < len(names) else str(j)
+
+
+def check_finite(X: np.ndarray, name: str = "X", columns: list[str] | None = None) -> None:
+    """Raise naming the first NaN / inf entry (row and column), as RELIABILITY.md asks."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        kind = "NaN" if np.isnan(X[tuple(idx)]) else "inf"
+        if X.ndim == 1:
+            raise UserError(f"Input {name} contains {kind} (row {idx[0]}).")
+        raise UserError(
+            f"Input {name} contains {kind} (row {idx[0]}, column {_name(columns, idx[1])!r})."
+        )
+
+
+def validate_arrays(
+    X, y=None, feature_names: list[str] | None = None, target: str = "y"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Shapes, emptiness and finiteness, checked once; returns float arrays.
+
+    y of shape (n, 1) is flattened; any other 2-D y is rejected.
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise UserError(f"X must be 2-D (samples x features); got {X.ndim}-D shape {X.shape}.")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise UserError(f"X is empty: shape {X.shape} (need at least one row and one column).")
+    if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
+        raise UserError(f"X must be numeric; got dtype {X.dtype}.")
+    X = X.astype(np.float64, copy=False)
+    check_finite(X, "X", feature_names)
+    if y is None:
+        return X, None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UserError(f"y must be 1-D (or n x 1); got shape {y.shape}.")
+    if len(y) != len(X):
+        raise UserError(f"X has {len(X)} rows but y has {len(y)}; they must match.")
+    if not np.issubdtype(y.dtype, np.number) and y.dtype != bool:
+        raise UserError(f"Target {target!r} must be numeric; got dtype {y.dtype}.")
+    y = y.astype(np.float64, copy=False)
+    check_finite(y, target)
+    return X, y
+
+
+def read_csv(path: str) -> tuple[list[str], np.ndarray]:
+    """Header row + numeric cells.  Every fault is a one-line UserError."""
+    if not os.path.exists(path):
+        raise UserError(f"Data file not found: {path}")
+    if os.path.isdir(path):
+        raise UserError(f"Data path is a directory, not a CSV file: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text CSV file.") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: malformed CSV ({exc}).") from None
+    if not rows:
+        raise UserError(f"{path} is empty: expected a header row and data rows.")
+    header = [h.strip() for h in rows[0]]
+    if len(rows) == 1:
+        raise UserError(f"{path} has a header but no data rows.")
+    if any(h == "" for h in header):
+        raise UserError(f"{path}: the header has an empty column name (column {header.index('')}).")
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise UserError(f"{path}: duplicate column name(s) in the header: {', '.join(dup)}.")
+    values = np.empty((len(rows) - 1, len(header)))
+    for i, row in enumerate(rows[1:]):
+        line = i + 2  # 1-based file line, header is line 1
+        if len(row) != len(header):
+            raise UserError(
+                f"{path}: ragged row at line {line}: {len(row)} cells, header has {len(header)}."
+            )
+        for j, cell in enumerate(row):
+            c = cell.strip()
+            try:
+                values[i, j] = float(c)
+            except ValueError:
+                if c.lower() in {"true", "false"}:
+                    values[i, j] = 1.0 if c.lower() == "true" else 0.0
+                    continue
+                raise UserError(
+                    f"{path}: non-numeric value {cell!r} in column {header[j]!r}, "
+                    f"row {i + 1} (line {line})."
+                ) from None
+    return header, values
+
+
+def select_columns(
+    header: list[str], target: str | None, features: list[str] | None, path: str
+) -> tuple[list[int], int | None]:
+    if target is not None and target not in header:
+        raise UserError(
+            f"Target column {target!r} not in {os.path.basename(path)}; "
+            f"columns are: {', '.join(header)}."
+        )
+    if features:
+        missing = [f for f in features if f not in header]
+        if missing:
+            raise UserError(
+                f"Feature column(s) {', '.join(map(repr, missing))} not in "
+                f"{os.path.basename(path)}; columns are: {', '.join(header)}."
+            )
+        if target in features:
+            raise UserError(f"Column {target!r} is both the target and a feature.")
+        cols = [header.index(f) for f in features]
+    else:
+        cols = [j for j, h in enumerate(header) if h != target]
+    if not cols:
+        raise UserError(f"{path}: no feature columns left besides the target {target!r}.")
+    return cols, (header.index(target) if target is not None else None)
+
+
+def load(
+    path: str,
+    target: str | None = None,
+    features: list[str] | None = None,
+    *,
+    needs_target: bool = True,
+) -> Data:
+    """Load a CSV (header required), a .npz holding X and y, or X.npy (+ y.npy beside it)."""
+    if needs_target and target is None and path.lower().endswith(".csv"):
+        raise UserError(f"--target is required with --data {path} (name the column to predict).")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".csv":
+        header, values = read_csv(path)
+        cols, t = select_columns(header, target, features, path)
+        names = [header[j] for j in cols]
+        X, y = validate_arrays(values[:, cols], None if t is None else values[:, t], names, target)
+        return Data(
+            torch.from_numpy(X),
+            None if y is None else torch.from_numpy(y),
+            names,
+            target,
+            source=path,
+        )
+    if ext in (".npz", ".npy"):
+        X, y, names = _load_numpy(path)
+        if features:
+            raise UserError("--features applies to CSV files; select columns before saving .npz.")
+        X, y = validate_arrays(X, y if needs_target else None, names)
+        return Data(torch.from_numpy(np.ascontiguousarray(X)),
+                    None if y is None else torch.from_numpy(y), names, target or "y", source=path)
+    raise UserError(f"Unsupported data file {path!r}: use .csv, .npz (arrays X, y) or .npy.")
+
+
+def _load_numpy(path: str):
+    if not os.path.exists(path):
+        raise UserError(f"Data file not found: {path}")
+    try:
+        if path.lower().endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                if "X" not in z.files:
+                    raise UserError(f"{path} must hold an array named 'X' (found: {z.files}).")
+                X = z["X"]
+                y = z["y"] if "y" in z.files else None
+                names = [str(s) for s in z["feature_names"]] if "feature_names" in z.files else []
+            return X, y, names
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+        ypath = os.path.join(os.path.dirname(path), "y.npy")
+        base = os.path.basename(path)
+        if base.startswith("X") and os.path.exists(os.path.join(os.path.dirname(path), "y" + base[1:])):
+            ypath = os.path.join(os.path.dirname(path), "y" + base[1:])
+        y = np.load(ypath, mmap_mode="r", allow_pickle=False) if os.path.exists(ypath) else None
+        return X, y, []
+    except (ValueError, OSError) as exc:
+        raise UserError(f"Cannot read {path}: {exc}") from None
+
+
+def binary_labels(y: torch.Tensor, name: str = "y") -> tuple[torch.Tensor, str | None]:
+    """Map a binary target to {0, 1}.  Returns (labels, note or None).
+
+    {0,1} and booleans pass through; any other two distinct values are re-encoded
+    (smaller -> 0) and said so; one class or more than two values is an error.
+    """
+    vals = torch.unique(y)
+    if len(vals) == 1:
+        raise UserError(
+            f"Target {name!r} has only one class ({_fmt(vals[0])}); logistic regression needs two."
+        )
+    if len(vals) > 2:
+        shown = ", ".join(_fmt(v) for v in vals[:6]) + (" ..." if len(vals) > 6 else "")
+        raise UserError(
+            f"Target {name!r} has {len(vals)} distinct values ({shown}); logistic regression "
+            "needs two classes (use least_squares for a continuous target, softmax for several)."
+        )
+    lo, hi = float(vals[0]), float(vals[1])
+    if lo == 0.0 and hi == 1.0:
+        return y, None
+    note = f"Target {name!r} re-encoded: {_fmt(lo)} -> 0, {_fmt(hi)} -> 1."
+    return (y == vals[1]).to(y.dtype), note
+
+
+def _fmt(v) -> str:
+    v = float(v)
+    return str(int(v)) if math.isfinite(v) and v == int(v) else repr(v)

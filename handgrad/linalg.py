@@ -1,0 +1,36 @@
+"""Linear-algebra helpers shared by every linear model."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sandwich(X: torch.Tensor, w: torch.Tensor, intercept: bool) -> torch.Tensor:
+    """X_a^T diag(w) X_a without forming diag(w) (X_a = [X, 1] when intercept).
+
+    Computed as Xs^T Xs with Xs = X * sqrt(w) (a symmetric rank-k update) when w >= 0,
+    which is cheaper than X^T (X * w); falls back to X^T (X * w) otherwise.
+    """
+    if bool((w >= 0).all()):
+        Xs = X * w.sqrt().unsqueeze(1)
+        H = Xs.T @ Xs
+    else:
+        H = X.T @ (X * w.unsqueeze(1))
+    if not intercept:
+        return H
+    d = X.shape[1]
+    out = X.new_empty(d + 1, d + 1)
+    out[:d, :d] = H
+    xw = X.T @ w
+    out[:d, d] = xw
+    out[d, :d] = xw
+    out[d, d] = w.sum()
+    return out
+
+
+def add_ridge(H: torch.Tensor, l2: float, n_weights: int) -> torch.Tensor:
+    """H + l2 * I on the weight block (the first n_weights coordinates), in place."""
+    if l2:
+        idx = torch.arange(n_weights, device=H.device)
+        H[idx, idx] += l2
+    return H

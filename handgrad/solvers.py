@@ -1,0 +1,232 @@
+"""Solvers shared by every model, driven by the hand-derived derivatives.
+
+All solvers work on the flattened parameter vector through an :class:`Objective`, take
+the same arguments, accept a per-iteration callback and return a :class:`FitResult`.
+Autograd is used only when the objective is built with ``use_autograd=True`` (the
+``--autograd`` comparison runs).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from handgrad.errors import HandgradWarning
+from handgrad.params import Params, flatten, unflatten
+
+
+class Objective:
+    """l, grad l and the Hessian on the flattened parameters of one model and data set."""
+
+    def __init__(self, entry, data, like: Params, hp: dict | None = None, use_autograd=False):
+        self.entry, self.data, self.like, self.hp = entry, data, like, dict(hp or {})
+        self.use_autograd = use_autograd
+        self.n_evals = {"loss": 0, "grad": 0, "hess": 0}
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        self.n_evals["loss"] += 1
+        with torch.no_grad():
+            return self.entry.loss(unflatten(x, self.like), self.data, **self.hp)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        self.n_evals["grad"] += 1
+        if self.use_autograd:
+            xr = x.detach().clone().requires_grad_(True)
+            f = self.entry.loss(unflatten(xr, self.like), self.data, **self.hp)
+            return torch.autograd.grad(f, xr)[0]
+        g = self.entry.gradient(unflatten(x, self.like), self.data, **self.hp)
+        return flatten({k: g[k] for k in self.like})
+
+    def hess(self, x: torch.Tensor) -> torch.Tensor:
+        self.n_evals["hess"] += 1
+        if self.use_autograd:
+            return torch.func.hessian(
+                lambda v: self.entry.loss(unflatten(v, self.like), self.data, **self.hp))(x)
+        return self.entry.hessian(unflatten(x, self.like), self.data, **self.hp)
+
+
+@dataclass
+class FitResult:
+    params: Params
+    iterations: int
+    converged: bool
+    history: list[dict] = field(default_factory=list)  # loss, grad_norm, step[, decrement]
+    message: str = ""
+    solver: str = ""
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def loss(self) -> float:
+        return self.history[-1]["loss"] if self.history else float("nan")
+
+    @property
+    def grad_norm(self) -> float:
+        return self.history[-1]["grad_norm"] if self.history else float("nan")
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    return 1e-8 if dtype == torch.float64 else 1e-3
+
+
+def _warn(result: FitResult, msg: str) -> None:
+    result.warnings.append(msg)
+    warnings.warn(msg, HandgradWarning, stacklevel=3)
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int = 50,
+           callback=None, max_halvings: int = 40) -> FitResult:
+    """Damped Newton: Cholesky solve, Armijo backtracking, stop on |g| and the decrement.
+
+    Converged when ||g|| <= tol and lambda^2 / 2 <= tol (lambda^2 = g^T H^-1 g, the
+    Newton decrement).  If the Cholesky factorisation fails, a ridge mu I is added
+    (mu growing tenfold) and a warning names the iteration; if the step does not
+    descend, a warning is given and the gradient direction is used.
+    """
+    tol = default_tol(x0.dtype) if tol is None else tol
+    res = FitResult({}, 0, False, solver="newton")
+    t0 = time.perf_counter()
+    x = x0.clone()
+    f = obj.value(x)
+    for k in range(max_iter + 1):
+        g = obj.grad(x)
+        gnorm = g.norm().item()
+        if not (_finite(f) and math.isfinite(gnorm)):
+            res.message = (f"non-finite loss or gradient at iteration {k}; the data may have "
+                           "extreme magnitudes (try --standardize) or the model may diverge")
+            break
+        entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
+        res.history.append(entry)
+        if k == max_iter and gnorm > tol:
+            break
+        H = obj.hess(x)
+        d, how = _newton_direction(H, g)
+        if how:
+            _warn(res, f"Newton iteration {k}: {how}")
+        slope = (g @ d).item()
+        if not slope < 0:
+            _warn(res, f"Newton iteration {k}: step does not descend (g.d = {slope:.3g}); "
+                       "taking a gradient step instead")
+            d, slope = -g, -(g @ g).item()
+        entry["decrement"] = -slope / 2  # lambda^2 / 2
+        if gnorm <= tol and -slope / 2 <= tol:
+            res.converged = True
+            break
+        if k == max_iter:
+            break
+        t, f_new = 1.0, obj.value(x + d)
+        for _ in range(max_halvings):
+            if _finite(f_new) and f_new.item() <= f.item() + 1e-4 * t * slope:
+                break
+            t *= 0.5
+            f_new = obj.value(x + t * d)
+        else:
+            if gnorm <= 10 * tol or _stalled(f, slope):
+                res.converged = gnorm <= tol
+                res.message = "line search made no progress: at the precision limit"
+                break
+            _warn(res, f"Newton iteration {k}: line search exhausted after {max_halvings} halvings")
+            res.message = "line search exhausted"
+            break
+        x = x + t * d
+        f = f_new
+        entry["step"] = t
+        res.iterations = k + 1
+        if callback is not None:
+            callback(k, entry)
+    return _finish(res, obj, x, t0, max_iter)
+
+
+def _stalled(f, slope) -> bool:
+    # the predicted decrease is below what float arithmetic on f can resolve
+    return abs(slope) <= 1e3 * torch.finfo(f.dtype).eps * max(1.0, abs(f.item()))
+
+
+def _newton_direction(H: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """Solve H d = -g by Cholesky; on failure add mu I, mu = 1e-8 * scale, growing tenfold."""
+    L, info = torch.linalg.cholesky_ex(H)
+    if int(info) == 0 and _finite(L):
+        return -torch.cholesky_solve(g.unsqueeze(1), L).squeeze(1), ""
+    scale = max(H.diagonal().abs().max().item(), 1e-300)
+    mu = 1e-8 * scale
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    while mu < 1e8 * scale:
+        L, info = torch.linalg.cholesky_ex(H + mu * eye)
+        if int(info) == 0 and _finite(L):
+            d = -torch.cholesky_solve(g.unsqueeze(1), L).squeeze(1)
+            return d, (f"Hessian not positive definite (Cholesky failed); added damping "
+                       f"{mu:.2g} I. Collinear or constant columns? Remedy: pass --l2 > 0")
+        mu *= 10
+    return -g, "Hessian could not be factorised even with damping; took a gradient step"
+
+
+def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = None,
+                     max_iter: int = 5000, callback=None, max_halvings: int = 60) -> FitResult:
+    """Gradient descent with Armijo backtracking; the step doubles after each success."""
+    tol = default_tol(x0.dtype) if tol is None else tol
+    res = FitResult({}, 0, False, solver="gd")
+    t0 = time.perf_counter()
+    x = x0.clone()
+    f = obj.value(x)
+    g = obj.grad(x)
+    t = 1.0 / max(g.norm().item(), 1.0)
+    for k in range(max_iter + 1):
+        gnorm = g.norm().item()
+        if not (_finite(f) and math.isfinite(gnorm)):
+            res.message = f"non-finite loss or gradient at iteration {k}"
+            break
+        entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
+        res.history.append(entry)
+        if gnorm <= tol:
+            res.converged = True
+            break
+        if k == max_iter:
+            break
+        gg = gnorm * gnorm
+        noise = 64 * torch.finfo(f.dtype).eps * max(1.0, abs(f.item()))
+        g_new = None
+        for _ in range(max_halvings):
+            f_new = obj.value(x - t * g)
+            if _finite(f_new) and f_new.item() <= f.item() - 1e-4 * t * gg:
+                break
+            if _finite(f_new) and abs(f_new.item() - f.item()) <= noise:
+                # the decrease is below what f can resolve: judge the step by the gradient
+                # (for a convex f, g(x - t g).g >= 0 means t has not passed the line minimum,
+                # so f decreased)
+                g_new = obj.grad(x - t * g)
+                if (g_new @ g).item() >= 0:
+                    break
+                g_new = None
+            t *= 0.5
+        else:
+            res.message = "line search exhausted: at the precision limit"
+            break
+        x = x - t * g
+        f = f_new
+        g = obj.grad(x) if g_new is None else g_new
+        entry["step"] = t
+        res.iterations = k + 1
+        if callback is not None:
+            callback(k, entry)
+        if g_new is None:  # grow the step only after an Armijo-certified success
+            t *= 2.0
+    return _finish(res, obj, x, t0, max_iter)
+
+
+def _finish(res: FitResult, obj: Objective, x, t0, max_iter) -> FitResult:
+    res.params = unflatten(x, obj.like)
+    res.seconds = time.perf_counter() - t0
+    if not res.converged and not res.message:
+        res.message = f"did not converge after {max_iter} iterations"
+    return res
+
+
+SOLVERS = {"newton": newton, "gd": gradient_descent}

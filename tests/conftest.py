@@ -1,0 +1,40 @@
+"""Shared fixtures: the registry's model names, a CliRunner, and one seeded data helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from handgrad.registry import REGISTRY  # noqa: E402
+
+MODEL_NAMES = sorted(REGISTRY)
+
+
+@pytest.fixture
+def runner():
+    from click.testing import CliRunner
+
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    """Run cli.py with args; returns (result, parsed JSON or None).  stderr kept apart."""
+    import cli
+
+    result = runner.invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
+    parsed = None
+    if "--json" in args:
+        parsed = json.loads(result.stdout)
+    return result, parsed
+
+
+def make_rng(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
