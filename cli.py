@@ -240,9 +240,9 @@ def _fit_key_types() -> dict:
             continue
         if isinstance(p, click.Option) and p.is_flag:
             types[p.name] = bool
-        elif p.type is click.FLOAT or p.type == float:
+        elif isinstance(p.type, click.types.FloatParamType):
             types[p.name] = float
-        elif isinstance(p.type, click.types.IntParamType) or p.type is click.INT:
+        elif isinstance(p.type, click.types.IntParamType):
             types[p.name] = int
         else:
             types[p.name] = str
@@ -285,8 +285,7 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
         if value is not None:
             cfg[key] = value
     cfg["as_json"] = as_json or cfg.get("as_json", False)
-    defaults = {p.name: p.default for p in fit_cmd.params if p.name != "model"}
-    ctx.invoke(fit_cmd, model=model, **{**defaults, **cfg})
+    ctx.invoke(fit_cmd, model=model, **cfg)  # click fills the flags the file leaves out
 
 
 if __name__ == "__main__":

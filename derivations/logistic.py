@@ -59,9 +59,9 @@ def derivations() -> list[Derivation]:
         steps=[
             Step("l = sum_i [ -y_i z_i + log(1 + exp(z_i)) ] + (l2/2) w^T w,  z = Xw + b1",
                  r"l = \sum_i \big[-y_i z_i + \log(1 + e^{z_i})\big] + \tfrac{\lambda}{2} w^T w,\quad z = Xw + b\mathbf{1}",
-                 lambda P, D, dP, hp: (-D.y * _z(P, D) + torch.nn.functional.softplus(_z(P, D))).sum()
+                 lambda P, D, dP, hp: (-D.y * _z(P, D) + torch.logaddexp(_z(P, D), torch.zeros_like(_z(P, D)))).sum()
                  + 0.5 * hp.get("l2", 0.0) * P["w"] @ P["w"],
-                 "the seed's loss; log(1 + e^z) evaluated as softplus(z)", kind="value"),
+                 "the seed's loss; log(1 + e^z) evaluated stably as logaddexp(0, z)", kind="value"),
             Step("dl = sum_i [ -y_i dz_i + e^{z_i} / (1 + e^{z_i}) dz_i ] + l2 w^T dw,  dz = X dw + 1 db",
                  r"dl = \sum_i \Big[-y_i\,dz_i + \frac{e^{z_i}}{1 + e^{z_i}}\,dz_i\Big] + \lambda w^T dw",
                  lambda P, D, dP, hp: (-D.y * _dz(P, D, dP)).sum()
