@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import torch
 
-from handgrad import checker, registry, solvers
+from handgrad import checker, registry, solvers, term
 from handgrad.data import Data, load
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import UserError
@@ -37,7 +36,10 @@ def get_data(entry, *, data_path=None, target=None, features=None, seed=0, n_sam
 def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_path=None,
         target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
-        tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None) -> dict:
+        tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
+        callback=None) -> dict:
+    """``progress`` draws a bar on stderr (handgrad.term); ``callback(k, entry)``, if
+    given, is also called after each iteration with that iteration's history entry."""
     entry = registry.get(model)
     solver = solver or entry.model.DEFAULT_SOLVER
     if solver not in entry.solvers:
@@ -65,12 +67,16 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
                                           "grad_norm": g.norm().item(), "step": 1.0}])
     else:
         obj = solvers.Objective(entry, data, params0, hp, use_autograd=autograd)
-        kw = {"tol": tol, "callback": _progress(solver) if progress else None}
+        bar = _progress(solver, solvers.default_tol(dt) if tol is None else tol) \
+            if progress else None
+        kw = {"tol": tol, "callback": _both(bar, callback)}
         if max_iter is not None:
             kw["max_iter"] = max_iter
-        res = solvers.SOLVERS[solver](obj, flatten(params0), **kw)
-        if progress:
-            print(file=sys.stderr)
+        try:
+            res = solvers.SOLVERS[solver](obj, flatten(params0), **kw)
+        finally:
+            if bar is not None:
+                bar.close()
     seconds = time.perf_counter() - t0
     out = {
         "model": model, "solver": solver, "derivatives": "autograd" if autograd else "hand",
@@ -125,10 +131,18 @@ def _named(params, names) -> dict:
     return out
 
 
-def _progress(solver):
+def _progress(solver, tol):
+    return term.fit_progress(solver, tol, active=True)
+
+
+def _both(*callbacks):
+    cbs = [c for c in callbacks if c is not None]
+    if len(cbs) <= 1:
+        return cbs[0] if cbs else None
+
     def cb(k, entry):
-        print(f"\r{solver} iteration {k + 1}: loss {entry['loss']:.10g}  "
-              f"|g| {entry['grad_norm']:.3e}", end="", file=sys.stderr, flush=True)
+        for c in cbs:
+            c(k, entry)
     return cb
 
 

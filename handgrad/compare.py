@@ -1,0 +1,161 @@
+"""The same fit three ways, for `fit --compare` and the reports.
+
+Newton (where the model has a hand-derived Hessian) and gradient descent run on the
+hand-derived derivatives through :func:`handgrad.app.fit`; for reference,
+``torch.optim.LBFGS`` with a strong-Wolfe line search runs on autograd gradients of
+the model's loss, from the same start on the same data.  Every run reports its history
+in the solvers' form (iteration, loss, grad_norm, step), so the curves are comparable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from handgrad import app, registry, term
+from handgrad.device import resolve_device, resolve_dtype
+from handgrad.params import flatten, unflatten
+from handgrad.solvers import FitResult, Objective, default_tol
+
+LABELS = {
+    "newton": "Newton (hand gradient + Hessian)",
+    "gd": "gradient descent (hand gradient)",
+    "lbfgs": "L-BFGS (torch.optim, autograd)",
+}
+
+
+def lbfgs(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int = 500,
+          callback=None, history_size: int = 10) -> FitResult:
+    """torch.optim.LBFGS, one iteration per step() so each iterate is recorded.
+
+    Same signature and result as the solvers in handgrad.solvers; converged when
+    ||g|| <= tol.  Gradients come from autograd (``obj.grad`` with use_autograd)."""
+    tol = default_tol(x0.dtype) if tol is None else tol
+    res = FitResult({}, 0, False, solver="lbfgs")
+    x = x0.detach().clone().requires_grad_(True)
+    # built before the clock starts: the first optimizer built in a process pays a
+    # one-off import cost (about a second) that says nothing about L-BFGS
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=25, tolerance_grad=0.0,
+                            tolerance_change=0.0, history_size=history_size,
+                            line_search_fn="strong_wolfe")
+    t0 = time.perf_counter()
+
+    def closure():
+        opt.zero_grad()
+        f = obj.entry.loss(unflatten(x, obj.like), obj.data, **obj.hp)
+        f.backward()
+        return f
+
+    for k in range(max_iter + 1):
+        xd = x.detach()
+        f, g = obj.value(xd), obj.grad(xd)
+        gnorm = g.norm().item()
+        if not (math.isfinite(f.item()) and math.isfinite(gnorm)):
+            res.message = f"non-finite loss or gradient at iteration {k}"
+            break
+        entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
+        res.history.append(entry)
+        if gnorm <= tol:
+            res.converged = True
+            break
+        if k == max_iter:
+            break
+        before = xd.clone()
+        opt.step(closure)
+        if torch.equal(x.detach(), before):
+            res.message = "L-BFGS made no progress: at the precision limit"
+            break
+        entry["step"] = float(opt.state[x].get("t", 1.0))
+        res.iterations = k + 1
+        if callback is not None:
+            callback(k, entry)
+    res.params = unflatten(x.detach(), obj.like)
+    res.seconds = time.perf_counter() - t0
+    if not res.converged and not res.message:
+        res.message = f"did not converge after {max_iter} iterations"
+    return res
+
+
+def iterative_solvers(entry) -> list[str]:
+    """The hand-derivative solvers a comparison runs for this model, Newton first."""
+    out = []
+    if "newton" in entry.solvers and entry.has_hessian:
+        out.append("newton")
+    if "gd" in entry.solvers:
+        out.append("gd")
+    return out
+
+
+def _summary(solver: str, derivatives: str, res: dict) -> dict:
+    return {"solver": solver, "label": LABELS.get(solver, solver), "derivatives": derivatives,
+            "converged": res["converged"], "iterations": res["iterations"],
+            "loss": res["loss"], "grad_norm": res["grad_norm"], "seconds": res["seconds"],
+            "message": res["message"], "history": res["history"]}
+
+
+def run(model: str, *, done: dict | None = None, progress: bool = False, seed: int = 0,
+        data_path=None, target=None, features=None, intercept: bool = True, l2: float = 0.0,
+        device="auto", dtype="float64", n_samples=None, n_features=None, max_iter=None,
+        tol=None, hyper: dict | None = None, status=None) -> dict:
+    """Fit ``model`` with each iterative solver and the autograd L-BFGS reference.
+
+    ``done`` is an ``app.fit`` result already at hand (its solver is not rerun);
+    ``status(text)`` is told which run is starting (the report's progress bar)."""
+    entry = registry.get(model)
+    kw = dict(data_path=data_path, target=target, features=features, intercept=intercept,
+              l2=l2, device=device, dtype=dtype, seed=seed, n_samples=n_samples,
+              n_features=n_features, max_iter=max_iter, tol=tol, hyper=hyper)
+    runs = []
+    for s in iterative_solvers(entry):
+        if status:
+            status(s)
+        res = done if done is not None and done.get("solver") == s and \
+            done.get("derivatives") == "hand" else app.fit(model, solver=s, progress=progress, **kw)
+        runs.append(_summary(s, "hand", res))
+    if status:
+        status("lbfgs")
+    runs.append(_summary("lbfgs", "autograd", _reference(entry, progress=progress, **kw)))
+    best = min((r["loss"] for r in runs if math.isfinite(r["loss"])), default=float("nan"))
+    tol_used = tol if tol is not None else default_tol(resolve_dtype(dtype))
+    return {"model": model, "runs": runs, "best_loss": best, "tol": tol_used, "dtype": dtype}
+
+
+def _reference(entry, *, progress, data_path, target, features, intercept, l2, device, dtype,
+               seed, n_samples, n_features, max_iter, tol, hyper) -> dict:
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    hp = {"l2": l2, **(hyper or {})}
+    data, _ = app.get_data(entry, data_path=data_path, target=target, features=features,
+                           seed=seed, n_samples=n_samples, n_features=n_features)
+    data = data.to(dev, dt)
+    params0 = entry.model.init_params(data, intercept=intercept, seed=seed, **hp)
+    obj = Objective(entry, data, params0, hp, use_autograd=True)
+    tol = default_tol(dt) if tol is None else tol
+    cb = term.fit_progress("lbfgs", tol, active=progress) if progress else None
+    kw = {"tol": tol, "callback": cb}
+    if max_iter is not None:
+        kw["max_iter"] = max_iter
+    try:
+        res = lbfgs(obj, flatten(params0), **kw)
+    finally:
+        if cb is not None:
+            cb.close()
+    return {"converged": res.converged, "iterations": res.iterations, "loss": res.loss,
+            "grad_norm": res.grad_norm, "seconds": res.seconds, "message": res.message,
+            "history": res.history}
+
+
+def _verdict(run: dict) -> str:
+    if run["converged"]:
+        return "yes"
+    return "stalled" if "precision limit" in run["message"] else "NO"
+
+
+def table(cmp: dict) -> str:
+    """The comparison as an aligned terminal table."""
+    rows = [[r["label"], str(r["iterations"]), _verdict(r),
+             f"{r['loss']:.12g}", term.fmt(r["loss"] - cmp["best_loss"], ".1e"),
+             f"{r['grad_norm']:.2e}", f"{r['seconds']:.3f}"] for r in cmp["runs"]]
+    return term.table(["solver", "iterations", "converged", "loss", "loss - best", "|grad|",
+                       "seconds"], rows, align="lrlrrrr")
