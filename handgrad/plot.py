@@ -16,7 +16,7 @@ import math
 import os
 
 from handgrad.errors import UserError
-from handgrad.outfiles import check_dir, replacing
+from handgrad.io import atomic_path
 
 MISSING = ("plots need matplotlib, which is not installed: "
            "pip install 'handgrad[plot]' (or pip install matplotlib)")
@@ -44,13 +44,26 @@ def pyplot():
     return plt
 
 
+def check_folder(path: str, what: str = "output") -> str:
+    """The folder that will hold ``path``: a UserError now, before any work, unless it
+    exists and is writable (the write itself goes through handgrad.io.atomic_path)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"Cannot write {what} {path}: it is a folder.")
+    if not os.path.isdir(folder):
+        raise UserError(f"Cannot write {what} {path}: folder {folder} does not exist.")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"Cannot write {what} {path}: folder {folder} is not writable.")
+    return folder
+
+
 def check_output(path: str) -> str:
     """Validate a plot path before any work: known extension, writable folder, matplotlib."""
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext not in FORMATS:
         raise UserError(f"--plot {path}: the file name must end in "
                         f"{', '.join('.' + f for f in FORMATS)}.")
-    check_dir(path, "plot")
+    check_folder(path, "plot")
     pyplot()
     return ext
 
@@ -134,7 +147,7 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
     if title:
         fig.suptitle(title, fontsize=12)
     try:
-        with replacing(path) as tmp:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext)
     finally:
         plt.close(fig)
