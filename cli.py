@@ -58,11 +58,27 @@ def command(fn):
                 click.echo(f"error: {msg}", err=True)
                 ctx.exit(2)
             except ConvergenceError as exc:
+                if as_json:
+                    emit_json({"error": str(exc), "status": 1})
                 click.echo(f"error: {exc}", err=True)
                 ctx.exit(1)
             except KeyboardInterrupt:
+                if as_json:
+                    emit_json({"error": "interrupted", "status": 130})
                 click.echo("\ninterrupted", err=True)
                 ctx.exit(130)
+            except (click.exceptions.Exit, click.ClickException):
+                raise
+            except Exception as exc:  # a bug or an unforeseen numerical fault: no traceback
+                if debug:
+                    raise
+                first = (str(exc).splitlines() or [""])[0]
+                msg = f"internal error ({type(exc).__name__}: {first}); rerun with --debug " \
+                      "for the traceback"
+                if as_json:
+                    emit_json({"error": msg, "status": 1})
+                click.echo(f"error: {msg}", err=True)
+                ctx.exit(1)
             finally:
                 if not as_json:
                     for w in caught:
@@ -80,7 +96,25 @@ def common(fn):
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class JsonAwareGroup(click.Group):
+    """Usage errors (bad option, unknown model, wrong value) exit 2 as click prints them;
+    when --json was given, stdout still gets exactly one {"error", "status"} object."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["handgrad_json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if ctx.meta.get("handgrad_json"):
+                emit_json({"error": exc.format_message().splitlines()[0],
+                           "status": exc.exit_code})
+            raise
+
+
+@click.group(cls=JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def main(debug):
     """Hand-derived gradients and Hessians, checked against torch.autograd, used to fit data."""
@@ -198,6 +232,11 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         emit_json(out)
     else:
         _print_fit(out)
+    if out.get("interrupted"):
+        click.echo(f"interrupted: {out['model']} stopped at iteration {out['iterations']} "
+                   f"with loss {out['loss']:.10g}, |g| {out['grad_norm']:.3e} (the parameters "
+                   "reached are reported above)", err=True)
+        return 130
     if not out["converged"]:
         click.echo(f"error: {out['model']} did not converge: {out['message']} "
                    f"(reached loss {out['loss']:.10g}, |g| {out['grad_norm']:.3e} after "
@@ -252,6 +291,21 @@ def _fit_key_types() -> dict:
     return types
 
 
+def _check_config_values(ctx, cfg: dict, path: str) -> str | None:
+    """Run each config value through its `fit` option's click type (choices, ranges), as
+    the command line would; returns the first problem as a one-line message."""
+    params = {p.name: p for p in fit_cmd.params}
+    for key, value in cfg.items():
+        p = params.get(key)
+        if p is None or isinstance(value, (bool, list)) or p.type in (click.STRING,):
+            continue
+        try:
+            cfg[key] = p.type.convert(value, p, ctx)
+        except click.BadParameter as exc:
+            return f"{path}: key {key!r}: {exc.message}"
+    return None
+
+
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG.toml", type=str)
 @click.option("--device", default=None, help="Override the config's device.")
@@ -269,13 +323,19 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
     model = cfg.pop("model", None)
+    problem = None
     if model is None:
-        click.echo(f"error: {config_path}: the key 'model' is required "
-                   f"(one of {', '.join(sorted(registry.REGISTRY))}).", err=True)
-        ctx.exit(2)
-    if model not in registry.REGISTRY:
-        click.echo(f"error: {config_path}: unknown model {model!r}; "
-                   f"available: {', '.join(sorted(registry.REGISTRY))}.", err=True)
+        problem = (f"{config_path}: the key 'model' is required "
+                   f"(one of {', '.join(sorted(registry.REGISTRY))}).")
+    elif model not in registry.REGISTRY:
+        problem = (f"{config_path}: unknown model {model!r}; "
+                   f"available: {', '.join(sorted(registry.REGISTRY))}.")
+    else:
+        problem = _check_config_values(ctx, cfg, config_path)
+    if problem:
+        if as_json:
+            emit_json({"error": problem, "status": 2})
+        click.echo(f"error: {problem}", err=True)
         ctx.exit(2)
     if "intercept" in cfg:
         cfg["no_intercept"] = not cfg.pop("intercept")

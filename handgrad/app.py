@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 
-from handgrad import checker, registry, solvers, term
+from handgrad import checker, registry, solvers, term, validate
 from handgrad.data import Data, load
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
-from handgrad.errors import UserError
+from handgrad.errors import HandgradWarning, UserError
 from handgrad.params import flatten
 
 
@@ -49,13 +50,21 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         raise UserError(f"{model} has no hand-derived Hessian; use --solver gd.")
     if l2 < 0 or not math.isfinite(l2):
         raise UserError(f"--l2 must be a finite number >= 0; got {l2}.")
+    validate.check_tol(tol)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     set_tf32(tf32)
     hp = {"l2": l2, **(hyper or {})}
     data, truth = get_data(entry, data_path=data_path, target=target, features=features,
                            seed=seed, n_samples=n_samples, n_features=n_features)
     data = data.to(dev, dt)
+    validate.check_dtype_range(data, dt)
+    scale = validate.scale_problem(data)
+    early_warnings = []
+    if scale:
+        early_warnings.append(f"ill-scaled features: {scale}; {validate.rescale_remedy()}")
+        warnings.warn(early_warnings[-1], HandgradWarning, stacklevel=2)
     params0 = entry.model.init_params(data, intercept=intercept, seed=seed, **hp)
+    validate.preflight(entry, data, params0, hp)
     extra: dict = {}
     t0 = time.perf_counter()
     if solver == "closed":
@@ -78,6 +87,11 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
             if bar is not None:
                 bar.close()
     seconds = time.perf_counter() - t0
+    separated = validate.separation(entry, res.params, data, hp)
+    if separated:
+        res.converged, res.message = False, separated
+    elif not res.converged and scale:
+        res.message += f" (ill-scaled features: {validate.rescale_remedy()})"
     out = {
         "model": model, "solver": solver, "derivatives": "autograd" if autograd else "hand",
         "device": str(dev), "dtype": dtype, "converged": res.converged,
@@ -87,11 +101,16 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
                  "notes": data.notes},
         "hyper": hp,
         "params": {k: _tolist(v) for k, v in res.params.items()},
-        "warnings": list(res.warnings),
+        "warnings": early_warnings + list(res.warnings),
     }
+    if getattr(res, "interrupted", False):
+        out["interrupted"] = True
+    if separated:
+        out["separation"] = True
     if "w" in res.params and res.params["w"].dim() == 1:
         out["coefficients"] = _named(res.params, data.feature_names)
-        se = std_errors(entry, res.params, data, hp, extra, out["warnings"])
+        se = None if separated else std_errors(entry, res.params, data, hp, extra,
+                                                out["warnings"])
         if se is not None:
             out["std_errors"] = _named(se, data.feature_names)
     if truth is not None:
@@ -110,10 +129,17 @@ def std_errors(entry, params, data, hp, extra, warns):
         return None
     H = entry.hessian(params, data, **hp)
     L, info = torch.linalg.cholesky_ex(H)
-    cond = torch.linalg.cond(H).item() if int(info) == 0 else math.inf
+    cond = math.inf
+    if int(info) == 0 and bool(torch.isfinite(H).all()):
+        # conditioning of the correlation-scaled Hessian: column units do not count
+        s = H.diagonal().clamp_min(torch.finfo(H.dtype).tiny).rsqrt()
+        cond = torch.linalg.cond(H * s.unsqueeze(0) * s.unsqueeze(1)).item()
     if int(info) != 0 or not math.isfinite(cond) or cond > 1e14:
-        warns.append("standard errors withheld: the Hessian at the optimum is singular or "
-                     f"nearly so (condition {cond:.2g}); collinear columns or separation?")
+        msg = ("standard errors withheld: the Hessian at the optimum is singular or nearly "
+               f"so (condition {cond:.2g}); collinear or constant columns? Remedy: drop the "
+               "redundant column or pass --l2 > 0")
+        warns.append(msg)
+        warnings.warn(msg, HandgradWarning, stacklevel=2)
         return None
     cov = torch.cholesky_inverse(L)
     se = cov.diagonal().sqrt()

@@ -8,6 +8,7 @@ Autograd is used only when the objective is built with ``use_autograd=True`` (th
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -59,6 +60,8 @@ class FitResult:
     solver: str = ""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: params/history are what was reached
+    x_reached: torch.Tensor | None = field(default=None, repr=False)  # iterate of history[-1]
 
     @property
     def loss(self) -> float:
@@ -82,6 +85,30 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
+def _interruptible(solver):
+    """Ctrl-C (KeyboardInterrupt) inside a solver returns the FitResult reached so far,
+    marked ``interrupted``, instead of unwinding: the caller reports iteration, loss, |g|.
+    The solver publishes its result as ``obj.last_result`` and the iterate matching its
+    last history entry as ``res.x_reached``."""
+    @functools.wraps(solver)
+    def run(obj, x0, **kw):
+        obj.last_result = None
+        t0 = time.perf_counter()
+        try:
+            return solver(obj, x0, **kw)
+        except KeyboardInterrupt:
+            res = obj.last_result or FitResult({}, 0, False)
+            x = res.x_reached if res.x_reached is not None else x0
+            res.interrupted, res.converged = True, False
+            if res.history:
+                res.iterations = res.history[-1]["iteration"]
+            res.message = f"interrupted at iteration {res.iterations}"
+            res = _finish(res, obj, x, t0, 0)
+            return res
+    return run
+
+
+@_interruptible
 def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int = 50,
            callback=None, max_halvings: int = 40) -> FitResult:
     """Damped Newton: Cholesky solve, Armijo backtracking, stop on |g| and the decrement.
@@ -93,6 +120,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
     """
     tol = default_tol(x0.dtype) if tol is None else tol
     res = FitResult({}, 0, False, solver="newton")
+    obj.last_result = res
     t0 = time.perf_counter()
     x = x0.clone()
     f = obj.value(x)
@@ -105,6 +133,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             break
         entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
         res.history.append(entry)
+        res.x_reached = x
         if k == max_iter and gnorm > tol:
             break
         H = obj.hess(x)
@@ -168,11 +197,13 @@ def _newton_direction(H: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, s
     return -g, "Hessian could not be factorised even with damping; took a gradient step"
 
 
+@_interruptible
 def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = None,
                      max_iter: int = 5000, callback=None, max_halvings: int = 60) -> FitResult:
     """Gradient descent with Armijo backtracking; the step doubles after each success."""
     tol = default_tol(x0.dtype) if tol is None else tol
     res = FitResult({}, 0, False, solver="gd")
+    obj.last_result = res
     t0 = time.perf_counter()
     x = x0.clone()
     f = obj.value(x)
@@ -185,6 +216,7 @@ def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = No
             break
         entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
         res.history.append(entry)
+        res.x_reached = x
         if gnorm <= tol:
             res.converged = True
             break

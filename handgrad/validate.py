@@ -1,0 +1,151 @@
+"""Checks at the fit boundary that need the model, the dtype or the fitted parameters.
+
+Data-file checks (NaN/inf naming row and column, shapes, empty data, CSV faults, labels)
+live in handgrad/data.py; config checks in handgrad/config.py and cli.py.  What is here:
+
+- ``from_arrays``: the Python-API door, the same validation as a loaded file.
+- ``check_tol`` and ``check_dtype_range``: a tolerance that can be met; data that still
+  fits after the cast to the requested dtype (1e39 is inf in float32).
+- ``scale_problem`` and ``preflight``: features so large (or so far apart in scale) that the
+  loss or gradient overflows, or the tolerance cannot be met -> a remedy (standardize).
+- ``separation``: perfect separation in a classifier fitted without L2 -> the MLE does
+  not exist; say so and suggest --l2.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+import torch
+
+from handgrad.data import Data, validate_arrays
+from handgrad.errors import UserError
+
+BIG = 1e10  # a column whose largest |value| exceeds this is reported as ill-scaled
+SPREAD = 1e12  # ... as is a largest/smallest column-magnitude ratio above this
+
+
+def from_arrays(X, y=None, feature_names: list[str] | None = None, target: str = "y",
+                source: str = "arrays") -> Data:
+    """Build a :class:`Data` from numpy arrays / lists / tensors, validated like a file."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    Xa, ya = validate_arrays(X, y, feature_names, target)
+    names = list(feature_names or [])
+    if names and len(names) != Xa.shape[1]:
+        raise UserError(f"{len(names)} feature names given for {Xa.shape[1]} columns of X.")
+    return Data(torch.from_numpy(np.ascontiguousarray(Xa)),
+                None if ya is None else torch.from_numpy(ya), names, target, source=source)
+
+
+def check_tol(tol: float | None) -> None:
+    if tol is not None and not (math.isfinite(tol) and tol > 0):
+        raise UserError(f"--tol must be a finite number > 0; got {tol}.")
+
+
+def check_dtype_range(data: Data, dtype: torch.dtype) -> None:
+    """After the cast: a value beyond the dtype's range became inf; name it."""
+    for name, t in (("X", data.X), (data.target or "y", data.y)):
+        if t is None or not t.is_floating_point() or bool(torch.isfinite(t).all()):
+            continue
+        idx = torch.nonzero(~torch.isfinite(t))[0].tolist()
+        where = f"row {idx[0]}" + (f", column {data.feature_names[idx[1]]!r}"
+                                   if len(idx) > 1 and idx[1] < len(data.feature_names) else "")
+        raise UserError(
+            f"Input {name} has a value ({where}) beyond the range of {_dtype_name(dtype)} "
+            f"(max {torch.finfo(dtype).max:.3g}); use --dtype float64 or rescale the column.")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def rescale_remedy() -> str:
+    """The remedy for ill-scaled features; names --standardize where fit offers it."""
+    from handgrad import app
+
+    flag = "standardize" in inspect.signature(app.fit).parameters
+    return ("standardize the columns (--standardize)" if flag
+            else "rescale the columns, e.g. standardize each to mean 0 and standard deviation 1")
+
+
+def column_magnitudes(data: Data) -> torch.Tensor:
+    return data.X.detach().abs().amax(dim=0).to(torch.float64).cpu()
+
+
+def scale_problem(data: Data) -> str | None:
+    """A one-line description of extreme or widely spread feature magnitudes, else None."""
+    mags = column_magnitudes(data)
+    if mags.numel() == 0:
+        return None
+    j = int(mags.argmax())
+    hi = mags[j].item()
+    nz = mags[mags > 0]
+    lo_j = int(torch.nonzero(mags == nz.min())[0]) if nz.numel() else j
+    lo = mags[lo_j].item()
+    names = data.feature_names
+    if hi > BIG:
+        return (f"column {names[j]!r} reaches |x| = {hi:.3g}; at that scale the gradient "
+                "tolerance cannot be met and the Hessian is ill-conditioned")
+    if lo > 0 and hi / lo > SPREAD:
+        return (f"column magnitudes range from {lo:.3g} ({names[lo_j]!r}) to {hi:.3g} "
+                f"({names[j]!r}): the Hessian is ill-conditioned")
+    return None
+
+
+def preflight(entry, data: Data, like: dict, hp: dict) -> None:
+    """Loss and gradient at the starting point must be finite; if they are not (finite
+    data that overflows in the arithmetic), name the largest column and the remedy."""
+    from handgrad.params import flatten
+
+    with torch.no_grad():
+        f = entry.loss(like, data, **hp)
+        g = flatten(entry.gradient(like, data, **hp))
+        # the norm overflows before its entries do (|g| = sqrt(sum g^2))
+        ok = bool(torch.isfinite(f)) and bool(torch.isfinite(g).all()) and \
+            math.isfinite(g.norm().item())
+    if ok:
+        return
+    mags = column_magnitudes(data)
+    j = int(mags.argmax())
+    raise UserError(
+        f"The loss or gradient overflows at the starting point (column "
+        f"{data.feature_names[j]!r} reaches |x| = {mags[j].item():.3g}); "
+        f"{rescale_remedy()}.")
+
+
+def separation(entry, params: dict, data: Data, hp: dict) -> str | None:
+    """Complete separation of a classifier fitted without L2, certified, else None.
+
+    If the fitted logits put every sample strictly on its own class's side (margin > 0),
+    scaling the weights by t > 1 lowers every sample's loss, so the loss -> 0 as t -> inf
+    and the maximum-likelihood estimate does not exist (Albert & Anderson, 1984).
+    """
+    if hp.get("l2", 0.0) > 0 or data.y is None or not hasattr(entry.model, "logits"):
+        return None
+    if entry.model.TARGET not in ("binary", "labels"):
+        return None
+    with torch.no_grad():
+        Z = entry.model.logits(params, data)
+        if Z.dim() == 1:
+            margin = (2 * data.y.to(Z.dtype) - 1) * Z
+        else:
+            y = data.y.argmax(dim=1) if data.y.dim() == 2 else data.y.long()
+            zt = Z.gather(1, y.unsqueeze(1)).squeeze(1)
+            others = Z.scatter(1, y.unsqueeze(1), -math.inf)
+            margin = zt - others.amax(dim=1)
+    if margin.numel() == 0 or not bool(torch.isfinite(margin).all()):
+        return None
+    noise = 64 * torch.finfo(Z.dtype).eps * (Z.abs().max().item() + 1.0)
+    if margin.min().item() <= noise:
+        return None
+    wnorm = math.sqrt(sum(float((v.detach() ** 2).sum()) for k, v in params.items()
+                          if k not in ("b", "mu")))
+    return (f"perfect separation: the fitted weights classify all {data.n} samples correctly "
+            f"(smallest margin {margin.min().item():.3g}), so the loss -> 0 as |w| -> inf and "
+            f"the maximum-likelihood estimate does not exist (|w| = {wnorm:.4g} and growing); "
+            "remedy: add an L2 penalty, e.g. --l2 1")
