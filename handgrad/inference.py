@@ -1,0 +1,251 @@
+"""Inference after a fit: the table a statistics package prints, and the fit statistics.
+
+For a linear model with coefficients w (and intercept b):
+
+* least squares: Cov = sigma_hat^2 (R^T R)^-1 from the QR factor of the design
+  (sigma_hat^2 = RSS / (n - p)); t statistics on n - p degrees of freedom; R^2 (centred
+  with an intercept, uncentred without, as statsmodels does), adjusted R^2, residual
+  standard deviation, and the design's condition number (columns scaled to unit norm).
+* likelihood models (logistic): Cov = H^-1, H the hand-derived Hessian of the negative
+  log-likelihood at the optimum; z statistics; log-likelihood, the null log-likelihood
+  (intercept only; p = 1/2 without an intercept), McFadden's pseudo R^2 = 1 - LL / LL0,
+  the likelihood-ratio test against the null, AIC and BIC.
+
+p-values are two-sided (scipy.stats), intervals are 95%.  With --standardize the fit runs
+on standardized columns; :func:`to_original` maps the coefficients and their full
+covariance back (a linear map), so the table is on the original scale.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import replace
+
+import torch
+from scipy import stats
+
+from handgrad.data import Data
+from handgrad.errors import HandgradWarning, UserError
+from handgrad.params import flatten
+
+LEVEL = 0.95
+
+
+# --- standardization ---------------------------------------------------------------------
+
+def standardize(data: Data, intercept: bool) -> tuple[Data, dict]:
+    """Columns to mean 0 and standard deviation 1 (scaled only, not centred, without an
+    intercept: centring would change a no-intercept model).  Returns (data, transform)."""
+    X = data.X
+    mean = X.mean(0) if intercept else X.new_zeros(data.d)
+    sd = (X - mean).pow(2).mean(0).sqrt() if intercept else X.pow(2).mean(0).sqrt()
+    zero = (sd == 0).nonzero().flatten().tolist()
+    if zero:
+        names = ", ".join(repr(data.feature_names[j]) for j in zero[:5])
+        raise UserError(f"--standardize: column(s) {names} are constant (standard deviation 0); "
+                        "drop them (with an intercept they are collinear with it).")
+    note = ("features standardized (mean 0, sd 1) for the fit; coefficients are reported on "
+            "the original scale" if intercept else
+            "features scaled to root-mean-square 1 (not centred: no intercept) for the fit; "
+            "coefficients are reported on the original scale")
+    out = replace(data, X=(X - mean) / sd, notes=[*data.notes, note])
+    return out, {"mean": mean, "scale": sd, "centred": intercept}
+
+
+def to_original(theta: torch.Tensor, cov: torch.Tensor | None, transform: dict,
+                intercept: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """theta = (w', b') fitted on (X - m) / s  ->  w = w' / s, b = b' - sum_j w'_j m_j / s_j.
+
+    The map is linear, theta = M theta', so Cov = M Cov' M^T."""
+    m, s = transform["mean"], transform["scale"]
+    d = len(s)
+    M = torch.zeros(len(theta), len(theta), dtype=theta.dtype, device=theta.device)
+    M[range(d), range(d)] = 1 / s
+    if intercept:
+        M[d, :d] = -m / s
+        M[d, d] = 1.0
+    return M @ theta, None if cov is None else M @ cov @ M.T
+
+
+# --- covariances ---------------------------------------------------------------------------
+
+def likelihood_covariance(entry, params, data: Data, hp: dict, warns: list[str]):
+    """H^-1 at the optimum by Cholesky; None (with a warning) when H is (nearly) singular.
+
+    Singularity is judged on the correlation-scaled Hessian, so column units do not count
+    (the same rule as handgrad.app.std_errors)."""
+    H = entry.hessian(params, data, **hp).to(torch.float64)
+    L, info = torch.linalg.cholesky_ex(H)
+    cond = math.inf
+    if int(info) == 0 and bool(torch.isfinite(H).all()):
+        s = H.diagonal().clamp_min(torch.finfo(H.dtype).tiny).rsqrt()
+        cond = torch.linalg.cond(H * s.unsqueeze(0) * s.unsqueeze(1)).item()
+    if int(info) != 0 or not math.isfinite(cond) or cond > 1e14:
+        msg = ("standard errors withheld: the Hessian at the optimum is singular or nearly "
+               f"so (condition {cond:.2g}); collinear or constant columns? Remedy: drop the "
+               "redundant column or pass --l2 > 0")
+        warns.append(msg)
+        warnings.warn(msg, HandgradWarning, stacklevel=2)
+        return None
+    return torch.cholesky_inverse(L)
+
+
+# --- the summary ---------------------------------------------------------------------------
+
+def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], *,
+            transform: dict | None = None, iterations: int | None = None) -> dict | None:
+    """The coefficient table and fit statistics, JSON-ready; None for models without a
+    coefficient vector w (Gaussian, softmax)."""
+    if "w" not in params or params["w"].dim() != 1 or data.y is None:
+        return None
+    intercept = "b" in params
+    model = entry.model
+    names = list(data.feature_names) + (["intercept"] if intercept else [])
+    theta = flatten(params).detach().to(torch.float64)
+    is_ls = hasattr(model, "covariance")
+    out: dict = {"scale": "original", "level": LEVEL}
+    if is_ls:
+        if "R_scaled" not in extra:  # iterative or normal/svd fits: factor once for inference
+            _, extra = model.closed_form(data, intercept=intercept, **hp)
+            warns.extend(w for w in extra.get("warnings", []) if w not in warns)
+        cov = model.covariance(params, data, extra)
+        p = len(theta)
+        df = data.n - p
+        out.update(_least_squares_stats(params, data, extra, df, intercept, model))
+    elif getattr(model, "LIKELIHOOD", False) and entry.has_hessian:
+        cov = likelihood_covariance(entry, params, data, hp, warns)
+        df = None
+        out.update(_likelihood_stats(entry, params, data, intercept, len(theta)))
+    else:
+        return None
+    if cov is not None:
+        cov = cov.detach().to(torch.float64)
+    if transform is not None:
+        out["standardized_coef"] = dict(zip(names, theta.tolist()))
+        theta, cov = to_original(theta, cov, _f64(transform), intercept)
+        out["fit_on_standardized"] = True
+    out["statistic"] = "t" if df is not None else "z"
+    if df is not None:
+        out["df_resid"] = df
+    if iterations is not None:
+        out["iterations"] = iterations
+    out["terms"] = _table(names, theta, cov, df)
+    return out
+
+
+def _f64(transform: dict) -> dict:
+    return {k: (v.detach().cpu().to(torch.float64) if torch.is_tensor(v) else v)
+            for k, v in transform.items()}
+
+
+def _table(names, theta, cov, df) -> list[dict]:
+    dist = stats.t(df) if df is not None and df > 0 else stats.norm()
+    q = float(dist.ppf(0.5 + LEVEL / 2))
+    se = cov.diagonal().clamp_min(0).sqrt().tolist() if cov is not None else [None] * len(theta)
+    rows = []
+    for name, c, s in zip(names, theta.cpu().tolist(), se):
+        row = {"term": name, "coef": c, "std_err": s, "stat": None, "p_value": None,
+               "ci_low": None, "ci_high": None}
+        if s is not None and s > 0 and (df is None or df > 0):
+            stat = c / s
+            row.update(stat=stat, p_value=float(2 * dist.sf(abs(stat))),
+                       ci_low=c - q * s, ci_high=c + q * s)
+        rows.append(row)
+    return rows
+
+
+def _least_squares_stats(params, data, extra, df, intercept, model) -> dict:
+    y = data.y.detach().to(torch.float64)
+    r = model.residual(params, data).detach().to(torch.float64)
+    rss = float(r @ r)
+    tss = float(((y - y.mean()) ** 2).sum()) if intercept else float(y @ y)
+    r2 = 1 - rss / tss if tss > 0 else math.nan
+    k = 1 if intercept else 0
+    out = {"kind": "least_squares", "n": data.n, "rss": rss,
+           "r_squared": r2, "r_squared_centred": intercept,
+           "adj_r_squared": 1 - (1 - r2) * (data.n - k) / df if df > 0 else math.nan,
+           "residual_std": math.sqrt(rss / df) if df > 0 else math.nan}
+    for key in ("condition", "condition_unscaled", "rank", "refinement_steps"):
+        if key in extra:
+            out[key] = extra[key]
+    return out
+
+
+def _likelihood_stats(entry, params, data, intercept, k) -> dict:
+    with torch.no_grad():
+        ll = -float(entry.loss(params, data, l2=0.0))
+    out: dict = {"kind": "likelihood", "n": data.n, "log_likelihood": ll,
+                 "aic": 2 * k - 2 * ll, "bic": k * math.log(data.n) - 2 * ll}
+    if entry.model.TARGET == "binary":
+        y = data.y.detach().to(torch.float64)
+        if intercept:
+            pbar = float(y.mean())
+            ll0 = float(y.sum()) * math.log(pbar) + float((1 - y).sum()) * math.log1p(-pbar)
+        else:
+            ll0 = data.n * math.log(0.5)
+        llr = 2 * (ll - ll0)
+        df_model = k - (1 if intercept else 0)
+        out.update(null_log_likelihood=ll0, null_model="intercept only" if intercept else "p = 1/2",
+                   pseudo_r_squared=1 - ll / ll0 if ll0 != 0 else math.nan,
+                   llr=llr, llr_df=df_model,
+                   llr_p_value=float(stats.chi2.sf(llr, df_model)) if df_model > 0 else math.nan)
+    return out
+
+
+# --- printing ----------------------------------------------------------------------------
+
+def _num(v, width: int, spec: str) -> str:
+    return f"{'-' if v is None else format(v, spec):>{width}}"
+
+
+def format_summary(s: dict, truth: dict | None = None) -> list[str]:
+    """The table as text lines (cli.py echoes them)."""
+    stat = s["statistic"]
+    pct = f"{LEVEL:.0%}"
+    lines = []
+    head = (f"{'term':<20} {'coef':>14} {'std err':>11} {stat:>8} {'P>|' + stat + '|':>9} "
+            f"{'[' + pct:>13} {'interval]':>12}")
+    if "standardized_coef" in s:
+        head += f" {'coef (std)':>12}"
+    if truth:
+        head += f" {'true':>10}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    tw = list((truth or {}).get("w", []))
+    for i, row in enumerate(s["terms"]):
+        line = (f"{row['term'][:20]:<20} {row['coef']:>14.8g} {_num(row['std_err'], 11, '.5g')} "
+                f"{_num(row['stat'], 8, '.3f')} {_num(row['p_value'], 9, '.3g')} "
+                f"{_num(row['ci_low'], 13, '.6g')} {_num(row['ci_high'], 12, '.6g')}")
+        if "standardized_coef" in s:
+            line += f" {s['standardized_coef'][row['term']]:>12.6g}"
+        if truth:
+            t = truth.get("b") if row["term"] == "intercept" else (tw[i] if i < len(tw) else None)
+            line += f" {_num(t, 10, '.4g')}"
+        lines.append(line)
+    lines.append("")
+    if s["kind"] == "least_squares":
+        r2 = "R^2" if s["r_squared_centred"] else "R^2 (uncentred, no intercept)"
+        lines.append(f"{r2} {s['r_squared']:.6g}   adj. R^2 {s['adj_r_squared']:.6g}   "
+                     f"residual std {s['residual_std']:.6g} (df {s['df_resid']})   n {s['n']}")
+        if "condition" in s:
+            lines.append(f"condition number {s['condition']:.3g} (columns scaled to unit norm; "
+                         f"{s['condition_unscaled']:.3g} as given)   rank {s['rank']}"
+                         + (f"   refinement steps {s['refinement_steps']}"
+                            if s.get("refinement_steps") else ""))
+    else:
+        lines.append(f"log-likelihood {s['log_likelihood']:.10g}   AIC {s['aic']:.6g}   "
+                     f"BIC {s['bic']:.6g}   n {s['n']}")
+        if "null_log_likelihood" in s:
+            lines.append(f"null log-likelihood {s['null_log_likelihood']:.10g} "
+                         f"({s['null_model']})   pseudo R^2 (McFadden) "
+                         f"{s['pseudo_r_squared']:.6g}   LR chi2({s['llr_df']}) {s['llr']:.6g}, "
+                         f"p {s['llr_p_value']:.3g}")
+    extra = []
+    if s.get("iterations") is not None:
+        extra.append(f"iterations {s['iterations']}")
+    extra.append(f"coefficients on the {s['scale']} scale"
+                 + (" (fitted on standardized columns: 'coef (std)')"
+                    if s.get("fit_on_standardized") else ""))
+    lines.append("   ".join(extra))
+    return lines
