@@ -128,9 +128,18 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
         ax.set_xlabel("iteration")
         ax.grid(True, which="major", color="0.9", linewidth=0.8)
         ax.set_axisbelow(True)
-        if longest > 1:
+        if longest > 60:
+            # Newton's handful of iterations beside gradient descent's hundreds: linear up
+            # to 10, logarithmic beyond, so both are readable on one axis
+            ax.set_xscale("symlog", linthresh=10, linscale=1.5)
+            ax.set_xlim(0, 1.1 * (longest - 1))
+            ticks = [t for t in (0, 2, 4, 6, 8, 10, 100, 1000, 10000, 100000)
+                     if t <= longest - 1]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.set_xlabel("iteration (linear to 10, log beyond)")
+        elif longest > 1:
             ax.set_xlim(-0.03 * (longest - 1), 1.03 * (longest - 1))
-        ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = ax_g.get_legend_handles_labels()
     h_l, l_l = ax_l.get_legend_handles_labels()
     for h, lab in zip(h_l, l_l):

@@ -1,0 +1,484 @@
+"""One page per model: the derivation with each step's verdict, the three-way check, a fit
+and its convergence plot, written as Markdown (LaTeX for GitHub-style renderers) and as a
+self-contained HTML page that reads offline (plain-text formulas, LaTeX source beside
+them, the plot embedded).
+
+The page is assembled once as a list of blocks and rendered twice, so the Markdown and
+the HTML say the same thing.  Every section is produced independently: a model whose
+fit or plot fails still gets its derivation and check, with the failure stated.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+import textwrap
+
+import torch
+
+from handgrad import app, checker, compare, registry, steps
+from handgrad.errors import UserError
+from handgrad.io import write_text
+
+STEP_RTOL = 1e-9
+
+
+# --------------------------------------------------------------------------- content
+
+
+def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict]:
+    """Every derivation of ``entry`` verified at each of its check problems (float64, CPU).
+
+    A step's verdict is the worst over the problems it applies to; a problem where every
+    step raises KeyError is about parameters the derivation does not use (e.g. another
+    parametrisation of the same model) and is skipped."""
+    problems = entry.model.check_problems(seed, torch.float64, "cpu")
+    out = []
+    for deriv in entry.derivations():
+        rows = [{"index": i, "text": s.text, "latex": s.latex, "why": s.why, "kind": s.kind,
+                 "source": getattr(s, "source", ""), "ok": True, "residual": 0.0, "reason": "",
+                 "points": 0} for i, s in enumerate(deriv.steps, start=1)]
+        used = []
+        for label, params, data, hp in problems:
+            def loss_fn(P, data=data, hp=hp):
+                return entry.loss(P, data, **hp)
+            try:
+                res = steps.verify(deriv, loss_fn, params, data, hp, seed=seed, rtol=rtol)
+            except KeyError:
+                continue  # the references themselves need parameters this problem lacks
+            if all((r.error or "").startswith("KeyError") for r in res):
+                continue
+            used.append(label)
+            for row, r in zip(rows, res):
+                row["points"] += 1
+                if not r.ok and row["ok"]:
+                    row["reason"] = getattr(r, "reason", "") or r.error or "residual over tolerance"
+                    row["reason"] = f"{label}: {row['reason']}"
+                row["ok"] = row["ok"] and r.ok
+                row["residual"] = max(row["residual"], r.residual)
+        out.append({"title": deriv.title, "target": deriv.target, "layout": deriv.layout,
+                    "assumptions": list(deriv.assumptions), "problems": used, "steps": rows,
+                    "ok": bool(used) and all(r["ok"] for r in rows)})
+    return out
+
+
+def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".",
+           plots: bool = True, status=None) -> dict:
+    """Everything a page shows, as plain data (what ``report --json`` prints per model)."""
+    entry = registry.get(model)
+    say = status or (lambda text: None)
+    rec: dict = {"model": model, "title": entry.title, "seed": seed, "errors": {}}
+    say(f"{model}: derivation")
+    rec["derivations"] = _guard(rec, "derivation", lambda: step_verdicts(entry, seed=seed))
+    say(f"{model}: check")
+    rec["check"] = _guard(rec, "check", lambda: app.check([model], device=device,
+                                                            seeds=(0, 1, 2)))
+    say(f"{model}: fit ({entry.model.DEFAULT_SOLVER})")
+    rec["fit"] = _guard(rec, "fit", lambda: app.fit(model, seed=seed, device=device))
+    rec["compare"] = None
+    if compare.iterative_solvers(entry):
+        def run_compare():
+            return compare.run(model, seed=seed, device=device, done=rec["fit"],
+                               status=lambda s: say(f"{model}: convergence ({s})"))
+        rec["compare"] = _guard(rec, "convergence", run_compare)
+    rec["plot"] = None
+    if plots and rec["compare"]:
+        from handgrad import plot
+
+        path = os.path.join(out_dir, f"{model}_convergence.png")
+        say(f"{model}: plot")
+        if _guard(rec, "plot", lambda: plot.convergence(
+                rec["compare"]["runs"], path, title=f"{entry.title}: convergence",
+                tol=rec["compare"]["tol"], dtype=rec["compare"]["dtype"])):
+            rec["plot"] = os.path.basename(path)
+    steps_all = [s for d in rec["derivations"] or [] for s in d["steps"]]
+    rec["summary"] = {
+        "steps_verified": sum(s["ok"] for s in steps_all),
+        "steps_total": len(steps_all),
+        "checks_ok": bool(rec["check"] and rec["check"]["ok"]),
+        "check_problems": len(_problems(rec)),
+        "check_problems_ok": sum(p["ok"] for p in _problems(rec)),
+        "fit_converged": bool(rec["fit"] and rec["fit"]["converged"]),
+    }
+    rec["ok"] = (not rec["errors"] and rec["summary"]["checks_ok"]
+                 and rec["summary"]["steps_verified"] == rec["summary"]["steps_total"])
+    return rec
+
+
+def _guard(rec: dict, section: str, fn):
+    """Run one section; a failure is recorded and shown on the page, not raised."""
+    try:
+        return fn()
+    except UserError as exc:
+        rec["errors"][section] = str(exc)
+    except Exception as exc:  # one broken section must not sink the others
+        rec["errors"][section] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def _problems(rec: dict) -> list[dict]:
+    if not rec.get("check"):
+        return []
+    return [p for m in rec["check"]["models"].values() for p in m["problems"]]
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def _e(x: float | None, spec: str = ".1e") -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return "0" if x == 0 else format(x, spec)
+
+
+def page(rec: dict) -> list[tuple]:
+    """The page as blocks: (kind, ...) with kind in h, p, pre, table, steps, img."""
+    entry = registry.get(rec["model"])
+    b: list[tuple] = [("h", 1, f"{rec['title']} (`{rec['model']}`)")]
+    s = rec["summary"]
+    verdict = [f"derivation steps verified: **{s['steps_verified']}/{s['steps_total']}**",
+               f"three-way check: **{s['check_problems_ok']}/{s['check_problems']}** problems pass"]
+    fit = rec["fit"]
+    if fit:
+        verdict.append(f"fit ({fit['solver']}): **{'converged' if fit['converged'] else 'NOT converged'}"
+                       f"** in {fit['iterations']} iterations")
+    b.append(("p", "; ".join(verdict) + "."))
+    for section, msg in rec["errors"].items():
+        b.append(("p", f"**{section} could not be produced:** {msg}"))
+    doc = textwrap.dedent(entry.model.__doc__ or "").strip()
+    if doc:
+        b.append(("h", 2, "The model"))
+        b.append(("pre", doc))
+
+    b.append(("h", 2, "Derivation"))
+    b.append(("p", "Each line is a claim about the same quantity. It is evaluated at the "
+                   "model's check problems (random inputs, seed "
+                   f"{rec['seed']}) along a random direction dP and compared with the true value from "
+                   "`torch.func.jvp` (value or dl for a gradient derivation, d(grad l) for a "
+                   f"Hessian derivation); verified when the residual is at most {STEP_RTOL:g} "
+                   "relative to max(1, |truth|). The last line of a gradient derivation "
+                   "calls the same `gradient()` the solvers use."))
+    ddoc = textwrap.dedent(entry.derivation.__doc__ or "").strip()
+    if ddoc:
+        b.append(("pre", ddoc))
+    for d in rec["derivations"] or []:
+        b.append(("h", 3, d["title"]))
+        meta = [f"layout: {d['layout']}"]
+        if d["assumptions"]:
+            meta.append("assumptions: " + "; ".join(d["assumptions"]))
+        meta.append(f"checked at: {', '.join(f'`{p}`' for p in d['problems']) or 'no problem'}")
+        b.append(("p", ". ".join(m[0].upper() + m[1:] for m in meta) + "."))
+        b.append(("steps", d["steps"]))
+
+    b.append(("h", 2, "Check: hand vs autograd vs finite differences"))
+    b += _check_blocks(rec)
+    b.append(("h", 2, "Fit"))
+    b += _fit_blocks(rec)
+    if rec["compare"]:
+        b.append(("h", 2, "Convergence"))
+        b.append(("p", "The same fit by each solver on the hand-derived derivatives and, for "
+                       "reference, by `torch.optim.LBFGS` on autograd gradients, from the same "
+                       "start. Loss is shown as loss - best loss (best over all runs), so "
+                       "Newton's quadratic convergence shows as a curve bending ever more "
+                       "steeply down; the dotted lines are the float resolution of the loss "
+                       "and the gradient tolerance."))
+        if rec["plot"]:
+            b.append(("img", rec["plot"], f"{rec['model']} convergence"))
+        cmp = rec["compare"]
+        rows = [[r["label"], str(r["iterations"]), compare._verdict(r), f"{r['loss']:.12g}",
+                 _e(r["loss"] - cmp["best_loss"]), _e(r["grad_norm"], ".2e"),
+                 f"{r['seconds']:.3f}"] for r in cmp["runs"]]
+        b.append(("table", ["solver", "iterations", "converged", "loss", "loss - best",
+                            "|grad|", "seconds"], rows, "lrlrrrr"))
+    return b
+
+
+def _check_blocks(rec: dict) -> list[tuple]:
+    if not rec["check"]:
+        return [("p", "No check results.")]
+    tol = checker.TOLERANCES[torch.float64]
+    out = [("p", "Largest absolute difference per problem (float64). Hand vs autograd passes "
+                 f"within rtol {tol['autograd'][0]:g} / atol {tol['autograd'][1]:g}; anything "
+                 f"vs central finite differences within rtol {tol['fd'][0]:g} / atol "
+                 f"{tol['fd'][1]:g} (both scaled by max(1, max|reference|)).")]
+    problems = _problems(rec)
+    has_h = any(c["quantity"] == "hessian" for p in problems for c in p["comparisons"])
+    cols = [("gradient", "autograd"), ("gradient", "fd"), ("gradient", "autograd_vs_fd")]
+    if has_h:
+        cols += [("hessian", "autograd"), ("hessian", "fd"), ("hessian", "autograd_vs_fd")]
+    names = {"autograd": "hand vs autograd", "fd": "hand vs FD", "autograd_vs_fd": "autograd vs FD"}
+    headers = (["seed", "problem"]
+               + [f"{'gradient' if q == 'gradient' else 'Hessian'}: {names[v]}" for q, v in cols]
+               + ["verdict"])
+    rows = []
+    for p in problems:
+        by = {(c["quantity"], c["hand_vs"]): c for c in p["comparisons"]}
+        cells = []
+        for key in cols:
+            c = by.get(key)
+            cells.append("" if c is None else _e(c["max_abs_err"]) + ("" if c["ok"] else " FAIL"))
+        rows.append([str(p["seed"]), p["label"]] + cells + ["pass" if p["ok"] else "FAIL"])
+    out.append(("table", headers, rows, "ll" + "r" * len(cols) + "l"))
+    bad = [(p, c) for p in problems for c in p["comparisons"] if not c["ok"] and c.get("worst")]
+    for p, c in bad[:5]:
+        w = c["worst"]
+        msg = w.get("message") or (f"parameter {w['parameter']} index {w['index']}: hand "
+                                   f"{w['hand']:.10g}, reference {w['reference']:.10g}, abs err "
+                                   f"{w['abs_err']:.3g}, tol {w['tol']:.3g}")
+        out.append(("p", f"**Mismatch** (seed {p['seed']}, {p['label']}, {c['quantity']} vs "
+                         f"{c['hand_vs']}): {msg}"))
+    note = problems[0].get("note") if problems else ""
+    if note:
+        out.append(("p", f"Note: {note}"))
+    return out
+
+
+def _fit_blocks(rec: dict) -> list[tuple]:
+    fit = rec["fit"]
+    if not fit:
+        return [("p", "No fit.")]
+    d = fit["data"]
+    rows = [["data", f"{d['source']} (n={d['n']}, d={d['d']})"],
+            ["solver", f"{fit['solver']} with {fit['derivatives']} derivatives"],
+            ["device, dtype", f"{fit['device']}, {fit['dtype']}"],
+            ["converged", "yes" if fit["converged"] else f"no: {fit['message']}"],
+            ["iterations", str(fit["iterations"])],
+            ["final loss", f"{fit['loss']:.15g}"],
+            ["final gradient norm", _e(fit["grad_norm"], ".3e")],
+            ["seconds", f"{fit['seconds']:.3f}"]]
+    out = [("table", ["", ""], rows, "ll")]
+    for note in d.get("notes", []) + fit.get("warnings", []):
+        out.append(("p", f"Note: {note}"))
+    hist = fit["history"]
+    if fit["solver"] != "closed" and hist:
+        shown = hist if len(hist) <= 14 else hist[:7] + [None] + hist[-6:]
+        rows = [["...", "", "", ""] if h is None else
+                [str(h["iteration"]), f"{h['loss']:.15g}", _e(h["grad_norm"], ".3e"),
+                 _e(h.get("step"), ".3g")] for h in shown]
+        out.append(("table", ["iteration", "loss", "|grad|", "step"], rows, "rrrr"))
+    if "coefficients" in fit:
+        se = fit.get("std_errors") or {}
+        truth = fit.get("true_params") or {}
+        tw = truth.get("w") if isinstance(truth.get("w"), list) else None
+        rows = []
+        for i, (name, v) in enumerate(fit["coefficients"].items()):
+            t = truth.get("b") if name == "intercept" else (tw[i] if tw and i < len(tw) else None)
+            rows.append([name, f"{v:.8g}", _e(se.get(name), ".4g"),
+                         "" if not isinstance(t, (int, float)) else f"{t:.4g}"])
+        out.append(("table", ["term", "estimate", "std err", "true (synthetic)"], rows, "lrrr"))
+    else:
+        rows = []
+        for k, v in fit["params"].items():
+            t = torch.as_tensor(v, dtype=torch.float64)
+            val = f"{t.item():.6g}" if t.numel() == 1 else \
+                f"shape {tuple(t.shape)}, norm {t.norm().item():.6g}"
+            rows.append([k, val])
+        out.append(("table", ["parameter", "estimate"], rows, "ll"))
+    return out
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers, rows, align) -> str:
+    head = "| " + " | ".join(_md_cell(h) for h in headers) + " |"
+    rule = "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|"
+    body = ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join([head, rule] + body)
+
+
+def to_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h":
+            out.append("#" * blk[1] + " " + blk[2])
+        elif kind == "p":
+            out.append(blk[1])
+        elif kind == "pre":
+            out.append("```text\n" + blk[1] + "\n```")
+        elif kind == "table":
+            out.append(_md_table(*blk[1:]))
+        elif kind == "img":
+            out.append(f"![{blk[2]}]({blk[1]})")
+        elif kind == "steps":
+            lines = []
+            for r in blk[1]:
+                lines.append(f"$$\n{r['latex']} \\tag{{{r['index']}}}\n$$")
+            out.append("\n\n".join(lines))
+            rows = [[str(r["index"]), f"`{r['text']}`", r["why"], _e(r["residual"]),
+                     _step_verdict(r)] for r in blk[1]]
+            out.append(_md_table(["#", "step (plain text)", "rule", "residual", "verdict"],
+                                 rows, "rllrl"))
+    return "\n\n".join(out) + "\n"
+
+
+def _step_verdict(r: dict) -> str:
+    if not r["points"]:
+        return "not checked"
+    return "verified" if r["ok"] else f"WRONG ({r['reason']})"
+
+
+# --------------------------------------------------------------------------- HTML
+
+CSS = """
+body { font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1b1f23;
+       max-width: 1100px; margin: 2em auto; padding: 0 1.5em; }
+h1 { font-size: 1.7em; border-bottom: 1px solid #ddd; padding-bottom: .3em; }
+h2 { font-size: 1.3em; margin-top: 1.8em; border-bottom: 1px solid #eee; padding-bottom: .2em; }
+h3 { font-size: 1.05em; margin-top: 1.4em; }
+code, pre, .f { font-family: "SFMono-Regular", Consolas, "DejaVu Sans Mono", monospace; }
+code { font-size: .88em; }
+pre, .f { font-size: 13px; }
+pre { background: #f6f8fa; padding: .8em 1em; overflow-x: auto; border-radius: 4px; }
+table { border-collapse: collapse; margin: .8em 0; font-size: 13.5px; }
+th, td { border: 1px solid #d8dee4; padding: .3em .6em; vertical-align: top; }
+th { background: #f6f8fa; text-align: left; }
+td.r { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.f { white-space: pre-wrap; }
+td.n { white-space: nowrap; }
+.ok { color: #1a7f37; font-weight: 600; }
+.bad { color: #cf222e; font-weight: 600; }
+details summary { cursor: pointer; color: #57606a; font-size: 12px; }
+details pre { margin: .3em 0 0; font-size: 12px; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+_INLINE = [
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+    (re.compile(r"\*\*([^*]+)\*\*"), r"<b>\1</b>"),
+    (re.compile(r"\[([^\]]+)\]\(([^)]+)\)"), r'<a href="\2">\1</a>'),
+]
+
+
+def _inline(text: str) -> str:
+    s = html.escape(text, quote=False)
+    for pat, rep in _INLINE:
+        s = pat.sub(rep, s)
+    return s
+
+
+def _html_table(headers, rows, align) -> str:
+    head = "".join(f"<th>{_inline(h)}</th>" for h in headers)
+    body = []
+    for r in rows:
+        cells = []
+        for c, a in zip(r, align):
+            cls = ' class="r"' if a == "r" else (' class="n"' if len(c) < 24 else "")
+            text = _inline(c)
+            if c in ("pass", "verified", "yes"):
+                text = f'<span class="ok">{text}</span>'
+            elif c.startswith(("FAIL", "WRONG", "NO")) or c.endswith(" FAIL"):
+                text = f'<span class="bad">{text}</span>'
+            cells.append(f"<td{cls}>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
+
+
+def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
+    """A self-contained page: CSS inline, images embedded, no scripts, no network."""
+    out = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h":
+            out.append(f"<h{blk[1]}>{_inline(blk[2])}</h{blk[1]}>")
+        elif kind == "p":
+            out.append(f"<p>{_inline(blk[1])}</p>")
+        elif kind == "pre":
+            out.append(f"<pre>{html.escape(blk[1])}</pre>")
+        elif kind == "table":
+            out.append(_html_table(*blk[1:]))
+        elif kind == "img":
+            path = os.path.join(base_dir, blk[1])
+            try:
+                with open(path, "rb") as fh:
+                    src = "data:image/png;base64," + base64.b64encode(fh.read()).decode()
+            except OSError:
+                src = blk[1]
+            out.append(f'<p><img src="{src}" alt="{html.escape(blk[2])}"></p>')
+        elif kind == "steps":
+            rows = []
+            for r in blk[1]:
+                v = _step_verdict(r)
+                cls = "ok" if v == "verified" else "bad"
+                rows.append(
+                    f'<tr><td class="r">{r["index"]}</td>'
+                    f'<td class="f">{html.escape(r["text"])}<details><summary>LaTeX</summary>'
+                    f'<pre>{html.escape(r["latex"])}</pre></details></td>'
+                    f'<td>{_inline(r["why"])}</td><td class="r">{_e(r["residual"])}</td>'
+                    f'<td><span class="{cls}">{html.escape(v)}</span></td></tr>')
+            out.append("<table><thead><tr><th>#</th><th>step</th><th>rule</th>"
+                       "<th>residual</th><th>verdict</th></tr></thead><tbody>"
+                       + "".join(rows) + "</tbody></table>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(out) + "\n</body></html>\n")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write(model: str, out_dir: str, *, seed: int = 0, device: str = "auto", plots: bool = True,
+          status=None) -> dict:
+    """Write <model>.md, <model>.html and <model>_convergence.png into ``out_dir``."""
+    rec = gather(model, seed=seed, device=device, out_dir=out_dir, plots=plots, status=status)
+    blocks = page(rec)
+    md = os.path.join(out_dir, f"{model}.md")
+    page_html = os.path.join(out_dir, f"{model}.html")
+    write_text(md, to_markdown(blocks))
+    write_text(page_html, to_html(blocks, title=f"handgrad: {rec['title']}", base_dir=out_dir))
+    files = [md, page_html] + ([os.path.join(out_dir, rec["plot"])] if rec["plot"] else [])
+    return {"model": model, "ok": rec["ok"], "files": files, "summary": rec["summary"],
+            "errors": rec["errors"]}
+
+
+def write_index(results: list[dict], out_dir: str) -> list[str]:
+    rows = []
+    for r in results:
+        s = r["summary"]
+        entry = registry.get(r["model"])
+        rows.append([f"[{entry.title}]({r['model']}.md)",
+                     f"{s['steps_verified']}/{s['steps_total']}",
+                     f"{s['check_problems_ok']}/{s['check_problems']}",
+                     "yes" if s["fit_converged"] else "NO",
+                     "pass" if r["ok"] else "FAIL"])
+    headers = ["model", "steps verified", "check problems passed", "fit converged", "verdict"]
+    blocks = [("h", 1, "handgrad reports"),
+              ("p", "One page per model: the hand derivation with each step verified against "
+                    "torch.func.jvp, the three-way check (hand vs autograd vs finite "
+                    "differences), a fit and its convergence."),
+              ("table", headers, rows, "lrrll")]
+    md = os.path.join(out_dir, "index.md")
+    write_text(md, to_markdown(blocks))
+    hblocks = [blk if blk[0] != "table" else
+               ("table", headers, [[c.replace(".md)", ".html)") for c in row] for row in rows],
+                "lrrll") for blk in blocks]
+    page_html = os.path.join(out_dir, "index.html")
+    write_text(page_html, to_html(hblocks, title="handgrad reports", base_dir=out_dir))
+    return [md, page_html]
+
+
+def prepare_out_dir(out_dir: str) -> str:
+    """Create ``out_dir`` (one level) if needed; a UserError if that is not possible."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--out {out_dir} exists and is not a folder.")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        raise UserError(f"--out {out_dir}: folder {parent} does not exist.")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"Cannot create --out {out_dir}: {exc.strerror or exc}.") from None
+    if not os.access(out_dir, os.W_OK):
+        raise UserError(f"--out {out_dir} is not writable.")
+    return out_dir
