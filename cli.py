@@ -15,7 +15,7 @@ import warnings
 
 import click
 
-from handgrad import app, config, registry
+from handgrad import app, config, inference, registry
 from handgrad.errors import ConvergenceError, HandgradWarning, UserError
 
 MODEL = click.Choice(sorted(registry.REGISTRY))
@@ -182,8 +182,11 @@ def _print_check(out):
 
 FIT_OPTIONS = [
     click.option("--newton", is_flag=True, help="Newton's method (same as --solver newton)."),
-    click.option("--solver", type=click.Choice(["closed", "newton", "gd"]), default=None,
-                 help="closed form, Newton, or gradient descent (default: the model's)."),
+    click.option("--solver", type=click.Choice(["closed", "newton", "gd", "qr", "normal", "svd"]),
+                 default=None,
+                 help="closed form, Newton, or gradient descent (default: the model's); least "
+                      "squares also: qr (no refinement), normal (the seeds' (X^T X)^-1 X^T y) "
+                      "and svd (numpy lstsq), for comparison."),
     click.option("--autograd", is_flag=True,
                  help="Drive the solver with autograd derivatives instead (for comparison)."),
     click.option("--data", "data", type=str, default=None,
@@ -192,6 +195,9 @@ FIT_OPTIONS = [
     click.option("--features", type=str, default=None,
                  help="Comma-separated feature columns (default: all but the target)."),
     click.option("--no-intercept", is_flag=True, help="Fit without an intercept."),
+    click.option("--standardize", is_flag=True,
+                 help="Fit on standardized columns; coefficients are reported on the original "
+                      "scale (the standardized ones alongside)."),
     click.option("--l2", type=float, default=0.0, show_default=True,
                  help="L2 penalty (l2/2)*||w||^2 on the weights."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic data."),
@@ -217,7 +223,8 @@ def fit_options(fn):
 @fit_options
 @common
 @command
-def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercept, l2, seed,
+def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercept, standardize,
+            l2, seed,
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json):
     """Fit MODEL with its hand-derived gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
@@ -225,6 +232,7 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
     out = app.fit(model, solver="newton" if newton else solver, autograd=autograd, data_path=data,
                   target=target, features=feats, intercept=not no_intercept, l2=l2,
+                  standardize=standardize,
                   device=device, dtype=dtype, seed=seed, n_samples=n_samples,
                   n_features=n_features, max_iter=max_iter, tol=tol, tf32=tf32,
                   progress=not as_json and sys.stderr.isatty())
@@ -251,7 +259,7 @@ def _print_fit(out):
                f"with {out['derivatives']} derivatives, {out['device']} {out['dtype']}")
     for note in d["notes"]:
         click.echo(f"note: {note}")
-    if out["solver"] != "closed":
+    if out["solver"] not in ("closed", "qr", "normal", "svd"):
         click.echo(f"{'iter':>4}  {'loss':>22}  {'|grad|':>10}  {'step':>8}")
         for h in out["history"]:
             click.echo(f"{h['iteration']:>4}  {h['loss']:>22.15g}  {h['grad_norm']:>10.3e}  "
@@ -259,7 +267,11 @@ def _print_fit(out):
     status = "converged" if out["converged"] else "NOT converged"
     click.echo(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
                f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
-    if "coefficients" in out:
+    if "summary" in out:  # the statistics-package table (handgrad/inference.py)
+        click.echo("")
+        for line in inference.format_summary(out["summary"], out.get("true_params")):
+            click.echo(line)
+    elif "coefficients" in out:
         se = out.get("std_errors") or {}
         truth = out.get("true_params")
         click.echo(f"\n{'term':<16} {'coef':>14} {'std err':>12}" + (f" {'true':>10}" if truth else ""))

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from handgrad import checker, registry, solvers, term, validate
+from handgrad import checker, inference, registry, solvers, term, validate
 from handgrad.data import Data, load
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import HandgradWarning, UserError
@@ -38,7 +38,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
         tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
-        callback=None) -> dict:
+        callback=None, standardize: bool = False) -> dict:
     """``progress`` draws a bar on stderr (handgrad.term); ``callback(k, entry)``, if
     given, is also called after each iteration with that iteration's history entry."""
     entry = registry.get(model)
@@ -57,6 +57,9 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
     data, truth = get_data(entry, data_path=data_path, target=target, features=features,
                            seed=seed, n_samples=n_samples, n_features=n_features)
     data = data.to(dev, dt)
+    transform = None
+    if standardize:  # fit on standardized columns; inference maps back to the original scale
+        data, transform = inference.standardize(data, intercept)
     validate.check_dtype_range(data, dt)
     scale = validate.scale_problem(data)
     early_warnings = []
@@ -67,11 +70,13 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
     validate.preflight(entry, data, params0, hp)
     extra: dict = {}
     t0 = time.perf_counter()
-    if solver == "closed":
-        params, extra = entry.model.closed_form(data, intercept=intercept, **hp)
+    if solver in getattr(entry.model, "CLOSED_SOLVERS", ("closed",)):
+        method = {} if solver == "closed" else {"method": solver}  # least squares: qr|normal|svd
+        params, extra = entry.model.closed_form(data, intercept=intercept, **method, **hp)
         g = flatten(entry.gradient(params, data, **hp))
         f = entry.loss(params, data, **hp)
-        res = solvers.FitResult(params, 0, bool(torch.isfinite(g).all()), solver="closed",
+        res = solvers.FitResult(params, 0, bool(torch.isfinite(g).all()), solver=solver,
+                                warnings=list(extra.get("warnings", [])),
                                 history=[{"iteration": 0, "loss": f.item(),
                                           "grad_norm": g.norm().item(), "step": 1.0}])
     else:
@@ -109,8 +114,16 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         out["separation"] = True
     if "w" in res.params and res.params["w"].dim() == 1:
         out["coefficients"] = _named(res.params, data.feature_names)
-        se = None if separated else std_errors(entry, res.params, data, hp, extra,
-                                                out["warnings"])
+        summ = None if separated else inference.summary(
+            entry, res.params, data, hp, extra, out["warnings"], transform=transform,
+            iterations=res.iterations)
+        if summ is not None:  # the statistics-package table (handgrad/inference.py)
+            out["summary"] = summ
+            out["coefficients"] = {r["term"]: r["coef"] for r in summ["terms"]}
+            if all(r["std_err"] is not None for r in summ["terms"]):
+                out["std_errors"] = {r["term"]: r["std_err"] for r in summ["terms"]}
+        se = None if separated or summ is not None else std_errors(
+            entry, res.params, data, hp, extra, out["warnings"])
         if se is not None:
             out["std_errors"] = _named(se, data.feature_names)
     if truth is not None:

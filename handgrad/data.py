@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -197,10 +198,21 @@ def load(
         X, y, names = _load_numpy(path)
         if features:
             raise UserError("--features applies to CSV files; select columns before saving .npz.")
+        if needs_target and y is None:
+            raise UserError(f"{path} holds no target: save an array 'y' in the .npz, or put "
+                            "y.npy (y_<name>.npy for X_<name>.npy) beside the .npy.")
         X, y = validate_arrays(X, y if needs_target else None, names)
-        return Data(torch.from_numpy(np.ascontiguousarray(X)),
-                    None if y is None else torch.from_numpy(y), names, target or "y", source=path)
+        return Data(_from_numpy(np.ascontiguousarray(X)),
+                    None if y is None else _from_numpy(y), names, target or "y", source=path)
     raise UserError(f"Unsupported data file {path!r}: use .csv, .npz (arrays X, y) or .npy.")
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    """Share memory with a (read-only, memory-mapped) array: no copy of a large .npy.
+    handgrad never writes into data tensors, so torch's not-writable warning is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        return torch.from_numpy(a)
 
 
 def _load_numpy(path: str):
