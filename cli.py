@@ -182,7 +182,8 @@ def _print_check(out):
 
 FIT_OPTIONS = [
     click.option("--newton", is_flag=True, help="Newton's method (same as --solver newton)."),
-    click.option("--solver", type=click.Choice(["closed", "newton", "gd", "qr", "normal", "svd"]),
+    click.option("--solver", type=click.Choice(["closed", "newton", "gd", "qr", "normal", "svd",
+                                                "sgd", "adam"]),
                  default=None,
                  help="closed form, Newton, or gradient descent (default: the model's); least "
                       "squares also: qr (no refinement), normal (the seeds' (X^T X)^-1 X^T y) "
@@ -209,6 +210,19 @@ FIT_OPTIONS = [
     click.option("--tol", type=float, default=None,
                  help="Gradient-norm tolerance (default 1e-8 in float64, 1e-3 in float32)."),
     click.option("--tf32", is_flag=True, help="Allow TF32 matmuls on CUDA for fits."),
+    click.option("--hidden", type=click.IntRange(min=1), default=None,
+                 help="two_layer: hidden units (default 32)."),
+    click.option("--activation", type=click.Choice(["sigmoid", "tanh", "relu"]), default=None,
+                 help="two_layer: hidden activation (default tanh)."),
+    click.option("--epochs", type=click.IntRange(min=1), default=None,
+                 help="sgd/adam: passes over the training rows (default 30)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="sgd/adam: rows per minibatch (default 32)."),
+    click.option("--lr", type=float, default=None,
+                 help="sgd/adam: learning rate (default 0.05 for sgd, 1e-3 for adam)."),
+    click.option("--test-fraction", type=float, default=None,
+                 help="Hold out this fraction of rows (seeded; stratified for labels) and report "
+                      "held-out accuracy / log-likelihood (default 0.2 for classifiers)."),
 ]
 
 
@@ -225,7 +239,8 @@ def fit_options(fn):
 @command
 def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercept, standardize,
             l2, seed,
-            n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json):
+            n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
+            activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None):
     """Fit MODEL with its hand-derived gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
         raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
@@ -235,7 +250,10 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
                   standardize=standardize,
                   device=device, dtype=dtype, seed=seed, n_samples=n_samples,
                   n_features=n_features, max_iter=max_iter, tol=tol, tf32=tf32,
-                  progress=not as_json and sys.stderr.isatty())
+                  progress=not as_json and sys.stderr.isatty(), test_fraction=test_fraction,
+                  hyper={k: v for k, v in (("hidden", hidden), ("activation", activation),
+                                           ("epochs", epochs), ("batch_size", batch_size),
+                                           ("lr", lr)) if v is not None})
     if as_json:
         emit_json(out)
     else:
@@ -281,6 +299,27 @@ def _print_fit(out):
             s = se.get(name)
             click.echo(f"{name:<16} {v:>14.8g} {'' if s is None else f'{s:.4g}':>12}"
                        + (f" {t:>10.4g}" if t is not None else ""))
+    _print_evaluation(out)
+
+
+def _print_evaluation(out):
+    """Training / held-out scores (softmax, two_layer, gaussian) and a Gaussian's Sigma."""
+    est = out.get("estimate") or {}
+    if "Sigma" in est:
+        if "mu" in est:
+            click.echo("\nmu    = [" + ", ".join(f"{v:.6g}" for v in est["mu"]) + "]")
+        click.echo("Sigma =")
+        for row in est["Sigma"]:
+            click.echo("  [" + ", ".join(f"{v:>12.6g}" for v in row) + "]")
+    rows = [(name, out[key]) for name, key in (("training rows", "train"),
+                                               ("held-out rows", "held_out"),
+                                               ("true params, held-out", "held_out_true_params"))
+            if key in out]
+    if rows:
+        click.echo("")
+    for name, ev in rows:
+        acc = f"accuracy {100 * ev['accuracy']:.2f}%, " if "accuracy" in ev else ""
+        click.echo(f"{name:<22} (n={ev['n']}): {acc}mean log-likelihood {ev['log_likelihood']:.6g}")
 
 
 def _fit_key_types() -> dict:

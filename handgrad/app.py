@@ -38,7 +38,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
         tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
-        callback=None, standardize: bool = False) -> dict:
+        callback=None, standardize: bool = False, test_fraction: float | None = None) -> dict:
     """``progress`` draws a bar on stderr (handgrad.term); ``callback(k, entry)``, if
     given, is also called after each iteration with that iteration's history entry."""
     entry = registry.get(model)
@@ -54,9 +54,11 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     set_tf32(tf32)
     hp = {"l2": l2, **(hyper or {})}
+    solver_kw = _solver_options(entry, solver, hp, seed)  # epochs, batch size, lr: popped from hp
     data, truth = get_data(entry, data_path=data_path, target=target, features=features,
                            seed=seed, n_samples=n_samples, n_features=n_features)
     data = data.to(dev, dt)
+    data, test = _split(entry, data, test_fraction, seed)  # a seeded held-out set, or None
     transform = None
     if standardize:  # fit on standardized columns; inference maps back to the original scale
         data, transform = inference.standardize(data, intercept)
@@ -83,7 +85,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         obj = solvers.Objective(entry, data, params0, hp, use_autograd=autograd)
         bar = _progress(solver, solvers.default_tol(dt) if tol is None else tol) \
             if progress else None
-        kw = {"tol": tol, "callback": _both(bar, callback)}
+        kw = {"tol": tol, "callback": _both(bar, callback), **solver_kw}
         if max_iter is not None:
             kw["max_iter"] = max_iter
         try:
@@ -128,6 +130,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
             out["std_errors"] = _named(se, data.feature_names)
     if truth is not None:
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
+    _evaluation(out, entry, res.params, data, test, truth, hp)
     return out
 
 
@@ -208,3 +211,67 @@ def list_models() -> dict:
 
 def synthetic_data(model: str, **kw) -> Data:
     return registry.get(model).model.synthetic(**kw)[0]
+
+
+# ---- held-out evaluation and minibatch options (softmax, two_layer, gaussian) ---------
+
+SOLVER_OPTIONS = ("epochs", "batch_size", "lr", "momentum")  # the minibatch solvers' knobs
+
+
+def _solver_options(entry, solver: str, hp: dict, seed: int) -> dict:
+    """Pop the minibatch solvers' options out of ``hp`` (the rest goes to the model), and
+    reject options the model or solver does not take."""
+    kw = {k: hp.pop(k) for k in SOLVER_OPTIONS if k in hp and hp[k] is not None}
+    for k in [k for k in SOLVER_OPTIONS if k in hp]:
+        hp.pop(k)
+    if kw and solver not in ("sgd", "adam"):
+        flags = ", ".join("--" + k.replace("_", "-") for k in kw)
+        raise UserError(f"{flags} apply to the minibatch solvers (sgd, adam), not {solver}.")
+    if solver in ("sgd", "adam"):
+        kw["seed"] = seed
+    known = set(getattr(entry.model, "HYPER", ())) | {"l2"}
+    extra = sorted(k for k, v in hp.items() if k not in known and v is not None)
+    if extra:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise UserError(f"{flags} do(es) not apply to {entry.name}"
+                        + (f" (its options: {', '.join(sorted(known))})." if known else "."))
+    for k in [k for k, v in hp.items() if v is None]:
+        hp.pop(k)
+    return kw
+
+
+def _split(entry, data: Data, test_fraction, seed: int):
+    """(train, test): ``test_fraction`` of the rows held out, seeded and, for class labels,
+    stratified.  Default: 0.2 for classifiers (models with an ``evaluate``), else none."""
+    from handgrad.data import train_test_split
+
+    can = hasattr(entry.model, "evaluate")
+    if test_fraction is None:
+        test_fraction = 0.2 if can and entry.model.TARGET == "labels" else 0.0
+    if not test_fraction:
+        return data, None
+    if not can:
+        raise UserError(f"--test-fraction: {entry.name} has no held-out evaluation.")
+    train, test = train_test_split(data, test_fraction, seed,
+                                   stratify=entry.model.TARGET == "labels")
+    train.notes = list(data.notes) + [f"held out {test.n} of {data.n} rows for testing "
+                                      f"(--test-fraction {test_fraction:g}, seed {seed})"]
+    return train, test
+
+
+def _evaluation(out: dict, entry, params, train: Data, test, truth, hp: dict) -> None:
+    """Scores on the training rows and held-out rows (accuracy / mean log-likelihood per
+    sample), the true parameters' scores on the same held-out rows, and the estimate in
+    the model's natural form (the Gaussian's Sigma when L was fitted)."""
+    model = entry.model
+    if hasattr(model, "estimate"):
+        out["estimate"] = {k: _tolist(v) for k, v in model.estimate(params).items()}
+    if not hasattr(model, "evaluate"):
+        return
+    with torch.no_grad():
+        out["train"] = model.evaluate(params, train, **hp)
+        if test is not None:
+            out["held_out"] = model.evaluate(params, test, **hp)
+            if truth is not None:
+                ev = getattr(model, "evaluate_truth", model.evaluate)
+                out["held_out_true_params"] = ev(truth, test, **hp)

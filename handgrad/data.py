@@ -265,3 +265,78 @@ def binary_labels(y: torch.Tensor, name: str = "y") -> tuple[torch.Tensor, str |
 def _fmt(v) -> str:
     v = float(v)
     return str(int(v)) if math.isfinite(v) and v == int(v) else repr(v)
+
+
+def class_labels(y: torch.Tensor, name: str = "y") -> tuple[torch.Tensor, list[float], str | None]:
+    """Class labels for the multi-class models: integers 0..K-1 (int64), the original class
+    values, and a note when they were re-encoded.
+
+    ``y`` is either 1-D integer-valued (any distinct values, mapped in sorted order) or 2-D
+    one-hot (n, K) with exactly one 1 per row.  Continuous values, a row that is not
+    one-hot, or a single class are errors naming the problem.
+    """
+    if y is None:
+        raise UserError(f"Target {name!r} is missing: a classifier needs class labels.")
+    if y.dim() == 2:
+        if y.shape[1] < 2:
+            raise UserError(f"One-hot target {name!r} has {y.shape[1]} column; need >= 2 classes.")
+        ok = ((y == 0) | (y == 1)).all(dim=1) & (y.sum(dim=1) == 1)
+        if not bool(ok.all()):
+            i = int(torch.nonzero(~ok)[0])
+            raise UserError(f"One-hot target {name!r}: row {i} is not one-hot "
+                            f"({', '.join(_fmt(v) for v in y[i].tolist()[:8])}).")
+        return y.argmax(dim=1), [float(k) for k in range(y.shape[1])], None
+    if y.dim() != 1:
+        raise UserError(f"Target {name!r} must be 1-D labels or 2-D one-hot; got shape "
+                        f"{tuple(y.shape)}.")
+    if y.is_floating_point():
+        frac = y != torch.round(y)
+        if bool(frac.any()):
+            i = int(torch.nonzero(frac)[0])
+            raise UserError(f"Target {name!r} must hold class labels (integers); row {i} is "
+                            f"{_fmt(y[i])}. For a continuous target use least_squares.")
+    vals, idx = torch.unique(y, return_inverse=True)
+    if len(vals) < 2:
+        raise UserError(f"Target {name!r} has only one class ({_fmt(vals[0])}); need two or more.")
+    classes = [float(v) for v in vals]
+    note = None
+    if classes != [float(k) for k in range(len(classes))]:
+        shown = ", ".join(f"{_fmt(v)} -> {k}" for k, v in enumerate(classes[:6]))
+        note = (f"Target {name!r} re-encoded to 0..{len(classes) - 1}: {shown}"
+                + (" ..." if len(classes) > 6 else "") + ".")
+    return idx.to(torch.int64), classes, note
+
+
+def train_test_split(data: Data, fraction: float, seed: int = 0,
+                     stratify: bool = False) -> tuple[Data, Data]:
+    """A deterministic (seeded) split: ``fraction`` of the rows held out for testing.
+
+    With ``stratify`` (class labels), each class is split in the same proportion, with at
+    least one row of every class on each side when the class has two or more rows.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"--test-fraction must be in (0, 1); got {fraction}.")
+    g = torch.Generator().manual_seed(seed)
+    n = data.n
+    if stratify and data.y is not None:
+        y = data.y.detach().cpu()
+        test = []
+        for c in torch.unique(y):
+            rows = torch.nonzero(y == c).reshape(-1)
+            rows = rows[torch.randperm(len(rows), generator=g)]
+            k = int(round(fraction * len(rows)))
+            if len(rows) >= 2:
+                k = min(max(k, 1), len(rows) - 1)
+            test.append(rows[:k])
+        test_idx = torch.sort(torch.cat(test)).values
+    else:
+        k = int(round(fraction * n))
+        test_idx = torch.sort(torch.randperm(n, generator=g)[:k]).values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[test_idx] = False
+    train_idx = torch.nonzero(mask).reshape(-1)
+    if len(test_idx) == 0 or len(train_idx) == 0:
+        side = "test" if len(test_idx) == 0 else "training"
+        raise UserError(f"--test-fraction {fraction} leaves an empty {side} set with {n} rows.")
+    dev = data.X.device
+    return data.rows(train_idx.to(dev)), data.rows(test_idx.to(dev))

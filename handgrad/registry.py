@@ -8,10 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
+import derivations.gaussian
 import derivations.least_squares
 import derivations.logistic
+import derivations.softmax
+import derivations.two_layer
+import models.gaussian
 import models.least_squares
 import models.logistic
+import models.softmax
+import models.two_layer
 from handgrad.errors import UserError
 
 
@@ -49,6 +55,9 @@ class Entry:
 REGISTRY: dict[str, Entry] = {
     "least_squares": Entry("least_squares", models.least_squares, derivations.least_squares),
     "logistic": Entry("logistic", models.logistic, derivations.logistic),
+    "gaussian": Entry("gaussian", models.gaussian, derivations.gaussian),
+    "softmax": Entry("softmax", models.softmax, derivations.softmax),
+    "two_layer": Entry("two_layer", models.two_layer, derivations.two_layer),
 }
 
 

@@ -136,7 +136,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         res.x_reached = x
         if k == max_iter and gnorm > tol:
             break
-        H = obj.hess(x)
+        H = lift_flat_directions(obj, x, obj.hess(x))
         d, how = _newton_direction(H, g)
         if how:
             _warn(res, f"Newton iteration {k}: {how}")
@@ -262,3 +262,143 @@ def _finish(res: FitResult, obj: Objective, x, t0, max_iter) -> FitResult:
 
 
 SOLVERS = {"newton": newton, "gd": gradient_descent}
+
+
+# ---- exact invariances, for Newton (softmax's shift invariance) ----------------------
+
+def lift_flat_directions(obj: Objective, x: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+    """H + s N^T N, where the rows of N (orthonormal) span directions along which the loss
+    is exactly constant, as the derivation module declares in ``flat_directions`` (softmax:
+    adding a constant to every class's logit).  There H v = 0 and g.v = 0, so the Newton
+    system is solved on the orthogonal complement: the step is the minimum-norm Newton
+    step, not a damped one.  s is the largest |diagonal| of H (at least 1)."""
+    flat = getattr(obj.entry.derivation, "flat_directions", None)
+    if flat is None:
+        return H
+    N = flat(unflatten(x, obj.like), obj.data, **obj.hp)
+    if N.numel() == 0:
+        return H
+    s = max(H.diagonal().abs().max().item(), 1.0)
+    return H + s * (N.T @ N)
+
+
+# ---- minibatch optimisers (SGD with momentum, Adam) driven by the hand gradient -------
+
+def _minibatch(obj: Objective, x0: torch.Tensor, **kw) -> FitResult:
+    """Run :func:`_minibatch_loop` single-threaded on CPU: a minibatch step is a handful of
+    small matrix products, for which torch's intra-op thread pool costs far more than it
+    saves (on a loaded 2-core machine, milliseconds per call).  Restored afterwards."""
+    threads = torch.get_num_threads()
+    if obj.data.X.device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _minibatch_loop(obj, x0, **kw)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float | None = None,
+               max_iter: int | None = None, callback=None, epochs: int = 30,
+               batch_size: int = 32, lr: float | None = None, momentum: float = 0.9,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+               seed: int = 0) -> FitResult:
+    """Epochs over a seeded shuffle of the rows, one step per minibatch B.
+
+    The step direction is the per-sample mean gradient estimate
+        g_B = (1/|B|) [ sum_{i in B} grad l_i + (|B|/n) grad penalty ],
+    i.e. the model's hand-derived gradient on the rows of B with l2 scaled by |B|/n, divided
+    by |B| (over an epoch the penalty is counted once, as in the full loss).  Momentum:
+    v <- momentum v + g_B, x <- x - lr v.  Adam: the usual bias-corrected moments.
+    History has one entry per epoch with the full-data loss and |grad| (a sum over samples,
+    as for the other solvers).  A stochastic method has no gradient-norm stopping test at
+    the default tolerance: ``converged`` means every epoch ran and the loss stayed finite
+    (it stops early only if |grad| <= tol).  ``max_iter`` caps the number of epochs.
+    """
+    from handgrad.errors import UserError
+
+    tol = default_tol(x0.dtype) if tol is None else tol
+    lr = (1e-3 if method == "adam" else 0.05) if lr is None else lr
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr must be a finite number > 0; got {lr}.")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1; got {batch_size}.")
+    epochs = epochs if max_iter is None else min(epochs, max_iter)
+    res = FitResult({}, 0, False, solver=method)
+    obj.last_result = res
+    t0 = time.perf_counter()
+    data, n = obj.data, obj.data.n
+    B = min(batch_size, n)
+    g_gen = torch.Generator().manual_seed(seed)
+    x = x0.clone()
+    v = torch.zeros_like(x)
+    m = torch.zeros_like(x)
+    b1, b2 = betas
+    step = 0
+    for k in range(epochs + 1):
+        f, g = obj.value(x), obj.grad(x)
+        gnorm = g.norm().item()
+        if not (_finite(f) and math.isfinite(gnorm)):
+            res.message = (f"non-finite loss or gradient after epoch {k}: the learning rate "
+                           f"{lr:g} is too large for this problem; lower --lr")
+            break
+        entry = {"iteration": k, "epoch": k, "loss": f.item(), "grad_norm": gnorm,
+                 "step": lr if k else 0.0, "seconds": time.perf_counter() - t0}
+        res.history.append(entry)
+        res.x_reached = x
+        if k and callback is not None:
+            callback(k - 1, entry)
+        if gnorm <= tol:
+            res.converged = True
+            res.message = f"|grad| <= {tol:g} after {k} epochs"
+            break
+        if k == epochs:
+            res.converged = True
+            res.message = (f"ran {epochs} epochs of {method} (minibatch {B}, lr {lr:g}); "
+                           "stochastic: no gradient-norm test")
+            break
+        perm = torch.randperm(n, generator=g_gen).to(data.X.device)
+        for start in range(0, n, B):
+            idx = perm[start:start + B]
+            nb = len(idx)
+            hp = dict(obj.hp)
+            if hp.get("l2"):
+                hp["l2"] = hp["l2"] * nb / n
+            if obj.use_autograd:
+                gb = Objective(obj.entry, data.rows(idx), obj.like, hp, True).grad(x) / nb
+            else:
+                gd = obj.entry.gradient(unflatten(x, obj.like), data.rows(idx), **hp)
+                gb = flatten({k: gd[k] for k in obj.like}) / nb
+            step += 1
+            if method == "adam":
+                m = b1 * m + (1 - b1) * gb
+                v = b2 * v + (1 - b2) * gb * gb
+                mh = m / (1 - b1 ** step)
+                vh = v / (1 - b2 ** step)
+                x = x - lr * mh / (vh.sqrt() + eps)
+            else:
+                v = momentum * v + gb
+                x = x - lr * v
+        res.iterations = k + 1
+    return _finish(res, obj, x, t0, epochs)
+
+
+@_interruptible
+def sgd(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int | None = None,
+        callback=None, epochs: int = 30, batch_size: int = 32, lr: float | None = None,
+        momentum: float = 0.9, seed: int = 0) -> FitResult:
+    """Minibatch gradient descent with (heavy-ball) momentum; lr defaults to 0.05."""
+    return _minibatch(obj, x0, method="sgd", tol=tol, max_iter=max_iter, callback=callback,
+                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, seed=seed)
+
+
+@_interruptible
+def adam(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int | None = None,
+         callback=None, epochs: int = 30, batch_size: int = 32, lr: float | None = None,
+         seed: int = 0, **_) -> FitResult:
+    """Minibatch Adam (Kingma & Ba, 2015) on the hand gradient; lr defaults to 1e-3."""
+    return _minibatch(obj, x0, method="adam", tol=tol, max_iter=max_iter, callback=callback,
+                      epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+
+
+SOLVERS["sgd"] = sgd
+SOLVERS["adam"] = adam
