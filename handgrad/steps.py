@@ -143,8 +143,9 @@ def compare(
     ok = residual <= rtol
     where = namer(k) if namer else _index(k, tuple(truth.shape))
     worst = {"index": where, "claimed": c[k].item(), "truth": t[k].item(), "abs_err": max_err}
+    what = f"worst entry {where}: claimed" if t.numel() > 1 else "claimed"
     reason = "" if ok else (
-        f"worst entry {where}: claimed {_fmt(c[k].item())}, truth {_fmt(t[k].item())} "
+        f"{what} {_fmt(c[k].item())}, truth {_fmt(t[k].item())} "
         f"(abs err {max_err:.3g}, residual {residual:.3g} > tol {rtol:.0e})")
     if not ok and not torch.isfinite(c).all():
         bad = int((~torch.isfinite(c)).sum())
@@ -216,7 +217,11 @@ def verify(
     direction is random (seeded) unless given.  A step that raises is a failed step,
     named by its line, with the exception as the reason."""
     dP = direction if direction is not None else random_direction(params, seed)
-    value, dl, dgrad = references(loss_fn, params, dP)
+    if derivation.target == "loss":  # the Hessian-vector product is not needed
+        value, dl = torch.func.jvp(loss_fn, (params,), (dP,))
+        dgrad = None
+    else:
+        value, dl, dgrad = references(loss_fn, params, dP)
     namer = param_namer(params)
     results = []
     for i, step in enumerate(derivation.steps, start=1):
@@ -233,6 +238,10 @@ def verify(
                 )
             v = compare(got.reshape(-1), ref.reshape(-1), rtol=rtol,
                         namer=namer if ref.numel() > 1 else None)
+            if not v.ok and ref.numel() == 1:  # a scalar line: name both sides
+                truth = "l" if step.kind == "value" else "torch.func.jvp (dl along dP)"
+                v.reason = (f"line gives {_fmt(got.item())}, {truth} gives {_fmt(ref.item())} "
+                            f"(residual {v.residual:.3g} > tol {rtol:.0e})")
             results.append(StepResult(
                 i, step.text, _scalar(got), _scalar(ref), v.residual, rtol, v.ok,
                 reason=v.reason, worst=v.worst, source=step.source,

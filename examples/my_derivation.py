@@ -1,0 +1,67 @@
+"""A derivation written by a user, checked line by line with
+
+    python cli.py derive --file examples/my_derivation.py
+
+f(X) = tr(X^T A X) + log|X|   (X square and invertible, A any square matrix)
+
+The file format (handgrad/derive.py, FILE_FORMAT):
+  loss(P, D)      the function in plain torch: the reference every line is checked against
+  inputs(seed)    random inputs (P: the variables, a dict of float64 tensors; D: constants)
+  STEPS           the derivation, one Step per line: plain text, LaTeX, a torch function
+                  fn(P, D, dP) giving that line's value along a direction dP, and the rule
+  gradient(P, D)  optional: the result, also compared entry by entry with torch.func.grad
+  TITLE, LAYOUT   optional: what is printed above the steps
+
+Use random non-symmetric inputs: with a symmetric A the mistake "df/dX = 2AX" would pass.
+"""
+
+import torch
+
+from handgrad.steps import Step
+
+TITLE = "f(X) = tr(X^T A X) + log|X|"
+LAYOUT = "denominator: df/dX has the shape of X (n x n)"
+
+
+def inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 4
+    X = torch.randn(n, n, generator=g, dtype=torch.float64) + n * torch.eye(n, dtype=torch.float64)
+    A = torch.randn(n, n, generator=g, dtype=torch.float64)  # not symmetric
+    return {"X": X}, {"A": A}
+
+
+def loss(P, D):
+    X, A = P["X"], D["A"]
+    return torch.trace(X.T @ A @ X) + torch.linalg.slogdet(X)[1]
+
+
+def gradient(P, D):
+    X, A = P["X"], D["A"]
+    return {"X": (A + A.T) @ X + torch.linalg.inv(X).T}
+
+
+STEPS = [
+    Step("f = tr(X^T A X) + log|X|",
+         r"f = \operatorname{tr}(X^T A X) + \log|X|",
+         lambda P, D, dP: torch.trace(P["X"].T @ D["A"] @ P["X"]) + torch.linalg.slogdet(P["X"])[1],
+         "the function", kind="value"),
+    Step("df = tr(dX^T A X + X^T A dX) + tr(X^-1 dX)",
+         r"df = \operatorname{tr}(dX^T A X + X^T A\,dX) + \operatorname{tr}(X^{-1} dX)",
+         lambda P, D, dP: torch.trace(dP["X"].T @ D["A"] @ P["X"] + P["X"].T @ D["A"] @ dP["X"])
+         + torch.trace(torch.linalg.solve(P["X"], dP["X"])),
+         "product rule; d log|X| = tr(X^-1 dX)"),
+    Step("df = tr(X^T A^T dX) + tr(X^T A dX) + tr(X^-1 dX)",
+         r"df = \operatorname{tr}(X^T A^T dX) + \operatorname{tr}(X^T A\,dX) + \operatorname{tr}(X^{-1} dX)",
+         lambda P, D, dP: torch.trace(P["X"].T @ D["A"].T @ dP["X"])
+         + torch.trace(P["X"].T @ D["A"] @ dP["X"]) + torch.trace(torch.linalg.solve(P["X"], dP["X"])),
+         "tr(B^T) = tr(B) on the first term"),
+    Step("df = tr(((A + A^T) X + X^-T)^T dX)",
+         r"df = \operatorname{tr}\big(((A + A^T)X + X^{-T})^T dX\big)",
+         lambda P, D, dP: (((D["A"] + D["A"].T) @ P["X"] + torch.linalg.inv(P["X"]).T) * dP["X"]).sum(),
+         "collect the terms as tr(G^T dX)"),
+    Step("=> df/dX = (A + A^T) X + X^-T",
+         r"\Rightarrow \frac{\partial f}{\partial X} = (A + A^T)X + X^{-T}",
+         lambda P, D, dP: (gradient(P, D)["X"] * dP["X"]).sum(),
+         "read off: df = tr(G^T dX) means df/dX = G"),
+]

@@ -1,0 +1,677 @@
+"""Run derivations step by step, run the identity catalog and the seed errata, and format.
+
+``derive`` checks every line of a derivation at several random, non-symmetric problems
+(each model's ``check_problems``; for a user file, its ``inputs(seed)``) and random
+directions dP against torch.func.jvp of the loss (or of its gradient, for a Hessian
+derivation).  The report keeps, per line: the verdict, the largest residual seen, where the
+step is written (file:line) and, for a failed line, the problem and the reason.
+
+Formats: plain text (terminal), Markdown, a standalone LaTeX document, and JSON (the
+report dicts themselves).  Every printed derivative states its layout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from handgrad.errors import UserError
+from handgrad.params import flatten
+from handgrad.steps import (
+    Derivation,
+    Step,
+    StepResult,
+    Verdict,
+    compare,
+    inner,
+    param_namer,
+    random_direction,
+    verify,
+)
+
+RTOL = 1e-9  # float64 steps agree with jvp to ~1e-15; a wrong step misses by O(1)
+FITTED_RTOL = 1e-12  # the final line must be the module's own gradient / Hessian
+
+
+# ---------------------------------------------------------------- running a derivation
+
+def run_derivation(derivation: Derivation, problems: Sequence, loss: Callable, *, seed: int = 0,
+                   rtol: float = RTOL) -> dict:
+    """Verify every step of ``derivation`` at every problem (label, params, data, hp).
+
+    ``loss(params, data, **hp)`` is the reference.  Returns a JSON-ready dict with one
+    entry per line: ok, the worst residual over the problems, and the failures."""
+    per_line: list[list[tuple[str, StepResult]]] = [[] for _ in derivation.steps]
+    used, skipped = [], []
+    for k, (label, params, data, hp) in enumerate(problems):
+        results = verify(derivation, lambda p, data=data, hp=hp: loss(p, data, **hp), params,
+                         data, hp, seed=1000 * seed + k, rtol=rtol)
+        if all((r.error or "").startswith("KeyError") for r in results):
+            skipped.append(label)  # every line needs parameters this problem lacks
+            continue
+        used.append(label)
+        for r in results:
+            per_line[r.index - 1].append((label, r))
+    steps = []
+    for i, (step, rs) in enumerate(zip(derivation.steps, per_line), start=1):
+        failures = [{"problem": label, "residual": r.residual, "reason": r.reason or r.error or "",
+                     "value": r.value, "reference": r.reference, "worst": r.worst}
+                    for label, r in rs if not r.ok]
+        steps.append({
+            "line": i, "kind": step.kind, "text": step.text, "latex": step.latex, "why": step.why,
+            "source": step.source, "ok": not failures and bool(rs),
+            "residual": max((r.residual for _, r in rs), default=0.0), "tol": rtol,
+            "failures": failures,
+        })
+    failed = [s["line"] for s in steps if not s["ok"]]
+    first = steps[failed[0] - 1] if failed else None
+    return {
+        "title": derivation.title, "target": derivation.target, "layout": derivation.layout,
+        "reference": ("torch.func.jvp of the loss (value lines: the loss itself)"
+                      if derivation.target == "loss" else "torch.func.jvp of torch.func.grad of the loss"),
+        "assumptions": list(derivation.assumptions), "ok": not failed, "failed_lines": failed,
+        "problems": used, "skipped_problems": skipped,
+        "first_failed_line": failed[0] if failed else None,
+        "first_failed_source": first["source"] if first else None,
+        "steps": steps,
+    }
+
+
+def _symmetric_inputs(params: dict, data) -> list[str]:
+    """Names of square 2-D inputs that are symmetric (they would hide a transpose).
+
+    Pass params={} to look at the data only (a model's symmetric parameter, such as a
+    covariance, is symmetric by construction and is checked by its own convention)."""
+    found = []
+    tensors = dict(params)
+    if hasattr(data, "X"):
+        tensors["X"] = data.X
+    elif isinstance(data, dict):
+        tensors.update({k: v for k, v in data.items() if isinstance(v, torch.Tensor)})
+    for name, t in tensors.items():
+        if (isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[0] == t.shape[1] > 1
+                and t.is_floating_point() and torch.allclose(t, t.mT)):
+            found.append(name)
+    return found
+
+
+def _final_is_fitted(entry, derivation: Derivation, problem, seed: int) -> bool | None:
+    """Does the last line equal the registered gradient (or Hessian) that `fit` uses?"""
+    label, params, data, hp = problem
+    dP = random_direction(params, seed)
+    last = derivation.steps[-1]
+    try:
+        got = torch.as_tensor(last.fn(params, data, dP, hp))
+        if derivation.target == "loss":
+            want = inner(entry.gradient(params, data, **hp), dP)
+        elif entry.has_hessian:
+            want = entry.hessian(params, data, **hp) @ flatten(dP)
+        else:
+            return None
+        return compare(got.reshape(-1), want.reshape(-1), rtol=FITTED_RTOL).ok
+    except Exception:
+        return False
+
+
+def derive_entry(entry, *, seed: int = 0, device="cpu", rtol: float = RTOL) -> dict:
+    """Every derivation a registry entry holds, verified at its check problems."""
+    report = {"model": entry.name, "title": entry.title, "seed": seed, "source": None,
+              "derivations": [], "problems": [], "notes": [], "ok": True,
+              "has_derivation": hasattr(entry.derivation, "derivations")}
+    if not report["has_derivation"]:
+        report["notes"].append(f"{entry.derivation.__name__} defines no derivations(): "
+                               "no step-by-step derivation to check (its gradient is still "
+                               "checked by `check`)")
+        return report
+    derivations = entry.derivations()
+    problems = entry.model.check_problems(seed, torch.float64, device)
+    report["problems"] = [p[0] for p in problems]
+    for label, _, data, _ in problems:
+        sym = _symmetric_inputs({}, data)
+        if sym:
+            report["notes"].append(f"problem {label}: symmetric input(s) {', '.join(sym)} "
+                                   "(a symmetric matrix hides a transpose)")
+    for d in derivations:
+        rep = run_derivation(d, problems, entry.loss, seed=seed, rtol=rtol)
+        rep["final_line_is_fitted"] = _final_is_fitted(entry, d, problems[0], seed)
+        report["derivations"].append(rep)
+    report["ok"] = all(d["ok"] for d in report["derivations"])
+    if not derivations:
+        report["notes"].append("derivations() returned no derivation")
+    return report
+
+
+def derive_models(names: Sequence[str], *, seed: int = 0) -> dict:
+    from handgrad import registry
+
+    reports = {n: derive_entry(registry.get(n), seed=seed) for n in names}
+    return {"models": reports, "ok": all(r["ok"] for r in reports.values()), "seed": seed}
+
+
+# ---------------------------------------------------------------- user derivation files
+
+FILE_FORMAT = """\
+A derivation file is Python.  Required names:
+  loss(P, D) -> scalar tensor          the function, in plain torch (the reference)
+  inputs(seed) -> (P, D)               P: dict name -> float64 tensor (the variables),
+                                       D: anything the steps need (constants)
+  STEPS = [...]                        each Step(text, latex, fn, why) from handgrad.steps,
+                                       or a tuple (text, latex, fn[, why[, kind]]);
+                                       fn(P, D, dP) (or fn(P, D, dP, hp)) gives the line's
+                                       value for a direction dP (same keys as P)
+Optional: TITLE, LAYOUT, TARGET ("loss": lines are df; "gradient": lines are d(grad f)),
+  ASSUMPTIONS (list of str), gradient(P, D) -> dict like P (checked entry by entry
+  against torch.func.grad), SEEDS (default (0, 1, 2))."""
+
+
+@dataclass
+class UserDerivation:
+    path: str
+    title: str
+    derivation: Derivation
+    loss: Callable
+    inputs: Callable
+    gradient: Callable | None = None
+    seeds: tuple = (0, 1, 2)
+    notes: list = field(default_factory=list)
+
+
+def _where(path: str, exc: BaseException) -> str:
+    """'line N' of the deepest traceback frame inside the user's file."""
+    line = None
+    for fr in traceback.extract_tb(exc.__traceback__):
+        if os.path.abspath(fr.filename) == os.path.abspath(path):
+            line = fr.lineno
+    return f", line {line}" if line else ""
+
+
+def _bad(path: str, msg: str) -> UserError:
+    return UserError(f"{path}: {msg}")
+
+
+def _arity(fn: Callable) -> int | None:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind in (p.VAR_POSITIONAL,) for p in params):
+        return None
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               and p.default is p.empty)
+
+
+def _as_step(path: str, i: int, item) -> Step:
+    if isinstance(item, Step):
+        fn, step = item.fn, item
+    elif isinstance(item, (tuple, list)) and 3 <= len(item) <= 5:
+        text, latex, fn = item[:3]
+        why = item[3] if len(item) > 3 else ""
+        kind = item[4] if len(item) > 4 else "differential"
+        if not isinstance(text, str) or not isinstance(latex, str) or not isinstance(why, str):
+            raise _bad(path, f"STEPS[{i}]: text, latex and why must be strings")
+        if kind not in ("value", "differential"):
+            raise _bad(path, f"STEPS[{i}]: kind must be 'value' or 'differential', not {kind!r}")
+        src = ""
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            src = f"{os.path.relpath(code.co_filename)}:{code.co_firstlineno}"
+        step = Step(text, latex, fn, why, kind, source=src)
+    else:
+        raise _bad(path, f"STEPS[{i}] should be Step(text, latex, fn, why) or a tuple "
+                         f"(text, latex, fn[, why[, kind]]); got {type(item).__name__}")
+    if not callable(fn):
+        raise _bad(path, f"STEPS[{i}]: fn is not callable ({type(fn).__name__})")
+    n = _arity(fn)
+    if n == 3:
+        user_fn = fn
+        step = Step(step.text, step.latex, lambda P, D, dP, hp, f=user_fn: f(P, D, dP), step.why,
+                    step.kind, source=step.source)
+    elif n not in (4, None):
+        raise _bad(path, f"STEPS[{i}]: fn takes {n} arguments; write fn(P, D, dP) "
+                         "(or fn(P, D, dP, hp))")
+    return step
+
+
+def load_user_file(path: str) -> UserDerivation:
+    """Load and validate a derivation file; every problem is a UserError (exit 2, one line)."""
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file (derive --file expects a Python derivation file)")
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a directory, not a derivation file")
+    if not path.endswith(".py"):
+        raise UserError(f"{path}: a derivation file must be Python (.py); "
+                        "see examples/my_derivation.py")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            source = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from None
+    try:
+        code = compile(source, path, "exec")
+    except SyntaxError as exc:
+        raise UserError(f"{path}, line {exc.lineno}: syntax error: {exc.msg}") from None
+    name = "handgrad_user_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=path)
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = path
+    try:
+        exec(code, module.__dict__)  # the user's own file, run as a script would be
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{path}{_where(path, exc)}: {type(exc).__name__} while loading"
+                        + (f": {msg}" if msg else "")) from None
+    ns = module.__dict__
+    missing = [k for k in ("loss", "inputs", "STEPS") if k not in ns]
+    if missing:
+        raise _bad(path, f"missing {', '.join(missing)}: a derivation file defines loss(P, D), "
+                         "inputs(seed) and STEPS (see examples/my_derivation.py)")
+    for k in ("loss", "inputs"):
+        if not callable(ns[k]):
+            raise _bad(path, f"{k} must be a function, not {type(ns[k]).__name__}")
+    steps_in = ns["STEPS"]
+    if not isinstance(steps_in, (list, tuple)) or not steps_in:
+        raise _bad(path, "STEPS must be a non-empty list of steps")
+    steps = [_as_step(path, i, s) for i, s in enumerate(steps_in)]
+    target = ns.get("TARGET", "loss")
+    if target not in ("loss", "gradient"):
+        raise _bad(path, f"TARGET must be 'loss' or 'gradient', not {target!r}")
+    title = str(ns.get("TITLE", os.path.basename(path)))
+    layout = str(ns.get("LAYOUT", "denominator: df/dX has the shape of X"))
+    assumptions = ns.get("ASSUMPTIONS", [])
+    if not isinstance(assumptions, (list, tuple)) or not all(isinstance(a, str) for a in assumptions):
+        raise _bad(path, "ASSUMPTIONS must be a list of strings")
+    gradient = ns.get("gradient")
+    if gradient is not None and not callable(gradient):
+        raise _bad(path, "gradient must be a function gradient(P, D) -> dict")
+    seeds = ns.get("SEEDS", (0, 1, 2))
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or not all(isinstance(s, int) for s in seeds)):
+        raise _bad(path, "SEEDS must be a non-empty list of ints")
+    deriv = Derivation(title, target, layout, steps, list(assumptions))
+    return UserDerivation(path, title, deriv, ns["loss"], ns["inputs"], gradient, tuple(seeds))
+
+
+def _user_problems(ud: UserDerivation) -> list:
+    problems = []
+    for s in ud.seeds:
+        try:
+            out = ud.inputs(s)
+        except Exception as exc:
+            raise _bad(ud.path, f"inputs({s}) raised {type(exc).__name__}{_where(ud.path, exc)}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise _bad(ud.path, f"inputs({s}) must return a pair (P, D), got {type(out).__name__}")
+        P, D = out
+        if not isinstance(P, dict) or not P:
+            raise _bad(ud.path, f"inputs({s}): P must be a non-empty dict name -> tensor")
+        for k, v in P.items():
+            if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+                raise _bad(ud.path, f"inputs({s}): P[{k!r}] must be a floating-point tensor")
+        P = {k: v.to(torch.float64) for k, v in P.items()}
+        try:
+            value = ud.loss(P, D)
+        except Exception as exc:
+            raise _bad(ud.path, f"loss(P, D) raised {type(exc).__name__}{_where(ud.path, exc)}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise _bad(ud.path, "loss(P, D) must return a scalar tensor, got "
+                                + (f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+                                   else type(value).__name__))
+        problems.append((f"seed {s}", P, D, {}))
+    return problems
+
+
+def _user_gradient_check(ud: UserDerivation, problems) -> dict:
+    verdicts = []
+    for label, P, D, _ in problems:
+        try:
+            G = ud.gradient(P, D)
+            if not isinstance(G, dict) or set(G) != set(P):
+                raise ValueError(f"gradient(P, D) must return a dict with keys {sorted(P)}")
+            truth = flatten(torch.func.grad(lambda p, D=D: ud.loss(p, D))(P))
+            got = torch.cat([torch.as_tensor(G[k], dtype=torch.float64).reshape(-1) for k in P])
+            shapes = [k for k in P if tuple(torch.as_tensor(G[k]).shape) != tuple(P[k].shape)]
+            if shapes:
+                k = shapes[0]
+                v = Verdict(False, math.inf, RTOL, f"shape mismatch: gradient[{k!r}] is "
+                            f"{tuple(torch.as_tensor(G[k]).shape)}, {k} is {tuple(P[k].shape)}")
+            else:
+                v = compare(got, truth, rtol=RTOL, namer=param_namer(P))
+        except Exception as exc:
+            v = Verdict(False, math.inf, RTOL, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        verdicts.append((label, v))
+    bad = [(label, v) for label, v in verdicts if not v.ok]
+    return {"ok": not bad, "residual": max(v.residual for _, v in verdicts), "tol": RTOL,
+            "reference": "torch.func.grad of loss",
+            "failures": [{"problem": label, "reason": v.reason, "worst": v.worst} for label, v in bad]}
+
+
+def derive_file(path: str) -> dict:
+    ud = load_user_file(path)
+    problems = _user_problems(ud)
+    report = {"model": None, "title": ud.title, "source": path, "seed": list(ud.seeds),
+              "problems": [p[0] for p in problems], "notes": [], "has_derivation": True}
+    for label, P, D, _ in problems:
+        sym = _symmetric_inputs(P, D)
+        if sym:
+            report["notes"].append(f"{label}: symmetric input(s) {', '.join(sym)} "
+                                   "(a symmetric matrix hides a transpose; use random non-symmetric ones)")
+    rep = run_derivation(ud.derivation, problems, lambda P, D, **_: ud.loss(P, D))
+    rep["final_line_is_fitted"] = None
+    report["derivations"] = [rep]
+    if ud.gradient is not None:
+        report["gradient_check"] = _user_gradient_check(ud, problems)
+    report["ok"] = rep["ok"] and report.get("gradient_check", {"ok": True})["ok"]
+    return report
+
+
+# ---------------------------------------------------------------- identities and errata
+
+def _run_check(check: Callable, seeds: Sequence[int]) -> Verdict:
+    """Worst verdict of a (claimed, truth) check over the seeds; unformable claims rejected."""
+    from derivations.errata import ShapeError
+
+    worst: Verdict | None = None
+    for s in seeds:
+        try:
+            claimed, truth = check(torch.Generator().manual_seed(s))
+            v = compare(claimed, truth, rtol=RTOL)
+        except ShapeError as exc:
+            v = Verdict(False, math.inf, RTOL, f"shape mismatch: {exc}")
+        except RuntimeError as exc:  # torch refusing a product: shapes that do not fit
+            v = Verdict(False, math.inf, RTOL, f"cannot be evaluated: {str(exc).splitlines()[0]}")
+        if worst is None or (worst.ok and not v.ok) or (v.ok == worst.ok and v.residual > worst.residual):
+            worst = v
+    return worst
+
+
+def identities_report(*, seeds: Sequence[int] = (0, 1, 2)) -> dict:
+    from derivations.errata import ERRATA
+    from derivations.identities import CATALOG, GROUPS
+
+    entries = []
+    for e in CATALOG:
+        v = _run_check(e.check, seeds)
+        entries.append({"key": e.key, "group": e.group, "text": e.text, "latex": e.latex,
+                        "layout": e.layout, "reference": e.reference, "source": e.source,
+                        "verified": v.ok, **{k: val for k, val in v.as_dict().items() if k != "ok"}})
+    errata = []
+    for e in ERRATA:
+        w, r = _run_check(e.check_wrong, seeds), _run_check(e.check_right, seeds)
+        errata.append({
+            "key": e.key, "seed": e.seed, "kind": e.kind, "layout": e.layout, "note": e.note,
+            "reference": e.reference,
+            "wrong": {"text": e.wrong_text, "latex": e.wrong_latex, "rejected": not w.ok,
+                      "reason": w.reason, "residual": w.residual},
+            "right": {"text": e.right_text, "latex": e.right_latex, "accepted": r.ok,
+                      "residual": r.residual, "reason": r.reason},
+            "ok": (not w.ok) and r.ok,
+        })
+    return {
+        "count": len(entries), "verified": sum(e["verified"] for e in entries),
+        "groups": {g: sum(e["group"] == g for e in entries) for g in GROUPS},
+        "seeds": list(seeds), "tol": RTOL, "entries": entries,
+        "errata": errata, "errata_count": len(errata),
+        "ok": all(e["verified"] for e in entries) and all(e["ok"] for e in errata),
+    }
+
+
+# ---------------------------------------------------------------- formatting
+
+def marks(ascii_only: bool = False) -> tuple[str, str]:
+    return ("ok", "FAIL") if ascii_only else ("\u2713", "\u2717")
+
+
+def _reports(obj: dict) -> list[dict]:
+    return list(obj["models"].values()) if "models" in obj else [obj]
+
+
+def _header(rep: dict) -> str:
+    if rep.get("model"):
+        return f"{rep['model']}: {rep['title']}"
+    return f"{rep['title']} ({rep['source']})"
+
+
+def _checked_at(rep: dict) -> str:
+    where = (f"check_problems(seed={rep['seed']})" if rep.get("model")
+             else "inputs(seed) for seeds " + ", ".join(str(s) for s in rep["seed"]))
+    return (f"checked at {len(rep['problems'])} random problems from {where}: "
+            + "; ".join(rep["problems"]) + "; each at a random direction dP")
+
+
+def _failure_line(s: dict) -> str:
+    f = max(s["failures"], key=lambda f: f["residual"])  # the worst problem
+    where = f" ({s['source']})" if s["source"] else ""
+    more = f" (and {len(s['failures']) - 1} more problems)" if len(s["failures"]) > 1 else ""
+    return f"line {s['line']}{where} FAILED at problem {f['problem']}: {f['reason']}{more}"
+
+
+def _first_failed(d: dict) -> str:
+    if d["ok"]:
+        return ""
+    src = f" ({d['first_failed_source']})" if d["first_failed_source"] else ""
+    return (f"; the first wrong line is {d['first_failed_line']}{src}"
+            " (the lines after it may only carry the mistake forward)")
+
+
+def format_text(obj: dict, *, ascii_only: bool = False) -> str:
+    ok_mark, bad_mark = marks(ascii_only)
+    out = []
+    for rep in _reports(obj):
+        out.append(_header(rep))
+        for note in rep["notes"]:
+            out.append(f"  note: {note}")
+        if not rep["derivations"]:
+            out.append("")
+            continue
+        out.append("  " + _checked_at(rep))
+        for d in rep["derivations"]:
+            out.append("")
+            out.append(f"  {d['title']}")
+            out.append(f"  layout: {d['layout']}")
+            out.append(f"  each line vs {d['reference']}, tol {d['steps'][0]['tol']:.0e} (relative)")
+            for s in d["steps"]:
+                mark = ok_mark if s["ok"] else bad_mark
+                res = "  error " if math.isinf(s["residual"]) else f"{s['residual']:.1e}"
+                out.append(f"  {s['line']:>3} {mark:<4} {res:>8}  {s['text']}")
+                if s["why"]:
+                    out.append(f"  {'':>3} {'':<4} {'':>8}    [{s['why']}]")
+            for a in d["assumptions"]:
+                out.append(f"  assumption: {a}")
+            if d.get("final_line_is_fitted") is not None:
+                out.append("  last line = the gradient/Hessian `fit` uses: "
+                           + ("yes" if d["final_line_is_fitted"] else "NO"))
+            for s in d["steps"]:
+                if not s["ok"]:
+                    out.append("  " + _failure_line(s))
+            n_ok = sum(s["ok"] for s in d["steps"])
+            out.append(f"  {n_ok}/{len(d['steps'])} lines verified" + _first_failed(d))
+        gc = rep.get("gradient_check")
+        if gc:
+            out.append("")
+            out.append(f"  gradient(P, D) vs {gc['reference']}: "
+                       + (f"{ok_mark} residual {gc['residual']:.1e}" if gc["ok"]
+                          else f"{bad_mark} {gc['failures'][0]['reason']}"))
+        out.append("")
+    ok = obj["ok"]
+    out.append("all lines verified" if ok else "DERIVATION CHECK FAILED")
+    return "\n".join(out)
+
+
+def format_markdown(obj: dict) -> str:
+    ok_mark, bad_mark = marks()
+    out = []
+    for rep in _reports(obj):
+        out.append(f"## {_md(_header(rep))}")
+        out.append("")
+        for note in rep["notes"]:
+            out.append(f"> note: {_md(note)}")
+            out.append("")
+        if not rep["derivations"]:
+            continue
+        out.append(_md(_checked_at(rep)) + ".")
+        out.append("")
+        for d in rep["derivations"]:
+            out.append(f"### {_md(d['title'])}")
+            out.append("")
+            out.append(f"*Layout:* {_md(d['layout'])}.  *Each line checked against* "
+                       f"{_md(d['reference'])}, relative tolerance {d['steps'][0]['tol']:.0e}.")
+            out.append("")
+            for s in d["steps"]:
+                mark = ok_mark if s["ok"] else f"{bad_mark} **FAILED**"
+                res = "error" if math.isinf(s["residual"]) else f"{s['residual']:.1e}"
+                why = f" — {_md(s['why'])}" if s["why"] else ""
+                out.append(f"{s['line']}. {mark} residual `{res}`{why}")
+                out.append("")
+                out.append(f"   $${s['latex']}$$")
+                out.append("")
+            for a in d["assumptions"]:
+                out.append(f"*Assumption:* {_md(a)}")
+                out.append("")
+            if d.get("final_line_is_fitted") is not None:
+                out.append("The last line is the gradient/Hessian that `fit` uses: "
+                           + ("**yes**." if d["final_line_is_fitted"] else "**NO**."))
+                out.append("")
+            for s in d["steps"]:
+                if not s["ok"]:
+                    out.append(f"**{_md(_failure_line(s))}**")
+                    out.append("")
+            if not d["ok"]:
+                out.append(_md(_first_failed(d)[2:]).capitalize() + ".")
+                out.append("")
+        gc = rep.get("gradient_check")
+        if gc:
+            out.append(f"`gradient(P, D)` vs {gc['reference']}: "
+                       + (f"{ok_mark} residual `{gc['residual']:.1e}`" if gc["ok"]
+                          else f"{bad_mark} {_md(gc['failures'][0]['reason'])}"))
+            out.append("")
+    out.append("**All lines verified.**" if obj["ok"] else "**Derivation check FAILED.**")
+    return "\n".join(out) + "\n"
+
+
+def _md(s: str) -> str:
+    """Escape Markdown emphasis characters in plain text."""
+    for ch in ("\\", "*", "_", "`", "|", "<", ">", "#", "[", "]"):
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
+def tex_escape(s: str) -> str:
+    """Plain text for LaTeX: special characters escaped, non-ASCII symbols spelled out."""
+    s = "".join(_TEX.get(ch, ch) for ch in s)
+    for sym, rep in (("\u2297", r"$\otimes$"), ("\u2299", r"$\odot$"), ("\u2713", r"$\checkmark$"),
+                     ("\u2717", r"$\times$"), ("\u00a7", r"\S{}")):
+        s = s.replace(sym, rep)
+    return s.encode("ascii", "replace").decode("ascii")
+
+
+LATEX_PREAMBLE = r"""\documentclass[11pt]{article}
+\usepackage{amsmath,amssymb}
+\usepackage[margin=2cm]{geometry}
+\allowdisplaybreaks
+\begin{document}
+"""
+
+
+def format_latex(obj: dict) -> str:
+    out = [LATEX_PREAMBLE]
+    for rep in _reports(obj):
+        out.append(r"\section*{" + tex_escape(_header(rep)) + "}")
+        for note in rep["notes"]:
+            out.append(r"\noindent\textit{Note:} " + tex_escape(note) + r"\par")
+        if not rep["derivations"]:
+            continue
+        out.append(r"\noindent " + tex_escape(_checked_at(rep)) + r".\par")
+        for d in rep["derivations"]:
+            out.append(r"\subsection*{" + tex_escape(d["title"]) + "}")
+            out.append(r"\noindent\textit{Layout:} " + tex_escape(d["layout"])
+                       + r". \textit{Each line checked against} " + tex_escape(d["reference"])
+                       + f", relative tolerance ${_tex_num(d['steps'][0]['tol'])}$." + r"\par")
+            out.append(r"\begin{enumerate}")
+            for s in d["steps"]:
+                mark = r"$\checkmark$" if s["ok"] else r"\textbf{FAILED}"
+                res = "error" if math.isinf(s["residual"]) else f"${_tex_num(s['residual'])}$"
+                why = (r" \quad \textit{" + tex_escape(s["why"]) + "}") if s["why"] else ""
+                out.append(r"\item " + mark + " residual " + res + why)
+                out.append(r"\[ " + s["latex"] + r" \]")
+            out.append(r"\end{enumerate}")
+            for a in d["assumptions"]:
+                out.append(r"\noindent\textit{Assumption:} " + tex_escape(a) + r"\par")
+            if d.get("final_line_is_fitted") is not None:
+                out.append(r"\noindent The last line is the gradient/Hessian that \texttt{fit} uses: "
+                           + ("yes." if d["final_line_is_fitted"] else r"\textbf{no}.") + r"\par")
+            for s in d["steps"]:
+                if not s["ok"]:
+                    out.append(r"\noindent\textbf{" + tex_escape(_failure_line(s)) + r"}\par")
+            if not d["ok"]:
+                out.append(r"\noindent " + tex_escape(_first_failed(d)[2:]).capitalize() + r".\par")
+        gc = rep.get("gradient_check")
+        if gc:
+            out.append(r"\noindent\texttt{gradient(P, D)} vs " + tex_escape(gc["reference"]) + ": "
+                       + (f"$\\checkmark$ residual ${_tex_num(gc['residual'])}$" if gc["ok"]
+                          else r"\textbf{FAILED} " + tex_escape(gc["failures"][0]["reason"])) + r"\par")
+    out.append(r"\bigskip\noindent\textbf{" + ("All lines verified." if obj["ok"]
+                                               else "Derivation check FAILED.") + "}")
+    out.append(r"\end{document}")
+    return "\n".join(out) + "\n"
+
+
+def _tex_num(x: float) -> str:
+    if x == 0:
+        return "0"
+    mant, exp = f"{x:.1e}".split("e")
+    return f"{mant} \\times 10^{{{int(exp)}}}"
+
+
+def format_identities(rep: dict, *, ascii_only: bool = False) -> str:
+    ok_mark, bad_mark = marks(ascii_only)
+    out = [f"{rep['count']} identities, {rep['verified']} verified "
+           f"(seeds {', '.join(map(str, rep['seeds']))}; random non-symmetric inputs; "
+           f"relative tol {rep['tol']:.0e})"]
+    group = None
+    for e in rep["entries"]:
+        if e["group"] != group:
+            group = e["group"]
+            out += ["", f"{group} ({rep['groups'][group]})"]
+        mark = ok_mark if e["verified"] else bad_mark
+        out.append(f"  {mark:<4} {e['residual']:.1e}  {e['text']}")
+        out.append(f"  {'':<4} {'':>7}    layout: {e['layout']}; vs {e['reference']}")
+        if not e["verified"]:
+            out.append(f"  {'':<4} {'':>7}    REJECTED: {e['reason']}")
+    out += ["", f"seed errata ({rep['errata_count']}): the seed's statement, rejected with its "
+                "reason, beside the correction, accepted"]
+    for e in rep["errata"]:
+        out.append("")
+        out.append(f"  {e['key']}  [seed {e['seed']}; {e['kind']}]")
+        w, r = e["wrong"], e["right"]
+        out.append(f"    seed:    {w['text']}")
+        out.append(f"             {'rejected' if w['rejected'] else 'NOT REJECTED'}: {w['reason']}")
+        out.append(f"    correct: {r['text']}")
+        out.append(f"             {ok_mark + ' accepted' if r['accepted'] else bad_mark + ' ' + r['reason']}"
+                   + (f", residual {r['residual']:.1e}" if r["accepted"] else ""))
+        out.append(f"    layout: {e['layout']}; why: {e['note']}")
+    out += ["", "all identities verified, every erratum rejected and its correction accepted"
+            if rep["ok"] else "IDENTITY CHECK FAILED"]
+    return "\n".join(out)
+
+
+def stdout_is_unicode() -> bool:
+    enc = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "\u2713\u2717".encode(enc)
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
