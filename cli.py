@@ -399,5 +399,55 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
     ctx.invoke(fit_cmd, model=model, **cfg)  # click fills the flags the file leaves out
 
 
+@main.command("derive")
+@click.argument("model", type=MODEL, required=False)
+@click.option("--file", "file_", type=str, default=None, metavar="FILE.py",
+              help="Check your own derivation file (format: examples/my_derivation.py).")
+@click.option("--all", "all_", is_flag=True, help="Every registered model.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]),
+              default="text", show_default=True, help="How to print the derivation.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the check problems and directions.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@command
+def derive_cmd(model, file_, all_, fmt, seed, as_json):
+    """Print a derivation step by step, each line verified against torch.func.jvp."""
+    from handgrad import derive
+
+    if sum(bool(x) for x in (model, file_, all_)) != 1:
+        raise UserError("derive needs exactly one of MODEL, --all or --file FILE.py "
+                        f"(models: {', '.join(sorted(registry.REGISTRY))}).")
+    if file_:
+        out = derive.derive_file(file_)
+    elif all_:
+        out = derive.derive_models(sorted(registry.REGISTRY), seed=seed)
+    else:
+        out = derive.derive_entry(registry.get(model), seed=seed)
+    if as_json:
+        emit_json(out)
+    elif fmt == "markdown":
+        click.echo(derive.format_markdown(out), nl=False)
+    elif fmt == "latex":
+        click.echo(derive.format_latex(out), nl=False)
+    else:
+        click.echo(derive.format_text(out, ascii_only=not derive.stdout_is_unicode()))
+    return 0 if out["ok"] else 1
+
+
+@main.command("identities")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@command
+def identities_cmd(as_json):
+    """Verify the seeds' matrix-calculus catalog and show the seeds' errata rejected."""
+    from handgrad import derive
+
+    out = derive.identities_report()
+    if as_json:
+        emit_json(out)
+    else:
+        click.echo(derive.format_identities(out, ascii_only=not derive.stdout_is_unicode()))
+    return 0 if out["ok"] else 1
+
+
 if __name__ == "__main__":
     main()
