@@ -1,4 +1,4 @@
-"""Export the two real binary data sets used for logistic regression, once (maintainers).
+"""Export the real data sets used for inference tests, once (maintainers).
 
     /tmp/venv/bin/pip install scikit-learn statsmodels && python data/make_logistic_datasets.py
 
@@ -9,6 +9,10 @@
 * ``anes96.csv``: the 1996 American National Election Studies extract statsmodels ships
   (``statsmodels.datasets.anes96``), all columns unchanged; target ``vote`` = 1 for Dole,
   0 for Clinton.
+* ``longley.csv``: Longley's (1967) macroeconomic data as statsmodels ships it
+  (``statsmodels.datasets.longley``), columns unchanged; target ``TOTEMP``.  NIST's
+  Statistical Reference Datasets certify its least-squares solution to 15 digits
+  (tests/test_accuracy.py checks against those values).
 
 Sources and licences are in data/README.md.  Values are written with repr (exact float64
 round trip); rerunning the script rewrites the same bytes.
@@ -39,7 +43,7 @@ def _write(name: str, header: list[str], rows) -> None:
 
 def main() -> None:
     from sklearn.datasets import load_breast_cancer
-    from statsmodels.datasets import anes96
+    from statsmodels.datasets import anes96, longley
 
     bc = load_breast_cancer()
     names = [n.replace(" ", "_") for n in bc.feature_names]
@@ -49,6 +53,10 @@ def main() -> None:
     df = anes96.load_pandas().data
     cols = [c for c in df.columns if c != "vote"] + ["vote"]
     _write("anes96.csv", cols, df[cols].itertuples(index=False))
+
+    lg = longley.load_pandas().data
+    cols = [c for c in lg.columns if c != "TOTEMP"] + ["TOTEMP"]
+    _write("longley.csv", cols, lg[cols].itertuples(index=False))
 
 
 if __name__ == "__main__":

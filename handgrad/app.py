@@ -64,12 +64,12 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         data, transform = inference.standardize(data, intercept)
     validate.check_dtype_range(data, dt)
     scale = validate.scale_problem(data)
+    params0 = entry.model.init_params(data, intercept=intercept, seed=seed, **hp)
+    validate.preflight(entry, data, params0, hp)  # overflow: a UserError, not a warning
     early_warnings = []
     if scale:
         early_warnings.append(f"ill-scaled features: {scale}; {validate.rescale_remedy()}")
         warnings.warn(early_warnings[-1], HandgradWarning, stacklevel=2)
-    params0 = entry.model.init_params(data, intercept=intercept, seed=seed, **hp)
-    validate.preflight(entry, data, params0, hp)
     extra: dict = {}
     t0 = time.perf_counter()
     if solver in getattr(entry.model, "CLOSED_SOLVERS", ("closed",)):

@@ -101,15 +101,20 @@ def validate_arrays(
     return X, y
 
 
-def read_csv(path: str) -> tuple[list[str], np.ndarray]:
-    """Header row + numeric cells.  Every fault is a one-line UserError."""
+def read_csv(path: str, lines: list[int] | None = None) -> tuple[list[str], np.ndarray]:
+    """Header row + numeric cells.  Every fault is a one-line UserError.
+
+    ``lines``, if given, is filled with each data row's 1-based line in the file (blank
+    lines are skipped, so row i is not always line i + 2)."""
     if not os.path.exists(path):
         raise UserError(f"Data file not found: {path}")
     if os.path.isdir(path):
         raise UserError(f"Data path is a directory, not a CSV file: {path}")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+            reader = csv.reader(fh)
+            numbered = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
+        rows = [r for _, r in numbered]
     except UnicodeDecodeError:
         raise UserError(f"{path} is not a UTF-8 text CSV file.") from None
     except csv.Error as exc:
@@ -125,8 +130,10 @@ def read_csv(path: str) -> tuple[list[str], np.ndarray]:
         dup = sorted({h for h in header if header.count(h) > 1})
         raise UserError(f"{path}: duplicate column name(s) in the header: {', '.join(dup)}.")
     values = np.empty((len(rows) - 1, len(header)))
+    if lines is not None:
+        lines[:] = [ln for ln, _ in numbered[1:]]
     for i, row in enumerate(rows[1:]):
-        line = i + 2  # 1-based file line, header is line 1
+        line = numbered[i + 1][0]  # 1-based file line of this row
         if len(row) != len(header):
             raise UserError(
                 f"{path}: ragged row at line {line}: {len(row)} cells, header has {len(header)}."
@@ -139,6 +146,11 @@ def read_csv(path: str) -> tuple[list[str], np.ndarray]:
                 if c.lower() in {"true", "false"}:
                     values[i, j] = 1.0 if c.lower() == "true" else 0.0
                     continue
+                if c == "":
+                    raise UserError(
+                        f"{path}: empty cell (missing value) in column {header[j]!r}, "
+                        f"row {i + 1} (line {line}); fill or drop that row."
+                    ) from None
                 raise UserError(
                     f"{path}: non-numeric value {cell!r} in column {header[j]!r}, "
                     f"row {i + 1} (line {line})."
@@ -152,7 +164,7 @@ def select_columns(
     if target is not None and target not in header:
         raise UserError(
             f"Target column {target!r} not in {os.path.basename(path)}; "
-            f"columns are: {', '.join(header)}."
+            f"columns are: {', '.join(header)}." + _headerless_hint(header)
         )
     if features:
         missing = [f for f in features if f not in header]
@@ -171,6 +183,29 @@ def select_columns(
     return cols, (header.index(target) if target is not None else None)
 
 
+def _headerless_hint(header: list[str]) -> str:
+    try:
+        [float(h) for h in header]
+    except ValueError:
+        return ""
+    return " (The first line looks like data: a header row naming the columns is required.)"
+
+
+def _check_finite_csv(values: np.ndarray, cols: list[int], t: int | None, header: list[str],
+                      lines: list[int], path: str, target: str | None) -> None:
+    """NaN / inf in a used column of a CSV: name the row, the column and the file line."""
+    used = cols + ([t] if t is not None else [])
+    bad = ~np.isfinite(values[:, used])
+    if not bad.any():
+        return
+    i, k = (int(v) for v in np.argwhere(bad)[0])
+    j = used[k]
+    kind = "NaN" if np.isnan(values[i, j]) else "inf"
+    what = f"target {target!r}" if j == t else "X"
+    raise UserError(f"Input {what} contains {kind} (row {i + 1}, column {header[j]!r}; "
+                    f"line {lines[i]} of {os.path.basename(path)}).")
+
+
 def load(
     path: str,
     target: str | None = None,
@@ -183,8 +218,10 @@ def load(
         raise UserError(f"--target is required with --data {path} (name the column to predict).")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".csv":
-        header, values = read_csv(path)
+        lines: list[int] = []
+        header, values = read_csv(path, lines)
         cols, t = select_columns(header, target, features, path)
+        _check_finite_csv(values, cols, t, header, lines, path, target)
         names = [header[j] for j in cols]
         X, y = validate_arrays(values[:, cols], None if t is None else values[:, t], names, target)
         return Data(

@@ -7,6 +7,7 @@ least-squares solution of the stored floats, never from the code under test.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 import models.least_squares as ls
 from handgrad.data import Data
 from handgrad.errors import HandgradWarning
-from tests.conftest import invoke
+from tests.conftest import ROOT, invoke
 from tests.ls_designs import (
     EXACT,
     ROUNDED,
@@ -192,3 +193,35 @@ def test_cli_every_least_squares_solver_runs(runner, solver):
     assert r.exit_code == 0, r.output
     assert out["solver"] == solver and out["summary"]["kind"] == "least_squares"
     assert set(out["coefficients"]) == {"x0", "x1", "x2", "intercept"}
+
+
+# NIST Statistical Reference Datasets, Longley (certified to 15 significant digits):
+# https://www.itl.nist.gov/div898/strd/lls/data/Longley.shtml  (intercept last)
+LONGLEY_COEF = {"GNPDEFL": 15.0618722713733, "GNP": -0.358191792925910e-01,
+                "UNEMP": -2.02022980381683, "ARMED": -1.03322686717359,
+                "POP": -0.511041056535807e-01, "YEAR": 1829.15146461355,
+                "intercept": -3482258.63459582}
+LONGLEY_SE = {"GNPDEFL": 84.9149257747669, "GNP": 0.334910077722432e-01,
+              "UNEMP": 0.488399681651699, "ARMED": 0.214274163161675,
+              "POP": 0.226073200069370, "YEAR": 455.478499142212,
+              "intercept": 890420.383607373}
+
+
+def test_longley_matches_nist_certified_values(runner):
+    path = os.path.join(ROOT, "data", "longley.csv")
+    r, out = invoke(runner, "fit", "least_squares", "--data", path, "--target", "TOTEMP",
+                    "--json")
+    assert r.exit_code == 0, r.output
+    names = list(LONGLEY_COEF)
+    est = np.array([out["coefficients"][k] for k in names])
+    se = np.array([out["std_errors"][k] for k in names])
+    assert digits(est, np.array([LONGLEY_COEF[k] for k in names])) >= 11
+    assert digits(se, np.array([LONGLEY_SE[k] for k in names])) >= 10
+    s = out["summary"]
+    assert s["residual_std"] == pytest.approx(304.854073561965, rel=1e-10)
+    assert s["r_squared"] == pytest.approx(0.995479004577296, rel=1e-12)
+    # the seeds' normal equations keep only about 6 digits on the same data
+    _, normal = invoke(runner, "fit", "least_squares", "--data", path, "--target", "TOTEMP",
+                       "--solver", "normal", "--json")
+    est = np.array([normal["coefficients"][k] for k in names])
+    assert digits(est, np.array([LONGLEY_COEF[k] for k in names])) < 9
