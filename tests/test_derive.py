@@ -1,0 +1,384 @@
+"""`derive`: every line of every registered derivation verified; wrong lines caught and named."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import textwrap
+import types
+
+import pytest
+import torch
+
+from handgrad import derive, registry, steps
+from handgrad.params import flatten
+from tests.conftest import MODEL_NAMES, invoke
+
+WITH_DERIVATIONS = [n for n in MODEL_NAMES if hasattr(registry.get(n).derivation, "derivations")]
+EXAMPLE = "examples/my_derivation.py"
+WRONG_EXAMPLE = "examples/wrong_derivation.py"
+
+
+@pytest.fixture(scope="module")
+def all_report():
+    return derive.derive_models(MODEL_NAMES)
+
+
+# --- every registered model -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_derive_json_every_line_verified(runner, name):
+    r, out = invoke(runner, "derive", name, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert out["ok"] and out["model"] == name
+    if not out["has_derivation"]:
+        pytest.skip(f"{name} has no derivations()")
+    assert out["derivations"], "derivations() returned nothing"
+    for d in out["derivations"]:
+        assert d["layout"], "every printed derivative states its layout"
+        assert d["problems"], "verified at no problem at all"
+        if d["target"] == "loss" or registry.get(name).has_hessian:
+            assert d["final_line_is_fitted"], d["title"]
+        for s in d["steps"]:
+            assert s["ok"], f"{name}: line {s['line']} {s['text']}: {s['failures']}"
+            assert 0.0 <= s["residual"] <= s["tol"] == derive.RTOL
+            assert s["text"] and s["latex"]
+            assert re.search(r"\.py:\d+$", s["source"]), s["source"]
+
+
+@pytest.mark.parametrize("name", WITH_DERIVATIONS)
+def test_final_line_is_the_fitted_gradient(name, monkeypatch):
+    """Printed = fitted: the last line evaluates the derivations module's own gradient, so
+    changing that function changes (and breaks) the last line and nothing before it."""
+    entry = registry.get(name)
+    grad_derivs = [d for d in entry.derivations() if d.target == "loss"]
+    assert grad_derivs
+    problems = entry.model.check_problems(0, torch.float64, "cpu")[:2]
+    rep = derive.run_derivation(grad_derivs[0], problems, entry.loss)
+    assert rep["ok"] and derive._final_is_fitted(entry, grad_derivs[0], problems[0], 0)
+    real = entry.derivation.gradient
+
+    def doubled(params, data, **hp):
+        return {k: 2 * v for k, v in real(params, data, **hp).items()}
+    monkeypatch.setattr(entry.derivation, "gradient", doubled)
+    rep = derive.run_derivation(grad_derivs[0], problems, entry.loss)
+    n = len(grad_derivs[0].steps)
+    assert rep["failed_lines"] == [n], rep["failed_lines"]
+
+
+def test_derive_all_and_a_model_without_derivations(runner, monkeypatch):
+    """--all walks the registry; an entry without derivations() is reported, not crashed on."""
+    bare = types.ModuleType("derivations.bare")
+    bare.gradient = registry.get("least_squares").derivation.gradient
+    small = {"least_squares": registry.get("least_squares"),
+             "bare": registry.Entry("bare", registry.get("least_squares").model, bare)}
+    monkeypatch.setattr(registry, "REGISTRY", small)
+    r, out = invoke(runner, "derive", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert set(out["models"]) == {"least_squares", "bare"} and out["ok"]
+    rep = out["models"]["bare"]
+    assert rep["has_derivation"] is False and rep["derivations"] == [] and rep["ok"]
+    assert "no step-by-step derivation" in rep["notes"][0]
+    text = derive.format_text(out)
+    assert "bare: " in text and "no step-by-step derivation" in text
+
+
+# --- planted wrong lines ----------------------------------------------------------------
+
+def _plant(d: steps.Derivation, line: int, fn) -> steps.Derivation:
+    new = list(d.steps)
+    new[line - 1] = dataclasses.replace(new[line - 1], fn=fn)
+    return dataclasses.replace(d, steps=new)
+
+
+@pytest.mark.parametrize("name", WITH_DERIVATIONS)
+def test_planted_wrong_line_is_named_in_every_derivation(name):
+    """A line off by a factor 1.001 fails, is named by its number, and only it fails."""
+    entry = registry.get(name)
+    problems = entry.model.check_problems(0, torch.float64, "cpu")
+    for d in entry.derivations():
+        line = max(1, len(d.steps) - 1)
+        orig = d.steps[line - 1].fn
+        bad = _plant(d, line, lambda P, D, dP, hp, f=orig: 1.001 * f(P, D, dP, hp))
+        rep = derive.run_derivation(bad, problems, entry.loss)
+        assert rep["failed_lines"] == [line], (d.title, rep["failed_lines"])
+        assert rep["first_failed_line"] == line and not rep["ok"]
+        s = rep["steps"][line - 1]
+        assert s["failures"] and s["failures"][0]["reason"]
+        assert rep["first_failed_source"] == d.steps[line - 1].source
+
+
+def test_least_squares_dropped_factor_two_is_caught_at_line_3(runner):
+    entry = registry.get("least_squares")
+    d = entry.derivations()[0]
+    assert d.steps[2].text.startswith("dl = 2 r^T")
+
+    def wrong(P, D, dP, hp):  # dl = r^T (X dw + 1 db): the factor 2 dropped
+        r = D.X @ P["w"] - D.y + P.get("b", 0.0)
+        dr = D.X @ dP["w"] + dP.get("b", 0.0)
+        return r @ dr + hp.get("l2", 0.0) * P["w"] @ dP["w"]
+    rep = derive.run_derivation(_plant(d, 3, wrong), entry.model.check_problems(0), entry.loss)
+    assert rep["failed_lines"] == [3]
+    reason = rep["steps"][2]["failures"][0]["reason"]
+    assert reason.startswith("line gives ") and "torch.func.jvp" in reason
+    text = derive.format_text({"model": "least_squares", "title": "t", "seed": 0, "notes": [],
+                               "problems": rep["problems"], "derivations": [rep], "ok": False})
+    assert re.search(r"line 3 \(derivations/least_squares\.py:\d+\) FAILED at problem", text)
+    assert "the first wrong line is 3" in text
+
+
+def test_logistic_hessian_wrong_weight_is_caught_with_worst_entry():
+    entry = registry.get("logistic")
+    hess = [d for d in entry.derivations() if d.target == "gradient"][0]
+
+    def wrong(P, D, dP, hp):  # p (1 + p) instead of p (1 - p)
+        z = D.X @ P["w"] + P.get("b", 0.0)
+        p = torch.sigmoid(z)
+        s = p * (1 + p) * (D.X @ dP["w"] + dP.get("b", 0.0))
+        parts = [D.X.T @ s + hp.get("l2", 0.0) * dP["w"]]
+        if "b" in P:
+            parts.append(s.sum().reshape(1))
+        return torch.cat(parts)
+    rep = derive.run_derivation(_plant(hess, 2, wrong), entry.model.check_problems(0), entry.loss)
+    assert rep["failed_lines"] == [2]
+    reason = rep["steps"][1]["failures"][0]["reason"]
+    assert re.match(r"worst entry (w\[\d+\]|b): claimed ", reason), reason
+
+
+def test_transposed_factor_in_user_derivation_is_caught():
+    ud = derive.load_user_file(EXAMPLE)
+    d = ud.derivation
+    assert "A^T" in d.steps[2].text
+
+    def transposed(P, D, dP, hp):  # tr(X^T A dX) written where tr(X^T A^T dX) belongs
+        X, A, dX = P["X"], D["A"], dP["X"]
+        return (torch.trace(X.T @ A @ dX) + torch.trace(X.T @ A @ dX)
+                + torch.trace(torch.linalg.solve(X, dX)))
+    problems = derive._user_problems(ud)
+    rep = derive.run_derivation(_plant(d, 3, transposed), problems, lambda P, D, **_: ud.loss(P, D))
+    assert rep["failed_lines"] == [3]
+
+
+def test_shape_error_in_a_line_is_a_failed_line_not_a_crash():
+    entry = registry.get("least_squares")
+    d = entry.derivations()[0]
+    bad = _plant(d, 4, lambda P, D, dP, hp: (D.X @ D.X) @ dP["w"])  # X X: 7x3 by 7x3
+    rep = derive.run_derivation(bad, entry.model.check_problems(0), entry.loss)
+    assert rep["failed_lines"] == [4]
+    assert "RuntimeError" in rep["steps"][3]["failures"][0]["reason"]
+
+
+# --- user files ---------------------------------------------------------------------------
+
+def test_user_example_verifies(runner):
+    r, out = invoke(runner, "derive", "--file", EXAMPLE, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert out["ok"] and out["gradient_check"]["ok"]
+    assert len(out["derivations"][0]["steps"]) == 5
+    assert all(s["ok"] for s in out["derivations"][0]["steps"])
+    assert out["problems"] == ["seed 0", "seed 1", "seed 2"]
+
+
+def test_user_wrong_example_names_line_4(runner):
+    r, out = invoke(runner, "derive", "--file", WRONG_EXAMPLE, "--json")
+    assert r.exit_code == 1
+    d = out["derivations"][0]
+    assert d["first_failed_line"] == 4 and d["failed_lines"] == [4, 5]
+    assert d["first_failed_source"].startswith("examples/wrong_derivation.py:")
+    assert out["gradient_check"]["failures"][0]["reason"].startswith("worst entry X[")
+    r2, _ = invoke(runner, "derive", "--file", WRONG_EXAMPLE)
+    assert r2.exit_code == 1
+    assert "\u2717" in r2.stdout or "FAIL" in r2.stdout
+    assert "the first wrong line is 4 (examples/wrong_derivation.py:" in r2.stdout
+
+
+GOOD = """
+import torch
+def inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    x, a = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    return {"x": x}, {"a": a}
+def loss(P, D):
+    return D["a"] @ P["x"]
+STEPS = [("df = a^T dx", "df = a^T dx", lambda P, D, dP: D["a"] @ dP["x"], "linear")]
+"""
+
+
+def _write(tmp_path, body, name="d.py"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+def test_tuple_steps_and_three_argument_functions_work(runner, tmp_path):
+    r, out = invoke(runner, "derive", "--file", _write(tmp_path, GOOD), "--json")
+    assert r.exit_code == 0, r.stderr
+    steps_line = textwrap.dedent(GOOD).splitlines().index(next(
+        ln for ln in textwrap.dedent(GOOD).splitlines() if ln.startswith("STEPS"))) + 1
+    assert out["ok"] and out["derivations"][0]["steps"][0]["source"].endswith(f".py:{steps_line}")
+
+
+@pytest.mark.parametrize("body, expect", [
+    ("def f(:\n    pass\n", r"line 1: syntax error"),
+    ("import torch\nx = 1 / 0\n", r"line 2: ZeroDivisionError while loading"),
+    ("import not_a_module_anywhere\n", r"line 1: ModuleNotFoundError while loading"),
+    ("def loss(P, D):\n    return 0\n", r"missing inputs, STEPS"),
+    (GOOD.replace('STEPS = [', 'STEPS = []  # ['), r"STEPS must be a non-empty list"),
+    (GOOD.replace('STEPS = [(', 'STEPS = [42, ('), r"STEPS\[0\] should be Step"),
+    (GOOD.replace("lambda P, D, dP:", "lambda P, D:"), r"STEPS\[0\]: fn takes 2 arguments"),
+    (GOOD.replace('return D["a"] @ P["x"]', 'return D["a"] * P["x"]'),
+     r"loss\(P, D\) must return a scalar tensor, got shape \(3,\)"),
+    (GOOD.replace("g = torch", "raise ValueError('no data')\n    g = torch"),
+     r"inputs\(0\) raised ValueError, line 4: no data"),
+    (GOOD.replace('return {"x"', 'return 5  # {"x"'), r"inputs\(0\) must return a pair"),
+    (GOOD + "\nTARGET = 'hessian'\n", r"TARGET must be 'loss' or 'gradient'"),
+    (GOOD.replace("def loss(P, D):", "loss = 3\ndef _loss(P, D):"), r"loss must be a function"),
+])
+def test_bad_user_file_is_a_one_line_error(runner, tmp_path, body, expect):
+    path = _write(tmp_path, body)
+    r, _ = invoke(runner, "derive", "--file", path)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), r.stderr
+    assert re.search(expect, lines[0]), lines[0]
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_missing_or_wrong_kind_of_file(runner, tmp_path):
+    for path, expect in [(str(tmp_path / "nope.py"), "no such file"),
+                         (str(tmp_path), "is a directory"),
+                         (_write(tmp_path, "x", "steps.txt"), "must be Python (.py)")]:
+        r, _ = invoke(runner, "derive", "--file", path)
+        assert r.exit_code == 2 and expect in r.stderr, r.stderr
+    r, out = invoke(runner, "derive", "--file", str(tmp_path / "nope.py"), "--json")
+    assert r.exit_code == 2 and out["status"] == 2 and "no such file" in out["error"]
+
+
+@pytest.mark.parametrize("args", [[], ["least_squares", "--all"], ["logistic", "--file", EXAMPLE]])
+def test_derive_usage_errors(runner, args):
+    r, _ = invoke(runner, "derive", *args)
+    assert r.exit_code == 2 and "exactly one of MODEL, --all or --file" in r.stderr
+
+
+def test_unknown_model_is_a_usage_error(runner):
+    r, _ = invoke(runner, "derive", "no_such_model")
+    assert r.exit_code == 2
+
+
+# --- formats ------------------------------------------------------------------------------
+
+def test_text_has_mark_residual_and_layout_for_every_line(runner):
+    r, _ = invoke(runner, "derive", "logistic")
+    assert r.exit_code == 0
+    for d in registry.get("logistic").derivations():
+        assert f"layout: {d.layout}" in r.stdout
+        for i, s in enumerate(d.steps, start=1):
+            line = next(ln for ln in r.stdout.splitlines() if ln.endswith(s.text))
+            assert re.match(rf"\s+{i} (\u2713|ok)\s+\d\.\de[+-]\d\d  ", line), line
+    assert derive.format_text({"models": {}, "ok": True}, ascii_only=True).endswith("all lines verified")
+
+
+def _tex_problems(tex: str) -> list[str]:
+    """Structural checks a LaTeX engine would also fail on."""
+    problems = []
+    body = re.sub(r"\\[{}$%&#_]", "", tex)  # escaped specials are text
+    depth = 0
+    for ch in body:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            problems.append("unbalanced }")
+            break
+    if depth > 0:
+        problems.append("unbalanced {")
+    stack = []
+    for kind, env in re.findall(r"\\(begin|end)\{(\w+\*?)\}", body):
+        if kind == "begin":
+            stack.append(env)
+        elif not stack or stack.pop() != env:
+            problems.append(f"\\end{{{env}}} without matching \\begin")
+    if stack:
+        problems.append(f"unclosed environments {stack}")
+    if len(re.findall(r"\\left\b", body)) != len(re.findall(r"\\right\b", body)):
+        problems.append("\\left/\\right mismatch")
+    if body.count(r"\[") != body.count(r"\]"):
+        problems.append("\\[ \\] mismatch")
+    for n, line in enumerate(body.splitlines(), 1):
+        if line.count("$") % 2:
+            problems.append(f"odd number of $ on line {n}")
+    if any(ord(c) > 127 for c in tex):
+        problems.append("non-ASCII character")
+    return problems
+
+
+@pytest.mark.parametrize("source", ["all", "wrong-file"])
+def test_latex_output_is_well_formed(runner, tmp_path, source, all_report):
+    if source == "all":
+        tex = derive.format_latex(all_report)
+    else:
+        r, _ = invoke(runner, "derive", "--file", WRONG_EXAMPLE, "--format", "latex")
+        assert r.exit_code == 1
+        tex = r.stdout
+    assert tex.startswith(r"\documentclass") and tex.rstrip().endswith(r"\end{document}")
+    assert _tex_problems(tex) == []
+    n_lines = tex.count(r"\item ")
+    assert n_lines == tex.count(r"\[ ") > 0
+    if source == "wrong-file":
+        assert r"\textbf{FAILED}" in tex and "first wrong line is 4" in tex
+    if shutil.which("pdflatex"):
+        (tmp_path / "d.tex").write_text(tex)
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "d.tex"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-3000:]
+
+
+def test_latex_checker_catches_broken_documents():
+    good = derive.format_latex(derive.derive_file(EXAMPLE))
+    assert _tex_problems(good) == []
+    assert _tex_problems(good.replace(r"\end{enumerate}", "", 1))
+    assert _tex_problems(good.replace(r"\frac{\partial f}", r"\frac{\partial f", 1))
+    assert _tex_problems(good + "$x")
+
+
+def test_markdown_output_is_well_formed(runner, all_report):
+    r, _ = invoke(runner, "derive", "least_squares", "--format", "markdown")
+    assert r.exit_code == 0 and r.stdout.startswith("## least\\_squares: ")
+    md = derive.format_markdown(all_report)
+    n_steps = sum(len(d.steps) for n in WITH_DERIVATIONS for d in registry.get(n).derivations())
+    assert md.count("\n   $$") == n_steps and md.count("$$") == 2 * n_steps
+    assert md.count("\u2713 residual `") == n_steps
+    for line in md.splitlines():
+        assert line.count("`") % 2 == 0, line
+        if "$$" in line:
+            assert line.strip().startswith("$$") and line.strip().endswith("$$")
+            inner = line.strip()[2:-2]
+            assert _tex_problems(inner) == [], inner
+    for name in WITH_DERIVATIONS:
+        assert f"## {name}: " in md.replace("\\_", "_")
+        for d in registry.get(name).derivations():
+            assert f"*Layout:* {derive._md(d.layout)}." in md
+    assert md.rstrip().endswith("**All lines verified.**")
+
+
+def test_json_is_one_object(runner):
+    r, out = invoke(runner, "derive", "least_squares", "--json")
+    assert json.loads(r.stdout) == out and r.stdout.strip().startswith("{")
+
+
+# --- the verifier's API stays compatible ---------------------------------------------------
+
+def test_verify_backward_compatible_fields():
+    entry = registry.get("least_squares")
+    label, P, D, hp = entry.model.check_problems(0)[0]
+    res = steps.verify(entry.derivations()[0], lambda p: entry.loss(p, D, **hp), P, D, hp, seed=3)
+    r = res[0]
+    assert (r.index, r.ok, r.error) == (1, True, None)
+    assert isinstance(r.value, float) and isinstance(r.reference, float) and r.tol == 1e-9
+    old = steps.StepResult(1, "t", 0.0, 0.0, 0.0, 1e-9, True)  # positional, as before
+    assert old.reason == "" and old.worst is None
+    s = steps.Step("a", "a", lambda P, D, dP, hp: 0.0)
+    assert s.source.startswith("tests/test_derive.py:") and s.kind == "differential"
+    v, dl, dg = steps.references(lambda p: entry.loss(p, D, **hp), P, steps.random_direction(P, 0))
+    assert dg.shape == flatten(P).shape
