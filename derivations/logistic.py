@@ -47,6 +47,17 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
     return add_ridge(sandwich(data.X, weights(_z(params, data)), "b" in params), l2, data.d)
 
 
+def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool = True):
+    """The derivation per sample, l_i = log(1 + e^{z_i}) - y_i z_i, for chunked sums.
+
+    Returns (l_i, dl/dz_i = p_i - y_i, d^2l/dz_i^2 = p_i (1 - p_i)); the chain rule through
+    z = X w + b 1 gives gradient() and hessian() (handgrad/stream.py sums them in chunks).
+    """
+    lz = torch.nn.functional.softplus(z) - y * z
+    e = torch.sigmoid(z) - y if grad or hess else None
+    return lz, e, weights(z) if hess else None
+
+
 def _l2(hp, P, dP):
     return hp.get("l2", 0.0) * (P["w"] @ dP["w"])
 

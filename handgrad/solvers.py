@@ -23,18 +23,32 @@ from handgrad.params import Params, flatten, unflatten
 class Objective:
     """l, grad l and the Hessian on the flattened parameters of one model and data set."""
 
-    def __init__(self, entry, data, like: Params, hp: dict | None = None, use_autograd=False):
+    def __init__(self, entry, data, like: Params, hp: dict | None = None, use_autograd=False,
+                 *, chunk_rows: int | None = None, hess_dtype: torch.dtype | None = None,
+                 reduce=None, penalty: bool = True):
         self.entry, self.data, self.like, self.hp = entry, data, like, dict(hp or {})
         self.use_autograd = use_autograd
         self.n_evals = {"loss": 0, "grad": 0, "hess": 0}
+        # sums over row chunks (fused loss + gradient + Hessian for linear-predictor models,
+        # streamed files, sums reduced across processes): handgrad/stream.py
+        self.fast = None
+        if not use_autograd:
+            from handgrad import stream
+
+            self.fast = stream.fast_sums(entry, data, like, self.hp, chunk_rows=chunk_rows,
+                                         hess_dtype=hess_dtype, reduce=reduce, penalty=penalty)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["loss"] += 1
+        if self.fast is not None:
+            return self.fast.value(x)
         with torch.no_grad():
             return self.entry.loss(unflatten(x, self.like), self.data, **self.hp)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["grad"] += 1
+        if self.fast is not None:
+            return self.fast.grad(x)
         if self.use_autograd:
             xr = x.detach().clone().requires_grad_(True)
             f = self.entry.loss(unflatten(xr, self.like), self.data, **self.hp)
@@ -44,6 +58,8 @@ class Objective:
 
     def hess(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["hess"] += 1
+        if self.fast is not None:
+            return self.fast.hess(x)
         if self.use_autograd:
             return torch.func.hessian(
                 lambda v: self.entry.loss(unflatten(v, self.like), self.data, **self.hp))(x)
