@@ -219,7 +219,7 @@ FIT_OPTIONS = [
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="sgd/adam: rows per minibatch (default 32)."),
     click.option("--lr", type=float, default=None,
-                 help="sgd/adam: learning rate (default 0.05 for sgd, 1e-3 for adam)."),
+                 help="sgd/adam: learning rate (default 0.01 for sgd, 1e-3 for adam)."),
     click.option("--test-fraction", type=float, default=None,
                  help="Hold out this fraction of rows (seeded; stratified for labels) and report "
                       "held-out accuracy / log-likelihood (default 0.2 for classifiers)."),

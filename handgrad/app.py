@@ -130,7 +130,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
             out["std_errors"] = _named(se, data.feature_names)
     if truth is not None:
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
-    _evaluation(out, entry, res.params, data, test, truth, hp)
+    _evaluation(out, entry, res.params, data, test, truth, hp, transform)
     return out
 
 
@@ -259,11 +259,17 @@ def _split(entry, data: Data, test_fraction, seed: int):
     return train, test
 
 
-def _evaluation(out: dict, entry, params, train: Data, test, truth, hp: dict) -> None:
+def _evaluation(out: dict, entry, params, train: Data, test, truth, hp: dict,
+                transform=None) -> None:
     """Scores on the training rows and held-out rows (accuracy / mean log-likelihood per
     sample), the true parameters' scores on the same held-out rows, and the estimate in
-    the model's natural form (the Gaussian's Sigma when L was fitted)."""
+    the model's natural form (the Gaussian's Sigma when L was fitted).  With --standardize
+    the held-out rows get the training rows' transform."""
+    from dataclasses import replace
+
     model = entry.model
+    if test is not None and transform is not None:
+        test = replace(test, X=(test.X - transform["mean"]) / transform["scale"])
     if hasattr(model, "estimate"):
         out["estimate"] = {k: _tolist(v) for k, v in model.estimate(params).items()}
     if not hasattr(model, "evaluate"):

@@ -333,7 +333,7 @@ def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float
     from handgrad.errors import UserError
 
     tol = default_tol(x0.dtype) if tol is None else tol
-    lr = (1e-3 if method == "adam" else 0.05) if lr is None else lr
+    lr = (1e-3 if method == "adam" else 0.01) if lr is None else lr
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"--lr must be a finite number > 0; got {lr}.")
     if batch_size < 1:
@@ -402,7 +402,7 @@ def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float
 def sgd(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int | None = None,
         callback=None, epochs: int = 30, batch_size: int = 32, lr: float | None = None,
         momentum: float = 0.9, seed: int = 0) -> FitResult:
-    """Minibatch gradient descent with (heavy-ball) momentum; lr defaults to 0.05."""
+    """Minibatch gradient descent with (heavy-ball) momentum; lr defaults to 0.01."""
     return _minibatch(obj, x0, method="sgd", tol=tol, max_iter=max_iter, callback=callback,
                       epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, seed=seed)
 

@@ -1,0 +1,316 @@
+"""Gaussian covariance MLE: the symmetric-matrix gradient convention, the Cholesky-factor
+gradient, planted errors caught, the closed form against numpy.cov, singular data named,
+gradient descent through L reaching the closed form, the CLI and the shipped data."""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import derivations.gaussian as dg
+import models.gaussian as mg
+from handgrad import checker, registry, solvers, steps
+from handgrad.data import Data, load
+from handgrad.errors import UserError
+from handgrad.params import flatten
+from tests.conftest import ROOT, invoke
+
+ENTRY = registry.get("gaussian")
+IRIS = os.path.join(ROOT, "data", "iris.csv")
+WINE = os.path.join(ROOT, "data", "wine.csv")
+MEASUREMENTS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _problems(seed):
+    return mg.check_problems(seed, torch.float64, "cpu")
+
+
+def _spd(d, g):
+    B = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return B @ B.T / d + 0.5 * torch.eye(d, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_three_way_check_passes_both_parametrisations(seed):
+    kinds = set()
+    for label, p, data, hp in _problems(seed):
+        rep = checker.check_problem(ENTRY, label, p, data, hp, seed=seed, dtype=torch.float64)
+        assert rep.ok, (label, [c.worst for c in rep.comparisons if not c.ok])
+        kinds.add("L" if "L" in p else "Sigma")
+    assert kinds == {"L", "Sigma"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_derivation_step_verified_at_every_problem(seed):
+    """Both derivations (in Sigma, and through L) hold at Sigma points and at L points."""
+    for label, p, data, hp in _problems(seed):
+        for der in dg.derivations():
+            res = steps.verify(der, lambda P, data=data, hp=hp: mg.loss(P, data, **hp), p, data,
+                               hp, seed=seed)
+            assert all(r.ok for r in res), (label, der.title, [(r.index, r.residual, r.error)
+                                                                for r in res if not r.ok])
+
+
+@settings(max_examples=20, deadline=None)
+@given(d=st.integers(1, 5), extra=st.integers(1, 8), with_mu=st.booleans(),
+       l2=st.sampled_from([0.0, 0.25]), seed=st.integers(0, 10_000))
+def test_sigma_gradient_is_the_symmetric_convention(d, extra, with_mu, l2, seed):
+    """dl/dSigma = Sigma^-1 - Sigma^-1 S Sigma^-1, symmetric, equal to autograd of the loss
+    (which reads sym(Sigma)) and to entry-wise central differences."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(d + extra, d, generator=g, dtype=torch.float64)
+    data = Data(X)
+    p = {"mu": torch.randn(d, generator=g, dtype=torch.float64)} if with_mu else {}
+    p["Sigma"] = _spd(d, g)
+    G = dg.gradient(p, data, l2=l2)
+    torch.testing.assert_close(G["Sigma"], G["Sigma"].T, rtol=0, atol=1e-13)
+    auto = torch.func.grad(lambda P: mg.loss(P, data, l2=l2))(p)
+    for k in p:
+        torch.testing.assert_close(G[k], auto[k], rtol=1e-9, atol=1e-10)
+    # the formula itself, written out with explicit inverses (fine in a test)
+    mu = p["mu"] if with_mu else X.mean(0)
+    S = (X - mu).T @ (X - mu) / len(X) + l2 * torch.eye(d, dtype=torch.float64)
+    Si = torch.linalg.inv(p["Sigma"])
+    torch.testing.assert_close(G["Sigma"], Si - Si @ S @ Si, rtol=1e-9, atol=1e-10)
+
+
+def test_entry_wise_finite_difference_sees_half_of_each_off_diagonal_pair():
+    """Perturbing Sigma_01 alone moves sym(Sigma)_01 and _10 by h/2: the derivative is
+    (G_01 + G_10)/2 = G_01, not 2 G_01 (the lower-triangle convention)."""
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    data = Data(X)
+    p = {"Sigma": _spd(3, g)}
+    G = dg.gradient(p, data)["Sigma"]
+    h = 1e-6
+    E = torch.zeros(3, 3, dtype=torch.float64)
+    E[0, 1] = h
+    fd = (mg.loss({"Sigma": p["Sigma"] + E}, data) - mg.loss({"Sigma": p["Sigma"] - E}, data)) / (2 * h)
+    assert fd.item() == pytest.approx(G[0, 1].item(), rel=1e-6)
+    assert abs(fd.item() - 2 * G[0, 1].item()) > 1e-3 * abs(G[0, 1].item())
+
+
+def test_cholesky_gradient_formula():
+    """dl/dL = tril(2 G L), G = Sigma^-1 - Sigma^-1 S Sigma^-1 with Sigma = L L^T."""
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    data = Data(X)
+    L = torch.linalg.cholesky(_spd(4, g))
+    p = {"mu": torch.randn(4, generator=g, dtype=torch.float64), "L": L}
+    GL = dg.gradient(p, data)
+    Gs = dg.gradient({"mu": p["mu"], "Sigma": L @ L.T}, data)
+    torch.testing.assert_close(GL["L"], torch.tril(2 * Gs["Sigma"] @ L))
+    torch.testing.assert_close(GL["mu"], Gs["mu"])
+    assert (torch.triu(GL["L"], 1) == 0).all()
+    assert all(v.grad_fn is None for v in GL.values())
+
+
+# ---- planted wrong derivatives ---------------------------------------------------------
+
+def _with(fn):
+    return types.SimpleNamespace(gradient=fn)
+
+
+def _g_lower_triangle_convention(P, D, **hp):
+    g = dg.gradient(P, D, **hp)
+    if "Sigma" in g:
+        G = g["Sigma"]
+        g["Sigma"] = 2 * G - torch.diag(torch.diagonal(G))
+    return g
+
+
+def _g_unsymmetric_order(P, D, *, l2=0.0, **_):  # Sigma^-1 - S Sigma^-2 (order of products)
+    g = dg.gradient(P, D, l2=l2)
+    if "Sigma" in g:
+        Si = torch.cholesky_inverse(torch.linalg.cholesky(P["Sigma"]))
+        g["Sigma"] = Si - dg._S(P, D, l2) @ Si @ Si
+    return g
+
+
+def _g_L_missing_two(P, D, **hp):
+    g = dg.gradient(P, D, **hp)
+    if "L" in g:
+        g["L"] = g["L"] / 2
+    return g
+
+
+def _g_L_unmasked(P, D, *, l2=0.0, **_):  # 2 G L without tril: upper entries are not free
+    g = dg.gradient(P, D, l2=l2)
+    if "L" in g:
+        L = torch.tril(P["L"])
+        g["L"] = 2 * dg._G({**P}, D, l2) @ L
+    return g
+
+
+def _g_mu_sign(P, D, **hp):
+    g = dg.gradient(P, D, **hp)
+    if "mu" in g:
+        g["mu"] = -g["mu"]
+    return g
+
+
+def _g_seed_without_mean(P, D, *, l2=0.0, **_):  # S about 0 instead of about mu / xbar
+    g = dg.gradient(P, D, l2=l2)
+    if "Sigma" in g:
+        Si = torch.cholesky_inverse(torch.linalg.cholesky(P["Sigma"]))
+        S0 = D.X.T @ D.X / D.n + l2 * torch.eye(D.d, dtype=D.X.dtype)
+        g["Sigma"] = Si - Si @ S0 @ Si
+    return g
+
+
+@pytest.mark.parametrize("fn,kind", [
+    (_g_lower_triangle_convention, "Sigma"), (_g_unsymmetric_order, "Sigma"),
+    (_g_L_missing_two, "L"), (_g_L_unmasked, "L"), (_g_mu_sign, "mu"),
+    (_g_seed_without_mean, "Sigma"),
+], ids=["2G-diagG", "S-Sigma^-2", "dL-half", "dL-unmasked", "mu-sign", "S-about-0"])
+def test_planted_wrong_gradient_fails(fn, kind):
+    verdicts = []
+    for label, p, data, hp in _problems(1):
+        if kind not in p:
+            continue
+        rep = checker.check_problem(ENTRY, label, p, data, hp, seed=1, dtype=torch.float64,
+                                    derivation=_with(fn))
+        verdicts.append(rep.ok)
+        if not rep.ok:
+            bad = [c for c in rep.comparisons if not c.ok]
+            assert {c.hand_vs for c in bad} == {"autograd", "fd"}  # the references agree
+            assert bad[0].worst["parameter"] == kind
+    assert verdicts and not any(verdicts)
+
+
+# ---- closed form, numerics, faults -----------------------------------------------------
+
+@pytest.mark.parametrize("path,features,target", [(IRIS, MEASUREMENTS, None),
+                                                  (WINE, None, "cultivar")],
+                         ids=["iris", "wine"])
+def test_closed_form_equals_numpy_cov_on_shipped_data(path, features, target):
+    data = load(path, target, features, needs_target=False)
+    data.y = None  # wine: the cultivar column is excluded from the features, not modelled
+    params, _ = mg.closed_form(data)
+    C = np.cov(data.X.numpy(), rowvar=False, bias=True)
+    S = params["Sigma"].numpy()
+    assert np.max(np.abs(S - C) / np.abs(C)) < 1e-12
+    np.testing.assert_allclose(params["mu"].numpy(), data.X.numpy().mean(0), rtol=1e-14)
+    g = flatten(dg.gradient(params, data))
+    assert g.abs().max().item() < 1e-8 * max(1.0, torch.linalg.cond(params["Sigma"]).item())
+
+
+def test_gradient_descent_through_L_reaches_the_closed_form():
+    data, truth = mg.synthetic(n=400, d=3, seed=4)
+    p0 = mg.init_params(data)
+    assert set(p0) == {"mu", "L"}
+    res = solvers.gradient_descent(solvers.Objective(ENTRY, data, p0, {}), flatten(p0),
+                                   tol=1e-9, max_iter=20000)
+    assert res.converged
+    closed, _ = mg.closed_form(data)
+    est = mg.estimate(res.params)
+    torch.testing.assert_close(est["Sigma"], closed["Sigma"], rtol=1e-7, atol=1e-8)
+    torch.testing.assert_close(est["mu"], closed["mu"], rtol=1e-7, atol=1e-8)
+    # the estimate is near the truth the data were drawn from
+    assert (closed["Sigma"] - truth["Sigma"]).abs().max().item() < 0.25
+
+
+def test_no_det_no_underflow_in_high_dimension():
+    """det(0.1 I_400) = 1e-400 underflows to 0 in float64; the Cholesky loss does not."""
+    d = 400
+    X = torch.randn(d + 50, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.linalg.det(0.1 * torch.eye(d, dtype=torch.float64)).item() == 0.0
+    p = {"mu": torch.zeros(d, dtype=torch.float64), "Sigma": 0.1 * torch.eye(d, dtype=torch.float64)}
+    val = mg.loss(p, Data(X)).item()
+    expect = d * math.log(0.1) + 10.0 * (X * X).sum().item() / len(X)
+    assert val == pytest.approx(expect, rel=1e-12)
+
+
+def test_held_out_log_likelihood_matches_scipy():
+    from scipy.stats import multivariate_normal
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    mu, Sigma = torch.randn(3, generator=g, dtype=torch.float64), _spd(3, g)
+    for p in ({"mu": mu, "Sigma": Sigma}, {"mu": mu, "L": torch.linalg.cholesky(Sigma)}):
+        ev = mg.evaluate(p, Data(X))
+        ref = multivariate_normal(mu.numpy(), Sigma.numpy()).logpdf(X.numpy()).mean()
+        assert ev["log_likelihood"] == pytest.approx(ref, rel=1e-12)
+
+
+def test_non_positive_definite_sigma_gives_infinite_loss():
+    X = torch.randn(5, 2, dtype=torch.float64)
+    p = {"Sigma": torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)}
+    assert math.isinf(mg.loss(p, Data(X)).item())
+
+
+def test_singular_data_is_named_with_a_shrinkage_remedy():
+    X = torch.randn(3, 5, dtype=torch.float64)
+    with pytest.raises(UserError, match=r"n = 3 samples <= d = 5.*shrinkage"):
+        mg.closed_form(Data(X))
+    X = torch.randn(20, 3, dtype=torch.float64)
+    X[:, 1] = 4.0
+    with pytest.raises(UserError, match=r"Column 'x1' is constant.*shrinkage"):
+        mg.init_params(Data(X))
+    X = torch.randn(20, 3, dtype=torch.float64)
+    X[:, 2] = X[:, 0] - 2 * X[:, 1]
+    with pytest.raises(UserError, match="linearly dependent"):
+        mg.closed_form(Data(X))
+    # with shrinkage the estimate exists: S + l2 I
+    p, _ = mg.closed_form(Data(X), l2=0.1)
+    Xc = X - X.mean(0)
+    torch.testing.assert_close(p["Sigma"], Xc.T @ Xc / 20 + 0.1 * torch.eye(3, dtype=torch.float64))
+    assert flatten(dg.gradient(p, Data(X), l2=0.1)).abs().max().item() < 1e-10
+
+
+# ---- the command line ------------------------------------------------------------------
+
+def test_cli_fit_synthetic_closed_form(runner):
+    res, out = invoke(runner, "fit", "gaussian", "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert out["solver"] == "closed" and out["converged"] and out["grad_norm"] < 1e-10
+    Sigma, true = torch.tensor(out["estimate"]["Sigma"]), torch.tensor(out["true_params"]["Sigma"])
+    assert (Sigma - true).abs().max().item() < 0.15
+    assert "held_out" not in out and out["train"]["n"] == 2000
+
+
+def test_cli_gd_and_closed_agree_on_iris(runner):
+    base = ["--data", IRIS, "--features", ",".join(MEASUREMENTS), "--device", "cpu", "--json",
+            "--test-fraction", "0.2"]
+    r1, closed = invoke(runner, "fit", "gaussian", *base)
+    r2, gd = invoke(runner, "fit", "gaussian", "--solver", "gd", "--max-iter", "20000", *base)
+    assert r1.exit_code == 0 and r2.exit_code == 0, (r1.stderr, r2.stderr)
+    assert gd["converged"] and set(gd["params"]) == {"mu", "L"}
+    np.testing.assert_allclose(gd["estimate"]["Sigma"], closed["estimate"]["Sigma"], rtol=1e-6,
+                               atol=1e-8)
+    assert closed["held_out"]["n"] == 30
+    assert gd["held_out"]["log_likelihood"] == pytest.approx(closed["held_out"]["log_likelihood"],
+                                                             rel=1e-6)
+
+
+def test_cli_singular_data_exit_2(runner, tmp_path):
+    f = tmp_path / "c.csv"
+    f.write_text("a,b,c\n1,5,2\n2,5,3\n4,5,1\n3,5,0\n")
+    res, out = invoke(runner, "fit", "gaussian", "--data", str(f), "--json")
+    assert res.exit_code == 2
+    assert "'b' is constant" in out["error"] and "shrinkage" in out["error"]
+    res, out = invoke(runner, "fit", "gaussian", "--data", str(f), "--l2", "0.5", "--json")
+    assert res.exit_code == 0 and out["converged"]
+
+
+def test_shipped_config_runs(runner):
+    res, out = invoke(runner, "run", os.path.join(ROOT, "configs", "gaussian_iris.toml"),
+                      "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert out["data"]["d"] == 4 and out["held_out"]["n"] == 30
+    assert math.isfinite(out["held_out"]["log_likelihood"])
