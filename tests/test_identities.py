@@ -123,3 +123,25 @@ def test_identities_text_lists_groups_and_errata(runner):
         assert f"\n{g} (" in r.stdout
     assert "seed errata" in r.stdout and "rejected: shape mismatch" in r.stdout
     assert r.stdout.rstrip().endswith("every erratum rejected and its correction accepted")
+
+
+def test_every_formula_is_valid_latex(tmp_path):
+    """Every catalog and errata formula, in one document: compiled when pdflatex is present,
+    else checked for balanced braces, environments and delimiters."""
+    import shutil
+    import subprocess
+
+    from derivations.errata import ERRATA
+    from tests.test_derive import _tex_problems
+
+    formulas = [e.latex for e in ids.CATALOG]
+    formulas += [f for e in ERRATA for f in (e.wrong_latex, e.right_latex)]
+    for f in formulas:
+        assert _tex_problems(f) == [], f
+    doc = (derive.LATEX_PREAMBLE + "\n".join(r"\[ " + f + r" \]" for f in formulas)
+           + "\n\\end{document}\n")
+    if shutil.which("pdflatex"):
+        (tmp_path / "f.tex").write_text(doc)
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "f.tex"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-3000:]
