@@ -407,7 +407,7 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]),
               default="text", show_default=True, help="How to print the derivation.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for the check problems and directions.")
+              help="Seed for the check problems and directions (a --file uses its SEEDS).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
 def derive_cmd(model, file_, all_, fmt, seed, as_json):

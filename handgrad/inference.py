@@ -102,7 +102,7 @@ def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], 
     intercept = "b" in params
     model = entry.model
     names = list(data.feature_names) + (["intercept"] if intercept else [])
-    theta = flatten(params).detach().to(torch.float64)
+    theta = flatten(params).detach().cpu().to(torch.float64)  # the table is small: CPU
     is_ls = hasattr(model, "covariance")
     out: dict = {"scale": "original", "level": LEVEL}
     if is_ls:
@@ -120,7 +120,7 @@ def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], 
     else:
         return None
     if cov is not None:
-        cov = cov.detach().to(torch.float64)
+        cov = cov.detach().cpu().to(torch.float64)
     if transform is not None:
         out["standardized_coef"] = dict(zip(names, theta.tolist()))
         theta, cov = to_original(theta, cov, _f64(transform), intercept)

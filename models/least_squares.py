@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.linalg import solve_triangular
+from scipy.linalg import qr, solve_triangular
 
 from handgrad.data import Data
 from handgrad.errors import HandgradWarning, UserError
@@ -71,7 +71,6 @@ CLOSED_SOLVERS = ("closed", "qr", "normal", "svd")
 ILL_CONDITIONED = 1e8  # warn above this condition number (column-scaled design)
 _REFINE_ABOVE = 1e3  # below this condition, QR alone is accurate to ~1e-13: skip refinement
 _EPS = float(np.finfo(np.float64).eps)
-_CHUNK = 1 << 16  # rows per block in the double-double residuals (bounds temporary memory)
 
 
 def _augmented(data: Data, intercept: bool, l2: float) -> tuple[np.ndarray, np.ndarray]:
@@ -106,38 +105,39 @@ def _two_prod(a, b):
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-def _tree_sum(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum over axis 0 by pairwise two_sum: (hi, lo) with hi + lo ~ the exact sum."""
-    err = np.zeros(v.shape[1:])
-    while v.shape[0] > 1:
-        if v.shape[0] % 2:
-            v = np.concatenate([v, np.zeros((1,) + v.shape[1:])])
-        v, e = _two_sum(v[0::2], v[1::2])
-        err += e.sum(0)
-    return v[0], err
+def _sum2(v: np.ndarray) -> float:
+    """sum(v) as if in double-double, rounded once: pairwise two_sum of contiguous
+    halves (v zero-padded to a power of two), the rounding errors collected."""
+    if len(v) == 0:
+        return 0.0
+    buf = np.zeros(1 << (len(v) - 1).bit_length())
+    buf[: len(v)] = v
+    err = 0.0
+    while len(buf) > 1:
+        h = len(buf) // 2
+        buf, e = _two_sum(buf[:h], buf[h:])
+        err += float(e.sum())
+    return float(buf[0]) + err
 
 
 def _dd_residual(A: np.ndarray, y: np.ndarray, r: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """f = y - r - A z, each entry computed in double-double and rounded once."""
-    out = np.empty_like(y)
-    for i in range(0, len(y), _CHUNK):
-        Ab = A[i: i + _CHUNK]
-        p, e = _two_prod(Ab, -z)  # (rows, p) exact products
-        terms = np.vstack([y[i: i + _CHUNK], -r[i: i + _CHUNK], p.T])
-        hi, lo = _tree_sum(terms)
-        out[i: i + _CHUNK] = hi + (lo + e.sum(1))
-    return out
+    """f = y - r - A z, each entry computed in double-double and rounded once (Dot2 of
+    Ogita, Rump & Oishi, column by column: A is Fortran-ordered so columns are contiguous)."""
+    s, err = _two_sum(y, -r)
+    for j in range(A.shape[1]):
+        p, e = _two_prod(A[:, j], -z[j])
+        s, e2 = _two_sum(s, p)
+        err += e + e2
+    return s + err
 
 
 def _dd_At_r(A: np.ndarray, r: np.ndarray) -> np.ndarray:
     """A^T r in double-double, rounded once."""
-    hi, lo = np.zeros(A.shape[1]), np.zeros(A.shape[1])
-    for i in range(0, len(r), _CHUNK):
-        p, e = _two_prod(A[i: i + _CHUNK], r[i: i + _CHUNK, None])
-        h, lo_b = _tree_sum(p)
-        hi, e2 = _two_sum(hi, h)
-        lo = lo + (e2 + lo_b + e.sum(0))
-    return hi + lo
+    out = np.empty(A.shape[1])
+    for j in range(A.shape[1]):
+        p, e = _two_prod(A[:, j], r)
+        out[j] = _sum2(p) + float(e.sum())
+    return out
 
 
 def _refine(A, y, Q, R, z, max_steps: int = 40) -> tuple[np.ndarray, int]:
@@ -220,8 +220,8 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
         extra["condition_unscaled"] = float(s[0] / s[-1]) if s[-1] > 0 else math.inf
     else:
         D = _column_scale(A)
-        As = A / D
-        Q, Rs = np.linalg.qr(As)
+        As = np.asfortranarray(A) / D  # Fortran order: LAPACK's layout, contiguous columns
+        Q, Rs = qr(As, mode="economic", check_finite=False)  # Householder (geqrf + orgqr)
         cond, rank, Vt = _conditioning(Rs)
         extra.update(condition=cond, rank=rank, refinement_steps=0)
         extra["condition_unscaled"] = _conditioning(Rs * D)[0]
