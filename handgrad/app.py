@@ -38,9 +38,12 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
         tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
-        callback=None, standardize: bool = False, test_fraction: float | None = None) -> dict:
+        callback=None, standardize: bool = False, test_fraction: float | None = None,
+        solver_fn=None) -> dict:
     """``progress`` draws a bar on stderr (handgrad.term); ``callback(k, entry)``, if
-    given, is also called after each iteration with that iteration's history entry."""
+    given, is also called after each iteration with that iteration's history entry.
+    ``solver_fn``, if given, runs instead of the named solver on the same objective (the
+    comparison's autograd L-BFGS reference, handgrad.compare)."""
     entry = registry.get(model)
     solver = solver or entry.model.DEFAULT_SOLVER
     if solver not in entry.solvers:
@@ -89,7 +92,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         if max_iter is not None:
             kw["max_iter"] = max_iter
         try:
-            res = solvers.SOLVERS[solver](obj, flatten(params0), **kw)
+            res = (solver_fn or solvers.SOLVERS[solver])(obj, flatten(params0), **kw)
         finally:
             if bar is not None:
                 bar.close()

@@ -14,14 +14,16 @@ import time
 
 import torch
 
-from handgrad import app, registry, term
-from handgrad.device import resolve_device, resolve_dtype
-from handgrad.params import flatten, unflatten
+from handgrad import app, registry, solvers, term
+from handgrad.device import resolve_dtype
+from handgrad.params import unflatten
 from handgrad.solvers import FitResult, Objective, default_tol
 
 LABELS = {
     "newton": "Newton (hand gradient + Hessian)",
     "gd": "gradient descent (hand gradient)",
+    "adam": "Adam (hand gradient)",
+    "sgd": "SGD (hand gradient)",
     "lbfgs": "L-BFGS (torch.optim, autograd)",
 }
 
@@ -79,11 +81,15 @@ def lbfgs(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_ite
 
 
 def iterative_solvers(entry) -> list[str]:
-    """The hand-derivative solvers a comparison runs for this model, Newton first."""
+    """The hand-derivative solvers a comparison runs for this model: Newton (where a
+    Hessian is derived), the model's default solver if it iterates, gradient descent."""
     out = []
     if "newton" in entry.solvers and entry.has_hessian:
         out.append("newton")
-    if "gd" in entry.solvers:
+    default = entry.model.DEFAULT_SOLVER
+    if default not in out and default in solvers.SOLVERS and default in entry.solvers:
+        out.append(default)
+    if "gd" in entry.solvers and "gd" not in out:
         out.append("gd")
     return out
 
@@ -95,61 +101,68 @@ def _summary(solver: str, derivatives: str, res: dict) -> dict:
             "message": res["message"], "history": res["history"]}
 
 
-def run(model: str, *, done: dict | None = None, progress: bool = False, seed: int = 0,
-        data_path=None, target=None, features=None, intercept: bool = True, l2: float = 0.0,
-        device="auto", dtype="float64", n_samples=None, n_features=None, max_iter=None,
-        tol=None, hyper: dict | None = None, status=None) -> dict:
+def run(model: str, *, done: dict | None = None, progress: bool = False, status=None,
+        **fit_kw) -> dict:
     """Fit ``model`` with each iterative solver and the autograd L-BFGS reference.
 
-    ``done`` is an ``app.fit`` result already at hand (its solver is not rerun);
-    ``status(text)`` is told which run is starting (the report's progress bar)."""
+    ``fit_kw`` are :func:`handgrad.app.fit`'s data and stopping options (seed, data_path,
+    l2, device, dtype, max_iter, tol, ...), the same for every run, so every run sees the
+    same data, split and start.  ``done`` is an ``app.fit`` result already at hand (its
+    solver is not rerun); ``status(name)`` is told which run is starting."""
     entry = registry.get(model)
-    kw = dict(data_path=data_path, target=target, features=features, intercept=intercept,
-              l2=l2, device=device, dtype=dtype, seed=seed, n_samples=n_samples,
-              n_features=n_features, max_iter=max_iter, tol=tol, hyper=hyper)
+    fit_kw = {k: v for k, v in fit_kw.items() if k not in ("solver", "autograd", "solver_fn")}
     runs = []
     for s in iterative_solvers(entry):
         if status:
             status(s)
-        res = done if done is not None and done.get("solver") == s and \
-            done.get("derivatives") == "hand" else app.fit(model, solver=s, progress=progress, **kw)
+        reuse = done is not None and done.get("solver") == s and done.get("derivatives") == "hand"
+        res = done if reuse else app.fit(model, solver=s, progress=progress, **fit_kw)
         runs.append(_summary(s, "hand", res))
     if status:
         status("lbfgs")
-    runs.append(_summary("lbfgs", "autograd", _reference(entry, progress=progress, **kw)))
+    # the reference runs through app.fit too (same data, split, scaling and start), with
+    # autograd derivatives and L-BFGS in place of the named solver
+    host = "gd" if "gd" in entry.solvers else (iterative_solvers(entry) or [None])[0]
+    if host is not None:
+        ref = app.fit(model, solver=host, autograd=True, progress=False, solver_fn=_lbfgs_fn(
+            progress, fit_kw.get("tol")), **fit_kw)
+        runs.append(_summary("lbfgs", "autograd", ref))
     best = min((r["loss"] for r in runs if math.isfinite(r["loss"])), default=float("nan"))
+    dtype = fit_kw.get("dtype", "float64")
+    tol = fit_kw.get("tol")
     tol_used = tol if tol is not None else default_tol(resolve_dtype(dtype))
     return {"model": model, "runs": runs, "best_loss": best, "tol": tol_used, "dtype": dtype}
 
 
-def _reference(entry, *, progress, data_path, target, features, intercept, l2, device, dtype,
-               seed, n_samples, n_features, max_iter, tol, hyper) -> dict:
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
-    hp = {"l2": l2, **(hyper or {})}
-    data, _ = app.get_data(entry, data_path=data_path, target=target, features=features,
-                           seed=seed, n_samples=n_samples, n_features=n_features)
-    data = data.to(dev, dt)
-    params0 = entry.model.init_params(data, intercept=intercept, seed=seed, **hp)
-    obj = Objective(entry, data, params0, hp, use_autograd=True)
-    tol = default_tol(dt) if tol is None else tol
-    cb = term.fit_progress("lbfgs", tol, active=progress) if progress else None
-    kw = {"tol": tol, "callback": cb}
-    if max_iter is not None:
-        kw["max_iter"] = max_iter
-    try:
-        res = lbfgs(obj, flatten(params0), **kw)
-    finally:
-        if cb is not None:
-            cb.close()
-    return {"converged": res.converged, "iterations": res.iterations, "loss": res.loss,
-            "grad_norm": res.grad_norm, "seconds": res.seconds, "message": res.message,
-            "history": res.history}
+def _lbfgs_fn(progress: bool, tol):
+    """L-BFGS with the host solver's call signature (its extra options are ignored)."""
+    def fn(obj, x0, *, tol=tol, max_iter=None, callback=None, **_):
+        kw = {"tol": tol}
+        if max_iter is not None:
+            kw["max_iter"] = max_iter
+        bar = term.fit_progress("lbfgs", default_tol(x0.dtype) if tol is None else tol,
+                                active=True) if progress else None
+        cbs = [c for c in (bar, callback) if c is not None]
+
+        def cb(k, entry):
+            for c in cbs:
+                c(k, entry)
+        try:
+            return lbfgs(obj, x0, callback=cb if cbs else None, **kw)
+        finally:
+            if bar is not None:
+                bar.close()
+    return fn
 
 
 def _verdict(run: dict) -> str:
     if run["converged"]:
         return "yes"
-    return "stalled" if "precision limit" in run["message"] else "NO"
+    if "precision limit" in run["message"]:
+        return "stalled"  # at the float resolution of the loss: no further progress possible
+    if run["message"].startswith("did not converge after"):
+        return "no (cap)"
+    return "NO"
 
 
 def table(cmp: dict) -> str:

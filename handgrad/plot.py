@@ -29,6 +29,8 @@ STYLE = {
     "gd": {"color": "#d62728", "marker": "s"},
     "lbfgs": {"color": "#7f7f7f", "marker": "^", "linestyle": "--"},
     "closed": {"color": "#2ca02c", "marker": "D"},
+    "adam": {"color": "#9467bd", "marker": "v"},
+    "sgd": {"color": "#ff7f0e", "marker": "x"},
 }
 
 
@@ -118,10 +120,14 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
             hit_best.append(name.split(" (")[0])
     ax_l.set_title("loss - best loss", fontsize=11)
     ax_g.set_title("gradient norm ||g||", fontsize=11)
+    # reference lines only where the curves come near them (within 3 decades); far below,
+    # they would squash the curves into the top of the panel
     ref = {"color": "0.45", "linewidth": 0.9, "linestyle": ":"}
-    if floor is not None:
+    low_l = min((y for r in runs for y in _series(r["history"], "loss", best)[1]), default=None)
+    low_g = min((y for r in runs for y in _series(r["history"], "grad_norm")[1]), default=None)
+    if floor is not None and low_l is not None and low_l <= 1e3 * floor:
         ax_l.axhline(floor, label=f"{dtype} resolution of the loss ({floor:.1g})", **ref)
-    if tol is not None and tol > 0:
+    if tol is not None and tol > 0 and low_g is not None and low_g <= 1e3 * tol:
         ax_g.axhline(tol, label=f"tolerance ({tol:.0e})", **{**ref, "color": "0.2"})
     for ax in (ax_l, ax_g):
         ax.set_yscale("log")

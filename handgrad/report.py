@@ -24,12 +24,40 @@ from handgrad.errors import UserError
 from handgrad.io import write_text
 
 STEP_RTOL = 1e-9
+COMPARE_MAX_ITER = 200  # keeps `report --all` to minutes: GD on the two-layer net is slow
 
 
 # --------------------------------------------------------------------------- content
 
 
 def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict]:
+    """Every derivation of ``entry``, each step verified at the model's check problems.
+
+    Uses handgrad.derive (the `derive` command's runner) when it is present, so the page
+    and `derive` give one verdict; otherwise verifies with handgrad.steps directly."""
+    try:
+        from handgrad.derive import derive_entry
+    except ImportError:
+        return _step_verdicts(entry, seed=seed, rtol=rtol)
+    rep = derive_entry(entry, seed=seed)
+    out = []
+    for d in rep["derivations"]:
+        rows = []
+        for s in d["steps"]:
+            fail = s["failures"][0] if s["failures"] else None
+            rows.append({"index": s["line"], "text": s["text"], "latex": s["latex"],
+                         "why": s["why"], "kind": s["kind"], "source": s["source"],
+                         "ok": s["ok"], "residual": s["residual"],
+                         "reason": f"{fail['problem']}: {fail['reason']}" if fail else "",
+                         "points": len(rep["problems"])})
+        out.append({"title": d["title"], "target": d["target"], "layout": d["layout"],
+                    "assumptions": d["assumptions"], "problems": rep["problems"],
+                    "steps": rows, "ok": d["ok"], "reference": d.get("reference", ""),
+                    "fitted": d.get("final_line_is_fitted"), "notes": rep["notes"]})
+    return out
+
+
+def _step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict]:
     """Every derivation of ``entry`` verified at each of its check problems (float64, CPU).
 
     A step's verdict is the worst over the problems it applies to; a problem where every
@@ -66,11 +94,12 @@ def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict
 
 
 def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".",
-           plots: bool = True, status=None) -> dict:
+           plots: bool = True, status=None, compare_max_iter: int = COMPARE_MAX_ITER) -> dict:
     """Everything a page shows, as plain data (what ``report --json`` prints per model)."""
     entry = registry.get(model)
     say = status or (lambda text: None)
-    rec: dict = {"model": model, "title": entry.title, "seed": seed, "errors": {}}
+    rec: dict = {"model": model, "title": entry.title, "seed": seed, "errors": {},
+                 "compare_max_iter": compare_max_iter}
     say(f"{model}: derivation")
     rec["derivations"] = _guard(rec, "derivation", lambda: step_verdicts(entry, seed=seed))
     say(f"{model}: check")
@@ -82,6 +111,7 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
     if compare.iterative_solvers(entry):
         def run_compare():
             return compare.run(model, seed=seed, device=device, done=rec["fit"],
+                               max_iter=compare_max_iter,
                                status=lambda s: say(f"{model}: convergence ({s})"))
         rec["compare"] = _guard(rec, "convergence", run_compare)
     rec["plot"] = None
@@ -174,6 +204,9 @@ def page(rec: dict) -> list[tuple]:
         meta.append(f"checked at: {', '.join(f'`{p}`' for p in d['problems']) or 'no problem'}")
         b.append(("p", ". ".join(m[0].upper() + m[1:] for m in meta) + "."))
         b.append(("steps", d["steps"]))
+        if d.get("fitted") is not None:
+            b.append(("p", "The last line is the gradient/Hessian that `fit` uses: "
+                           + ("**yes**." if d["fitted"] else "**NO**.")))
 
     b.append(("h", 2, "Check: hand vs autograd vs finite differences"))
     b += _check_blocks(rec)
@@ -186,7 +219,9 @@ def page(rec: dict) -> list[tuple]:
                        "start. Loss is shown as loss - best loss (best over all runs), so "
                        "Newton's quadratic convergence shows as a curve bending ever more "
                        "steeply down; the dotted lines are the float resolution of the loss "
-                       "and the gradient tolerance."))
+                       "and the gradient tolerance. Each run stops at "
+                       f"{rec['compare_max_iter']} iterations (\"no (cap)\"); \"stalled\" "
+                       "means the line search could no longer resolve a decrease of the loss."))
         if rec["plot"]:
             b.append(("img", rec["plot"], f"{rec['model']} convergence"))
         cmp = rec["compare"]
