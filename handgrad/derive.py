@@ -208,6 +208,11 @@ def _arity(fn: Callable) -> int | None:
                and p.default is p.empty)
 
 
+def _display_path(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _as_step(path: str, i: int, item) -> Step:
     if isinstance(item, Step):
         fn, step = item.fn, item
@@ -222,7 +227,7 @@ def _as_step(path: str, i: int, item) -> Step:
         src = ""
         code = getattr(fn, "__code__", None)
         if code is not None:
-            src = f"{os.path.relpath(code.co_filename)}:{code.co_firstlineno}"
+            src = f"{_display_path(code.co_filename)}:{code.co_firstlineno}"
         step = Step(text, latex, fn, why, kind, source=src)
     else:
         raise _bad(path, f"STEPS[{i}] should be Step(text, latex, fn, why) or a tuple "
@@ -364,7 +369,12 @@ def derive_file(path: str) -> dict:
         if sym:
             report["notes"].append(f"{label}: symmetric input(s) {', '.join(sym)} "
                                    "(a symmetric matrix hides a transpose; use random non-symmetric ones)")
-    rep = run_derivation(ud.derivation, problems, lambda P, D, **_: ud.loss(P, D))
+    try:
+        rep = run_derivation(ud.derivation, problems, lambda P, D, **_: ud.loss(P, D))
+    except Exception as exc:  # the reference itself: jvp of the user's loss
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise _bad(path, f"torch.func.jvp cannot differentiate loss(P, D){_where(path, exc)}: "
+                         f"{type(exc).__name__}: {msg}") from None
     rep["final_line_is_fitted"] = None
     report["derivations"] = [rep]
     if ud.gradient is not None:

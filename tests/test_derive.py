@@ -247,6 +247,16 @@ def test_bad_user_file_is_a_one_line_error(runner, tmp_path, body, expect):
     assert "Traceback" not in r.stderr and r.stdout == ""
 
 
+def test_loss_without_forward_mode_is_a_one_line_error(runner, tmp_path):
+    body = GOOD.replace('return D["a"] @ P["x"]',
+                        'return torch.cdist(P["x"].reshape(3, 1), D["a"].reshape(3, 1)).sum()')
+    path = _write(tmp_path, body)
+    r, _ = invoke(runner, "derive", "--file", path)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert re.search(r"torch.func.jvp cannot differentiate loss\(P, D\), line 8: "
+                     r"NotImplementedError", r.stderr)
+
+
 def test_missing_or_wrong_kind_of_file(runner, tmp_path):
     for path, expect in [(str(tmp_path / "nope.py"), "no such file"),
                          (str(tmp_path), "is a directory"),
