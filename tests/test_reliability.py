@@ -760,3 +760,18 @@ def test_warnings_are_not_printed_on_stdout_under_json(runner, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "warning:" not in r.stdout
+
+
+@pytest.mark.skipif("softmax" not in REGISTRY, reason="softmax not registered yet")
+@pytest.mark.xfail(strict=True, reason="derivations/softmax.py forms diag(p) - p p^T by "
+                   "subtraction: p_k (1 - p_k) is exactly 0 for a logit gap >= 37 (reported)")
+def test_softmax_hessian_positive_at_saturated_logits():
+    # one sample, x = 1, logits (37, 0): the Hessian in W is p0 p1 [[1, -1], [-1, 1]] with
+    # p0 p1 = e^-37 / (1 + e^-37)^2 by hand; the naive diagonal p0 - p0^2 rounds to 0,
+    # which makes the 2x2 Hessian indefinite.
+    entry = REGISTRY["softmax"]
+    data = Data(torch.tensor([[1.0]], dtype=torch.float64), torch.tensor([0]))
+    H = entry.hessian({"W": torch.tensor([[37.0], [0.0]], dtype=torch.float64)}, data)
+    w = math.exp(-37.0) / (1.0 + math.exp(-37.0)) ** 2
+    expect = torch.tensor([[w, -w], [-w, w]], dtype=torch.float64)
+    assert torch.allclose(H, expect, rtol=1e-12, atol=0.0), H
