@@ -204,7 +204,7 @@ def format_summary(s: dict, truth: dict | None = None) -> list[str]:
     stat = s["statistic"]
     pct = f"{LEVEL:.0%}"
     lines = []
-    head = (f"{'term':<20} {'coef':>14} {'std err':>11} {stat:>8} {'P>|' + stat + '|':>9} "
+    head = (f"{'term':<20} {'coef':>17} {'std err':>11} {stat:>8} {'P>|' + stat + '|':>9} "
             f"{'[' + pct:>13} {'interval]':>12}")
     if "standardized_coef" in s:
         head += f" {'coef (std)':>12}"
@@ -214,7 +214,7 @@ def format_summary(s: dict, truth: dict | None = None) -> list[str]:
     lines.append("-" * len(head))
     tw = list((truth or {}).get("w", []))
     for i, row in enumerate(s["terms"]):
-        line = (f"{row['term'][:20]:<20} {row['coef']:>14.8g} {_num(row['std_err'], 11, '.5g')} "
+        line = (f"{row['term'][:20]:<20} {row['coef']:>17.10g} {_num(row['std_err'], 11, '.5g')} "
                 f"{_num(row['stat'], 8, '.3f')} {_num(row['p_value'], 9, '.3g')} "
                 f"{_num(row['ci_low'], 13, '.6g')} {_num(row['ci_high'], 12, '.6g')}")
         if "standardized_coef" in s:
