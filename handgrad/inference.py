@@ -125,6 +125,10 @@ def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], 
         out["standardized_coef"] = dict(zip(names, theta.tolist()))
         theta, cov = to_original(theta, cov, _f64(transform), intercept)
         out["fit_on_standardized"] = True
+    if hp.get("l2"):
+        out["note"] = ("l2 > 0: standard errors come from the penalised curvature (the "
+                       "Gaussian-prior posterior), not from an unpenalised fit; read the "
+                       "p-values and intervals as approximate")
     out["statistic"] = "t" if df is not None else "z"
     if df is not None:
         out["df_resid"] = df
@@ -241,6 +245,8 @@ def format_summary(s: dict, truth: dict | None = None) -> list[str]:
                          f"({s['null_model']})   pseudo R^2 (McFadden) "
                          f"{s['pseudo_r_squared']:.6g}   LR chi2({s['llr_df']}) {s['llr']:.6g}, "
                          f"p {s['llr_p_value']:.3g}")
+    if s.get("note"):
+        lines.append(f"note: {s['note']}")
     extra = []
     if s.get("iterations") is not None:
         extra.append(f"iterations {s['iterations']}")

@@ -280,3 +280,31 @@ def test_numpy_without_target_is_exit_2(runner, tmp_path, kind):
 def test_load_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="Unsupported data file"):
         load(_write(tmp_path, "d.txt", "a,y\n1,0\n"), "y")
+
+
+def test_boolean_labels_pass_through(runner, tmp_path):
+    base = _two_by_two(tmp_path)
+    text = open(base).read().splitlines()
+    booleans = [text[0]] + [f"{ln.split(',')[0]},{'True' if ln.endswith('1') else 'false'}"
+                            for ln in text[1:]]
+    path = _write(tmp_path, "b.csv", "\n".join(booleans) + "\n")
+    _, a = invoke(runner, "fit", "logistic", "--data", base, "--target", "y", "--json")
+    r, b = invoke(runner, "fit", "logistic", "--data", path, "--target", "y", "--json")
+    assert r.exit_code == 0 and not any("re-encoded" in n for n in b["data"]["notes"])
+    assert a["coefficients"] == b["coefficients"]
+
+
+def test_run_config_with_standardize(runner, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'model = "logistic"\nsolver = "newton"\ndata = "{ANES}"\ntarget = "vote"\n'
+                   'features = ["PID", "age"]\nstandardize = true\n')
+    r, out = invoke(runner, "run", cfg, "--json")
+    assert r.exit_code == 0, r.output
+    assert out["summary"]["fit_on_standardized"] is True
+    assert list(out["coefficients"]) == ["PID", "age", "intercept"]
+
+
+def test_penalised_fit_says_its_standard_errors_are_approximate(runner):
+    r, out = invoke(runner, "fit", "logistic", "--data", ANES, "--target", "vote",
+                    "--features", "PID,age", "--l2", "1", "--json")
+    assert "penalised" in out["summary"]["note"]
