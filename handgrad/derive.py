@@ -50,16 +50,23 @@ def run_derivation(derivation: Derivation, problems: Sequence, loss: Callable, *
     ``loss(params, data, **hp)`` is the reference.  Returns a JSON-ready dict with one
     entry per line: ok, the worst residual over the problems, and the failures."""
     per_line: list[list[tuple[str, StepResult]]] = [[] for _ in derivation.steps]
-    used, skipped = [], []
+    runs = []
     for k, (label, params, data, hp) in enumerate(problems):
-        results = verify(derivation, lambda p, data=data, hp=hp: loss(p, data, **hp), params,
-                         data, hp, seed=1000 * seed + k, rtol=rtol)
-        if all((r.error or "").startswith("KeyError") for r in results):
-            skipped.append(label)  # every line needs parameters this problem lacks
-            continue
-        used.append(label)
-        for r in results:
-            per_line[r.index - 1].append((label, r))
+        runs.append((label, verify(derivation, lambda p, data=data, hp=hp: loss(p, data, **hp),
+                                   params, data, hp, seed=1000 * seed + k, rtol=rtol)))
+
+    # A problem where every line raises KeyError is about parameters this derivation does
+    # not use (another parametrisation of the model): skipped, unless no problem applies,
+    # in which case those are plain failures.
+    skip = [all((r.error or "").startswith("KeyError") for r in res) for _, res in runs]
+    if all(skip):
+        skip = [False] * len(runs)
+    used = [label for (label, _), s in zip(runs, skip) if not s]
+    skipped = [label for (label, _), s in zip(runs, skip) if s]
+    for (label, results), s in zip(runs, skip):
+        if not s:
+            for r in results:
+                per_line[r.index - 1].append((label, r))
     steps = []
     for i, (step, rs) in enumerate(zip(derivation.steps, per_line), start=1):
         failures = [{"problem": label, "residual": r.residual, "reason": r.reason or r.error or "",
@@ -141,7 +148,8 @@ def derive_entry(entry, *, seed: int = 0, device="cpu", rtol: float = RTOL) -> d
                                    "(a symmetric matrix hides a transpose)")
     for d in derivations:
         rep = run_derivation(d, problems, entry.loss, seed=seed, rtol=rtol)
-        rep["final_line_is_fitted"] = _final_is_fitted(entry, d, problems[0], seed)
+        applies = [p for p in problems if p[0] in rep["problems"]] or problems
+        rep["final_line_is_fitted"] = _final_is_fitted(entry, d, applies[0], seed)
         report["derivations"].append(rep)
     report["ok"] = all(d["ok"] for d in report["derivations"])
     if not derivations:

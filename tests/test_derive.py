@@ -392,3 +392,24 @@ def test_verify_backward_compatible_fields():
     assert s.source.startswith("tests/test_derive.py:") and s.kind == "differential"
     v, dl, dg = steps.references(lambda p: entry.loss(p, D, **hp), P, steps.random_direction(P, 0))
     assert dg.shape == flatten(P).shape
+
+
+def test_problems_a_derivation_does_not_apply_to_are_skipped_not_failed():
+    """A problem where every line raises KeyError (another parametrisation) is skipped; if
+    no problem applies at all, the lines are failures, not silently verified."""
+    entry = registry.get("least_squares")
+    d = entry.derivations()[0]
+    problems = entry.model.check_problems(0)
+    label, P, D, hp = problems[0]
+    other = ("other parametrisation", {"v": P["w"].clone()}, D, hp)
+
+    def loss(p, data, **h):
+        return entry.loss(p, data, **h) if "w" in p else (p["v"] ** 2).sum()
+    rep = derive.run_derivation(d, [other] + problems, loss)
+    assert rep["ok"] and rep["skipped_problems"] == ["other parametrisation"]
+    assert rep["problems"] == [p[0] for p in problems]
+    broken = dataclasses.replace(d, steps=[dataclasses.replace(s, fn=lambda P, D, dP, hp: P["nope"])
+                                           for s in d.steps])
+    rep = derive.run_derivation(broken, problems, entry.loss)
+    assert not rep["ok"] and rep["skipped_problems"] == [] and rep["first_failed_line"] == 1
+    assert "KeyError" in rep["steps"][0]["failures"][0]["reason"]
