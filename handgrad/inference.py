@@ -109,6 +109,7 @@ def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], 
         if "R_scaled" not in extra:  # iterative or normal/svd fits: factor once for inference
             _, extra = model.closed_form(data, intercept=intercept, **hp)
             warns.extend(w for w in extra.get("warnings", []) if w not in warns)
+            extra = {k: v for k, v in extra.items() if k != "refinement_steps"}  # not this fit's
         cov = model.covariance(params, data, extra)
         p = len(theta)
         df = data.n - p
