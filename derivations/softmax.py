@@ -17,8 +17,11 @@ A = [W, b] (K, d+1) vectorised row by row,
     H_AA = sum_i (diag(p_i) - p_i p_i^T) kron x_ai x_ai^T  (+ l2 I on the W entries),
 
 returned over the parameters flattened in dict order (W row-major, then b), a
-(K d + K) square matrix.  It is built as blockdiag_k(X_a^T diag(P[:, k]) X_a) - M^T M with
-M = [p_ik x_ai] (n, K (d+1)), never forming the n Kronecker products.
+(K d + K) square matrix.  It is built as -M^T M with M = [p_ik x_ai] (n, K (d+1)) for the
+off-diagonal blocks and X_a^T diag(p_k o (1 - p_k)) X_a for the diagonal ones, with
+1 - p_k summed from the other classes' probabilities (p_k - p_k^2 would cancel when p_k is
+near 1: in float32 the check then fails at logits of a few hundred); the n Kronecker
+products are never formed.
 
 The Hessian is singular, because the loss is.  softmax(z + c 1) = softmax(z), so adding a
 constant to every b_k, or (without L2) one vector c to every row of W, changes nothing:
@@ -75,9 +78,13 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
     Xa = torch.cat([data.X, data.X.new_ones(data.n, 1)], 1) if "b" in params else data.X
     m = Xa.shape[1]
     M = (Pr.unsqueeze(2) * Xa.unsqueeze(1)).reshape(data.n, K * m)  # rows: p_i kron x_ai
-    H = -(M.T @ M)
-    for k in range(K):  # + blockdiag_k(X_a^T diag(P[:, k]) X_a)
-        H[k * m:(k + 1) * m, k * m:(k + 1) * m] += Xa.T @ (Xa * Pr[:, k:k + 1])
+    H = -(M.T @ M)  # the off-diagonal blocks -X_a^T diag(p_k o p_l) X_a are right as they are
+    # diagonal blocks: X_a^T diag(p_k (1 - p_k)) X_a, with 1 - p_k summed from the other
+    # classes' probabilities (p_k - p_k^2 cancels when p_k ~ 1, badly so in float32)
+    others = Pr @ (torch.ones(K, K, dtype=Pr.dtype, device=Pr.device)
+                   - torch.eye(K, dtype=Pr.dtype, device=Pr.device))
+    for k in range(K):
+        H[k * m:(k + 1) * m, k * m:(k + 1) * m] = Xa.T @ (Xa * (Pr[:, k] * others[:, k]).unsqueeze(1))
     if "b" in params:  # reorder (W_k, b_k) interleaved rows to (W row-major, then b)
         idx = torch.arange(K * m, device=H.device).reshape(K, m)
         order = torch.cat([idx[:, :d].reshape(-1), idx[:, d]])

@@ -275,3 +275,11 @@ def test_onehot_labels_through_the_api():
     onehot = Data(data.X, F.one_hot(y, 3).to(torch.float64))
     assert mt.loss(p, data, **hp).item() == pytest.approx(mt.loss(p, onehot, **hp).item(), rel=1e-14)
     assert app.registry.get("two_layer").model is mt
+
+
+def test_float32_check_passes_against_float64_references():
+    """Hand derivatives computed in float32 agree with the float64 references to float32
+    tolerances (softmax: including logits of several hundred, where p_k - p_k^2 would
+    cancel)."""
+    reps = checker.check_entry(ENTRY, seeds=(0, 1), dtype=torch.float32)
+    assert reps and all(r.ok for r in reps), [r.label for r in reps if not r.ok]
