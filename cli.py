@@ -10,12 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 import warnings
 
 import click
 
-from handgrad import app, config, inference, registry
+from handgrad import app, config, inference, registry, term
 from handgrad.errors import ConvergenceError, HandgradWarning, UserError
 
 MODEL = click.Choice(sorted(registry.REGISTRY))
@@ -157,21 +156,29 @@ def _print_check(out):
                "hand vs autograd vs central finite differences (float64 references)")
     for name, m in out["models"].items():
         click.echo(f"\n{name}: {'PASS' if m['ok'] else 'FAIL'}")
+        tags = {"autograd": "hand~auto", "fd": "hand~fd", "autograd_vs_fd": "auto~fd"}
+        cols = list(dict.fromkeys((c["quantity"], c["hand_vs"])
+                                  for p in m["problems"] for c in p["comparisons"]))
+        rows = []
         for p in m["problems"]:
-            cells = []
-            for c in p["comparisons"]:
-                tag = {"autograd": "hand~auto", "fd": "hand~fd", "autograd_vs_fd": "auto~fd"}[c["hand_vs"]]
-                cells.append(f"{c['quantity'][:4]} {tag} {c['max_abs_err']:.1e}"
-                             f"{'' if c['ok'] else ' FAIL'}")
-            click.echo(f"  seed {p['seed']} {p['label']:<22} " + "  ".join(cells))
+            by = {(c["quantity"], c["hand_vs"]): c for c in p["comparisons"]}
+            rows.append([p["seed"], p["label"]]
+                        + ["" if k not in by else f"{by[k]['max_abs_err']:.1e}"
+                           + ("" if by[k]["ok"] else " FAIL") for k in cols]
+                        + ["pass" if p["ok"] else "FAIL"])
+        click.echo(term.table(["seed", "problem"] + [f"{q[:4]} {tags[v]}" for q, v in cols]
+                              + ["verdict"], rows, align="ll" + "r" * len(cols) + "l"))
+        for p in m["problems"]:
             for c in p["comparisons"]:
                 if not c["ok"] and c["worst"]:
                     w = c["worst"]
                     if w.get("message"):
-                        click.echo(f"    MISMATCH {c['quantity']} vs {c['hand_vs']}: {w['message']}")
+                        click.echo(f"  MISMATCH seed {p['seed']} {p['label']}, {c['quantity']} "
+                                   f"vs {c['hand_vs']}: {w['message']}")
                         continue
                     click.echo(
-                        f"    MISMATCH {c['quantity']} vs {c['hand_vs']}: parameter {w['parameter']} "
+                        f"  MISMATCH seed {p['seed']} {p['label']}, {c['quantity']} vs "
+                        f"{c['hand_vs']}: parameter {w['parameter']} "
                         f"index {w['index']}: hand {w['hand']:.10g}, reference {w['reference']:.10g}, "
                         f"abs err {w['abs_err']:.3g}, rel err {w['rel_err']:.3g}, tol {w['tol']:.3g}")
         note = m["problems"][0].get("note") if m["problems"] else ""
@@ -223,6 +230,12 @@ FIT_OPTIONS = [
     click.option("--test-fraction", type=float, default=None,
                  help="Hold out this fraction of rows (seeded; stratified for labels) and report "
                       "held-out accuracy / log-likelihood (default 0.2 for classifiers)."),
+    click.option("--plot", "plot", type=str, default=None, metavar="FILE.png",
+                 help="Write the convergence plot (loss - best loss and |grad| per iteration, "
+                      "log scales); needs matplotlib: pip install 'handgrad[plot]'."),
+    click.option("--compare", is_flag=True,
+                 help="Also fit by Newton, gradient descent and (for reference) autograd "
+                      "L-BFGS on the same data and start; with --plot, all on one figure."),
 ]
 
 
@@ -240,24 +253,43 @@ def fit_options(fn):
 def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercept, standardize,
             l2, seed,
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
-            activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None):
+            activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
+            plot=None, compare=False):
     """Fit MODEL with its hand-derived gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
         raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
+    if plot:  # before any work: matplotlib present, folder writable, iterations to draw
+        from handgrad import plot as plots
+
+        plots.preflight(plot, solver or ("newton" if newton else
+                                         registry.get(model).model.DEFAULT_SOLVER), compare)
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
-    out = app.fit(model, solver="newton" if newton else solver, autograd=autograd, data_path=data,
-                  target=target, features=feats, intercept=not no_intercept, l2=l2,
-                  standardize=standardize,
-                  device=device, dtype=dtype, seed=seed, n_samples=n_samples,
-                  n_features=n_features, max_iter=max_iter, tol=tol, tf32=tf32,
-                  progress=not as_json and sys.stderr.isatty(), test_fraction=test_fraction,
+    fit_kw = dict(data_path=data, target=target, features=feats, intercept=not no_intercept,
+                  l2=l2, standardize=standardize, device=device, dtype=dtype, seed=seed,
+                  n_samples=n_samples, n_features=n_features, max_iter=max_iter, tol=tol,
+                  tf32=tf32, test_fraction=test_fraction,
                   hyper={k: v for k, v in (("hidden", hidden), ("activation", activation),
                                            ("epochs", epochs), ("batch_size", batch_size),
                                            ("lr", lr)) if v is not None})
+    out = app.fit(model, solver="newton" if newton else solver, autograd=autograd,
+                  progress=term.enabled(as_json), **fit_kw)
+    if compare:
+        from handgrad import compare as comparison
+
+        out["compare"] = comparison.run(model, done=out, progress=term.enabled(as_json),
+                                        **fit_kw)
+    if plot:
+        out["plot"] = plots.fit_figure(out, plot, tol=tol)
     if as_json:
         emit_json(out)
     else:
         _print_fit(out)
+        if compare:
+            click.echo("\nsame data and start, each solver (loss - best: against the best of "
+                       "all runs):")
+            click.echo(comparison.table(out["compare"]))
+        if plot:
+            click.echo(f"\nplot: {plot}")
     if out.get("interrupted"):
         click.echo(f"interrupted: {out['model']} stopped at iteration {out['iterations']} "
                    f"with loss {out['loss']:.10g}, |g| {out['grad_norm']:.3e} (the parameters "
@@ -278,10 +310,9 @@ def _print_fit(out):
     for note in d["notes"]:
         click.echo(f"note: {note}")
     if out["solver"] not in ("closed", "qr", "normal", "svd"):
-        click.echo(f"{'iter':>4}  {'loss':>22}  {'|grad|':>10}  {'step':>8}")
-        for h in out["history"]:
-            click.echo(f"{h['iteration']:>4}  {h['loss']:>22.15g}  {h['grad_norm']:>10.3e}  "
-                       f"{h['step']:>8.3g}")
+        click.echo(term.table(["iter", "loss", "|grad|", "step"],
+                              [[h["iteration"], f"{h['loss']:.15g}", f"{h['grad_norm']:.3e}",
+                                f"{h['step']:.3g}"] for h in out["history"]], indent=0))
     status = "converged" if out["converged"] else "NOT converged"
     click.echo(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
                f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
@@ -292,13 +323,15 @@ def _print_fit(out):
     elif "coefficients" in out:
         se = out.get("std_errors") or {}
         truth = out.get("true_params")
-        click.echo(f"\n{'term':<16} {'coef':>14} {'std err':>12}" + (f" {'true':>10}" if truth else ""))
         tw = (truth or {}).get("w", [])
+        rows = []
         for i, (name, v) in enumerate(out["coefficients"].items()):
             t = (tw[i] if name != "intercept" else truth.get("b")) if truth else None
-            s = se.get(name)
-            click.echo(f"{name:<16} {v:>14.8g} {'' if s is None else f'{s:.4g}':>12}"
-                       + (f" {t:>10.4g}" if t is not None else ""))
+            rows.append([name, f"{v:.8g}", term.fmt(se.get(name), ".4g")]
+                        + ([term.fmt(t, ".4g")] if truth else []))
+        click.echo("")
+        click.echo(term.table(["term", "coef", "std err"] + (["true"] if truth else []), rows,
+                              align="lrr" + ("r" if truth else ""), indent=0))
     _print_evaluation(out)
 
 
@@ -447,6 +480,39 @@ def identities_cmd(as_json):
     else:
         click.echo(derive.format_identities(out, ascii_only=not derive.stdout_is_unicode()))
     return 0 if out["ok"] else 1
+
+
+@main.command("report")
+@click.argument("models", nargs=-1, type=MODEL)
+@click.option("--all", "all_", is_flag=True, help="Every model, plus an index page.")
+@click.option("--out", "out_dir", default="reports", show_default=True,
+              help="Folder for the pages (created if missing; files in it are replaced whole).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the check problems, step directions and synthetic data.")
+@click.option("--no-plots", is_flag=True, help="Skip the convergence plots (no matplotlib needed).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@command
+def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json):
+    """One page per model (Markdown and HTML): the derivation with each step's verdict, the
+    check table (hand vs autograd vs finite differences), a fit and its convergence plot."""
+    from handgrad import report
+
+    out = report.run(list(models), out_dir=out_dir, all_models=all_, seed=seed, device=device,
+                     plots=not no_plots, progress=term.enabled(as_json))
+    if as_json:
+        emit_json(out)
+    else:
+        click.echo(report.summary_table(out))
+        first = out["index"][1] if out["index"] else out["files"][1]
+        click.echo(f"\nwrote {len(out['files'])} files to {out_dir}/; open {first}")
+    if not out["ok"]:
+        bad = [m for m, r in out["models"].items() if not r["ok"]]
+        click.echo(f"error: the pages are written, but {', '.join(bad)} did not pass "
+                   "(see the verdicts on the page)", err=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 
 from handgrad import app, registry, solvers, term
 from handgrad.device import resolve_dtype
+from handgrad.errors import UserError
 from handgrad.params import unflatten
 from handgrad.solvers import FitResult, Objective, default_tol
 
@@ -111,6 +112,13 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
     solver is not rerun); ``status(name)`` is told which run is starting."""
     entry = registry.get(model)
     fit_kw = {k: v for k, v in fit_kw.items() if k not in ("solver", "autograd", "solver_fn")}
+    for key, flag in (("chunk_rows", "--chunk-rows"), ("distributed_run", "--distributed"),
+                      ("hessian_dtype", "--hessian-dtype")):
+        if fit_kw.get(key):
+            raise UserError(f"--compare runs every solver in memory; drop {flag}.")
+    if not iterative_solvers(entry):
+        raise UserError(f"--compare needs an iterative solver; {model} has only "
+                        f"{', '.join(entry.solvers)}.")
     runs = []
     for s in iterative_solvers(entry):
         if status:

@@ -116,8 +116,12 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
         for ax, key, offset in ((ax_l, "loss", best), (ax_g, "grad_norm", 0.0)):
             xs, ys = _series(r["history"], key, offset)
             ax.plot(xs, ys, label=label, markersize=4, linewidth=1.6, **style)
-        if any(h["loss"] == best for h in r["history"]):
+        zero = [h["iteration"] for h in r["history"] if h["loss"] == best]
+        if zero:  # gap exactly 0: off the log scale, marked on the bottom edge instead
             hit_best.append(name.split(" (")[0])
+            ax_l.plot(zero, [0.0] * len(zero), transform=ax_l.get_xaxis_transform(),
+                      linestyle="none", marker="v", markersize=7, clip_on=False,
+                      color=style.get("color"), alpha=0.8)
     ax_l.set_title("loss - best loss", fontsize=11)
     ax_g.set_title("gradient norm ||g||", fontsize=11)
     # reference lines only where the curves come near them (within 3 decades); far below,
@@ -156,7 +160,8 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
     if math.isfinite(best):
         note = f"best loss {best:.15g}"
         if hit_best:
-            note += f", reached by {' and '.join(hit_best)} (a gap of exactly 0 is off the log scale)"
+            note += (f", reached by {' and '.join(hit_best)} (a gap of exactly 0 is off the "
+                     "log scale: marked by triangles on the bottom edge)")
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False,
                title=note or None, title_fontsize=8)
     if title:
@@ -167,3 +172,32 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
     finally:
         plt.close(fig)
     return path
+
+
+CLOSED = ("closed", "qr", "normal", "svd")
+
+
+def preflight(path: str, solver: str, compare: bool) -> None:
+    """Before a fit: the plot can be written and there will be iterations to draw."""
+    if solver in CLOSED and not compare:
+        raise UserError(f"--plot draws iterations and the {solver} solver takes none; add "
+                        "--compare (Newton, gradient descent and L-BFGS side by side) or "
+                        "choose an iterative --solver.")
+    check_output(path)
+
+
+def fit_figure(out: dict, path: str, tol: float | None = None) -> str:
+    """The plot for a `fit` result: its comparison runs if it has them, else its own run."""
+    if out.get("compare"):
+        runs, tol = out["compare"]["runs"], out["compare"]["tol"]
+    else:
+        runs = [{"solver": out["solver"], "history": out["history"],
+                 "label": f"{out['solver']} ({out['derivatives']} derivatives)"}]
+        if tol is None:
+            from handgrad.device import resolve_dtype
+            from handgrad.solvers import default_tol
+
+            tol = default_tol(resolve_dtype(out["dtype"]))
+    d = out["data"]
+    title = f"{out['model']} on {d['source']}"
+    return convergence(runs, path, title=title, tol=tol, dtype=out["dtype"])

@@ -517,3 +517,52 @@ def prepare_out_dir(out_dir: str) -> str:
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"--out {out_dir} is not writable.")
     return out_dir
+
+
+def run(models: list[str], *, out_dir: str = "reports", all_models: bool = False, seed: int = 0,
+        device: str = "auto", plots: bool = True, progress: bool = False) -> dict:
+    """The `report` command: pages for ``models`` (or every registered model) and, for more
+    than one model, an index.  Everything a user can get wrong is checked before work."""
+    names = list(registry.REGISTRY) if all_models else list(dict.fromkeys(models))
+    if not names:
+        raise UserError("Name one or more models, or pass --all; available: "
+                        f"{', '.join(sorted(registry.REGISTRY))}.")
+    for name in names:
+        registry.get(name)
+    if plots:
+        from handgrad import plot
+
+        plot.pyplot()  # a missing matplotlib is a one-line error now, not after the fits
+    prepare_out_dir(out_dir)
+    from handgrad import term
+
+    bar = term.ProgressBar("report", active=progress)
+    results = []
+    try:
+        for i, name in enumerate(names):
+            def status(text, i=i):
+                bar.update(i / len(names), text, force=True)
+            results.append(write(name, out_dir, seed=seed, device=device, plots=plots,
+                                 status=status))
+        bar.update(1.0, "index", force=True)
+        index = write_index(results, out_dir) if len(names) > 1 else []
+    finally:
+        bar.close()
+    return {"out": out_dir, "models": {r["model"]: r for r in results}, "index": index,
+            "files": [f for r in results for f in r["files"]] + index,
+            "ok": all(r["ok"] for r in results)}
+
+
+def summary_table(out: dict) -> str:
+    """The `report` command's terminal summary."""
+    from handgrad import term
+
+    rows = []
+    for name, r in out["models"].items():
+        s = r["summary"]
+        rows.append([name, f"{s['steps_verified']}/{s['steps_total']}",
+                     f"{s['check_problems_ok']}/{s['check_problems']}",
+                     "yes" if s["fit_converged"] else "NO", "pass" if r["ok"] else "FAIL",
+                     os.path.basename(r["files"][0]) if r["files"] else ""])
+    return term.table(["model", "steps verified", "checks passed", "fit converged", "verdict",
+                       "page"], rows, align="lrrlll")
