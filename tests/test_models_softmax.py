@@ -300,3 +300,12 @@ def test_float32_check_passes_against_float64_references():
     cancel)."""
     reps = checker.check_entry(ENTRY, seeds=(0, 1), dtype=torch.float32)
     assert reps and all(r.ok for r in reps), [r.label for r in reps if not r.ok]
+
+
+def test_cli_float32_fit_scores_the_true_params_too(runner):
+    res, out = invoke(runner, "fit", "softmax", "--dtype", "float32", "--l2", "0.1",
+                      "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert out["dtype"] == "float32" and out["converged"]
+    assert out["held_out"]["accuracy"] == pytest.approx(out["held_out_true_params"]["accuracy"],
+                                                        abs=0.05)
