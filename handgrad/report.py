@@ -94,8 +94,11 @@ def _step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dic
 
 
 def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".",
-           plots: bool = True, status=None, compare_max_iter: int = COMPARE_MAX_ITER) -> dict:
-    """Everything a page shows, as plain data (what ``report --json`` prints per model)."""
+           plots: bool = True, status=None, compare_max_iter: int = COMPARE_MAX_ITER,
+           fit_kw: dict | None = None) -> dict:
+    """Everything a page shows, as plain data.  ``fit_kw`` goes to every fit
+    (:func:`handgrad.app.fit` options such as n_samples)."""
+    fit_kw = dict(fit_kw or {})
     entry = registry.get(model)
     say = status or (lambda text: None)
     rec: dict = {"model": model, "title": entry.title, "seed": seed, "errors": {},
@@ -106,12 +109,12 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
     rec["check"] = _guard(rec, "check", lambda: app.check([model], device=device,
                                                             seeds=(0, 1, 2)))
     say(f"{model}: fit ({entry.model.DEFAULT_SOLVER})")
-    rec["fit"] = _guard(rec, "fit", lambda: app.fit(model, seed=seed, device=device))
+    rec["fit"] = _guard(rec, "fit", lambda: app.fit(model, seed=seed, device=device, **fit_kw))
     rec["compare"] = None
     if compare.iterative_solvers(entry):
         def run_compare():
             return compare.run(model, seed=seed, device=device, done=rec["fit"],
-                               max_iter=compare_max_iter,
+                               **{**fit_kw, "max_iter": compare_max_iter},
                                status=lambda s: say(f"{model}: convergence ({s})"))
         rec["compare"] = _guard(rec, "convergence", run_compare)
     rec["plot"] = None
@@ -464,9 +467,11 @@ def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
 
 
 def write(model: str, out_dir: str, *, seed: int = 0, device: str = "auto", plots: bool = True,
-          status=None) -> dict:
+          status=None, compare_max_iter: int = COMPARE_MAX_ITER,
+          fit_kw: dict | None = None) -> dict:
     """Write <model>.md, <model>.html and <model>_convergence.png into ``out_dir``."""
-    rec = gather(model, seed=seed, device=device, out_dir=out_dir, plots=plots, status=status)
+    rec = gather(model, seed=seed, device=device, out_dir=out_dir, plots=plots, status=status,
+                 compare_max_iter=compare_max_iter, fit_kw=fit_kw)
     blocks = page(rec)
     md = os.path.join(out_dir, f"{model}.md")
     page_html = os.path.join(out_dir, f"{model}.html")
@@ -520,7 +525,8 @@ def prepare_out_dir(out_dir: str) -> str:
 
 
 def run(models: list[str], *, out_dir: str = "reports", all_models: bool = False, seed: int = 0,
-        device: str = "auto", plots: bool = True, progress: bool = False) -> dict:
+        device: str = "auto", plots: bool = True, progress: bool = False,
+        compare_max_iter: int = COMPARE_MAX_ITER, fit_kw: dict | None = None) -> dict:
     """The `report` command: pages for ``models`` (or every registered model) and, for more
     than one model, an index.  Everything a user can get wrong is checked before work."""
     names = list(registry.REGISTRY) if all_models else list(dict.fromkeys(models))
@@ -543,7 +549,8 @@ def run(models: list[str], *, out_dir: str = "reports", all_models: bool = False
             def status(text, i=i):
                 bar.update(i / len(names), text, force=True)
             results.append(write(name, out_dir, seed=seed, device=device, plots=plots,
-                                 status=status))
+                                 status=status, compare_max_iter=compare_max_iter,
+                                 fit_kw=fit_kw))
         bar.update(1.0, "index", force=True)
         index = write_index(results, out_dir) if len(names) > 1 else []
     finally:
