@@ -1,0 +1,168 @@
+"""`report`: one page per model (Markdown + self-contained HTML + plot), and an index."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import re
+import types
+
+import pytest
+
+from handgrad import registry, report
+from handgrad.steps import Step
+from tests.conftest import invoke
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SMALL = {"n_samples": 300}
+
+
+@pytest.fixture(scope="module")
+def logistic_pages(tmp_path_factory):
+    pytest.importorskip("matplotlib")
+    out = tmp_path_factory.mktemp("rep")
+    res = report.write("logistic", str(out), compare_max_iter=30, fit_kw=SMALL)
+    return out, res
+
+
+def test_page_has_derivation_verdicts_check_table_fit_and_plot(logistic_pages):
+    out, res = logistic_pages
+    assert res["ok"], res["errors"]
+    md = (out / "logistic.md").read_text()
+    entry = registry.get("logistic")
+    # the derivation: every step's LaTeX, numbered, and a verdict per step
+    for d in entry.derivations():
+        assert f"### {d.title}" in md
+        for i, step in enumerate(d.steps, start=1):
+            assert f"{step.latex} \\tag{{{i}}}" in md
+    n_steps = sum(len(d.steps) for d in entry.derivations())
+    assert md.count("| verified |") == n_steps
+    # the three-way check table: hand vs autograd vs finite differences, one row per problem
+    assert "## Check: hand vs autograd vs finite differences" in md
+    assert "gradient: hand vs autograd" in md and "Hessian: hand vs FD" in md
+    problems = sum(len(entry.model.check_problems(s)) for s in (0, 1, 2))
+    assert len(re.findall(r"^\| [012] \| .* \| pass \|$", md, flags=re.M)) == problems
+    # the fit and its plot
+    assert "## Fit" in md and "| converged | yes |" in md
+    assert "![logistic convergence](logistic_convergence.png)" in md
+    png = (out / "logistic_convergence.png").read_bytes()
+    assert png[:8] == PNG and len(png) > 5000
+    assert res["summary"]["steps_verified"] == res["summary"]["steps_total"] == n_steps
+
+
+def test_html_is_self_contained(logistic_pages):
+    out, _ = logistic_pages
+    page = (out / "logistic.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "data:image/png;base64," in page  # the plot travels inside the page
+    assert not re.search(r"""(src|href)=["']?https?:""", page)  # nothing fetched
+    assert "<script" not in page
+    assert "verified" in page and "hand vs autograd" in page
+
+
+def test_a_wrong_step_is_shown_as_wrong(tmp_path):
+    entry = registry.get("logistic")
+    grad, *rest = entry.derivations()
+    bad = Step("dl = (p - y)^T X dw  (intercept and penalty dropped)",
+               r"dl = (p - y)^T X\,dw",
+               lambda P, D, dP, hp: (P["w"] * 0 + 1) @ dP["w"], "planted error")
+    wrong = dataclasses.replace(grad, steps=grad.steps[:2] + [bad] + grad.steps[2:])
+    fake = types.SimpleNamespace(derivations=lambda: [wrong, *rest],
+                                 gradient=entry.derivation.gradient,
+                                 hessian=entry.derivation.hessian, __name__="fake")
+    planted = dataclasses.replace(entry, derivation=fake)
+    verdicts = report.step_verdicts(planted)
+    flags = [s["ok"] for s in verdicts[0]["steps"]]
+    assert flags == [True, True, False, True, True, True]
+    rec = {"derivations": verdicts, "seed": 0}
+    md = report.to_markdown([("steps", verdicts[0]["steps"])])
+    assert md.count("| verified |") == 5 and "| WRONG (" in md
+    assert rec["derivations"][0]["ok"] is False
+
+
+def test_report_all_writes_pages_and_index(runner, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    two = {k: registry.REGISTRY[k] for k in ("least_squares", "logistic")}
+    monkeypatch.setattr(registry, "REGISTRY", two)
+    out = tmp_path / "reports"
+    res = report.run([], out_dir=str(out), all_models=True, compare_max_iter=20, fit_kw=SMALL)
+    assert res["ok"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["index.md", "index.html"] + [
+        f"{m}{ext}" for m in two for ext in (".md", ".html", "_convergence.png")])
+    index = (out / "index.md").read_text()
+    for m in two:
+        assert f"]({m}.md)" in index
+    assert "least_squares.html" in (out / "index.html").read_text()
+
+
+def test_cli_report_json_and_table(runner, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(report, "COMPARE_MAX_ITER", 20)
+    real = report.write
+    monkeypatch.setattr(report, "write", lambda *a, **k: real(*a, **{**k, "fit_kw": SMALL,
+                                                                   "compare_max_iter": 20}))
+    out = tmp_path / "r"
+    result, parsed = invoke(runner, "report", "least_squares", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert parsed["ok"] and parsed["models"]["least_squares"]["ok"]
+    assert json.loads(result.stdout) == parsed
+    for f in parsed["files"]:
+        assert (out / f.split("/")[-1]).stat().st_size > 0
+    result, _ = invoke(runner, "report", "least_squares", "--out", out)
+    assert result.exit_code == 0
+    assert "least_squares" in result.stdout and "wrote 3 files" in result.stdout
+
+
+def test_cli_report_without_models_is_a_usage_error(runner, tmp_path):
+    result, _ = invoke(runner, "report", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "--all" in result.stderr
+
+
+def test_cli_report_missing_matplotlib(runner, tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    out = tmp_path / "r"
+    result, _ = invoke(runner, "report", "logistic", "--out", out)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "matplotlib" in lines[0]
+    assert not out.exists()  # stopped before writing anything
+
+
+def test_no_plots_needs_no_matplotlib(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    res = report.run(["least_squares"], out_dir=str(tmp_path), plots=False,
+                     compare_max_iter=10, fit_kw=SMALL)
+    assert res["ok"] and len(res["files"]) == 2
+    md = (tmp_path / "least_squares.md").read_text()
+    assert "## Convergence" in md and "![" not in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(registry.REGISTRY), ids=sorted(registry.REGISTRY))
+def test_every_registered_model_gets_a_page(name, tmp_path):
+    """Models without a Hessian or with other solver sets (closed form, Adam) still get a
+    page: no Hessian columns where none is derived, the model's own default solver."""
+    entry = registry.get(name)
+    res = report.write(name, str(tmp_path), plots=False, compare_max_iter=5,
+                       fit_kw={"n_samples": 200, "max_iter": 50})
+    assert not res["errors"], res["errors"]
+    md = (tmp_path / f"{name}.md").read_text()
+    assert "## Derivation" in md and "## Check" in md and "## Fit" in md
+    assert ("Hessian: hand vs autograd" in md) == entry.has_hessian
+    assert f"| solver | {entry.model.DEFAULT_SOLVER} with hand derivatives |" in md
