@@ -177,7 +177,10 @@ def page(rec: dict) -> list[tuple]:
     verdict = [f"derivation steps verified: **{s['steps_verified']}/{s['steps_total']}**",
                f"three-way check: **{s['check_problems_ok']}/{s['check_problems']}** problems pass"]
     fit = rec["fit"]
-    if fit:
+    if fit and fit["solver"] in ("closed", "qr", "normal", "svd"):
+        verdict.append(f"fit: closed form ({fit['solver']}), gradient norm at the solution "
+                       f"{_e(fit['grad_norm'], '.1e')}")
+    elif fit:
         verdict.append(f"fit ({fit['solver']}): **{'converged' if fit['converged'] else 'NOT converged'}"
                        f"** in {fit['iterations']} iterations")
     b.append(("p", "; ".join(verdict) + "."))
@@ -313,8 +316,14 @@ def _fit_blocks(rec: dict) -> list[tuple]:
         rows = []
         for k, v in fit["params"].items():
             t = torch.as_tensor(v, dtype=torch.float64)
-            val = f"{t.item():.6g}" if t.numel() == 1 else \
-                f"shape {tuple(t.shape)}, norm {t.norm().item():.6g}"
+            if t.numel() == 1:
+                val = f"{t.item():.6g}"
+            elif t.numel() <= 25 and t.dim() <= 2:  # small: the values, rows split by ";"
+                rows2 = t.reshape(1, -1) if t.dim() == 1 else t
+                val = "[" + "; ".join(", ".join(f"{x:.4g}" for x in r.tolist())
+                                      for r in rows2) + "]"
+            else:
+                val = f"shape {tuple(t.shape)}, norm {t.norm().item():.6g}"
             rows.append([k, val])
         out.append(("table", ["parameter", "estimate"], rows, "ll"))
     return out

@@ -168,8 +168,12 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         if k == max_iter:
             break
         t, f_new = 1.0, obj.value(x + d)
+        # a predicted decrease below what f can resolve: Armijo cannot judge the step (it
+        # would halve on rounding noise); the decrement is tiny, so the full step is taken
+        noise = 64 * torch.finfo(f.dtype).eps * max(1.0, abs(f.item()))
         for _ in range(max_halvings):
-            if _finite(f_new) and f_new.item() <= f.item() + 1e-4 * t * slope:
+            if _finite(f_new) and (f_new.item() <= f.item() + 1e-4 * t * slope
+                                   or (-slope <= noise and f_new.item() <= f.item() + noise)):
                 break
             t *= 0.5
             f_new = obj.value(x + t * d)
