@@ -217,6 +217,13 @@ FIT_OPTIONS = [
     click.option("--tol", type=float, default=None,
                  help="Gradient-norm tolerance (default 1e-8 in float64, 1e-3 in float32)."),
     click.option("--tf32", is_flag=True, help="Allow TF32 matmuls on CUDA for fits."),
+    click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
+                 help="Sum loss/gradient/Hessian over row chunks of this size; .npy/.npz "
+                      "data is then streamed from disk (memory O(chunk*d + d^2))."),
+    click.option("--distributed", is_flag=True,
+                 help="Under torchrun: each process fits its rows, sums are all-reduced."),
+    click.option("--hessian-dtype", type=click.Choice(["float64", "float32"]), default=None,
+                 help="Form the Newton Hessian in float32 (gradient, solution stay float64)."),
     click.option("--hidden", type=click.IntRange(min=1), default=None,
                  help="two_layer: hidden units (default 32)."),
     click.option("--activation", type=click.Choice(["sigmoid", "tanh", "relu"]), default=None,
@@ -254,7 +261,7 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
             l2, seed,
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
             activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
-            plot=None, compare=False):
+            chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False):
     """Fit MODEL with its hand-derived gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
         raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
@@ -267,12 +274,15 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
     fit_kw = dict(data_path=data, target=target, features=feats, intercept=not no_intercept,
                   l2=l2, standardize=standardize, device=device, dtype=dtype, seed=seed,
                   n_samples=n_samples, n_features=n_features, max_iter=max_iter, tol=tol,
-                  tf32=tf32, test_fraction=test_fraction,
+                  tf32=tf32, test_fraction=test_fraction, chunk_rows=chunk_rows,
+                  distributed_run=distributed, hessian_dtype=hessian_dtype,
                   hyper={k: v for k, v in (("hidden", hidden), ("activation", activation),
                                            ("epochs", epochs), ("batch_size", batch_size),
                                            ("lr", lr)) if v is not None})
     out = app.fit(model, solver="newton" if newton else solver, autograd=autograd,
                   progress=term.enabled(as_json), **fit_kw)
+    if (out.get("distributed") or {}).get("rank", 0):  # under torchrun only rank 0 prints
+        return 0 if out["converged"] else 1
     if compare:
         from handgrad import compare as comparison
 

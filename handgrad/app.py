@@ -39,11 +39,21 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
         tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
         callback=None, standardize: bool = False, test_fraction: float | None = None,
-        solver_fn=None) -> dict:
+        chunk_rows: int | None = None, distributed_run: bool = False,
+        hessian_dtype: str | None = None, solver_fn=None) -> dict:
     """``progress`` draws a bar on stderr (handgrad.term); ``callback(k, entry)``, if
     given, is also called after each iteration with that iteration's history entry.
     ``solver_fn``, if given, runs instead of the named solver on the same objective (the
     comparison's autograd L-BFGS reference, handgrad.compare)."""
+    if chunk_rows or distributed_run or hessian_dtype:  # row chunks, processes, fp32 Hessian
+        from handgrad import scale
+
+        return scale.fit(model, solver=solver, data_path=data_path, target=target,
+                         features=features, intercept=intercept, l2=l2, device=device,
+                         dtype=dtype, seed=seed, n_samples=n_samples, n_features=n_features,
+                         max_iter=max_iter, tol=tol, tf32=tf32, chunk_rows=chunk_rows,
+                         distributed_run=distributed_run, hessian_dtype=hessian_dtype,
+                         callback=callback)
     entry = registry.get(model)
     solver = solver or entry.model.DEFAULT_SOLVER
     if solver not in entry.solvers:

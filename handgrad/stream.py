@@ -128,7 +128,10 @@ class _Array:
 def _npy_header(fh, path: str) -> tuple[int, tuple, np.dtype, bool]:
     try:
         version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
     except ValueError as exc:
         raise UserError(f"Cannot read {path}: {exc}") from None
     return fh.tell(), shape, dtype, fortran
