@@ -12,8 +12,14 @@ def sandwich(X: torch.Tensor, w: torch.Tensor, intercept: bool) -> torch.Tensor:
     which is cheaper than X^T (X * w); falls back to X^T (X * w) otherwise.
     """
     if bool((w >= 0).all()):
-        Xs = X * w.sqrt().unsqueeze(1)
-        H = Xs.T @ Xs
+        # in row chunks of ~4 MB: each Xs_c = X_c * sqrt(w_c) is formed and used while it
+        # is in cache (H += Xs_c^T Xs_c), instead of writing and re-reading an n x d copy
+        sw = w.sqrt()
+        step = max(256, (4 << 20) // max(1, X.shape[1] * X.element_size()))
+        H = X.new_zeros(X.shape[1], X.shape[1])
+        for i in range(0, X.shape[0], step):
+            Xs = X[i:i + step] * sw[i:i + step].unsqueeze(1)
+            H.addmm_(Xs.T, Xs)
     else:
         H = X.T @ (X * w.unsqueeze(1))
     if not intercept:
