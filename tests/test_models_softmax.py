@@ -309,3 +309,14 @@ def test_cli_float32_fit_scores_the_true_params_too(runner):
     assert out["dtype"] == "float32" and out["converged"]
     assert out["held_out"]["accuracy"] == pytest.approx(out["held_out_true_params"]["accuracy"],
                                                         abs=0.05)
+
+
+def test_hessian_keeps_tiny_curvature_at_saturated_logits():
+    """Logits (40, 0), x = 1: H_WW = p0 p1 [[1, -1], [-1, 1]], p0 p1 = e^-40 / (1 + e^-40)^2
+    by hand.  p0 - p0^2 rounds to 0 in float64 here; 1 - p0 summed from p1 does not."""
+    data = Data(torch.tensor([[1.0]], dtype=torch.float64), torch.tensor([0]))
+    H = dsm.hessian({"W": torch.tensor([[40.0], [0.0]], dtype=torch.float64)}, data)
+    e = torch.exp(torch.tensor(-40.0, dtype=torch.float64))
+    w = e / (1 + e) ** 2
+    torch.testing.assert_close(H, w * torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64),
+                               rtol=1e-12, atol=0)
