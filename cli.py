@@ -346,14 +346,19 @@ def _print_fit(out):
 
 
 def _print_evaluation(out):
-    """Training / held-out scores (softmax, two_layer, gaussian) and a Gaussian's Sigma."""
+    """Training / held-out scores (softmax, two_layer, gaussian) and the estimate in the
+    model's own form (gaussian mu, Sigma; softmax W, b), beside the truth on synthetic data."""
     est = out.get("estimate") or {}
-    if "Sigma" in est:
-        if "mu" in est:
-            click.echo("\nmu    = [" + ", ".join(f"{v:.6g}" for v in est["mu"]) + "]")
-        click.echo("Sigma =")
-        for row in est["Sigma"]:
-            click.echo("  [" + ", ".join(f"{v:>12.6g}" for v in row) + "]")
+    truth = out.get("true_params") or {}
+    for name, value in est.items():
+        for label, v in ((name, value), (f"true {name}", truth.get(name))):
+            if v is None:
+                continue
+            rows = v if isinstance(v, list) and v and isinstance(v[0], list) else [v]
+            click.echo(f"\n{label} =" if label == name else f"{label} =")
+            for row in rows:
+                row = row if isinstance(row, list) else [row]
+                click.echo("  [" + ", ".join(f"{x:>12.6g}" for x in row) + "]")
     rows = [(name, out[key]) for name, key in (("training rows", "train"),
                                                ("held-out rows", "held_out"),
                                                ("true params, held-out", "held_out_true_params"))

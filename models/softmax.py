@@ -123,3 +123,8 @@ def check_problems(seed: int, dtype=torch.float64, device="cpu"):
                  f"{' one-hot' if hot else ''}{' big logits' if n == 11 else ''}")
         out.append((label, p, data, {"l2": l2}))
     return out
+
+
+def estimate(params) -> dict[str, torch.Tensor]:
+    """W (one row per class) and b, as fitted (printed by `fit` beside the truth)."""
+    return dict(params)
