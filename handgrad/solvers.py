@@ -331,8 +331,9 @@ def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float
     v <- momentum v + g_B, x <- x - lr v.  Adam: the usual bias-corrected moments.
     History has one entry per epoch with the full-data loss and |grad| (a sum over samples,
     as for the other solvers).  A stochastic method has no gradient-norm stopping test at
-    the default tolerance: ``converged`` means every epoch ran and the loss stayed finite
-    (it stops early only if |grad| <= tol).  ``max_iter`` caps the number of epochs.
+    the default tolerance: ``converged`` means every epoch ran, the loss stayed finite and
+    ended below where it started (it stops early only if |grad| <= tol).  ``max_iter`` caps
+    the number of epochs.
     """
     from handgrad.errors import UserError
 
@@ -372,9 +373,12 @@ def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float
             res.message = f"|grad| <= {tol:g} after {k} epochs"
             break
         if k == epochs:
-            res.converged = True
+            f0 = res.history[0]["loss"]
+            res.converged = f.item() < f0
             res.message = (f"ran {epochs} epochs of {method} (minibatch {B}, lr {lr:g}); "
-                           "stochastic: no gradient-norm test")
+                           "stochastic: no gradient-norm test" if res.converged else
+                           f"the loss rose from {f0:.6g} to {f.item():.6g} over {epochs} "
+                           f"epochs: lr {lr:g} is too large; lower --lr")
             break
         perm = torch.randperm(n, generator=g_gen).to(data.X.device)
         for start in range(0, n, B):

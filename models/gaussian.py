@@ -115,9 +115,10 @@ def validate(data: Data, l2: float = 0.0) -> None:
     _, info = torch.linalg.cholesky_ex(R)
     ev = torch.linalg.eigvalsh(R)
     if int(info) != 0 or ev[0].item() <= 1e-12 * ev[-1].item():
-        raise UserError(f"The columns are linearly dependent (smallest eigenvalue of the "
-                        f"correlation matrix {ev[0].item():.2g}): the sample covariance is "
-                        f"singular and the Gaussian MLE does not exist; {remedy}.")
+        raise UserError(f"The columns are (nearly) linearly dependent (correlation matrix "
+                        f"eigenvalues from {max(ev[0].item(), 0.0):.3g} to {ev[-1].item():.3g}): "
+                        f"the sample covariance is singular and the Gaussian MLE does not exist; "
+                        f"{remedy}.")
 
 
 def init_params(data: Data, *, intercept: bool = True, l2: float = 0.0,

@@ -283,3 +283,11 @@ def test_float32_check_passes_against_float64_references():
     cancel)."""
     reps = checker.check_entry(ENTRY, seeds=(0, 1), dtype=torch.float32)
     assert reps and all(r.ok for r in reps), [r.label for r in reps if not r.ok]
+
+
+def test_divergent_learning_rate_is_reported_not_converged(runner):
+    res, out = invoke(runner, "fit", "two_layer", "--solver", "sgd", "--lr", "1000", "--epochs",
+                      "3", "--device", "cpu", "--json")
+    assert res.exit_code == 1
+    assert not out["converged"] and "lower --lr" in out["message"]
+    assert out["history"][-1]["loss"] > out["history"][0]["loss"]
