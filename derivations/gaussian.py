@@ -118,7 +118,7 @@ def _value(P, D, hp):
     Sig = _Sigma(P)
     Xc = D.X - _mean(P, D)
     quad = (Xc.T * torch.linalg.solve(Sig, Xc.T)).sum() / D.n
-    pen = hp.get("l2", 0.0) * torch.linalg.solve(Sig, torch.eye(D.d, dtype=Sig.dtype)).trace()
+    pen = hp.get("l2", 0.0) * torch.linalg.solve(Sig, torch.eye(D.d, dtype=Sig.dtype, device=Sig.device)).trace()
     return torch.linalg.slogdet(Sig)[1] + quad + pen
 
 
