@@ -80,10 +80,35 @@ def command(fn):
                 ctx.exit(1)
             finally:
                 if not as_json:
-                    for w in caught:
-                        click.echo(f"warning: {w.message}", err=True)
+                    for line in fold_warnings([str(w.message) for w in caught]):
+                        click.echo(f"warning: {line}", err=True)
         ctx.exit(status)
     return wrapper
+
+
+def fold_warnings(messages: list[str]) -> list[str]:
+    """One line per distinct warning: repeats that differ only in their numbers (the same
+    Newton fallback at successive iterations) fold into the first, naming the iterations."""
+    import re
+
+    groups: dict[str, list] = {}
+    for msg in messages:
+        key = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", msg)
+        it = re.search(r"iteration (\d+)", msg)
+        g = groups.setdefault(key, [msg, [], 0])
+        g[2] += 1
+        if it and g[2] > 1:
+            g[1].append(it.group(1))
+    out = []
+    for first, its, count in groups.values():
+        if count == 1:
+            out.append(first)
+        elif its:
+            out.append(f"{first} (again at iteration{'s' if len(its) > 1 else ''} "
+                       f"{', '.join(its)})")
+        else:
+            out.append(f"{first} (repeated {count} times)")
+    return out
 
 
 def common(fn):
@@ -403,6 +428,34 @@ def _check_config_values(ctx, cfg: dict, path: str) -> str | None:
         except click.BadParameter as exc:
             return f"{path}: key {key!r}: {exc.message}"
     return None
+
+
+@main.command("bench")
+@click.option("--quick", is_flag=True, help="Small sizes (seconds); default: the issue's sizes.")
+@click.option("--out", "out_dir", default="benchmarks/results", show_default=True,
+              help="Folder for bench.md (markdown table) and bench.json.")
+@click.option("--only", multiple=True, help="Run only these sections (repeatable): machine, "
+              "logistic, hessian, gradients, least_squares, covariance, mixed.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for torch and numpy's BLAS (1 is fair on a loaded machine).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@command
+def bench_cmd(quick, out_dir, only, threads, as_json):
+    """Time hand derivatives against autograd and peers; write a markdown table and JSON."""
+    from benchmarks import bench
+
+    bad = [s for s in only if s not in bench.SECTIONS]
+    if bad:
+        raise UserError(f"--only {bad[0]!r}: choose from {', '.join(bench.SECTIONS)}.")
+    res = bench.run(quick, tuple(only), threads=threads,
+                    log=lambda s: click.echo(s, err=True))
+    md, js = bench.write(res, out_dir)
+    res["files"] = {"markdown": md, "json": js}
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo(bench.markdown(res) + f"\nwritten: {md}, {js}")
+    return 0
 
 
 @main.command("run")

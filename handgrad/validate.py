@@ -53,7 +53,9 @@ def check_dtype_range(data: Data, dtype: torch.dtype) -> None:
         if t is None or not t.is_floating_point() or bool(torch.isfinite(t).all()):
             continue
         idx = torch.nonzero(~torch.isfinite(t))[0].tolist()
-        where = f"row {idx[0]}" + (f", column {data.feature_names[idx[1]]!r}"
+        # CSV rows are counted from 1 (as in the loader's messages), array rows from 0
+        row = idx[0] + 1 if str(data.source).lower().endswith(".csv") else idx[0]
+        where = f"row {row}" + (f", column {data.feature_names[idx[1]]!r}"
                                    if len(idx) > 1 and idx[1] < len(data.feature_names) else "")
         raise UserError(
             f"Input {name} has a value ({where}) beyond the range of {_dtype_name(dtype)} "
