@@ -81,6 +81,9 @@ def lbfgs(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_ite
     return res
 
 
+CLOSED = ("closed", "qr", "normal", "svd")
+
+
 def iterative_solvers(entry) -> list[str]:
     """The hand-derivative solvers a comparison runs for this model: Newton (where a
     Hessian is derived), the model's default solver if it iterates, gradient descent."""
@@ -120,6 +123,9 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
         raise UserError(f"--compare needs an iterative solver; {model} has only "
                         f"{', '.join(entry.solvers)}.")
     runs = []
+    if done is not None and done.get("solver") in CLOSED:  # the exact answer, as a reference
+        runs.append({**_summary(done["solver"], done["derivatives"], done),
+                     "label": f"closed form ({done['solver']})"})
     for s in iterative_solvers(entry):
         if status:
             status(s)

@@ -21,6 +21,7 @@ from handgrad.io import atomic_path
 MISSING = ("plots need matplotlib, which is not installed: "
            "pip install 'handgrad[plot]' (or pip install matplotlib)")
 FORMATS = ("png", "svg", "pdf")
+CLOSED = ("closed", "qr", "normal", "svd")  # solvers without iterations to draw
 EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920928955078125e-07}
 
 # one colour and marker per solver, the same in every figure
@@ -104,8 +105,11 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
     floor = eps * max(1.0, abs(best)) if math.isfinite(best) else None
     fig, (ax_l, ax_g) = plt.subplots(1, 2, figsize=(10, 4.6), dpi=100, layout="constrained")
     longest = max((len(r["history"]) for r in runs), default=0)
-    hit_best = []
+    hit_best = [(r.get("label") or r.get("solver", "?")).split(" (")[0] for r in runs
+                if any(h["loss"] == best for h in r["history"])]
     for r in runs:
+        if r.get("solver") in CLOSED:
+            continue  # no iterations to draw; its loss still sets the best loss
         style = dict(STYLE.get(r.get("solver", ""), {}))
         if len(r["history"]) > 25:
             style.pop("marker", None)
@@ -118,7 +122,6 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
             ax.plot(xs, ys, label=label, markersize=4, linewidth=1.6, **style)
         zero = [h["iteration"] for h in r["history"] if h["loss"] == best]
         if zero:  # gap exactly 0: off the log scale, marked on the bottom edge instead
-            hit_best.append(name.split(" (")[0])
             ax_l.plot(zero, [0.0] * len(zero), transform=ax_l.get_xaxis_transform(),
                       linestyle="none", marker="v", markersize=7, clip_on=False,
                       color=style.get("color"), alpha=0.8)
@@ -143,8 +146,10 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
             # to 10, logarithmic beyond, so both are readable on one axis
             ax.set_xscale("symlog", linthresh=10, linscale=1.5)
             ax.set_xlim(0, 1.1 * (longest - 1))
-            ticks = [t for t in (0, 2, 4, 6, 8, 10, 100, 1000, 10000, 100000)
-                     if t <= longest - 1]
+            decades = [t for t in (100, 1000, 10000, 100000) if t <= longest - 1]
+            extra = [20, 50] if len(decades) < 2 else []  # a short log region needs labels
+            ticks = sorted(t for t in [0, 2, 4, 6, 8, 10] + extra + decades
+                           if t <= longest - 1)
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.set_xlabel("iteration (linear to 10, log beyond)")
         elif longest > 1:
@@ -173,8 +178,6 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
         plt.close(fig)
     return path
 
-
-CLOSED = ("closed", "qr", "normal", "svd")
 
 
 def preflight(path: str, solver: str, compare: bool) -> None:
