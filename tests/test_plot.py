@@ -144,3 +144,16 @@ def test_missing_matplotlib_is_one_clean_line(runner, tmp_path, monkeypatch):
     assert len(lines) == 1 and "matplotlib" in lines[0] and "pip install" in lines[0]
     assert "Traceback" not in result.stderr
     assert not calls and not path.exists()  # stopped before any fitting
+
+
+def test_compare_with_a_closed_form_keeps_it_as_the_reference(runner):
+    result, out = invoke(runner, "fit", "least_squares", "--n-samples", "200", "--compare",
+                         "--json")
+    assert result.exit_code == 0, result.stderr
+    runs = out["compare"]["runs"]
+    assert [r["solver"] for r in runs] == ["closed", "newton", "gd", "lbfgs"]
+    # the closed form is the exact optimum: no iterative run gets meaningfully below it
+    closed = runs[0]["loss"]
+    assert out["compare"]["best_loss"] >= closed * (1 - 1e-12)
+    for r in runs[1:]:
+        assert r["loss"] == pytest.approx(closed, rel=1e-10)
