@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import os
 
 import pytest
@@ -126,15 +125,8 @@ def test_compare_refuses_chunked_fits():
         compare.run("logistic", chunk_rows=10)
 
 
-def test_missing_matplotlib_is_one_clean_line(runner, tmp_path, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+def test_missing_matplotlib_is_one_clean_line(runner, tmp_path, monkeypatch,
+                                               no_matplotlib):
     path = tmp_path / "c.png"
     calls = []
     monkeypatch.setattr(app, "fit", lambda *a, **k: calls.append(1))
