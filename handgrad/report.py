@@ -19,11 +19,11 @@ import textwrap
 
 import torch
 
-from handgrad import app, checker, compare, registry, steps
+from handgrad import app, checker, compare, derive, registry
 from handgrad.errors import UserError
 from handgrad.io import write_text
 
-STEP_RTOL = 1e-9
+STEP_RTOL = derive.RTOL
 COMPARE_MAX_ITER = 200  # keeps `report --all` to minutes: GD on the two-layer net is slow
 
 
@@ -31,15 +31,9 @@ COMPARE_MAX_ITER = 200  # keeps `report --all` to minutes: GD on the two-layer n
 
 
 def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict]:
-    """Every derivation of ``entry``, each step verified at the model's check problems.
-
-    Uses handgrad.derive (the `derive` command's runner) when it is present, so the page
-    and `derive` give one verdict; otherwise verifies with handgrad.steps directly."""
-    try:
-        from handgrad.derive import derive_entry
-    except ImportError:
-        return _step_verdicts(entry, seed=seed, rtol=rtol)
-    rep = derive_entry(entry, seed=seed)
+    """Every derivation of ``entry``, each step verified at the model's check problems by
+    handgrad.derive (what `derive` runs), flattened to the rows a page shows."""
+    rep = derive.derive_entry(entry, seed=seed, rtol=rtol)
     out = []
     for d in rep["derivations"]:
         rows = []
@@ -54,42 +48,6 @@ def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict
                     "assumptions": d["assumptions"], "problems": rep["problems"],
                     "steps": rows, "ok": d["ok"], "reference": d.get("reference", ""),
                     "fitted": d.get("final_line_is_fitted"), "notes": rep["notes"]})
-    return out
-
-
-def _step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict]:
-    """Every derivation of ``entry`` verified at each of its check problems (float64, CPU).
-
-    A step's verdict is the worst over the problems it applies to; a problem where every
-    step raises KeyError is about parameters the derivation does not use (e.g. another
-    parametrisation of the same model) and is skipped."""
-    problems = entry.model.check_problems(seed, torch.float64, "cpu")
-    out = []
-    for deriv in entry.derivations():
-        rows = [{"index": i, "text": s.text, "latex": s.latex, "why": s.why, "kind": s.kind,
-                 "source": getattr(s, "source", ""), "ok": True, "residual": 0.0, "reason": "",
-                 "points": 0} for i, s in enumerate(deriv.steps, start=1)]
-        used = []
-        for label, params, data, hp in problems:
-            def loss_fn(P, data=data, hp=hp):
-                return entry.loss(P, data, **hp)
-            try:
-                res = steps.verify(deriv, loss_fn, params, data, hp, seed=seed, rtol=rtol)
-            except KeyError:
-                continue  # the references themselves need parameters this problem lacks
-            if all((r.error or "").startswith("KeyError") for r in res):
-                continue
-            used.append(label)
-            for row, r in zip(rows, res):
-                row["points"] += 1
-                if not r.ok and row["ok"]:
-                    row["reason"] = getattr(r, "reason", "") or r.error or "residual over tolerance"
-                    row["reason"] = f"{label}: {row['reason']}"
-                row["ok"] = row["ok"] and r.ok
-                row["residual"] = max(row["residual"], r.residual)
-        out.append({"title": deriv.title, "target": deriv.target, "layout": deriv.layout,
-                    "assumptions": list(deriv.assumptions), "problems": used, "steps": rows,
-                    "ok": bool(used) and all(r["ok"] for r in rows)})
     return out
 
 
