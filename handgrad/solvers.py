@@ -139,6 +139,8 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
     obj.last_result = res
     t0 = time.perf_counter()
     x = x0.clone()
+    if getattr(obj, "fast", None) is not None:  # chunked sums: one pass gives f, g and H
+        obj.fast.speculate = True
     f = obj.value(x)
     for k in range(max_iter + 1):
         g = obj.grad(x)

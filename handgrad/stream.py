@@ -5,7 +5,7 @@ of per-chunk pieces.  This module computes those sums over row chunks of
 
 * tensors already in memory (:class:`TensorRows`, chunks are views: no copy), or
 * ``.npy`` / ``.npz`` files (:class:`FileRows`), read chunk by chunk with positioned
-  reads into one reused buffer, so resident memory stays O(chunk * d + d^2) whatever
+  reads, so resident memory stays O(chunk * d + d^2) whatever
   the file's size (a memory map would count every page it touched as resident).
 
 For models whose loss depends on (w, b) only through the linear predictor
@@ -164,7 +164,7 @@ def _open_npz_member(path: str, name: str) -> _Array | None:
 class FileRows(Rows):
     """Rows of a .npy (with y.npy / y<suffix>.npy beside it) or an uncompressed .npz.
 
-    Each chunk is read with one positioned read into a reused buffer and converted to
+    Each chunk is read with one positioned read into its own buffer and converted to
     float64 (or ``dtype``).  The first pass checks every value is finite and names the
     first bad row and column; ``y_map`` re-encodes a two-valued target.
     """
@@ -217,17 +217,18 @@ class FileRows(Rows):
         return out
 
     def chunks(self, size):
-        bx = by = None
+        # a fresh buffer per chunk: the tensors handed out share it (no copy), so reusing one
+        # buffer would overwrite a chunk a caller still holds; freed buffers are recycled
         with open(self._X.path, "rb") as fx, open(self._y.path if self._y else os.devnull,
                                                   "rb") as fy:
             for i in range(self.lo, self.hi, size):
                 j = min(i + size, self.hi)
-                bx = self._X.read(fx, i, j, bx)
+                bx = self._X.read(fx, i, j, None)
                 Xn = np.frombuffer(bx, dtype=self._X.dtype, count=(j - i) * self.d)
                 X = torch.from_numpy(Xn.reshape(j - i, self.d)).to(self.device, self.dtype)
                 y = None
                 if self._y is not None:
-                    by = self._y.read(fy, i, j, by)
+                    by = self._y.read(fy, i, j, None)
                     yn = np.frombuffer(by, dtype=self._y.dtype, count=j - i)
                     y = torch.from_numpy(yn).to(self.device, self.dtype)
                     if self.y_map is not None:
@@ -428,6 +429,24 @@ class ChunkedSums:
         self.chunk_rows, self.reduce, self.penalty = int(chunk_rows), reduce, penalty
         self.make_data = make_data or (lambda X, y: Data(X, y))
         self.passes = 0
+        self._check_additive()
+
+    def _check_additive(self) -> None:
+        """Refuse a loss that is not a sum over samples (a mean form cannot be split)."""
+        first = next(self.rows.chunks(16), None)
+        if first is None or first[1].shape[0] < 2:
+            return
+        _, X, y = first
+        k = X.shape[0] // 2
+        hp = {**self.hp, "l2": 0.0}
+        with torch.no_grad():
+            part = [self.entry.loss(self.like, self.make_data(X[a:b], None if y is None else y[a:b]),
+                                    **hp) for a, b in ((0, k), (k, X.shape[0]))]
+            whole = self.entry.loss(self.like, self.make_data(X, y), **hp)
+        tot = part[0] + part[1]
+        if not bool(torch.isclose(tot, whole, rtol=1e-8, atol=1e-10)):
+            raise UserError(f"{self.entry.name}: the loss is not a sum over samples, so it "
+                            "cannot be split into row chunks or across processes.")
 
     def _sum(self, fn):
         self.passes += 1

@@ -1,0 +1,555 @@
+"""handgrad's speed benchmark: hand derivatives vs autograd vs the libraries people use.
+
+    python cli.py bench [--quick] [--json] [--out DIR] [--only SECTION ...]
+    python -m benchmarks.bench --quick
+
+Every comparison runs in one process, one after another, with a warm-up call and the
+median of a few repeats, so the ratios in one table were measured under the same
+conditions (other load on the machine skews absolute times, less so ratios).  Peers
+(scikit-learn, statsmodels, glum) are timed when installed and skipped otherwise.
+Writes bench.md (a markdown table) and bench.json to --out.
+
+Sizes are configurable: --quick uses small problems (seconds in all); the default sizes
+are the issue's (200k x 100 and 1M x 50 logistic, 1M x 100 least squares/covariance).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from handgrad import registry, solvers, stream  # noqa: E402
+from handgrad.data import Data  # noqa: E402
+from handgrad.params import flatten, unflatten  # noqa: E402
+
+SECTIONS = ("machine", "logistic", "hessian", "gradients", "least_squares", "covariance",
+            "mixed")
+
+FULL = {"logistic": [(200_000, 100), (1_000_000, 50)], "hessian": (200_000, 100),
+        "gradients": (200_000, 50), "least_squares": (1_000_000, 100),
+        "covariance": (1_000_000, 100), "mixed": (200_000, 100), "repeats": 3,
+        "autograd_newton": False}
+QUICK = {"logistic": [(20_000, 20)], "hessian": (20_000, 20), "gradients": (5_000, 10),
+         "least_squares": (20_000, 10), "covariance": (20_000, 10), "mixed": (20_000, 20),
+         "repeats": 3, "autograd_newton": True}
+
+
+def timeit(fn: Callable, repeats: int = 3, warmup: int = 1) -> tuple[float, object]:
+    """Median seconds of ``repeats`` calls after ``warmup`` calls; returns (seconds, last result)."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _row(section, case, ours, ours_s, peer=None, peer_s=None, target=None, met=None, **extra):
+    r = {"section": section, "case": case, "ours": ours, "ours_s": ours_s, "peer": peer,
+         "peer_s": peer_s, "ratio": (peer_s / ours_s) if (peer_s and ours_s) else None,
+         "target": target, "met": met}
+    r.update(extra)
+    return r
+
+
+# ------------------------------------------------------------------------------ machine
+
+
+def matmul_gflops(n: int = 1500, repeats: int = 5) -> dict:
+    """float64 matrix-multiply rate of this machine, torch and numpy (2 n^3 flops each)."""
+    a = torch.randn(n, n, dtype=torch.float64)
+    t_torch, _ = timeit(lambda: a @ a, repeats)
+    an = a.numpy()
+    t_np, _ = timeit(lambda: an @ an, repeats)
+    flops = 2.0 * n ** 3
+    return {"torch_gflops": flops / t_torch / 1e9, "numpy_gflops": flops / t_np / 1e9,
+            "best_gflops": flops / min(t_torch, t_np) / 1e9}
+
+
+def machine_info() -> dict:
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "load_average_start": os.getloadavg()[0],
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                             if k in os.environ}}
+    for name in ("sklearn", "statsmodels", "glum"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # absent peer
+            info[name] = None
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ------------------------------------------------------------------------------ logistic
+
+
+def logistic_data(n: int, d: int, seed: int = 0) -> Data:
+    """X standard normal, w* ~ N(0, 1/d) (so z has unit scale: no separation), b* = -0.5."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    p = torch.sigmoid(X @ w - 0.5)
+    y = (torch.rand(n, generator=g, dtype=torch.float64) < p).to(torch.float64)
+    return Data(X, y)
+
+
+def hand_newton(data: Data, tol: float = 1e-8, hess_dtype=None):
+    entry = registry.get("logistic")
+    like = entry.model.init_params(data)
+    obj = solvers.Objective(entry, data, like, {"l2": 0.0}, hess_dtype=hess_dtype)
+    res = solvers.newton(obj, flatten(like), tol=tol)
+    return res
+
+
+def plain_torch_newton(X: torch.Tensor, y: torch.Tensor, tol: float = 1e-8, max_iter: int = 50):
+    """The loop people write: H = X_a^T (X_a * p(1-p)), full steps (reference peer)."""
+    Xa = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], 1)
+    th = torch.zeros(Xa.shape[1], dtype=X.dtype)
+    for k in range(max_iter):
+        z = Xa @ th
+        p = torch.sigmoid(z)
+        g = Xa.T @ (p - y)
+        if float(g.norm()) < tol:
+            return th, k
+        H = Xa.T @ (Xa * (p * (1 - p)).unsqueeze(1))
+        th = th - torch.linalg.solve(H, g)
+    return th, max_iter
+
+
+def autograd_newton(data: Data, tol: float = 1e-8):
+    entry = registry.get("logistic")
+    like = entry.model.init_params(data)
+    obj = solvers.Objective(entry, data, like, {"l2": 0.0}, use_autograd=True)
+    return solvers.newton(obj, flatten(like), tol=tol)
+
+
+def bench_logistic(sizes, repeats: int, with_autograd: bool) -> list[dict]:
+    rows = []
+    for n, d in sizes:
+        data = logistic_data(n, d)
+        case = f"{n // 1000}k x {d}" if n < 1_000_000 else f"{n / 1e6:g}M x {d}"
+        reps = 1 if n * d >= 5e7 else repeats
+        t_h, res = timeit(lambda data=data: hand_newton(data), reps)
+        ours = flatten(res.params)
+        base = {"iterations": res.iterations, "grad_norm": res.grad_norm}
+        rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
+                         **base))
+        Xn, yn = data.X.numpy(), data.y.numpy()
+        sk = _sklearn_logistic(Xn, yn, reps)
+        if sk:
+            t, coef, it = sk
+            diff = float(np.abs(coef - ours.numpy()).max())
+            rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
+                             "scikit-learn newton-cholesky", t, ">= 2x faster, coef to 1e-10",
+                             bool(t / t_h >= 2 and diff <= 1e-10), coef_max_diff=diff,
+                             peer_iterations=it))
+        if sk:
+            t32, r32 = timeit(lambda data=data: hand_newton(data, hess_dtype=torch.float32), reps)
+            diff32 = float(np.abs(coef - flatten(r32.params).numpy()).max())
+            rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton, float32 H", t32,
+                             "scikit-learn newton-cholesky", t, ">= 2x faster, coef to 1e-10",
+                             bool(t / t32 >= 2 and diff32 <= 1e-10), coef_max_diff=diff32,
+                             iterations=r32.iterations, peer_iterations=it))
+        gl = _glum_logistic(Xn, yn, reps)
+        if gl:
+            t, coef = gl
+            rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
+                             "glum irls", t, coef_max_diff=float(np.abs(coef - ours.numpy()).max())))
+        if n * d <= 2e7:
+            st = _statsmodels_logistic(Xn, yn)
+            if st:
+                t, coef = st
+                rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)",
+                                 t_h, "statsmodels Logit newton", t,
+                                 coef_max_diff=float(np.abs(coef - ours.numpy()).max())))
+        t_p, (th, it) = timeit(lambda: plain_torch_newton(data.X, data.y), reps)
+        rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
+                         "plain torch loop X^T(X*w)", t_p,
+                         coef_max_diff=float((th - ours).abs().max()), peer_iterations=it))
+        if with_autograd:
+            t_a, ra = timeit(lambda: autograd_newton(data), 1)
+            rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
+                             "Newton with torch.func.hessian", t_a,
+                             coef_max_diff=float((flatten(ra.params) - ours).abs().max())))
+    return rows
+
+
+def _sklearn_logistic(X, y, reps):
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        return None
+    import warnings
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                m = LogisticRegression(solver="newton-cholesky", penalty=None, tol=1e-12,
+                                       max_iter=100)
+            except TypeError:
+                m = LogisticRegression(solver="newton-cholesky", C=np.inf, tol=1e-12, max_iter=100)
+            m.fit(X, y)
+        return m
+
+    t, m = timeit(run, reps)
+    return t, np.concatenate([m.coef_.ravel(), m.intercept_]), int(np.max(m.n_iter_))
+
+
+def _glum_logistic(X, y, reps):
+    try:
+        from glum import GeneralizedLinearRegressor
+    except ImportError:
+        return None
+
+    def run():
+        m = GeneralizedLinearRegressor(family="binomial", alpha=0, solver="irls-cd",
+                                       gradient_tol=1e-12, max_iter=100)
+        m.fit(X, y)
+        return m
+
+    try:
+        t, m = timeit(run, reps)
+    except Exception:  # a glum version without these arguments
+        return None
+    return t, np.concatenate([m.coef_.ravel(), [m.intercept_]])
+
+
+def _statsmodels_logistic(X, y):
+    try:
+        import statsmodels.api as sm
+    except ImportError:
+        return None
+    Xa = np.column_stack([X, np.ones(len(X))])
+
+    def run():
+        return sm.Logit(y, Xa).fit(method="newton", tol=1e-12, maxiter=100, disp=0)
+
+    t, r = timeit(run, 1)
+    return t, np.asarray(r.params)
+
+
+# ------------------------------------------------------------------------------- hessian
+
+
+def bench_hessian(n: int, d: int, repeats: int, gflops: float, slow_autograd: bool) -> list[dict]:
+    entry = registry.get("logistic")
+    data = logistic_data(n, d)
+    P = {"w": torch.full((d,), 0.01, dtype=torch.float64), "b": torch.tensor(0.1, dtype=torch.float64)}
+    x = flatten(P)
+    case = f"{n // 1000}k x {d}"
+    t_hand, H = timeit(lambda: entry.hessian(P, data), repeats)
+    L = stream.LinearSums(entry.derivation.per_sample, stream.TensorRows(data.X, data.y), P)
+    t_fused, (_, _, H2) = timeit(lambda: L.sums(x), repeats)
+    floor = n * d * d / (gflops * 1e9)
+    f = lambda v: entry.loss(unflatten(v, P), data)  # noqa: E731
+    rows = [
+        _row("one Hessian", case, "hand hessian() (sandwich)", t_hand, "flop floor n*d^2", floor,
+             "within 3x of floor", bool(t_hand <= 3 * floor), floor_ratio=t_hand / floor),
+        _row("one Hessian", case, "hand fused pass (loss+grad+H)", t_fused, "flop floor n*d^2",
+             floor, "within 3x of floor", bool(t_fused <= 3 * floor), floor_ratio=t_fused / floor,
+             max_diff_vs_hessian=float((H2 - H).abs().max())),
+    ]
+    best = min(t_hand, t_fused)
+    t_jj, Hj = timeit(lambda: torch.func.jacrev(torch.func.jacrev(f))(x), 1)
+    rows.append(_row("one Hessian", case, "hand (best of the two)", best, "jacrev(jacrev)", t_jj,
+                     ">= 10x faster", bool(t_jj / best >= 10),
+                     max_diff=float((Hj - H).abs().max())))
+    if slow_autograd:
+        t_fh, Hf = timeit(lambda: torch.func.hessian(f)(x), 0 if n * d > 1e7 else 1, warmup=1)
+        rows.append(_row("one Hessian", case, "hand (best of the two)", best, "torch.func.hessian",
+                         t_fh, ">= 100x faster", bool(t_fh / best >= 100),
+                         max_diff=float((Hf - H).abs().max())))
+    return rows
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def model_problem(entry, n: int, d: int, seed: int = 0):
+    """The model's own synthetic data at (n, d) and a point to differentiate at."""
+    data, truth = entry.model.synthetic(n=n, d=d, seed=seed)
+    if hasattr(entry.model, "prepare"):
+        data = entry.model.prepare(data)
+    like = entry.model.init_params(data, intercept=True, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    params = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in like.items()}
+    return data, params
+
+
+def bench_gradients(n: int, d: int, repeats: int) -> list[dict]:
+    rows = []
+    for name, entry in sorted(registry.REGISTRY.items()):
+        try:
+            data, params = model_problem(entry, n, d)
+        except Exception as exc:  # a model whose synthetic() takes other sizes
+            rows.append(_row("gradient vs autograd", name, "hand", None, "autograd", None,
+                             error=f"{type(exc).__name__}: {exc}"))
+            continue
+        hp = {"l2": 0.0}
+        like = params
+        x = flatten(params)
+        fast = stream.fast_sums(entry, data, like, hp)
+        if isinstance(fast, stream.LinearSums):  # what the solvers call: fused, no cache
+            hand = lambda fast=fast, x=x: fast.sums(x, need_g=True, need_H=False)[1]  # noqa: E731
+            how = "hand (fused chunked pass)"
+        else:
+            hand = lambda entry=entry, data=data: entry.gradient(params, data, **hp)  # noqa: E731
+            how = "hand gradient()"
+
+        def auto(entry=entry, data=data):
+            ps = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+            f = entry.loss(ps, data, **hp)
+            return torch.autograd.grad(f, list(ps.values()))
+
+        # interleave the two so drifting load hits both alike
+        th, ta = [], []
+        hand(), auto()
+        for _ in range(max(3, repeats) * 2 - 1):
+            t = time.perf_counter()
+            gh = hand()
+            th.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            ga = auto()
+            ta.append(time.perf_counter() - t)
+        gh = gh if isinstance(gh, torch.Tensor) else flatten({k: gh[k] for k in params})
+        ga = torch.cat([v.reshape(-1) for v in ga])
+        t_h, t_a = statistics.median(th), statistics.median(ta)
+        rows.append(_row("gradient vs autograd", f"{name} {data.n}x{data.d}", how, t_h,
+                         "torch.autograd", t_a, "hand/autograd <= 1.0",
+                         bool(t_h <= t_a), hand_over_autograd=t_h / t_a,
+                         max_diff=float((gh - ga).abs().max())))
+    return rows
+
+
+# -------------------------------------------------------------------------- least squares
+
+
+def bench_least_squares(n: int, d: int, repeats: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    y = X @ w + 1.5 + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
+    case = f"{n / 1e6:g}M x {d}" if n >= 1e6 else f"{n // 1000}k x {d}"
+    reps = 1 if n * d >= 5e7 else repeats
+    rows_src = stream.TensorRows(X, y)
+    t_o, (theta, _, info) = timeit(lambda: stream.least_squares(rows_src, intercept=True), reps)
+
+    def normal_eq():
+        G = X.T @ X
+        return torch.cholesky_solve((X.T @ y).unsqueeze(1), torch.linalg.cholesky(G)).squeeze(1)
+
+    t_ne, _ = timeit(normal_eq, reps)
+    rows = [_row("least squares closed form", case, f"handgrad {info['method']}", t_o,
+                 "normal equations (X^T X, Cholesky)", t_ne, "within 2x of normal equations",
+                 bool(t_o <= 2 * t_ne), cond=info["cond"], passes=info["passes"])]
+    try:
+        from sklearn.linear_model import LinearRegression
+    except ImportError:
+        return rows
+    Xn, yn = X.numpy(), y.numpy()
+    t_sk, m = timeit(lambda: LinearRegression().fit(Xn, yn), reps)
+    coef = np.concatenate([m.coef_, [m.intercept_]])
+    diff = float(np.abs(coef - theta.numpy()).max())
+    rows.append(_row("least squares closed form", case, f"handgrad {info['method']}", t_o,
+                     "scikit-learn LinearRegression", t_sk, ">= 4x faster", bool(t_sk / t_o >= 4),
+                     coef_max_diff=diff))
+    return rows
+
+
+# ----------------------------------------------------------------------------- covariance
+
+
+def bench_covariance(n: int, d: int, repeats: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64) * 2.0 + 3.0
+    case = f"{n / 1e6:g}M x {d}" if n >= 1e6 else f"{n // 1000}k x {d}"
+    reps = 1 if n * d >= 5e7 else repeats
+    src = stream.TensorRows(X)
+    t_o, (m, S, _) = timeit(lambda: stream.covariance(src), reps)
+    Xn = X.numpy()
+    t_np, C = timeit(lambda: np.cov(Xn, rowvar=False, bias=True), reps)
+    rel = float(np.abs(S.numpy() - C).max() / np.abs(C).max())
+    return [_row("covariance MLE", case, "handgrad chunked, shifted one pass", t_o,
+                 "numpy.cov(bias=True)", t_np, ">= 1.5x faster, same to 1e-12",
+                 bool(t_np / t_o >= 1.5 and rel <= 1e-12), rel_diff=rel)]
+
+
+# -------------------------------------------------------------------------- mixed precision
+
+
+def bench_mixed(n: int, d: int, repeats: int) -> list[dict]:
+    data = logistic_data(n, d, seed=1)
+    case = f"{n // 1000}k x {d}"
+    reps = 1 if n * d >= 5e7 else repeats
+    t64, r64 = timeit(lambda: hand_newton(data), reps)
+    t32, r32 = timeit(lambda: hand_newton(data, hess_dtype=torch.float32), reps)
+    diff = float((flatten(r32.params) - flatten(r64.params)).abs().max())
+    return [_row("mixed precision Newton", case, "Hessian float32, grad/solution float64", t32,
+                 "all float64", t64, "same optimum (|g|<1e-8)", bool(r32.converged and diff < 1e-10),
+                 iterations=r32.iterations, peer_iterations=r64.iterations, grad_norm=r32.grad_norm,
+                 coef_max_diff=diff)]
+
+
+# ------------------------------------------------------------------------------- driver
+
+
+def set_threads(n: int | None) -> None:
+    """Use n threads in torch and in numpy/scipy's BLAS (threadpoolctl, when installed).
+
+    On a loaded machine, 1 thread per library is the fair setting: a 2-thread OpenMP pool
+    whose second thread is descheduled stalls every parallel region.
+    """
+    if not n:
+        return
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:
+        pass
+
+
+def run(quick: bool = False, only: tuple[str, ...] = (), sizes: dict | None = None,
+        log=print, threads: int | None = None) -> dict:
+    cfg = dict(QUICK if quick else FULL)
+    cfg.update(sizes or {})
+    want = set(only or SECTIONS)
+    set_threads(threads)
+    torch.manual_seed(0)
+    out = {"machine": machine_info(), "quick": quick, "config": cfg, "rows": []}
+    t0 = time.perf_counter()
+    rate = matmul_gflops()
+    out["machine"].update(rate)
+    log(f"matmul float64: torch {rate['torch_gflops']:.1f} GFLOP/s, numpy "
+        f"{rate['numpy_gflops']:.1f} GFLOP/s")
+    jobs = [
+        ("logistic", lambda: bench_logistic(cfg["logistic"], cfg["repeats"],
+                                            cfg["autograd_newton"])),
+        ("hessian", lambda: bench_hessian(*cfg["hessian"], cfg["repeats"], rate["best_gflops"],
+                                          True)),
+        ("gradients", lambda: bench_gradients(*cfg["gradients"], cfg["repeats"])),
+        ("least_squares", lambda: bench_least_squares(*cfg["least_squares"], cfg["repeats"])),
+        ("covariance", lambda: bench_covariance(*cfg["covariance"], cfg["repeats"])),
+        ("mixed", lambda: bench_mixed(*cfg["mixed"], cfg["repeats"])),
+    ]
+    for name, job in jobs:
+        if name not in want:
+            continue
+        t = time.perf_counter()
+        try:
+            rows = job()
+        except Exception as exc:  # one section failing must not lose the others
+            rows = [_row(name, "-", "-", None, error=f"{type(exc).__name__}: {exc}")]
+        out["rows"].extend(rows)
+        log(f"{name}: {time.perf_counter() - t:.1f} s")
+    out["machine"]["load_average_end"] = os.getloadavg()[0]
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _fmt_s(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with "
+        f"{m['torch_threads']} threads, float64 matmul {m['best_gflops']:.0f} GFLOP/s "
+        f"(torch {m['torch_gflops']:.0f}, numpy {m['numpy_gflops']:.0f}); "
+        f"{m['date']}; load average {m['load_average_start']:.1f} at start, "
+        f"{m.get('load_average_end', float('nan')):.1f} at end"
+        + (f"; GPU {m['cuda']}" if m.get("cuda") else "; no GPU") + ".",
+        "Peers: " + ", ".join(f"{k} {m[k] or 'absent'}" for k in ("sklearn", "statsmodels", "glum"))
+        + ("." if not result["quick"] else "; quick sizes."),
+        "",
+        "| comparison | case | handgrad | time | peer | peer time | peer / handgrad | target | met | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        notes = []
+        for k in ("iterations", "peer_iterations", "coef_max_diff", "max_diff", "rel_diff",
+                  "floor_ratio", "hand_over_autograd", "cond", "error"):
+            if r.get(k) is not None:
+                v = r[k]
+                notes.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") else "-"
+        met = "-" if r.get("met") is None else ("yes" if r["met"] else "**no**")
+        lines.append(f"| {r['section']} | {r['case']} | {r['ours']} | {_fmt_s(r['ours_s'])} | "
+                     f"{r['peer'] or '-'} | {_fmt_s(r['peer_s'])} | {ratio} | "
+                     f"{r.get('target') or '-'} | {met} | {'; '.join(notes)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out_dir: str) -> tuple[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    md, js = os.path.join(out_dir, "bench.md"), os.path.join(out_dir, "bench.json")
+    with open(md, "w") as fh:
+        fh.write(markdown(result))
+    with open(js, "w") as fh:
+        json.dump(_clean(result), fh, indent=2)
+    return md, js
+
+
+def _clean(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=())
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    res = run(a.quick, tuple(a.only), log=lambda s: print(s, file=sys.stderr), threads=a.threads)
+    write(res, a.out)
+    print(json.dumps(_clean(res), indent=2) if a.json else markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
