@@ -30,7 +30,15 @@ Through the Cholesky factor (the chain rule of the seeds, dSigma = dL L^T + L dL
 
 Computed with triangular solves and cholesky_solve; no inverse of Sigma is formed except
 Sigma^-1 itself in the Sigma-parametrised gradient (it is the answer: cholesky_inverse).
-No Hessian is derived for this model.  Layout: denominator.
+Hessian (``dgradient``, ``hessian``): with Si = Sigma^-1, r = xbar - mu, dS_mu = -(dmu r^T + r dmu^T),
+
+    dG        = -Si dSigma Si + Si dSigma Si S_l Si + Si S_l Si dSigma Si - Si dS_mu Si
+    d(dl/dmu) = 2 Si dSigma Si r + 2 Si dmu,      d(dl/dL) = tril(2 dG L + 2 G dL)
+
+and H is the matrix of this differential over the flattened parameters (built column by
+column, checked against torch.func.hessian).  It is for checking: no Newton solver is
+offered (through L the loss is not convex, and a Newton step in Sigma can leave the
+positive-definite cone).  Layout: denominator.
 """
 
 from __future__ import annotations
@@ -88,6 +96,56 @@ def gradient(params, data, *, l2: float = 0.0, **_) -> dict[str, torch.Tensor]:
     else:
         g["Sigma"] = _G(params, data, l2)
     return {k: g[k] for k in params}
+
+
+def dgradient(params, data, dparams, *, l2: float = 0.0, **_) -> dict[str, torch.Tensor]:
+    """The differential of the gradient along dP (a Hessian-vector product), by hand.
+
+    With Si = Sigma^-1, r = xbar - mu, dSigma = sym(dSigma) or dL L^T + L dL^T, and
+    dS_mu = -(dmu r^T + r dmu^T) (S_mu moves with mu):
+
+        dG        = -Si dSigma Si + Si dSigma Si S_l Si + Si S_l Si dSigma Si - Si dS_mu Si
+        d(dl/dmu) = 2 Si dSigma Si r + 2 Si dmu
+        d(dl/dL)  = tril(2 dG L + 2 G dL)
+    """
+    C = _chol(params)
+    eye = torch.eye(data.d, dtype=C.dtype, device=C.device)
+    Si = torch.cholesky_inverse(C)
+    Si = 0.5 * (Si + Si.T)
+    S = _S(params, data, l2)
+    dSig = _dSigma(params, dparams)
+    out = {}
+    r = _xbar_minus_mu(params, data)
+    if "mu" in params:
+        dmu = dparams["mu"]
+        out["mu"] = 2.0 * Si @ dSig @ Si @ r + 2.0 * Si @ dmu
+        dS = -(torch.outer(dmu, r) + torch.outer(r, dmu))
+    else:
+        dS = torch.zeros_like(eye)
+    A = Si @ dSig @ Si
+    dG = -A + A @ S @ Si + Si @ S @ A - Si @ dS @ Si
+    if "L" in params:
+        L, dL = torch.tril(params["L"]), torch.tril(dparams["L"])
+        out["L"] = torch.tril(2.0 * dG @ L + 2.0 * _G(params, data, l2) @ dL)
+    else:
+        out["Sigma"] = 0.5 * (dG + dG.T)
+    return {k: out[k] for k in params}
+
+
+def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
+    """The matrix of :func:`dgradient` over the parameters flattened in dict order (mu,
+    then Sigma or L row-major): column j is d(grad) along the j-th unit direction.
+    Entries above the diagonal of L are not read by the loss: their rows and columns are 0."""
+    from handgrad.params import flatten, unflatten
+
+    x = flatten(params)
+    cols = []
+    for j in range(x.numel()):
+        e = torch.zeros_like(x)
+        e[j] = 1.0
+        cols.append(flatten(dgradient(params, data, unflatten(e, params), l2=l2)))
+    H = torch.stack(cols, dim=1)
+    return 0.5 * (H + H.T)
 
 
 # ---- the derivation, step by step ---------------------------------------------------
@@ -224,7 +282,56 @@ def derivations() -> list[Derivation]:
                      "lower-triangular solution of dL L^T + L dL^T = dSigma: "
                      "dL = L Phi(L^-1 dSigma L^-T), Phi = lower triangle with half the diagonal"],
     )
-    return [sigma, chol]
+    hess = Derivation(
+        title="Gaussian covariance MLE: Hessian (the differential of the gradient)",
+        target="gradient",
+        layout="Hessian over (mu, then Sigma or L row-major) flattened; symmetric",
+        steps=[
+            Step("d(dl/dSigma) = -Si dSigma Si + Si dSigma Si S_l Si + Si S_l Si dSigma Si - Si dS_mu Si,"
+                 "  d(dl/dmu) = 2 Si dSigma Si (xbar - mu) + 2 Si dmu,  Si = Sigma^-1,"
+                 "  dS_mu = -(dmu r^T + r dmu^T);  through L: d(dl/dL) = tril(2 dG L + 2 G dL)",
+                 r"dG = -\Sigma^{-1}d\Sigma\,\Sigma^{-1} + \Sigma^{-1}d\Sigma\,\Sigma^{-1}S_\lambda\Sigma^{-1} + \Sigma^{-1}S_\lambda\Sigma^{-1}d\Sigma\,\Sigma^{-1} - \Sigma^{-1}dS_\mu\Sigma^{-1},\quad d\Big(\frac{\partial l}{\partial L}\Big) = \operatorname{tril}(2\,dG\,L + 2G\,dL)",
+                 lambda P, D, dP, hp: _dgrad_by_solves(P, D, dP, hp.get("l2", 0.0)),
+                 "d(Sigma^-1) = -Sigma^-1 dSigma Sigma^-1 in each factor of G; product rule on 2 G L"),
+            Step("=> H vec(dP), H the matrix of the step above over the flattened parameters",
+                 r"\Rightarrow \operatorname{vec}(d\nabla l) = H\,\operatorname{vec}(dP)",
+                 lambda P, D, dP, hp: hessian(P, D, **hp) @ torch.cat([v.reshape(-1) for v in dP.values()]),
+                 "vec(d grad) = H vec(dP); H built column by column from the hand differential"),
+        ],
+        assumptions=["no Newton solver is offered: through L the loss is not convex (H is "
+                     "indefinite away from the optimum, and singular along the unused entries "
+                     "above the diagonal), and a Newton step in Sigma can leave the "
+                     "positive-definite cone; the closed form and gradient descent through L "
+                     "are the solvers"],
+    )
+    return [sigma, chol, hess]
+
+
+def _dgrad_by_solves(P, D, dP, l2):
+    """The hessian step written out with linear solves (Si X = solve(Sigma, X)), flattened."""
+    Sig = _Sigma(P)
+
+    def si(X):
+        return torch.linalg.solve(Sig, X)
+
+    dSig = _dSigma(P, dP)
+    S = _S(P, D, l2)
+    r = _xbar_minus_mu(P, D)
+    parts = {}
+    if "mu" in P:
+        parts["mu"] = 2.0 * si(dSig @ si(r)) + 2.0 * si(dP["mu"])
+        dS = -(torch.outer(dP["mu"], r) + torch.outer(r, dP["mu"]))
+    else:
+        dS = torch.zeros_like(S)
+    SiS_Si = si(si(S).T)  # Si S Si (symmetric)
+    dG = -si(si(dSig).T) + si(dSig) @ SiS_Si + SiS_Si @ si(dSig.T).T - si(si(dS).T)
+    if "L" in P:
+        L, dL = torch.tril(P["L"]), torch.tril(dP["L"])
+        G = si(torch.eye(D.d, dtype=Sig.dtype, device=Sig.device)) - SiS_Si
+        parts["L"] = torch.tril(2.0 * dG @ L + 2.0 * G @ dL)
+    else:
+        parts["Sigma"] = 0.5 * (dG + dG.T)
+    return torch.cat([parts[k].reshape(-1) for k in P])
 
 
 def _two_traces(P, D, dP, hp):

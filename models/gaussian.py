@@ -49,7 +49,7 @@ from handgrad.errors import UserError
 NAME = "gaussian"
 TITLE = "Gaussian covariance MLE"
 TARGET = None
-SOLVERS = ("closed", "gd")
+SOLVERS = ("closed", "gd")  # no Newton: see derivations/gaussian.py (Hessian)
 DEFAULT_SOLVER = "closed"
 CHECK_NOTE = ("gaussian: a gradient with respect to the symmetric Sigma is the symmetric G "
               "with dl = tr(G^T dSigma); the loss reads sym(Sigma) = (Sigma + Sigma^T)/2, so "

@@ -51,6 +51,7 @@ def test_three_way_check_passes_both_parametrisations(seed):
     for label, p, data, hp in _problems(seed):
         rep = checker.check_problem(ENTRY, label, p, data, hp, seed=seed, dtype=torch.float64)
         assert rep.ok, (label, [c.worst for c in rep.comparisons if not c.ok])
+        assert {c.quantity for c in rep.comparisons} == {"gradient", "hessian"}
         kinds.add("L" if "L" in p else "Sigma")
     assert kinds == {"L", "Sigma"}
 
@@ -322,3 +323,63 @@ def test_float32_check_passes_against_float64_references():
     cancel)."""
     reps = checker.check_entry(ENTRY, seeds=(0, 1), dtype=torch.float32)
     assert reps and all(r.ok for r in reps), [r.label for r in reps if not r.ok]
+
+
+# ---- the Hessian ----------------------------------------------------------------------
+
+def _h_without_dS_mu(P, D, *, l2=0.0, **_):
+    """Planted: forgets that S_mu moves with mu (the -Si dS_mu Si term)."""
+    from handgrad.params import unflatten
+
+    x = flatten(P)
+    cols = []
+    for j in range(x.numel()):
+        e = torch.zeros_like(x)
+        e[j] = 1.0
+        dP = unflatten(e, P)
+        g = dg.dgradient(P, D, dP, l2=l2)
+        if "mu" in P:  # add back +Si dS Si, i.e. remove the term
+            Si = torch.cholesky_inverse(dg._chol(P))
+            r = dg._xbar_minus_mu(P, D)
+            dS = -(torch.outer(dP["mu"], r) + torch.outer(r, dP["mu"]))
+            extra = Si @ dS @ Si
+            if "Sigma" in g:
+                g["Sigma"] = g["Sigma"] + extra
+            else:
+                g["L"] = g["L"] + torch.tril(2 * extra @ torch.tril(P["L"]))
+        cols.append(flatten(g))
+    return torch.stack(cols, 1)
+
+
+def test_planted_wrong_hessian_fails_where_mu_is_a_parameter():
+    planted = types.SimpleNamespace(gradient=dg.gradient, hessian=_h_without_dS_mu)
+    for label, p, data, hp in _problems(0):
+        rep = checker.check_problem(ENTRY, label, p, data, hp, seed=0, dtype=torch.float64,
+                                    derivation=planted)
+        bad = [c for c in rep.comparisons if not c.ok]
+        if "mu" in p:
+            assert bad and all(c.quantity == "hessian" for c in bad), label
+        else:
+            assert not bad, label
+
+
+def test_hessian_is_positive_definite_at_the_closed_form_in_sigma():
+    """At mu = xbar, Sigma = S the Hessian in (mu, Sigma) is PD on symmetric directions
+    (the MLE is a strict minimum there)."""
+    data, _ = mg.synthetic(n=300, d=3, seed=1)
+    p, _ = mg.closed_form(data)
+    H = dg.hessian(p, data)
+    d = 3
+    # basis of (mu, symmetric Sigma) directions: d + d(d+1)/2 of them
+    B = []
+    for i in range(d):
+        v = torch.zeros(d + d * d, dtype=torch.float64)
+        v[i] = 1.0
+        B.append(v)
+    for i in range(d):
+        for j in range(i, d):
+            v = torch.zeros(d + d * d, dtype=torch.float64)
+            v[d + i * d + j] = v[d + j * d + i] = 1.0
+            B.append(v)
+    B = torch.stack(B, 1)
+    assert torch.linalg.eigvalsh(B.T @ H @ B).min().item() > 1e-6
