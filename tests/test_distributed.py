@@ -1,0 +1,90 @@
+"""Two CPU processes (gloo on 127.0.0.1): all-reduced sums give the one-process fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from handgrad import distributed, registry, solvers, stream
+from handgrad.params import flatten
+from tests.conftest import ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _problem():
+    entry = registry.get("logistic")
+    data, _ = entry.model.synthetic(n=3001, d=6, seed=7)
+    return entry, data
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    ctx = distributed.init_tcp(rank, world, port)
+    try:
+        entry, data = _problem()
+        like = entry.model.init_params(data)
+        rows = stream.TensorRows(data.X, data.y).shard(rank, world)
+        obj = solvers.Objective(entry, rows, like, {"l2": 0.3}, reduce=ctx.reduce)
+        res = solvers.newton(obj, flatten(like))
+        msgs, nums = ctx.messages, ctx.numbers
+        m, S, n = stream.covariance(stream.TensorRows(data.X).shard(rank, world), chunk_rows=100,
+                                    reduce=ctx.reduce)
+        torch.save({"x": flatten(res.params), "converged": res.converged, "iters": res.iterations,
+                    "rows": rows.n, "messages": msgs, "numbers": nums, "S": S, "m": m, "n": n},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        distributed.shutdown(ctx)
+
+
+def test_two_processes_match_the_one_process_fit(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    entry, data = _problem()
+    like = entry.model.init_params(data)
+    ref = solvers.newton(solvers.Objective(entry, data, like, {"l2": 0.3}), flatten(like))
+    assert r0["converged"] and ref.converged
+    assert r0["rows"] + r1["rows"] == data.n and min(r0["rows"], r1["rows"]) > 0
+    assert torch.equal(r0["x"], r1["x"])  # every rank took the same steps
+    assert (r0["x"] - flatten(ref.params)).abs().max() <= 1e-10
+    # one all-reduce per pass, each 1 + p + p^2 numbers (p = d + 1 = 7): loss, gradient, Hessian
+    p = data.d + 1
+    assert r0["numbers"] == r0["messages"] * (1 + p + p * p)
+    C = np.cov(data.X.numpy(), rowvar=False, bias=True)
+    assert r0["n"] == data.n
+    assert np.abs(r0["S"].numpy() - C).max() <= 1e-12 * np.abs(C).max()
+    assert torch.equal(r0["S"], r1["S"])
+
+
+@pytest.mark.slow
+def test_torchrun_cli_fit_matches_one_process(tmp_path):
+    """`torchrun --nproc-per-node 2 cli.py fit logistic --newton --distributed` == one process."""
+    args = ["fit", "logistic", "--newton", "--n-samples", "4000", "--n-features", "5",
+            "--l2", "0.5", "--device", "cpu", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    from handgrad import app
+
+    a = app.fit("logistic", solver="newton", n_samples=4000, n_features=5, l2=0.5, device="cpu")
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", *args,
+         "--distributed", "--chunk-rows", "700"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    b = json.loads(two.stdout)  # rank 0 alone printed
+    assert b["distributed"]["world_size"] == 2 and b["converged"]
+    x_a = np.array(a["params"]["w"] + [a["params"]["b"]])
+    x_b = np.array(b["params"]["w"] + [b["params"]["b"]])
+    assert np.abs(x_a - x_b).max() <= 1e-10
