@@ -42,10 +42,10 @@ SECTIONS = ("machine", "logistic", "hessian", "gradients", "least_squares", "cov
 FULL = {"logistic": [(200_000, 100), (1_000_000, 50)], "hessian": (200_000, 100),
         "gradients": (200_000, 50), "least_squares": (1_000_000, 100),
         "covariance": (1_000_000, 100), "mixed": (200_000, 100), "repeats": 3,
-        "autograd_newton": False}
+        "autograd_newton": False, "gflops_n": 1500}
 QUICK = {"logistic": [(20_000, 20)], "hessian": (20_000, 20), "gradients": (5_000, 10),
          "least_squares": (20_000, 10), "covariance": (20_000, 10), "mixed": (20_000, 20),
-         "repeats": 3, "autograd_newton": True}
+         "repeats": 3, "autograd_newton": True, "gflops_n": 1000}
 
 
 def timeit(fn: Callable, repeats: int = 3, warmup: int = 1) -> tuple[float, object]:
@@ -158,14 +158,15 @@ def bench_logistic(sizes, repeats: int, with_autograd: bool) -> list[dict]:
     for n, d in sizes:
         data = logistic_data(n, d)
         case = f"{n // 1000}k x {d}" if n < 1_000_000 else f"{n / 1e6:g}M x {d}"
-        reps = 1 if n * d >= 5e7 else repeats
-        t_h, res = timeit(lambda data=data: hand_newton(data), reps)
+        big = n * d >= 5e6
+        reps, warm = (1, 0) if big else (repeats, 1)  # big: one timed run (warm-up done small)
+        t_h, res = timeit(lambda data=data: hand_newton(data), reps, warm)
         ours = flatten(res.params)
         base = {"iterations": res.iterations, "grad_norm": res.grad_norm}
         rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
                          **base))
         Xn, yn = data.X.numpy(), data.y.numpy()
-        sk = _sklearn_logistic(Xn, yn, reps)
+        sk = _sklearn_logistic(Xn, yn, reps, warm)
         if sk:
             t, coef, it = sk
             diff = float(np.abs(coef - ours.numpy()).max())
@@ -174,25 +175,26 @@ def bench_logistic(sizes, repeats: int, with_autograd: bool) -> list[dict]:
                              bool(t / t_h >= 2 and diff <= 1e-10), coef_max_diff=diff,
                              peer_iterations=it))
         if sk:
-            t32, r32 = timeit(lambda data=data: hand_newton(data, hess_dtype=torch.float32), reps)
+            t32, r32 = timeit(lambda data=data: hand_newton(data, hess_dtype=torch.float32), reps,
+                              warm)
             diff32 = float(np.abs(coef - flatten(r32.params).numpy()).max())
             rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton, float32 H", t32,
                              "scikit-learn newton-cholesky", t, ">= 2x faster, coef to 1e-10",
                              bool(t / t32 >= 2 and diff32 <= 1e-10), coef_max_diff=diff32,
                              iterations=r32.iterations, peer_iterations=it))
-        gl = _glum_logistic(Xn, yn, reps)
+        gl = _glum_logistic(Xn, yn, reps, warm)
         if gl:
             t, coef = gl
             rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
                              "glum irls", t, coef_max_diff=float(np.abs(coef - ours.numpy()).max())))
-        if n * d <= 2e7:
+        if not big:
             st = _statsmodels_logistic(Xn, yn)
             if st:
                 t, coef = st
                 rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)",
                                  t_h, "statsmodels Logit newton", t,
                                  coef_max_diff=float(np.abs(coef - ours.numpy()).max())))
-        t_p, (th, it) = timeit(lambda: plain_torch_newton(data.X, data.y), reps)
+        t_p, (th, it) = timeit(lambda: plain_torch_newton(data.X, data.y), reps, warm)
         rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton (hand H)", t_h,
                          "plain torch loop X^T(X*w)", t_p,
                          coef_max_diff=float((th - ours).abs().max()), peer_iterations=it))
@@ -204,7 +206,7 @@ def bench_logistic(sizes, repeats: int, with_autograd: bool) -> list[dict]:
     return rows
 
 
-def _sklearn_logistic(X, y, reps):
+def _sklearn_logistic(X, y, reps, warm=1):
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError:
@@ -222,11 +224,11 @@ def _sklearn_logistic(X, y, reps):
             m.fit(X, y)
         return m
 
-    t, m = timeit(run, reps)
+    t, m = timeit(run, reps, warm)
     return t, np.concatenate([m.coef_.ravel(), m.intercept_]), int(np.max(m.n_iter_))
 
 
-def _glum_logistic(X, y, reps):
+def _glum_logistic(X, y, reps, warm=1):
     try:
         from glum import GeneralizedLinearRegressor
     except ImportError:
@@ -239,7 +241,7 @@ def _glum_logistic(X, y, reps):
         return m
 
     try:
-        t, m = timeit(run, reps)
+        t, m = timeit(run, reps, warm)
     except Exception:  # a glum version without these arguments
         return None
     return t, np.concatenate([m.coef_.ravel(), [m.intercept_]])
@@ -281,12 +283,13 @@ def bench_hessian(n: int, d: int, repeats: int, gflops: float, slow_autograd: bo
              max_diff_vs_hessian=float((H2 - H).abs().max())),
     ]
     best = min(t_hand, t_fused)
-    t_jj, Hj = timeit(lambda: torch.func.jacrev(torch.func.jacrev(f))(x), 1)
+    t_jj, Hj = timeit(lambda: torch.func.jacrev(torch.func.jacrev(f))(x), 1,
+                      warmup=0 if n * d > 1e6 else 1)
     rows.append(_row("one Hessian", case, "hand (best of the two)", best, "jacrev(jacrev)", t_jj,
                      ">= 10x faster", bool(t_jj / best >= 10),
                      max_diff=float((Hj - H).abs().max())))
     if slow_autograd:
-        t_fh, Hf = timeit(lambda: torch.func.hessian(f)(x), 0 if n * d > 1e7 else 1, warmup=1)
+        t_fh, Hf = timeit(lambda: torch.func.hessian(f)(x), 1, warmup=0 if n * d > 1e6 else 1)
         rows.append(_row("one Hessian", case, "hand (best of the two)", best, "torch.func.hessian",
                          t_fh, ">= 100x faster", bool(t_fh / best >= 100),
                          max_diff=float((Hf - H).abs().max())))
@@ -363,6 +366,7 @@ def bench_least_squares(n: int, d: int, repeats: int) -> list[dict]:
     case = f"{n / 1e6:g}M x {d}" if n >= 1e6 else f"{n // 1000}k x {d}"
     reps = 1 if n * d >= 5e7 else repeats
     rows_src = stream.TensorRows(X, y)
+    stream.least_squares(stream.TensorRows(X[:2000], y[:2000]), intercept=True)  # warm-up
     t_o, (theta, _, info) = timeit(lambda: stream.least_squares(rows_src, intercept=True), reps)
 
     def normal_eq():
@@ -411,9 +415,9 @@ def bench_covariance(n: int, d: int, repeats: int) -> list[dict]:
 def bench_mixed(n: int, d: int, repeats: int) -> list[dict]:
     data = logistic_data(n, d, seed=1)
     case = f"{n // 1000}k x {d}"
-    reps = 1 if n * d >= 5e7 else repeats
-    t64, r64 = timeit(lambda: hand_newton(data), reps)
-    t32, r32 = timeit(lambda: hand_newton(data, hess_dtype=torch.float32), reps)
+    reps, warm = (1, 0) if n * d >= 5e6 else (repeats, 1)
+    t64, r64 = timeit(lambda: hand_newton(data), reps, warm)
+    t32, r32 = timeit(lambda: hand_newton(data, hess_dtype=torch.float32), reps, warm)
     diff = float((flatten(r32.params) - flatten(r64.params)).abs().max())
     return [_row("mixed precision Newton", case, "Hessian float32, grad/solution float64", t32,
                  "all float64", t64, "same optimum (|g|<1e-8)", bool(r32.converged and diff < 1e-10),
@@ -450,7 +454,7 @@ def run(quick: bool = False, only: tuple[str, ...] = (), sizes: dict | None = No
     torch.manual_seed(0)
     out = {"machine": machine_info(), "quick": quick, "config": cfg, "rows": []}
     t0 = time.perf_counter()
-    rate = matmul_gflops()
+    rate = matmul_gflops(cfg.get("gflops_n", 1500))
     out["machine"].update(rate)
     log(f"matmul float64: torch {rate['torch_gflops']:.1f} GFLOP/s, numpy "
         f"{rate['numpy_gflops']:.1f} GFLOP/s")

@@ -1,0 +1,54 @@
+"""The benchmark runs at tiny sizes and writes a valid markdown table and JSON.
+
+No timing is asserted: only that every section ran, every registered model got a
+gradient row, and the numbers compared agree (the benchmark checks results, not only speed).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import bench
+from handgrad import registry
+from tests.conftest import invoke
+
+TINY = {"logistic": [(2_000, 5)], "hessian": (1_000, 5), "gradients": (300, 4),
+        "least_squares": (2_000, 5), "covariance": (2_000, 5), "mixed": (2_000, 5),
+        "repeats": 1, "autograd_newton": True, "gflops_n": 300}
+
+
+@pytest.mark.slow
+def test_bench_runs_every_section_and_writes_markdown_and_json(tmp_path):
+    res = bench.run(quick=True, sizes=TINY, log=lambda s: None)
+    md, js = bench.write(res, str(tmp_path))
+    data = json.loads(open(js).read())
+    assert data["machine"]["best_gflops"] > 0 and data["machine"]["cores"] >= 1
+    sections = {r["section"] for r in data["rows"]}
+    assert {"logistic Newton |g|<1e-8", "one Hessian", "gradient vs autograd",
+            "least squares closed form", "covariance MLE", "mixed precision Newton"} <= sections
+    assert not [r for r in data["rows"] if r.get("error")], [r for r in data["rows"] if r.get("error")]
+    grads = [r for r in data["rows"] if r["section"] == "gradient vs autograd"]
+    assert sorted(r["case"].split()[0] for r in grads) == sorted(registry.REGISTRY)
+    for r in grads:  # hand and autograd gradients agree wherever they were timed
+        assert r["max_diff"] < 1e-8, r
+    for r in data["rows"]:
+        if r.get("coef_max_diff") is not None and "handgrad" in r["ours"] and r["peer"] and \
+                "scikit-learn" in r["peer"]:
+            assert r["coef_max_diff"] < 1e-8, r
+    cov = next(r for r in data["rows"] if r["section"] == "covariance MLE")
+    assert cov["rel_diff"] <= 1e-12
+    text = open(md).read()
+    assert text.count("\n| ") == len(data["rows"]) + 1  # header + one line per row
+    assert "GFLOP/s" in text and "| comparison |" in text
+
+
+def test_cli_bench_quick_json(runner, tmp_path):
+    r, out = invoke(runner, "bench", "--quick", "--only", "covariance", "--only", "least_squares",
+                    "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert {row["section"] for row in out["rows"]} == {"covariance MLE", "least squares closed form"}
+    assert (tmp_path / "bench.md").exists() and json.loads((tmp_path / "bench.json").read_text())
+    r, _ = invoke(runner, "bench", "--only", "nonsense", "--out", tmp_path)
+    assert r.exit_code == 2
