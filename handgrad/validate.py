@@ -25,6 +25,8 @@ from handgrad.errors import UserError
 
 BIG = 1e10  # a column whose largest |value| exceeds this is reported as ill-scaled
 SPREAD = 1e12  # ... as is a largest/smallest column-magnitude ratio above this
+QUASI_TRIGGER = 15.0  # |logit| beyond which a fitted probability is within 3e-7 of 0 or 1
+QUASI_MAX_CELLS = 5_000_000  # the exact (linear-programming) test runs up to n * p cells
 
 
 def from_arrays(X, y=None, feature_names: list[str] | None = None, target: str = "y",
@@ -144,6 +146,8 @@ def separation(entry, params: dict, data: Data, hp: dict) -> str | None:
         return None
     noise = 64 * torch.finfo(Z.dtype).eps * (Z.abs().max().item() + 1.0)
     if margin.min().item() <= noise:
+        if Z.dim() == 1 and Z.abs().max().item() > QUASI_TRIGGER:
+            return _quasi_separation(params, data)
         return None
     wnorm = math.sqrt(sum(float((v.detach() ** 2).sum()) for k, v in params.items()
                           if k not in ("b", "mu")))
@@ -151,3 +155,40 @@ def separation(entry, params: dict, data: Data, hp: dict) -> str | None:
             f"(smallest margin {margin.min().item():.3g}), so the loss -> 0 as |w| -> inf and "
             f"the maximum-likelihood estimate does not exist (|w| = {wnorm:.4g} and growing); "
             "remedy: add an L2 penalty, e.g. --l2 1")
+
+
+def _quasi_separation(params: dict, data: Data) -> str | None:
+    """Quasi-complete separation of a binary target, decided exactly by a linear program:
+    is there a direction v = (w, b) with s_i a_i^T v >= 0 for every sample (s_i = +-1 the
+    class, a_i = (x_i, 1)) and sum_i s_i a_i^T v = 1?  Then moving along v never raises a
+    sample's loss and strictly lowers some, so the MLE does not exist (Albert & Anderson).
+    Run only when the fit already shows fitted probabilities at 0 or 1."""
+    from scipy.optimize import linprog
+
+    A = data.X.detach().to(torch.float64).cpu().numpy()
+    if "b" in params:
+        A = np.hstack([A, np.ones((A.shape[0], 1))])
+    if A.size > QUASI_MAX_CELLS:
+        return None
+    s = 2.0 * data.y.detach().to(torch.float64).cpu().numpy() - 1.0
+    col = np.abs(A).max(axis=0)
+    col[col == 0] = 1.0
+    SA = s[:, None] * (A / col)  # column scaling leaves feasibility unchanged
+    res = linprog(np.zeros(SA.shape[1]), A_ub=-SA, b_ub=np.zeros(len(s)),
+                  A_eq=SA.sum(axis=0, keepdims=True), b_eq=[1.0],
+                  bounds=[(None, None)] * SA.shape[1], method="highs")
+    if res.status != 0:
+        return None
+    m = SA @ res.x
+    top = np.abs(m).max()
+    if top == 0 or m.min() < -1e-10 * top:  # not within rounding of a true separator
+        return None
+    tied = int((m <= 1e-10 * top).sum())
+    names = list(data.feature_names) + (["intercept"] if "b" in params else [])
+    v = res.x / col
+    lead = names[int(np.argmax(np.abs(v) * col))]
+    return (f"quasi-complete separation: along a direction of the weights (led by {lead!r}) "
+            f"no sample is misclassified and {tied} of {data.n} stay on the boundary, so "
+            "the loss keeps falling as |w| -> inf and the maximum-likelihood estimate does "
+            "not exist (the fitted probabilities of the others are 0 or 1); remedy: add an "
+            "L2 penalty, e.g. --l2 1, or drop the separating column")

@@ -839,3 +839,38 @@ def test_every_output_file_goes_through_handgrad_io(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text('open("out.json", "w").write("{}")\nfig.savefig("p.png")\n')
     assert len(_direct_writes(str(probe))) == 2
+
+
+def _quasi_csv(tmp_path):
+    # x separates the classes except two samples at x = 0, one of each class
+    x = [v for v in np.linspace(-2, 2, 40) if abs(v) > 0.01]
+    rows = [[v, int(v > 0)] for v in x] + [[0.0, 0], [0.0, 1]]
+    return write_csv(tmp_path / "quasi.csv", ["x", "y"], rows)
+
+
+def test_quasi_complete_separation_detected_and_l2_converges(runner, tmp_path):
+    path = _quasi_csv(tmp_path)
+    r = run(runner, "fit", "logistic", "--data", path, "--target", "y")
+    assert r.exit_code == 1
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "quasi-complete separation" in err[0]
+    assert "2 of 42 stay on the boundary" in err[0] and "does not exist" in err[0]
+    assert "--l2" in err[0]
+    k = run(runner, "fit", "logistic", "--data", path, "--target", "y", "--l2", "1", "--json")
+    assert k.exit_code == 0 and json.loads(k.stdout)["converged"]
+
+
+def test_far_outlier_is_not_called_separated(runner, tmp_path):
+    """Probabilities at 0/1 for one far, correctly classified point trigger the exact
+    (linear-programming) test, which must find the classes overlapping elsewhere."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 2))
+    y = (X[:, 0] + 0.5 * rng.normal(size=80) > 0).astype(int)
+    X[0], y[0] = [40.0, 0.0], 1
+    path = write_csv(tmp_path / "o.csv", ["a", "b", "y"],
+                     [[a, b, t] for (a, b), t in zip(X.tolist(), y.tolist())])
+    out = app.fit("logistic", data_path=path, target="y")
+    assert out["converged"] and "separation" not in out
+    z = X @ np.array([out["coefficients"]["a"], out["coefficients"]["b"]]) + \
+        out["coefficients"]["intercept"]
+    assert np.abs(z).max() > validate.QUASI_TRIGGER  # the exact test did run
