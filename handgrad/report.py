@@ -53,7 +53,7 @@ def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict
 
 def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".",
            plots: bool = True, status=None, compare_max_iter: int = COMPARE_MAX_ITER,
-           fit_kw: dict | None = None) -> dict:
+           fit_kw: dict | None = None, check_seeds=(0, 1, 2)) -> dict:
     """Everything a page shows, as plain data.  ``fit_kw`` goes to every fit
     (:func:`handgrad.app.fit` options such as n_samples)."""
     fit_kw = dict(fit_kw or {})
@@ -65,7 +65,7 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
     rec["derivations"] = _guard(rec, "derivation", lambda: step_verdicts(entry, seed=seed))
     say(f"{model}: check")
     rec["check"] = _guard(rec, "check", lambda: app.check([model], device=device,
-                                                            seeds=(0, 1, 2)))
+                                                            seeds=tuple(check_seeds)))
     say(f"{model}: fit ({entry.model.DEFAULT_SOLVER})")
     rec["fit"] = _guard(rec, "fit", lambda: app.fit(model, seed=seed, device=device, **fit_kw))
     rec["compare"] = None
@@ -435,10 +435,10 @@ def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
 
 def write(model: str, out_dir: str, *, seed: int = 0, device: str = "auto", plots: bool = True,
           status=None, compare_max_iter: int = COMPARE_MAX_ITER,
-          fit_kw: dict | None = None) -> dict:
+          fit_kw: dict | None = None, check_seeds=(0, 1, 2)) -> dict:
     """Write <model>.md, <model>.html and <model>_convergence.png into ``out_dir``."""
     rec = gather(model, seed=seed, device=device, out_dir=out_dir, plots=plots, status=status,
-                 compare_max_iter=compare_max_iter, fit_kw=fit_kw)
+                 compare_max_iter=compare_max_iter, fit_kw=fit_kw, check_seeds=check_seeds)
     blocks = page(rec)
     md = os.path.join(out_dir, f"{model}.md")
     page_html = os.path.join(out_dir, f"{model}.html")
