@@ -324,7 +324,7 @@ def bench_gradients(n: int, d: int, repeats: int) -> list[dict]:
         x = flatten(params)
         fast = stream.fast_sums(entry, data, like, hp)
         if isinstance(fast, stream.LinearSums):  # what the solvers call: fused, no cache
-            hand = lambda fast=fast, x=x: fast.sums(x, need_g=True, need_H=False)[1]  # noqa: E731
+            hand = lambda fast=fast, x=x: fast.sums(x, need_H=False, need_f=False)[1]  # noqa: E731
             how = "hand (fused chunked pass)"
         else:
             hand = lambda entry=entry, data=data: entry.gradient(params, data, **hp)  # noqa: E731

@@ -42,14 +42,16 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
     return add_ridge(sandwich(data.X, w, "b" in params), l2, data.d)
 
 
-def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool = True):
+def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool = True,
+               value: bool = True):
     """The derivation per sample, l_i = (z_i - y_i)^2 with z = X w + b 1, for chunked sums.
 
-    Returns (l_i, dl/dz_i = 2 r_i, d^2l/dz_i^2 = 2); the chain rule through z gives
-    gradient() and hessian() (handgrad/stream.py sums them in chunks).
+    Returns (l_i, dl/dz_i = 2 r_i, d^2l/dz_i^2 = 2), None where not asked for; the chain
+    rule through z gives gradient() and hessian() (handgrad/stream.py sums them in chunks).
     """
     r = z - y
-    return r * r, 2.0 * r if grad or hess else None, torch.full_like(z, 2.0) if hess else None
+    return (r * r if value else None, 2.0 * r if grad or hess else None,
+            torch.full_like(z, 2.0) if hess else None)
 
 
 def _l2(hp, P, dP):

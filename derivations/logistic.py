@@ -47,13 +47,15 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
     return add_ridge(sandwich(data.X, weights(_z(params, data)), "b" in params), l2, data.d)
 
 
-def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool = True):
+def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool = True,
+               value: bool = True):
     """The derivation per sample, l_i = log(1 + e^{z_i}) - y_i z_i, for chunked sums.
 
-    Returns (l_i, dl/dz_i = p_i - y_i, d^2l/dz_i^2 = p_i (1 - p_i)); the chain rule through
-    z = X w + b 1 gives gradient() and hessian() (handgrad/stream.py sums them in chunks).
+    Returns (l_i, dl/dz_i = p_i - y_i, d^2l/dz_i^2 = p_i (1 - p_i)), None where not asked
+    for; the chain rule through z = X w + b 1 gives gradient() and hessian()
+    (handgrad/stream.py sums them in chunks).
     """
-    lz = torch.nn.functional.softplus(z) - y * z
+    lz = torch.nn.functional.softplus(z) - y * z if value else None
     e = torch.sigmoid(z) - y if grad or hess else None
     return lz, e, weights(z) if hess else None
 

@@ -340,8 +340,12 @@ class LinearSums:
         return self._H
 
     # the pass ---------------------------------------------------------------------------
-    def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True):
-        """One pass over the rows: (loss, flat gradient or None, Hessian or None)."""
+    def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True,
+             need_f: bool = True):
+        """One pass over the rows: (loss or None, flat gradient or None, Hessian or None).
+
+        ``need_f=False`` (gradient alone) skips the per-sample losses: a hand gradient
+        needs no forward value, where reverse-mode autograd must compute it first."""
         self.passes += 1
         d, p = self.d, self.p
         w = x[:d]
@@ -361,8 +365,9 @@ class LinearSums:
             z = X @ w
             if b is not None:
                 z = z + b
-            lz, e, h = self.per_sample(z, y, need_g, need_H)
-            f += lz.sum(dtype=torch.float64)
+            lz, e, h = self.per_sample(z, y, need_g, need_H, need_f)
+            if need_f:
+                f += lz.sum(dtype=torch.float64)
             if need_H and self.intercept:
                 # X^T [e, h] in one product: the gradient and the Hessian's intercept column
                 eh = X.T @ torch.stack([e, h], 1)
@@ -408,7 +413,7 @@ class LinearSums:
             if need_H:
                 idx = torch.arange(d, device=dev)
                 H[idx, idx] += self.l2
-        return f, g, H
+        return (f if need_f else None), g, H
 
 
 # ------------------------------------------------------------------ any model, in chunks
