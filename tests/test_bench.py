@@ -31,8 +31,8 @@ def test_bench_runs_every_section_and_writes_markdown_and_json(tmp_path):
     assert not [r for r in data["rows"] if r.get("error")], [r for r in data["rows"] if r.get("error")]
     grads = [r for r in data["rows"] if r["section"] == "gradient vs autograd"]
     assert sorted(r["case"].split()[0] for r in grads) == sorted(registry.REGISTRY)
-    for r in grads:  # hand and autograd gradients agree wherever they were timed
-        assert r["max_diff"] < 1e-8, r
+    for r in grads:  # hand and autograd gradients agree (relative) wherever they were timed
+        assert r["max_diff"] < 1e-10, r
     for r in data["rows"]:
         if r.get("coef_max_diff") is not None and "handgrad" in r["ours"] and r["peer"] and \
                 "scikit-learn" in r["peer"]:
