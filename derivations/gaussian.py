@@ -107,44 +107,44 @@ def dgradient(params, data, dparams, *, l2: float = 0.0, **_) -> dict[str, torch
         dG        = -Si dSigma Si + Si dSigma Si S_l Si + Si S_l Si dSigma Si - Si dS_mu Si
         d(dl/dmu) = 2 Si dSigma Si r + 2 Si dmu
         d(dl/dL)  = tril(2 dG L + 2 G dL)
-    """
+
+    The directions may carry a leading batch dimension (many directions at once)."""
     C = _chol(params)
-    eye = torch.eye(data.d, dtype=C.dtype, device=C.device)
     Si = torch.cholesky_inverse(C)
     Si = 0.5 * (Si + Si.T)
     S = _S(params, data, l2)
     dSig = _dSigma(params, dparams)
     out = {}
     r = _xbar_minus_mu(params, data)
+    A = Si @ dSig @ Si
+    dG = -A + A @ (S @ Si) + (Si @ S) @ A
     if "mu" in params:
         dmu = dparams["mu"]
-        out["mu"] = 2.0 * Si @ dSig @ Si @ r + 2.0 * Si @ dmu
-        dS = -(torch.outer(dmu, r) + torch.outer(r, dmu))
-    else:
-        dS = torch.zeros_like(eye)
-    A = Si @ dSig @ Si
-    dG = -A + A @ S @ Si + Si @ S @ A - Si @ dS @ Si
+        out["mu"] = 2.0 * (A @ r) + 2.0 * (dmu @ Si)  # Si symmetric: Si dmu = (dmu^T Si)^T
+        dS = -(dmu.unsqueeze(-1) * r + r.unsqueeze(-1) * dmu.unsqueeze(-2))
+        dG = dG - Si @ dS @ Si
     if "L" in params:
         L, dL = torch.tril(params["L"]), torch.tril(dparams["L"])
         out["L"] = torch.tril(2.0 * dG @ L + 2.0 * _G(params, data, l2) @ dL)
     else:
-        out["Sigma"] = 0.5 * (dG + dG.T)
+        out["Sigma"] = 0.5 * (dG + dG.mT)
     return {k: out[k] for k in params}
 
 
 def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
     """The matrix of :func:`dgradient` over the parameters flattened in dict order (mu,
-    then Sigma or L row-major): column j is d(grad) along the j-th unit direction.
-    Entries above the diagonal of L are not read by the loss: their rows and columns are 0."""
-    from handgrad.params import flatten, unflatten
-
-    x = flatten(params)
-    cols = []
-    for j in range(x.numel()):
-        e = torch.zeros_like(x)
-        e[j] = 1.0
-        cols.append(flatten(dgradient(params, data, unflatten(e, params), l2=l2)))
-    H = torch.stack(cols, dim=1)
+    then Sigma or L row-major): column j is d(grad) along the j-th unit direction (all
+    directions in one batched pass).  Entries above the diagonal of L are not read by the
+    loss: their rows and columns are 0."""
+    x = torch.cat([v.reshape(-1) for v in params.values()])
+    n = x.numel()
+    E = torch.eye(n, dtype=x.dtype, device=x.device)
+    dirs, i = {}, 0
+    for k, v in params.items():
+        dirs[k] = E[:, i:i + v.numel()].reshape(n, *v.shape)
+        i += v.numel()
+    out = dgradient(params, data, dirs, l2=l2)
+    H = torch.cat([out[k].reshape(n, -1) for k in params], dim=1).T  # column j: direction j
     return 0.5 * (H + H.T)
 
 
@@ -161,8 +161,8 @@ def _dSigma(P, dP):
     """The direction in Sigma: symmetrised (the convention), or dL L^T + L dL^T."""
     if "L" in P:
         L, dL = torch.tril(P["L"]), torch.tril(dP["L"])
-        return dL @ L.T + L @ dL.T
-    return 0.5 * (dP["Sigma"] + dP["Sigma"].T)
+        return dL @ L.T + L @ dL.mT
+    return 0.5 * (dP["Sigma"] + dP["Sigma"].mT)
 
 
 def _dmu_term(P, D, dP):
