@@ -20,7 +20,18 @@ from handgrad.params import flatten, unflatten
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory (ru_maxrss is in KiB on Linux)."""
+    """This process's peak resident memory in MiB.
+
+    /proc/self/status VmHWM where it exists: ru_maxrss survives execve, so a process
+    started by one that had touched a large file would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
