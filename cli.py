@@ -249,13 +249,6 @@ FIT_OPTIONS = [
                  help="Under torchrun: each process fits its rows, sums are all-reduced."),
     click.option("--hessian-dtype", type=click.Choice(["float64", "float32"]), default=None,
                  help="Form the Newton Hessian in float32 (gradient, solution stay float64)."),
-    click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
-                 help="Sum loss/gradient/Hessian over row chunks of this size; .npy/.npz "
-                      "data is then streamed from disk (memory O(chunk*d + d^2))."),
-    click.option("--distributed", is_flag=True,
-                 help="Under torchrun: each process fits its rows, sums are all-reduced."),
-    click.option("--hessian-dtype", type=click.Choice(["float64", "float32"]), default=None,
-                 help="Form the Newton Hessian in float32 (gradient, solution stay float64)."),
     click.option("--hidden", type=click.IntRange(min=1), default=None,
                  help="two_layer: hidden units (default 32)."),
     click.option("--activation", type=click.Choice(["sigmoid", "tanh", "relu"]), default=None,
@@ -313,8 +306,6 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
                                            ("lr", lr)) if v is not None})
     out = app.fit(model, solver="newton" if newton else solver, autograd=autograd,
                   progress=term.enabled(as_json), **fit_kw)
-    if (out.get("distributed") or {}).get("rank", 0):  # under torchrun only rank 0 prints
-        return 0 if out["converged"] else 1
     if (out.get("distributed") or {}).get("rank", 0):  # under torchrun only rank 0 prints
         return 0 if out["converged"] else 1
     if compare:
@@ -437,34 +428,6 @@ def _check_config_values(ctx, cfg: dict, path: str) -> str | None:
         except click.BadParameter as exc:
             return f"{path}: key {key!r}: {exc.message}"
     return None
-
-
-@main.command("bench")
-@click.option("--quick", is_flag=True, help="Small sizes (seconds); default: the issue's sizes.")
-@click.option("--out", "out_dir", default="benchmarks/results", show_default=True,
-              help="Folder for bench.md (markdown table) and bench.json.")
-@click.option("--only", multiple=True, help="Run only these sections (repeatable): machine, "
-              "logistic, hessian, gradients, least_squares, covariance, mixed.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads for torch and numpy's BLAS (1 is fair on a loaded machine).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@command
-def bench_cmd(quick, out_dir, only, threads, as_json):
-    """Time hand derivatives against autograd and peers; write a markdown table and JSON."""
-    from benchmarks import bench
-
-    bad = [s for s in only if s not in bench.SECTIONS]
-    if bad:
-        raise UserError(f"--only {bad[0]!r}: choose from {', '.join(bench.SECTIONS)}.")
-    res = bench.run(quick, tuple(only), threads=threads,
-                    log=lambda s: click.echo(s, err=True))
-    md, js = bench.write(res, out_dir)
-    res["files"] = {"markdown": md, "json": js}
-    if as_json:
-        emit_json(res)
-    else:
-        click.echo(bench.markdown(res) + f"\nwritten: {md}, {js}")
-    return 0
 
 
 @main.command("bench")
