@@ -12,7 +12,7 @@ from handgrad import checker, inference, registry, solvers, term, validate
 from handgrad.data import Data, load
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.params import flatten
+from handgrad.params import flatten, unflatten
 
 
 def _tolist(t: torch.Tensor):
@@ -74,7 +74,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
     data, test = _split(entry, data, test_fraction, seed)  # a seeded held-out set, or None
     transform = None
     if standardize:  # fit on standardized columns; inference maps back to the original scale
-        data, transform = inference.standardize(data, intercept)
+        data, transform = inference.standardize(data, intercept, maps_back=inference.has_table(entry))
     validate.check_dtype_range(data, dt)
     scale = validate.scale_problem(data)
     params0 = entry.model.init_params(data, intercept=intercept, seed=seed, **hp)
@@ -132,6 +132,8 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         summ = None if separated else inference.summary(
             entry, res.params, data, hp, extra, out["warnings"], transform=transform,
             iterations=res.iterations)
+        if summ is not None and not res.converged:
+            _withhold_inference(summ, out["warnings"], res.message)
         if summ is not None:  # the statistics-package table (handgrad/inference.py)
             out["summary"] = summ
             out["coefficients"] = {r["term"]: r["coef"] for r in summ["terms"]}
@@ -156,27 +158,17 @@ def std_errors(entry, params, data, hp, extra, warns):
         return entry.model.std_errors(params, data, extra)
     if not getattr(entry.model, "LIKELIHOOD", False) or not entry.has_hessian:
         return None
-    H = entry.hessian(params, data, **hp)
-    L, info = torch.linalg.cholesky_ex(H)
-    cond = math.inf
-    if int(info) == 0 and bool(torch.isfinite(H).all()):
-        # conditioning of the correlation-scaled Hessian: column units do not count
-        s = H.diagonal().clamp_min(torch.finfo(H.dtype).tiny).rsqrt()
-        cond = torch.linalg.cond(H * s.unsqueeze(0) * s.unsqueeze(1)).item()
-    if int(info) != 0 or not math.isfinite(cond) or cond > 1e14:
-        msg = ("standard errors withheld: the Hessian at the optimum is singular or nearly "
-               f"so (condition {cond:.2g}); collinear or constant columns? Remedy: drop the "
-               "redundant column or pass --l2 > 0")
-        warns.append(msg)
-        warnings.warn(msg, HandgradWarning, stacklevel=2)
-        return None
-    cov = torch.cholesky_inverse(L)
-    se = cov.diagonal().sqrt()
-    out, i = {}, 0
-    for k, v in params.items():
-        out[k] = se[i: i + v.numel()].reshape(v.shape)
-        i += v.numel()
-    return out
+    cov = inference.likelihood_covariance(entry, params, data, hp, warns)
+    return None if cov is None else unflatten(cov.diagonal().sqrt().to(params["w"].dtype), params)
+
+
+def _withhold_inference(summ: dict, warns: list[str], why: str) -> None:
+    """Standard errors, tests and intervals only mean something at the optimum."""
+    for row in summ["terms"]:
+        row.update(std_err=None, stat=None, p_value=None, ci_low=None, ci_high=None)
+    msg = f"standard errors withheld: the fit did not reach the optimum ({why})"
+    warns.append(msg)
+    warnings.warn(msg, HandgradWarning, stacklevel=2)
 
 
 def _named(params, names) -> dict:

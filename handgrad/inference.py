@@ -34,9 +34,11 @@ LEVEL = 0.95
 
 # --- standardization ---------------------------------------------------------------------
 
-def standardize(data: Data, intercept: bool) -> tuple[Data, dict]:
+def standardize(data: Data, intercept: bool, maps_back: bool = True) -> tuple[Data, dict]:
     """Columns to mean 0 and standard deviation 1 (scaled only, not centred, without an
-    intercept: centring would change a no-intercept model).  Returns (data, transform)."""
+    intercept: centring would change a no-intercept model).  Returns (data, transform).
+    ``maps_back``: whether the summary maps the coefficients back to the original scale
+    (models with a coefficient table); otherwise the note says they stay standardized."""
     X = data.X
     mean = X.mean(0) if intercept else X.new_zeros(data.d)
     sd = (X - mean).pow(2).mean(0).sqrt() if intercept else X.pow(2).mean(0).sqrt()
@@ -45,10 +47,11 @@ def standardize(data: Data, intercept: bool) -> tuple[Data, dict]:
         names = ", ".join(repr(data.feature_names[j]) for j in zero[:5])
         raise UserError(f"--standardize: column(s) {names} are constant (standard deviation 0); "
                         "drop them (with an intercept they are collinear with it).")
-    note = ("features standardized (mean 0, sd 1) for the fit; coefficients are reported on "
-            "the original scale" if intercept else
-            "features scaled to root-mean-square 1 (not centred: no intercept) for the fit; "
-            "coefficients are reported on the original scale")
+    where = ("coefficients are reported on the original scale" if maps_back else
+             "parameters are reported on the standardized scale (new data must be "
+             "transformed the same way)")
+    note = (f"features standardized (mean 0, sd 1) for the fit; {where}" if intercept else
+            f"features scaled to root-mean-square 1 (not centred: no intercept) for the fit; {where}")
     out = replace(data, X=(X - mean) / sd, notes=[*data.notes, note])
     return out, {"mean": mean, "scale": sd, "centred": intercept}
 
@@ -71,11 +74,15 @@ def to_original(theta: torch.Tensor, cov: torch.Tensor | None, transform: dict,
 # --- covariances ---------------------------------------------------------------------------
 
 def likelihood_covariance(entry, params, data: Data, hp: dict, warns: list[str]):
-    """H^-1 at the optimum by Cholesky; None (with a warning) when H is (nearly) singular.
+    """H^-1 at the optimum, H the hand-derived Hessian; see covariance_from_hessian."""
+    return covariance_from_hessian(entry.hessian(params, data, **hp), warns)
 
-    Singularity is judged on the correlation-scaled Hessian, so column units do not count
-    (the same rule as handgrad.app.std_errors)."""
-    H = entry.hessian(params, data, **hp).to(torch.float64)
+
+def covariance_from_hessian(H: torch.Tensor, warns: list[str]):
+    """H^-1 by Cholesky; None (with a warning) when H is (nearly) singular.
+
+    Singularity is judged on the correlation-scaled Hessian, so column units do not count."""
+    H = H.to(torch.float64)
     L, info = torch.linalg.cholesky_ex(H)
     cond = math.inf
     if int(info) == 0 and bool(torch.isfinite(H).all()):
@@ -93,6 +100,12 @@ def likelihood_covariance(entry, params, data: Data, hp: dict, warns: list[str])
 
 # --- the summary ---------------------------------------------------------------------------
 
+def has_table(entry) -> bool:
+    """Whether summary() gives this model a coefficient table (least squares, likelihoods)."""
+    return hasattr(entry.model, "covariance") or (
+        getattr(entry.model, "LIKELIHOOD", False) and entry.has_hessian)
+
+
 def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], *,
             transform: dict | None = None, iterations: int | None = None) -> dict | None:
     """The coefficient table and fit statistics, JSON-ready; None for models without a
@@ -103,6 +116,8 @@ def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], 
     model = entry.model
     names = list(data.feature_names) + (["intercept"] if intercept else [])
     theta = flatten(params).detach().cpu().to(torch.float64)  # the table is small: CPU
+    if not has_table(entry):
+        return None
     is_ls = hasattr(model, "covariance")
     out: dict = {"scale": "original", "level": LEVEL}
     if is_ls:
