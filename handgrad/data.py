@@ -377,3 +377,13 @@ def train_test_split(data: Data, fraction: float, seed: int = 0,
         raise UserError(f"--test-fraction {fraction} leaves an empty {side} set with {n} rows.")
     dev = data.X.device
     return data.rows(train_idx.to(dev)), data.rows(test_idx.to(dev))
+
+
+def prepare_class_labels(data: Data) -> Data:
+    """A multi-class model's ``prepare``: labels to int64 0..K-1 (re-encoding other values
+    and one-hot rows, and saying so in data.notes)."""
+    y, _, note = class_labels(data.y, data.target or "y")
+    if note:
+        data.notes.append(note)
+    data.y = y
+    return data

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from handgrad.data import Data, class_labels
+from handgrad.data import Data, prepare_class_labels
 
 NAME = "softmax"
 TITLE = "Softmax regression"
@@ -64,13 +64,7 @@ def loss(params, data: Data, *, l2: float = 0.0, **_) -> torch.Tensor:
     return out
 
 
-def prepare(data: Data) -> Data:
-    """Labels to int64 0..K-1 (re-encoding other values, and one-hot rows, and saying so)."""
-    y, classes, note = class_labels(data.y, data.target or "y")
-    if note:
-        data.notes.append(note)
-    data.y = y
-    return data
+prepare = prepare_class_labels  # labels to int64 0..K-1, re-encoding said in data.notes
 
 
 def predict_proba(params, data: Data) -> torch.Tensor:

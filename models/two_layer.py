@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from handgrad.data import Data, class_labels
+from handgrad.data import Data, prepare_class_labels
 from handgrad.errors import UserError
 
 NAME = "two_layer"
@@ -105,13 +105,7 @@ def init_params(data: Data, *, intercept: bool = True, hidden: int | None = None
     return p
 
 
-def prepare(data: Data) -> Data:
-    """Labels to int64 0..K-1 (re-encoding other values, and one-hot rows, and saying so)."""
-    y, _, note = class_labels(data.y, data.target or "y")
-    if note:
-        data.notes.append(note)
-    data.y = y
-    return data
+prepare = prepare_class_labels  # labels to int64 0..K-1, re-encoding said in data.notes
 
 
 def evaluate(params, data: Data, *, activation: str = DEFAULT_ACTIVATION, **_) -> dict:
