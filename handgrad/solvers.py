@@ -249,14 +249,15 @@ def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = No
         g_new = None
         for _ in range(max_halvings):
             f_new = obj.value(x - t * g)
-            if _finite(f_new) and f_new.item() <= f.item() - 1e-4 * t * gg:
-                break
-            if _finite(f_new) and abs(f_new.item() - f.item()) <= noise:
-                # the decrease is below what f can resolve: judge the step by the gradient
-                # (for a convex f, g(x - t g).g >= 0 means t has not passed the line minimum,
-                # so f decreased)
+            change = f_new.item() - f.item() if _finite(f_new) else math.inf
+            if change < -noise and change <= -1e-4 * t * gg:
+                break  # Armijo, with a decrease f can resolve
+            if abs(change) <= noise:
+                # the change is below what f can resolve (an Armijo "success" here may be
+                # rounding): judge the step by the gradient norm instead, which for
+                # t < 2/L contracts along -g
                 g_new = obj.grad(x - t * g)
-                if (g_new @ g).item() >= 0:
+                if g_new.norm().item() < gnorm:
                     break
                 g_new = None
             t *= 0.5
