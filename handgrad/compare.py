@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 
 from handgrad import app, registry, solvers, term
 from handgrad.device import resolve_dtype
-from handgrad.errors import UserError
+from handgrad.errors import HandgradWarning, UserError
 from handgrad.params import unflatten
 from handgrad.solvers import FitResult, Objective, default_tol
 
@@ -98,6 +99,14 @@ def iterative_solvers(entry) -> list[str]:
     return out
 
 
+def _quiet_fit(model, **kw) -> dict:
+    """A comparison run: its warnings stay in its own result (the table shows its outcome)
+    instead of reaching the terminal as if they were about the user's fit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HandgradWarning)
+        return app.fit(model, **kw)
+
+
 def _summary(solver: str, derivatives: str, res: dict) -> dict:
     return {"solver": solver, "label": LABELS.get(solver, solver), "derivatives": derivatives,
             "converged": res["converged"], "iterations": res["iterations"],
@@ -130,7 +139,7 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
         if status:
             status(s)
         reuse = done is not None and done.get("solver") == s and done.get("derivatives") == "hand"
-        res = done if reuse else app.fit(model, solver=s, progress=progress, **fit_kw)
+        res = done if reuse else _quiet_fit(model, solver=s, progress=progress, **fit_kw)
         runs.append(_summary(s, "hand", res))
     if status:
         status("lbfgs")
@@ -138,7 +147,7 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
     # autograd derivatives and L-BFGS in place of the named solver
     host = "gd" if "gd" in entry.solvers else (iterative_solvers(entry) or [None])[0]
     if host is not None:
-        ref = app.fit(model, solver=host, autograd=True, progress=False, solver_fn=_lbfgs_fn(
+        ref = _quiet_fit(model, solver=host, autograd=True, progress=False, solver_fn=_lbfgs_fn(
             progress, fit_kw.get("tol")), **fit_kw)
         runs.append(_summary("lbfgs", "autograd", ref))
     best = min((r["loss"] for r in runs if math.isfinite(r["loss"])), default=float("nan"))
