@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from handgrad import registry, solvers, stream  # noqa: E402
+from handgrad import io, registry, solvers, stream  # noqa: E402
 from handgrad.data import Data  # noqa: E402
 from handgrad.params import flatten, unflatten  # noqa: E402
 
@@ -531,10 +531,8 @@ def markdown(result: dict) -> str:
 def write(result: dict, out_dir: str) -> tuple[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     md, js = os.path.join(out_dir, "bench.md"), os.path.join(out_dir, "bench.json")
-    with open(md, "w") as fh:
-        fh.write(markdown(result))
-    with open(js, "w") as fh:
-        json.dump(_clean(result), fh, indent=2)
+    io.write_text(md, markdown(result))  # whole or not at all (temporary file + rename)
+    io.write_json(js, _clean(result))
     return md, js
 
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from handgrad import distributed, registry, solvers, stream
+from handgrad import distributed, inference, registry, solvers, stream
 from handgrad.data import Data
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import UserError
@@ -181,12 +181,8 @@ def _std_errors(entry, obj, x, params, warns):
     if getattr(obj.fast, "hess_dtype", None) is not None:
         obj.fast.hess_dtype = None  # standard errors from the float64 Hessian
         obj.fast._H = None
-    H = obj.hess(x).to(torch.float64)
-    L, info = torch.linalg.cholesky_ex(H)
-    if int(info) != 0:
-        warns.append("standard errors withheld: the Hessian at the optimum is singular")
-        return None
-    return torch.cholesky_inverse(L).diagonal().sqrt().cpu()
+    cov = inference.covariance_from_hessian(obj.hess(x), warns)
+    return None if cov is None else cov.diagonal().sqrt().cpu()
 
 
 def echo_main(ctx_out: dict) -> bool:
