@@ -551,7 +551,8 @@ def least_squares(rows: Rows, *, intercept: bool = True, l2: float = 0.0,
     give Householder-QR accuracy (about kappa * eps) while kappa^2 * eps is small
     (Bjorck, Numerical Methods for Least Squares Problems, sec. 2.5.4).  Otherwise (or
     if Cholesky fails) it falls back to Householder QR: in one piece for tensors in
-    memory, chunked (TSQR: QR of [R; next chunk]) for files.
+    memory, chunked (TSQR: QR of [R; next chunk]) for files; with fallback="none" it
+    returns (None, None, info) instead, for callers with their own accurate solver.
 
     Returns (theta, R with R^T R = A^T A (+ ridge), info dict: method, cond, passes).
     """
@@ -585,6 +586,8 @@ def least_squares(rows: Rows, *, intercept: bool = True, l2: float = 0.0,
     if int(info) == 0 and bool(torch.isfinite(Rs).all()):
         kappa = float(torch.linalg.cond(Rs))
     if kappa > max_cond:
+        if fallback == "none":  # the caller has its own accurate solver for this case
+            return None, None, {"method": None, "cond": kappa, "passes": 1}
         theta, R = _householder(rows, intercept, l2, chunk_rows)
         return theta, R, {"method": "householder", "cond": kappa, "passes": 2}
     R = Rs / scale.unsqueeze(0)  # R^T R = G

@@ -225,3 +225,30 @@ def test_longley_matches_nist_certified_values(runner):
                        "--solver", "normal", "--json")
     est = np.array([normal["coefficients"][k] for k in names])
     assert digits(est, np.array([LONGLEY_COEF[k] for k in names])) < 9
+
+
+def test_tall_well_conditioned_designs_take_cholesky_qr_and_match_householder():
+    """n >= FAST_ROWS: the fast path (corrected semi-normal equations) agrees with Householder
+    QR to ~1e-13 and gives the same standard errors; an ill-conditioned tall design does
+    not take it (the scaled QR + refinement runs instead)."""
+    import models.least_squares as ls
+    from handgrad.data import Data
+
+    g = torch.Generator().manual_seed(7)
+    n, d = ls.FAST_ROWS, 6
+    X = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.logspace(-2, 2, d, dtype=torch.float64)
+    noise = 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    y = X @ torch.randn(d, generator=g, dtype=torch.float64) + noise
+    data = Data(X, y)
+    fast, e_fast = ls.closed_form(data, intercept=True)
+    assert e_fast["solver"].startswith("cholesky-qr")
+    ref, e_ref = ls.closed_form(data, intercept=True, method="qr")
+    a = torch.cat([fast["w"], fast["b"].reshape(1)])
+    b = torch.cat([ref["w"], ref["b"].reshape(1)])
+    assert ((a - b).abs() / b.abs()).max() < 1e-11
+    se_fast, se_ref = ls.std_errors(fast, data, e_fast), ls.std_errors(ref, data, e_ref)
+    assert ((se_fast["w"] - se_ref["w"]).abs() / se_ref["w"]).max() < 1e-10
+    # nearly collinear columns: condition far above FAST_MAX_COND, so no fast path
+    X2 = torch.cat([X, X[:, :1] + 1e-7 * X[:, 1:2]], dim=1)
+    _, e_ill = ls.closed_form(Data(X2, y), intercept=True)
+    assert "solver" not in e_ill and e_ill["condition"] > ls.FAST_MAX_COND
