@@ -44,6 +44,17 @@ def dactivation(A: torch.Tensor, name: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def _backprop_activation(G: torch.Tensor, A: torch.Tensor, H: torch.Tensor,
+                         name: str) -> torch.Tensor:
+    """G o sigma'(A), in place on G, reusing H = sigma(A) from the forward pass:
+    tanh' = 1 - H^2 (as G - (G o H) o H), sigmoid' = H o sigmoid(-A) (accurate at large |A|)."""
+    if name == "tanh":
+        return G.addcmul_(G * H, H, value=-1.0)
+    if name == "sigmoid":
+        return G.mul_(H).mul_(torch.sigmoid(-A))
+    return G.mul_(dactivation(A, name))
+
+
 def _act(name):
     return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name]
 
@@ -56,17 +67,21 @@ def _Y(P, D):
 
 def _forward(P, D, act):
     X = D.X.T
-    A1 = P["W1"] @ X + (P["b1"].unsqueeze(1) if "b1" in P else 0.0)
+    A1 = torch.addmm(P["b1"].unsqueeze(1), P["W1"], X) if "b1" in P else P["W1"] @ X
     H1 = _act(act)(A1)
-    A2 = P["W2"] @ H1 + (P["b2"].unsqueeze(1) if "b2" in P else 0.0)
+    A2 = torch.addmm(P["b2"].unsqueeze(1), P["W2"], H1) if "b2" in P else P["W2"] @ H1
     return X, A1, H1, A2
 
 
 def gradient(params, data, *, l2: float = 0.0, activation: str = "tanh",
              **_) -> dict[str, torch.Tensor]:
     X, A1, H1, A2 = _forward(params, data, activation)
-    G2 = torch.softmax(A2, dim=0) - _Y(params, data)  # dl/dA2, (K, N)
-    G1 = (params["W2"].T @ G2) * dactivation(A1, activation)  # dl/dA1, (h, N)
+    G2 = torch.softmax(A2, dim=0)  # becomes dl/dA2 = softmax(A2) - Y, (K, N), in place:
+    if data.y.dim() == 2:
+        G2 -= data.y.to(G2.dtype).T
+    else:  # subtract the one-hot columns without forming Y
+        G2[data.y.long(), torch.arange(G2.shape[1], device=G2.device)] -= 1.0
+    G1 = _backprop_activation(params["W2"].T @ G2, A1, H1, activation)  # dl/dA1, (h, N)
     g = {"W1": G1 @ X.T, "W2": G2 @ H1.T}
     if l2:
         g["W1"] = g["W1"] + l2 * params["W1"]
