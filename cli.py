@@ -348,9 +348,14 @@ def _print_fit(out):
         click.echo(term.table(["iter", "loss", "|grad|", "step"],
                               [[h["iteration"], f"{h['loss']:.15g}", f"{h['grad_norm']:.3e}",
                                 f"{h['step']:.3g}"] for h in out["history"]], indent=0))
-    status = "converged" if out["converged"] else "NOT converged"
-    click.echo(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
-               f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
+    if out["solver"] in ("sgd", "adam") and out["converged"]:
+        # stochastic: no gradient-norm test at the default tolerance; say what happened
+        click.echo(f"finished {out['iterations']} epochs ({out['message']}), "
+                   f"{out['seconds']:.3f} s: loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
+    else:
+        status = "converged" if out["converged"] else "NOT converged"
+        click.echo(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
+                   f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
     if "summary" in out:  # the statistics-package table (handgrad/inference.py)
         click.echo("")
         for line in inference.format_summary(out["summary"], out.get("true_params")):
