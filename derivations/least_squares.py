@@ -50,7 +50,8 @@ def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool =
     rule through z gives gradient() and hessian() (handgrad/stream.py sums them in chunks).
     """
     r = z - y
-    return (r * r if value else None, 2.0 * r if grad or hess else None,
+    lz = r * r if value else None
+    return (lz, r.mul_(2.0) if grad or hess else None,  # r is ours: doubled in place
             torch.full_like(z, 2.0) if hess else None)
 
 

@@ -52,8 +52,16 @@ def _Y(P, D):
 
 
 def _Z(P, D):
-    Z = D.X @ P["W"].T
-    return Z + P["b"] if "b" in P else Z
+    return torch.addmm(P["b"], D.X, P["W"].T) if "b" in P else D.X @ P["W"].T
+
+
+def _residual(P, D):
+    """P - Y in place on the softmax, subtracting the labels by index (Y never formed)."""
+    E = torch.softmax(_Z(P, D), dim=1)
+    if D.y.dim() == 2:
+        return E.sub_(D.y.to(E.dtype))
+    E[torch.arange(E.shape[0], device=E.device), D.y.long()] -= 1.0
+    return E
 
 
 def _dZ(P, D, dP):
@@ -62,7 +70,7 @@ def _dZ(P, D, dP):
 
 
 def gradient(params, data, *, l2: float = 0.0, **_) -> dict[str, torch.Tensor]:
-    E = torch.softmax(_Z(params, data), dim=1) - _Y(params, data)  # P - Y, (n, K)
+    E = _residual(params, data)  # P - Y, (n, K)
     g = {"W": E.T @ data.X}
     if l2:
         g["W"] = g["W"] + l2 * params["W"]

@@ -362,9 +362,7 @@ class LinearSums:
         for _, X, y in self.rows.chunks(self.chunk_rows):
             if X.dtype != dt:
                 X = X.to(dt)
-            z = X @ w
-            if b is not None:
-                z = z + b
+            z = torch.addmv(b, X, w) if b is not None else X @ w
             lz, e, h = self.per_sample(z, y, need_g, need_H, need_f)
             if need_f:
                 f += lz.sum(dtype=torch.float64)
