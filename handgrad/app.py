@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
@@ -55,14 +54,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
                          distributed_run=distributed_run, hessian_dtype=hessian_dtype,
                          callback=callback)
     entry = registry.get(model)
-    solver = solver or entry.model.DEFAULT_SOLVER
-    if solver not in entry.solvers:
-        raise UserError(f"Solver {solver!r} is not available for {model}; "
-                        f"choose from: {', '.join(entry.solvers)}.")
-    if solver == "newton" and not entry.has_hessian:
-        raise UserError(f"{model} has no hand-derived Hessian; use --solver gd.")
-    if l2 < 0 or not math.isfinite(l2):
-        raise UserError(f"--l2 must be a finite number >= 0; got {l2}.")
+    solver = validate.fit_choice(entry, solver, l2)
     validate.check_tol(tol)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     set_tf32(tf32)

@@ -5,14 +5,13 @@ any of these is asked for; the output has the same core keys as ``app.fit``'s.
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import time
 
 import torch
 
-from handgrad import distributed, inference, registry, solvers, stream
+from handgrad import distributed, inference, registry, solvers, stream, validate
 from handgrad.data import Data
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import UserError
@@ -78,16 +77,9 @@ def fit(model: str, *, solver: str | None = None, data_path=None, target=None, f
         chunk_rows: int | None = None, distributed_run: bool = False,
         hessian_dtype: str | None = None, callback=None, **_ignored) -> dict:
     entry = registry.get(model)
-    solver = solver or entry.model.DEFAULT_SOLVER
-    if solver not in entry.solvers:
-        raise UserError(f"Solver {solver!r} is not available for {model}; "
-                        f"choose from: {', '.join(entry.solvers)}.")
-    if solver == "newton" and not entry.has_hessian:
-        raise UserError(f"{model} has no hand-derived Hessian; use --solver gd.")
+    solver = validate.fit_choice(entry, solver, l2)
     if solver not in ("newton", "gd", "closed"):
         raise UserError(f"--solver {solver} does not run in chunks; use newton, gd or closed.")
-    if l2 < 0 or not math.isfinite(l2):
-        raise UserError(f"--l2 must be a finite number >= 0; got {l2}.")
     if chunk_rows is not None and chunk_rows < 1:
         raise UserError(f"--chunk-rows must be >= 1; got {chunk_rows}.")
     hdt = resolve_dtype(hessian_dtype) if hessian_dtype else None

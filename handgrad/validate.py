@@ -192,3 +192,17 @@ def _quasi_separation(params: dict, data: Data) -> str | None:
             "the loss keeps falling as |w| -> inf and the maximum-likelihood estimate does "
             "not exist (the fitted probabilities of the others are 0 or 1); remedy: add an "
             "L2 penalty, e.g. --l2 1, or drop the separating column")
+
+
+def fit_choice(entry, solver: str | None, l2: float) -> str:
+    """The solver a fit runs (the model's default when None), checked against the model,
+    and the L2 penalty checked: one rule for in-memory and chunked/distributed fits."""
+    solver = solver or entry.model.DEFAULT_SOLVER
+    if solver not in entry.solvers:
+        raise UserError(f"Solver {solver!r} is not available for {entry.name}; "
+                        f"choose from: {', '.join(entry.solvers)}.")
+    if solver == "newton" and not entry.has_hessian:
+        raise UserError(f"{entry.name} has no hand-derived Hessian; use --solver gd.")
+    if l2 < 0 or not math.isfinite(l2):
+        raise UserError(f"--l2 must be a finite number >= 0; got {l2}.")
+    return solver

@@ -53,3 +53,12 @@ def no_matplotlib(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: torch's thread pool only adds overhead (and noise on a loaded box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -39,7 +39,8 @@ def test_least_squares_values_by_hand():
     # r = Xw - y = [0, 2]; l = 4; grad = 2 X^T r = [12, 16]; H = 2 X^T X
     assert registry.get("least_squares").loss(P, data).item() == 4.0
     assert dls.gradient(P, data)["w"].tolist() == [12.0, 16.0]
-    torch.testing.assert_close(dls.hessian(P, data), torch.tensor([[20.0, 28.0], [28.0, 40.0]], dtype=torch.float64))
+    H = torch.tensor([[20.0, 28.0], [28.0, 40.0]], dtype=torch.float64)  # 2 X^T X
+    torch.testing.assert_close(dls.hessian(P, data), H)
 
 
 def test_logistic_values_by_hand():

@@ -28,12 +28,7 @@ WINE = os.path.join(ROOT, "data", "wine.csv")
 MEASUREMENTS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problems(seed):

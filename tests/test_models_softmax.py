@@ -22,13 +22,7 @@ from tests.conftest import invoke
 ENTRY = registry.get("softmax")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: torch's thread pool only adds overhead (and noise on a loaded box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problems(seed):

@@ -24,12 +24,7 @@ ENTRY = registry.get("two_layer")
 DIGITS = os.path.join(ROOT, "data", "digits.csv")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problems(seed):
