@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import types
@@ -323,11 +324,14 @@ def test_cli_run_flags_override_file(runner, tmp_path):
     assert r.exit_code == 0 and out["dtype"] == "float32"
 
 
-def test_gpu_config_is_valid_and_asks_for_cuda():
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/*_gpu.toml")))
+def test_gpu_configs_ask_for_cuda_and_run_on_cpu_when_overridden(runner, path):
     from cli import _fit_key_types
     from handgrad import config
-    cfg = config.load("configs/logistic_newton_gpu.toml", _fit_key_types())
-    assert cfg["device"] == "cuda"
+    assert config.load(path, _fit_key_types())["device"] == "cuda"
+    r, out = invoke(runner, "run", path, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert out["device"] == "cpu"
 
 
 def test_json_output_is_one_object(runner):
