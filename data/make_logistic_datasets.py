@@ -20,25 +20,16 @@ round trip); rerunning the script rewrites the same bytes.
 
 from __future__ import annotations
 
-import csv
 import os
+import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _num(v) -> str:
-    v = float(v)
-    return str(int(v)) if v == int(v) else repr(v)
+from make_datasets import _num, _write  # the same CSV writer (run from data/ or its parent)
 
 
-def _write(name: str, header: list[str], rows) -> None:
-    path = os.path.join(HERE, name)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        for r in rows:
-            w.writerow([_num(v) for v in r])
-    print(f"wrote {path}")
+def _write_numbers(name: str, header: list[str], rows) -> None:
+    _write(name, header, ([_num(v) for v in r] for r in rows))
 
 
 def main() -> None:
@@ -47,16 +38,16 @@ def main() -> None:
 
     bc = load_breast_cancer()
     names = [n.replace(" ", "_") for n in bc.feature_names]
-    _write("breast_cancer.csv", names + ["malignant"],
+    _write_numbers("breast_cancer.csv", names + ["malignant"],
            (list(x) + [1 - int(t)] for x, t in zip(bc.data, bc.target)))
 
     df = anes96.load_pandas().data
     cols = [c for c in df.columns if c != "vote"] + ["vote"]
-    _write("anes96.csv", cols, df[cols].itertuples(index=False))
+    _write_numbers("anes96.csv", cols, df[cols].itertuples(index=False))
 
     lg = longley.load_pandas().data
     cols = [c for c in lg.columns if c != "TOTEMP"] + ["TOTEMP"]
-    _write("longley.csv", cols, lg[cols].itertuples(index=False))
+    _write_numbers("longley.csv", cols, lg[cols].itertuples(index=False))
 
 
 if __name__ == "__main__":
