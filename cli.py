@@ -15,7 +15,7 @@ import warnings
 import click
 
 from handgrad import app, config, inference, registry, term
-from handgrad.errors import ConvergenceError, HandgradWarning, UserError
+from handgrad.errors import HandgradWarning, UserError
 
 MODEL = click.Choice(sorted(registry.REGISTRY))
 
@@ -35,7 +35,7 @@ def emit_json(obj: dict) -> None:
 
 
 def command(fn):
-    """Run a command body: UserError -> exit 2, ConvergenceError -> exit 1, warnings to stderr.
+    """Run a command body: UserError -> exit 2 (a non-converged fit returns 1), warnings to stderr.
 
     Under --json, stdout gets exactly one JSON object (an {"error": ...} object on failure)."""
     @functools.wraps(fn)
@@ -56,11 +56,6 @@ def command(fn):
                     emit_json({"error": msg, "status": 2})
                 click.echo(f"error: {msg}", err=True)
                 ctx.exit(2)
-            except ConvergenceError as exc:
-                if as_json:
-                    emit_json({"error": str(exc), "status": 1})
-                click.echo(f"error: {exc}", err=True)
-                ctx.exit(1)
             except KeyboardInterrupt:
                 if as_json:
                     emit_json({"error": "interrupted", "status": 130})

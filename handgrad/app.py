@@ -11,7 +11,7 @@ from handgrad import checker, inference, registry, solvers, term, validate
 from handgrad.data import Data, load
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.params import flatten, unflatten
+from handgrad.params import flatten
 
 
 def _tolist(t: torch.Tensor):
@@ -131,27 +131,10 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
             out["coefficients"] = {r["term"]: r["coef"] for r in summ["terms"]}
             if all(r["std_err"] is not None for r in summ["terms"]):
                 out["std_errors"] = {r["term"]: r["std_err"] for r in summ["terms"]}
-        se = None if separated or summ is not None else std_errors(
-            entry, res.params, data, hp, extra, out["warnings"])
-        if se is not None:
-            out["std_errors"] = _named(se, data.feature_names)
     if truth is not None:
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
     _evaluation(out, entry, res.params, data, test, truth, hp, transform)
     return out
-
-
-def std_errors(entry, params, data, hp, extra, warns):
-    """Least squares: from the QR factor R.  Likelihood models: sqrt(diag(H^-1)), H the
-    hand-derived Hessian at the optimum.  Withheld with a warning when H is singular."""
-    if hasattr(entry.model, "std_errors"):
-        if "R" not in extra:  # iterative least squares: refactor once for the inference
-            _, extra = entry.model.closed_form(data, intercept="b" in params, **hp)
-        return entry.model.std_errors(params, data, extra)
-    if not getattr(entry.model, "LIKELIHOOD", False) or not entry.has_hessian:
-        return None
-    cov = inference.likelihood_covariance(entry, params, data, hp, warns)
-    return None if cov is None else unflatten(cov.diagonal().sqrt().to(params["w"].dtype), params)
 
 
 def _withhold_inference(summ: dict, warns: list[str], why: str) -> None:
@@ -204,10 +187,6 @@ def list_models() -> dict:
         {"name": e.name, "title": e.title, "hessian": e.has_hessian, "solvers": list(e.solvers),
          "target": e.model.TARGET, "summary": (e.model.__doc__ or "").strip().splitlines()[0]}
         for e in registry.REGISTRY.values()]}
-
-
-def synthetic_data(model: str, **kw) -> Data:
-    return registry.get(model).model.synthetic(**kw)[0]
 
 
 # ---- held-out evaluation and minibatch options (softmax, two_layer, gaussian) ---------

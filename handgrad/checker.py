@@ -146,7 +146,8 @@ def check_problem(entry, label, params, data, hp, *, seed, dtype, hessian=True, 
     pd = {k: v.to(dtype) for k, v in params.items()}
     hand = deriv.gradient(pd, data.to(dtype=dtype), **hp)
     _no_graph(hand, "gradient")
-    hand_flat = flatten({k: hand[k] for k in params}) if set(hand) == set(params) else _mismatched(hand)
+    # keys that differ from the parameters: flatten what there is; the shape check reports it
+    hand_flat = flatten({k: hand[k] for k in params}) if set(hand) == set(params) else flatten(hand)
     xr = x0.clone().requires_grad_(True)
     auto = torch.autograd.grad(loss_flat(xr), xr)[0]
     fd = finite_diff_grad(loss_flat, x0)
@@ -171,11 +172,6 @@ def check_problem(entry, label, params, data, hp, *, seed, dtype, hessian=True, 
             _compare(Ha, Hf, *TOLERANCES[torch.float64]["fd"], hname, "hessian", "autograd_vs_fd"),
         ]
     return rep
-
-
-def _mismatched(hand):
-    # keys differ from the parameters: flatten what there is; the shape check reports it
-    return flatten(hand)
 
 
 def _no_graph(tensors: dict, what: str) -> None:

@@ -5,9 +5,5 @@ class UserError(Exception):
     """Bad usage or bad input: the CLI prints the one-line message and exits 2."""
 
 
-class ConvergenceError(Exception):
-    """A fit did not converge: exit 1 after reporting what was reached."""
-
-
 class HandgradWarning(RuntimeWarning):
     """Numerical trouble with a remedy (Newton fallbacks, withheld std errors, ...)."""

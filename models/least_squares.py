@@ -327,18 +327,6 @@ def covariance(params, data: Data, extra: dict) -> torch.Tensor | None:
     return torch.from_numpy(cov).to(device=data.X.device, dtype=data.X.dtype)
 
 
-def std_errors(params, data: Data, extra: dict) -> dict[str, torch.Tensor] | None:
-    """sigma_hat^2 (R^T R)^-1 from the QR factor: se_j = sigma_hat * ||row j of R^-1||."""
-    cov = covariance(params, data, extra)
-    if cov is None:
-        return None
-    se = cov.diagonal().sqrt()
-    out = {"w": se[: data.d]}
-    if "b" in params:
-        out["b"] = se[data.d]
-    return out
-
-
 def synthetic(*, n: int = 1000, d: int = 5, seed: int = 0, noise: float = 0.5, **_):
     """y = X w* + b* + noise, X standard normal; returns (data, true params)."""
     g = torch.Generator().manual_seed(seed)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad import app, io, solvers, validate
+from handgrad import app, inference, io, solvers, validate
 from handgrad.data import Data, validate_arrays
 from handgrad.errors import HandgradWarning, UserError
 from handgrad.registry import REGISTRY
@@ -321,8 +321,8 @@ def test_std_errors_withheld_when_hessian_singular():
     params = {"w": torch.zeros(2, dtype=torch.float64)}
     warns: list[str] = []
     with pytest.warns(HandgradWarning, match="standard errors withheld"):
-        se = app.std_errors(entry, params, data, {"l2": 0.0}, {}, warns)
-    assert se is None and warns and "singular" in warns[0]
+        cov = inference.likelihood_covariance(entry, params, data, {"l2": 0.0}, warns)
+    assert cov is None and warns and "singular" in warns[0]
 
 
 def _separated_csv(tmp_path):
