@@ -336,4 +336,6 @@ def test_gpu_configs_ask_for_cuda_and_run_on_cpu_when_overridden(runner, path):
 
 def test_json_output_is_one_object(runner):
     r, _ = invoke(runner, "fit", "least_squares", "--json")
-    json.loads(r.stdout)  # exactly one document, nothing else on stdout
+    obj, end = json.JSONDecoder().raw_decode(r.stdout)  # exactly one document ...
+    assert r.stdout[end:].strip() == ""  # ... and nothing else on stdout
+    assert isinstance(obj, dict) and obj["model"] == "least_squares" and obj["converged"]
