@@ -8,30 +8,18 @@ bad input (a one-line message, no traceback; --debug shows one).
 from __future__ import annotations
 
 import functools
-import json
-import math
 import warnings
 
 import click
 
-from handgrad import app, config, inference, registry, term
+from handgrad import app, config, inference, io, registry, term
 from handgrad.errors import HandgradWarning, UserError
 
 MODEL = click.Choice(sorted(registry.REGISTRY))
 
 
-def _jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
 def emit_json(obj: dict) -> None:
-    click.echo(json.dumps(_jsonable(obj), indent=2))
+    click.echo(io.dumps(obj))
 
 
 def command(fn):

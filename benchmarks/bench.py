@@ -16,7 +16,6 @@ are the issue's (200k x 100 and 1M x 50 logistic, 1M x 100 least squares/covaria
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 import platform
@@ -532,18 +531,8 @@ def write(result: dict, out_dir: str) -> tuple[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     md, js = os.path.join(out_dir, "bench.md"), os.path.join(out_dir, "bench.json")
     io.write_text(md, markdown(result))  # whole or not at all (temporary file + rename)
-    io.write_json(js, _clean(result))
+    io.write_json(js, result)
     return md, js
-
-
-def _clean(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
 
 
 def main(argv=None) -> int:
@@ -558,7 +547,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     res = run(a.quick, tuple(a.only), log=lambda s: print(s, file=sys.stderr), threads=a.threads)
     write(res, a.out)
-    print(json.dumps(_clean(res), indent=2) if a.json else markdown(res))
+    print(io.dumps(res) if a.json else markdown(res))
     return 0
 
 

@@ -90,8 +90,12 @@ def write_json(path: str | os.PathLike, obj, *, indent: int = 2) -> None:
     """Serialise first (so an unserialisable object never touches the disk), then write.
 
     Non-finite floats are written as the strings "nan", "inf", "-inf" (strict JSON)."""
-    text = json.dumps(_jsonable(obj), indent=indent, allow_nan=False) + "\n"
-    write_text(path, text)
+    write_text(path, dumps(obj, indent=indent) + "\n")
+
+
+def dumps(obj, *, indent: int = 2) -> str:
+    """Strict JSON text: non-finite floats become the strings "nan", "inf", "-inf"."""
+    return json.dumps(_jsonable(obj), indent=indent, allow_nan=False)
 
 
 def _jsonable(obj):
