@@ -27,13 +27,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from handgrad import io, registry, solvers, stream  # noqa: E402
-from handgrad.data import Data  # noqa: E402
-from handgrad.params import flatten, unflatten  # noqa: E402
+from handgrad import registry
+from handgrad.fitting import solvers, stream
+from handgrad.fitting.data import Data
+from handgrad.params import flatten, unflatten
+from handgrad.present import io
 
 SECTIONS = ("machine", "logistic", "hessian", "gradients", "least_squares", "covariance",
             "mixed")

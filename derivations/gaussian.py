@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.steps import Derivation, Step, inner
+from handgrad.verify.steps import Derivation, Step, inner
 
 
 def _xbar_minus_mu(P, D):

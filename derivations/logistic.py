@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.linalg import add_ridge, sandwich
-from handgrad.steps import Derivation, Step, inner
+from handgrad.fitting.linalg import add_ridge, sandwich
+from handgrad.verify.steps import Derivation, Step, inner
 
 
 def _z(P, D):

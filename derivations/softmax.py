@@ -41,7 +41,7 @@ import math
 import torch
 
 from handgrad.params import numel
-from handgrad.steps import Derivation, Step, inner
+from handgrad.verify.steps import Derivation, Step, inner
 
 
 def _Y(P, D):

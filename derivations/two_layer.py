@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from handgrad.steps import Derivation, Step, inner
+from handgrad.verify.steps import Derivation, Step, inner
 
 
 def dactivation(A: torch.Tensor, name: str) -> torch.Tensor:

@@ -8,16 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-import derivations.gaussian
-import derivations.least_squares
-import derivations.logistic
-import derivations.softmax
-import derivations.two_layer
-import models.gaussian
-import models.least_squares
-import models.logistic
-import models.softmax
-import models.two_layer
+import handgrad.derivations.gaussian
+import handgrad.derivations.least_squares
+import handgrad.derivations.logistic
+import handgrad.derivations.softmax
+import handgrad.derivations.two_layer
+import handgrad.models.gaussian
+import handgrad.models.least_squares
+import handgrad.models.logistic
+import handgrad.models.softmax
+import handgrad.models.two_layer
 from handgrad.errors import UserError
 
 
@@ -53,11 +53,11 @@ class Entry:
 
 
 REGISTRY: dict[str, Entry] = {
-    "least_squares": Entry("least_squares", models.least_squares, derivations.least_squares),
-    "logistic": Entry("logistic", models.logistic, derivations.logistic),
-    "gaussian": Entry("gaussian", models.gaussian, derivations.gaussian),
-    "softmax": Entry("softmax", models.softmax, derivations.softmax),
-    "two_layer": Entry("two_layer", models.two_layer, derivations.two_layer),
+    "least_squares": Entry("least_squares", handgrad.models.least_squares, handgrad.derivations.least_squares),
+    "logistic": Entry("logistic", handgrad.models.logistic, handgrad.derivations.logistic),
+    "gaussian": Entry("gaussian", handgrad.models.gaussian, handgrad.derivations.gaussian),
+    "softmax": Entry("softmax", handgrad.models.softmax, handgrad.derivations.softmax),
+    "two_layer": Entry("two_layer", handgrad.models.two_layer, handgrad.derivations.two_layer),
 }
 
 

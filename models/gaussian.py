@@ -43,8 +43,8 @@ import math
 
 import torch
 
-from handgrad.data import Data
 from handgrad.errors import UserError
+from handgrad.fitting.data import Data
 
 NAME = "gaussian"
 TITLE = "Gaussian covariance MLE"

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from scipy.linalg import qr, solve_triangular
 
-from handgrad.data import Data
 from handgrad.errors import HandgradWarning, UserError
+from handgrad.fitting.data import Data
 
 NAME = "least_squares"
 TITLE = "Least squares"
@@ -262,10 +262,10 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
 
 def _cholesky_qr(data: Data, intercept: bool, l2: float):
     """Tall, well-conditioned designs: Cholesky-QR with corrected semi-normal equations
-    (handgrad.stream.least_squares), a few passes over X instead of a Householder QR of an
+    (handgrad.fitting.stream.least_squares), a few passes over X instead of a Householder QR of an
     n x p copy.  Used only while the column-scaled condition is <= FAST_MAX_COND, where it
     is as accurate as Householder QR; otherwise None (the caller's QR + refinement runs)."""
-    from handgrad import stream
+    from handgrad.fitting import stream
 
     X, y = data.X.to(torch.float64), data.y.to(torch.float64)
     theta, R, info = stream.least_squares(stream.TensorRows(X, y), intercept=intercept, l2=l2,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.data import Data, binary_labels
+from handgrad.fitting.data import Data, binary_labels
 
 NAME = "logistic"
 TITLE = "Logistic regression"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from handgrad.data import Data, prepare_class_labels
+from handgrad.fitting.data import Data, prepare_class_labels
 
 NAME = "softmax"
 TITLE = "Softmax regression"

@@ -19,8 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from handgrad.data import Data, prepare_class_labels
 from handgrad.errors import UserError
+from handgrad.fitting.data import Data, prepare_class_labels
 
 NAME = "two_layer"
 TITLE = "Two-layer neural network"

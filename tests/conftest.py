@@ -27,7 +27,7 @@ def runner():
 
 def invoke(runner, *args):
     """Run cli.py with args; returns (result, parsed JSON or None).  stderr kept apart."""
-    import cli
+    import handgrad.cli as cli
 
     result = runner.invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
     parsed = None

@@ -23,7 +23,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from handgrad.data import Data
+from handgrad.fitting.data import Data
 
 
 def _columns(x: np.ndarray, degree: int) -> np.ndarray:
@@ -116,7 +116,7 @@ ROUNDED = [("deg5 x~U[10,11]", 5, 10.0, 1.0, 6), ("deg7 x~U[2,3]", 7, 2.0, 1.0, 
 def table() -> None:  # pragma: no cover - a report, not a test
     import warnings
 
-    from models.least_squares import closed_form
+    from handgrad.models.least_squares import closed_form
     warnings.simplefilter("ignore")
     methods = ("closed", "qr", "svd", "normal")
     print(f"{'design':<18} {'cond(scaled)':>12} {'cond(raw)':>10} "

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import warnings
 
+import handgrad.models.least_squares as ls
 import numpy as np
 import pytest
 import torch
 
-import models.least_squares as ls
-from handgrad.data import Data
 from handgrad.errors import HandgradWarning
+from handgrad.fitting.data import Data
 from tests.conftest import ROOT, invoke
 from tests.ls_designs import (
     EXACT,
@@ -231,8 +231,9 @@ def test_tall_well_conditioned_designs_take_cholesky_qr_and_match_householder():
     """n >= FAST_ROWS: the fast path (corrected semi-normal equations) agrees with Householder
     QR to ~1e-13 and gives the same standard errors; an ill-conditioned tall design does
     not take it (the scaled QR + refinement runs instead)."""
-    import models.least_squares as ls
-    from handgrad.data import Data
+    import handgrad.models.least_squares as ls
+
+    from handgrad.fitting.data import Data
 
     g = torch.Generator().manual_seed(7)
     n, d = ls.FAST_ROWS, 6

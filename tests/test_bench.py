@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from handgrad.bench import bench
 
-from benchmarks import bench
 from handgrad import registry
 from tests.conftest import invoke
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import cli
+import handgrad.cli as cli
 
 FUZZ = settings(max_examples=int(os.environ.get("HANDGRAD_FUZZ_EXAMPLES", "30")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -13,8 +13,9 @@ import types
 import pytest
 import torch
 
-from handgrad import derive, registry, steps
+from handgrad import registry
 from handgrad.params import flatten
+from handgrad.verify import derive, steps
 from tests.conftest import MODEL_NAMES, invoke
 
 WITH_DERIVATIONS = [n for n in MODEL_NAMES if hasattr(registry.get(n).derivation, "derivations")]

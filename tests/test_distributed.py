@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from handgrad import distributed, registry, solvers, stream
+from handgrad import registry
+from handgrad.fitting import distributed, solvers, stream
 from handgrad.params import flatten
 from tests.conftest import ROOT
 
@@ -74,7 +75,7 @@ def test_torchrun_cli_fit_matches_one_process(tmp_path):
     args = ["fit", "logistic", "--newton", "--n-samples", "4000", "--n-features", "5",
             "--l2", "0.5", "--device", "cpu", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    from handgrad import app
+    from handgrad.fitting import app
 
     a = app.fit("logistic", solver="newton", n_samples=4000, n_features=5, l2=0.5, device="cpu")
     two = subprocess.run(

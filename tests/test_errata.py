@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from handgrad.verify import errata as er
+from handgrad.verify import identities as ids
 
-from derivations import errata as er
-from derivations import identities as ids
-from handgrad import derive
-from handgrad.steps import compare
+from handgrad.verify import derive
+from handgrad.verify.steps import compare
 from tests.conftest import invoke
 
 KEYS = [e.key for e in er.ERRATA]

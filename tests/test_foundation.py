@@ -7,16 +7,18 @@ import json
 import math
 import types
 
+import handgrad.derivations.least_squares as dls
+import handgrad.derivations.logistic as dlog
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import derivations.least_squares as dls
-import derivations.logistic as dlog
-from handgrad import checker, registry, solvers
-from handgrad.data import Data
+from handgrad import registry
+from handgrad.fitting import solvers
+from handgrad.fitting.data import Data
 from handgrad.params import flatten
+from handgrad.verify import checker
 from tests.conftest import invoke
 
 LINEAR = ["least_squares", "logistic"]
@@ -106,7 +108,7 @@ def test_planted_transposed_factor_fails():
 def test_planted_wrong_hessian_fails_and_names_entry():
     def hess_naive_weights(P, D, **hp):  # p instead of p(1 - p)
         z = D.X @ P["w"] + (P["b"] if "b" in P else 0.0)
-        from handgrad.linalg import add_ridge, sandwich
+        from handgrad.fitting.linalg import add_ridge, sandwich
         return add_ridge(sandwich(D.X, torch.sigmoid(z), "b" in P), hp.get("l2", 0.0), D.d)
     rep, bad = _first_failure("logistic", _planted(dlog, hessian=hess_naive_weights))
     assert [c.hand_vs for c in bad] == ["autograd", "fd"]
@@ -326,8 +328,8 @@ def test_cli_run_flags_override_file(runner, tmp_path):
 
 @pytest.mark.parametrize("path", sorted(glob.glob("configs/*_gpu.toml")))
 def test_gpu_configs_ask_for_cuda_and_run_on_cpu_when_overridden(runner, path):
-    from cli import _fit_key_types
     from handgrad import config
+    from handgrad.cli import _fit_key_types
     assert config.load(path, _fit_key_types())["device"] == "cuda"
     r, out = invoke(runner, "run", path, "--device", "cpu", "--json")
     assert r.exit_code == 0, r.stderr

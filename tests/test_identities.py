@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from handgrad.verify import identities as ids
 
-from derivations import identities as ids
-from handgrad import derive
-from handgrad.steps import compare
+from handgrad.verify import derive
+from handgrad.verify.steps import compare
 from tests.conftest import invoke
 
 F64 = torch.float64
@@ -131,7 +131,7 @@ def test_every_formula_is_valid_latex(tmp_path):
     import shutil
     import subprocess
 
-    from derivations.errata import ERRATA
+    from handgrad.verify.errata import ERRATA
     from tests.test_derive import _tex_problems
 
     formulas = [e.latex for e in ids.CATALOG]

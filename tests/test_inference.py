@@ -11,9 +11,9 @@ import pytest
 import torch
 from scipy import stats
 
-from handgrad import app, inference
-from handgrad.data import Data, _load_numpy, load
 from handgrad.errors import UserError
+from handgrad.fitting import app, inference
+from handgrad.fitting.data import Data, _load_numpy, load
 from tests.conftest import ROOT, invoke
 
 ANES = os.path.join(ROOT, "data", "anes96.csv")

@@ -8,18 +8,20 @@ import math
 import os
 import types
 
+import handgrad.derivations.gaussian as dg
+import handgrad.models.gaussian as mg
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import derivations.gaussian as dg
-import models.gaussian as mg
-from handgrad import checker, registry, solvers, steps
-from handgrad.data import Data, load
+from handgrad import registry
 from handgrad.errors import UserError
+from handgrad.fitting import solvers
+from handgrad.fitting.data import Data, load
 from handgrad.params import flatten
+from handgrad.verify import checker, steps
 from tests.conftest import ROOT, invoke
 
 ENTRY = registry.get("gaussian")

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import types
 
+import handgrad.derivations.softmax as dsm
+import handgrad.models.softmax as msm
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import derivations.softmax as dsm
-import models.softmax as msm
-from handgrad import checker, registry, solvers, steps
-from handgrad.data import Data
+from handgrad import registry
 from handgrad.errors import UserError
+from handgrad.fitting import solvers
+from handgrad.fitting.data import Data
 from handgrad.params import flatten
+from handgrad.verify import checker, steps
 from tests.conftest import invoke
 
 ENTRY = registry.get("softmax")

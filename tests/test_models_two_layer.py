@@ -7,17 +7,19 @@ from __future__ import annotations
 import os
 import types
 
+import handgrad.derivations.two_layer as dt
+import handgrad.models.two_layer as mt
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import derivations.two_layer as dt
-import models.two_layer as mt
-from handgrad import app, checker, registry, solvers, steps
-from handgrad.data import Data
+from handgrad import registry
+from handgrad.fitting import app, solvers
+from handgrad.fitting.data import Data
 from handgrad.params import flatten
+from handgrad.verify import checker, steps
 from tests.conftest import ROOT, invoke
 
 ENTRY = registry.get("two_layer")

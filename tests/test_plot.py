@@ -7,9 +7,11 @@ import os
 import pytest
 import torch
 
-from handgrad import app, compare, plot, registry, solvers
+from handgrad import registry
 from handgrad.errors import UserError
+from handgrad.fitting import app, compare, solvers
 from handgrad.params import flatten
+from handgrad.present import plot
 from tests.conftest import invoke
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad import app, inference, io, solvers, validate
-from handgrad.data import Data, validate_arrays
 from handgrad.errors import HandgradWarning, UserError
+from handgrad.fitting import app, inference, solvers, validate
+from handgrad.fitting.data import Data, validate_arrays
+from handgrad.present import io
 from handgrad.registry import REGISTRY
 
 # ----------------------------------------------------------------------------- helpers
@@ -28,7 +29,7 @@ from handgrad.registry import REGISTRY
 
 def run(runner, *args):
     """cli.py with args; stdout and stderr apart; an escaping exception fails the test."""
-    import cli
+    import handgrad.cli as cli
 
     result = runner.invoke(cli.main, [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -750,7 +751,7 @@ def test_every_error_path_gives_one_json_object(runner, tmp_path, monkeypatch, g
 
 
 def test_debug_shows_the_traceback(runner, tmp_path):
-    import cli
+    import handgrad.cli as cli
 
     r = runner.invoke(cli.main, ["--debug", "fit", "logistic", "--data",
                                  str(tmp_path / "none.csv"), "--target", "y"])
@@ -779,7 +780,7 @@ def test_softmax_hessian_positive_at_saturated_logits():
 
 
 def test_repeated_fallback_warnings_fold_into_one_line(runner, tmp_path):
-    import cli
+    import handgrad.cli as cli
 
     folded = cli.fold_warnings([
         "Newton iteration 2: Hessian not positive definite; added damping 7.2e-08 I.",

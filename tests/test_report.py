@@ -9,8 +9,9 @@ import types
 
 import pytest
 
-from handgrad import registry, report
-from handgrad.steps import Step
+from handgrad import registry
+from handgrad.present import report
+from handgrad.verify.steps import Step
 from tests.conftest import invoke
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad import registry, solvers, stream
-from handgrad.data import Data
+from handgrad import registry
 from handgrad.errors import UserError
+from handgrad.fitting import solvers, stream
+from handgrad.fitting.data import Data
 from handgrad.params import flatten
 from tests.conftest import ROOT, invoke
 
@@ -241,7 +242,7 @@ def test_streaming_resident_memory_does_not_grow_with_the_file(tmp_path):
     _write_logistic_npy(str(tmp_path / "big"), 200_000, d)
     code = (
         f"import json, sys; sys.path.insert(0, {ROOT!r})\n"
-        "import torch; torch.set_num_threads(1); from handgrad import scale\n"
+        "import torch; torch.set_num_threads(1); from handgrad.fitting import scale\n"
         "peaks, ok = [], []\n"
         "for name in ('small', 'big'):\n"
         f"    out = scale.fit('logistic', solver='newton', data_path={str(tmp_path)!r} + '/' + name"

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from handgrad import term
+from handgrad.present import term
 from tests.conftest import invoke
 
 

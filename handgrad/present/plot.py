@@ -16,7 +16,7 @@ import math
 import os
 
 from handgrad.errors import UserError
-from handgrad.io import atomic_path
+from handgrad.present.io import atomic_path
 
 MISSING = ("plots need matplotlib, which is not installed: "
            "pip install 'handgrad[plot]' (or pip install matplotlib)")
@@ -49,7 +49,7 @@ def pyplot():
 
 def check_folder(path: str, what: str = "output") -> str:
     """The folder that will hold ``path``: a UserError now, before any work, unless it
-    exists and is writable (the write itself goes through handgrad.io.atomic_path)."""
+    exists and is writable (the write itself goes through handgrad.present.io.atomic_path)."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UserError(f"Cannot write {what} {path}: it is a folder.")
@@ -95,7 +95,7 @@ def convergence(runs: list[dict], path: str, *, title: str = "", tol: float | No
     """Draw one or more runs side by side and write ``path`` whole (temp file, os.replace).
 
     Each run is a dict with ``solver``, ``label`` and ``history`` (a list of dicts with
-    iteration, loss, grad_norm), as ``fit --json`` and :mod:`handgrad.compare` give them.
+    iteration, loss, grad_norm), as ``fit --json`` and :mod:`handgrad.fitting.compare` give them.
     Left: loss - best loss (best over all runs); right: ||grad||; both log-scaled.
     """
     ext = check_output(path)
@@ -198,7 +198,7 @@ def fit_figure(out: dict, path: str, tol: float | None = None) -> str:
                  "label": f"{out['solver']} ({out['derivatives']} derivatives)"}]
         if tol is None:
             from handgrad.device import resolve_dtype
-            from handgrad.solvers import default_tol
+            from handgrad.fitting.solvers import default_tol
 
             tol = default_tol(resolve_dtype(out["dtype"]))
     d = out["data"]

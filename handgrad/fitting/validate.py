@@ -20,8 +20,8 @@ import math
 import numpy as np
 import torch
 
-from handgrad.data import Data, validate_arrays
 from handgrad.errors import UserError
+from handgrad.fitting.data import Data, validate_arrays
 
 BIG = 1e10  # a column whose largest |value| exceeds this is reported as ill-scaled
 SPREAD = 1e12  # ... as is a largest/smallest column-magnitude ratio above this
@@ -70,7 +70,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def rescale_remedy() -> str:
     """The remedy for ill-scaled features; names --standardize where fit offers it."""
-    from handgrad import app
+    from handgrad.fitting import app
 
     flag = "standardize" in inspect.signature(app.fit).parameters
     return ("standardize the columns (--standardize)" if flag

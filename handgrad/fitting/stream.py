@@ -258,7 +258,7 @@ def binary_target(rows: Rows, chunk_rows: int, name: str = "y") -> str | None:
 
     Returns the note to show the user, or None.  Reads only y.
     """
-    from handgrad.data import binary_labels
+    from handgrad.fitting.data import binary_labels
 
     if not rows.has_y:
         raise UserError("logistic regression needs a target: y.npy beside X.npy, or 'y' in the .npz.")
@@ -426,7 +426,7 @@ class ChunkedSums:
 
     def __init__(self, entry, rows: Rows, like: Params, hp: dict, *, chunk_rows: int,
                  reduce: Reduce | None = None, penalty: bool = True, make_data=None):
-        from handgrad.data import Data
+        from handgrad.fitting.data import Data
 
         self.entry, self.rows, self.like, self.hp = entry, rows, like, dict(hp)
         self.chunk_rows, self.reduce, self.penalty = int(chunk_rows), reduce, penalty
@@ -654,7 +654,7 @@ def fast_sums(entry, data, like: Params, hp: dict, *, chunk_rows: int | None = N
               penalty: bool = True):
     """The chunked evaluator for a model and data set, or None for the plain path.
 
-    ``data`` is a :class:`handgrad.data.Data` (in memory) or a :class:`Rows` (a file, or
+    ``data`` is a :class:`handgrad.fitting.data.Data` (in memory) or a :class:`Rows` (a file, or
     this process's rows).  Linear-predictor models whose derivation offers
     ``per_sample`` get :class:`LinearSums` (fused, one pass per Newton step); any other
     model gets :class:`ChunkedSums` when chunking or a reduction is asked for.

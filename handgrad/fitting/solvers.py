@@ -33,7 +33,7 @@ class Objective:
         # streamed files, sums reduced across processes): handgrad/stream.py
         self.fast = None
         if not use_autograd:
-            from handgrad import stream
+            from handgrad.fitting import stream
 
             self.fast = stream.fast_sums(entry, data, like, self.hp, chunk_rows=chunk_rows,
                                          hess_dtype=hess_dtype, reduce=reduce, penalty=penalty)

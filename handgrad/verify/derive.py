@@ -25,7 +25,7 @@ import torch
 
 from handgrad.errors import UserError
 from handgrad.params import flatten
-from handgrad.steps import (
+from handgrad.verify.steps import (
     Derivation,
     Step,
     StepResult,
@@ -171,7 +171,7 @@ A derivation file is Python.  Required names:
   loss(P, D) -> scalar tensor          the function, in plain torch (the reference)
   inputs(seed) -> (P, D)               P: dict name -> float64 tensor (the variables),
                                        D: anything the steps need (constants)
-  STEPS = [...]                        each Step(text, latex, fn, why) from handgrad.steps,
+  STEPS = [...]                        each Step(text, latex, fn, why) from handgrad.verify.steps,
                                        or a tuple (text, latex, fn[, why[, kind]]);
                                        fn(P, D, dP) (or fn(P, D, dP, hp)) gives the line's
                                        value for a direction dP (same keys as P)
@@ -395,7 +395,7 @@ def derive_file(path: str) -> dict:
 
 def _run_check(check: Callable, seeds: Sequence[int]) -> Verdict:
     """Worst verdict of a (claimed, truth) check over the seeds; unformable claims rejected."""
-    from derivations.errata import ShapeError
+    from handgrad.verify.errata import ShapeError
 
     worst: Verdict | None = None
     for s in seeds:
@@ -412,8 +412,8 @@ def _run_check(check: Callable, seeds: Sequence[int]) -> Verdict:
 
 
 def identities_report(*, seeds: Sequence[int] = (0, 1, 2)) -> dict:
-    from derivations.errata import ERRATA
-    from derivations.identities import CATALOG, GROUPS
+    from handgrad.verify.errata import ERRATA
+    from handgrad.verify.identities import CATALOG, GROUPS
 
     entries = []
     for e in CATALOG:

@@ -19,9 +19,11 @@ import textwrap
 
 import torch
 
-from handgrad import app, checker, compare, derive, registry
+from handgrad import registry
 from handgrad.errors import UserError
-from handgrad.io import write_text
+from handgrad.fitting import app, compare
+from handgrad.present.io import write_text
+from handgrad.verify import checker, derive
 
 STEP_RTOL = derive.RTOL
 COMPARE_MAX_ITER = 200  # keeps `report --all` to minutes: GD on the two-layer net is slow
@@ -32,7 +34,7 @@ COMPARE_MAX_ITER = 200  # keeps `report --all` to minutes: GD on the two-layer n
 
 def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict]:
     """Every derivation of ``entry``, each step verified at the model's check problems by
-    handgrad.derive (what `derive` runs), flattened to the rows a page shows."""
+    handgrad.verify.derive (what `derive` runs), flattened to the rows a page shows."""
     rep = derive.derive_entry(entry, seed=seed, rtol=rtol)
     out = []
     for d in rep["derivations"]:
@@ -55,7 +57,7 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
            plots: bool = True, status=None, compare_max_iter: int = COMPARE_MAX_ITER,
            fit_kw: dict | None = None, check_seeds=(0, 1, 2)) -> dict:
     """Everything a page shows, as plain data.  ``fit_kw`` goes to every fit
-    (:func:`handgrad.app.fit` options such as n_samples)."""
+    (:func:`handgrad.fitting.app.fit` options such as n_samples)."""
     fit_kw = dict(fit_kw or {})
     entry = registry.get(model)
     say = status or (lambda text: None)
@@ -77,7 +79,7 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
         rec["compare"] = _guard(rec, "convergence", run_compare)
     rec["plot"] = None
     if plots and rec["compare"]:
-        from handgrad import plot
+        from handgrad.present import plot
 
         path = os.path.join(out_dir, f"{model}_convergence.png")
         say(f"{model}: plot")
@@ -503,11 +505,11 @@ def run(models: list[str], *, out_dir: str = "reports", all_models: bool = False
     for name in names:
         registry.get(name)
     if plots:
-        from handgrad import plot
+        from handgrad.present import plot
 
         plot.pyplot()  # a missing matplotlib is a one-line error now, not after the fits
     prepare_out_dir(out_dir)
-    from handgrad import term
+    from handgrad.present import term
 
     bar = term.ProgressBar("report", active=progress)
     results = []
@@ -529,7 +531,7 @@ def run(models: list[str], *, out_dir: str = "reports", all_models: bool = False
 
 def summary_table(out: dict) -> str:
     """The `report` command's terminal summary."""
-    from handgrad import term
+    from handgrad.present import term
 
     rows = []
     for name, r in out["models"].items():

@@ -11,10 +11,11 @@ import time
 
 import torch
 
-from handgrad import distributed, inference, registry, solvers, stream, validate
-from handgrad.data import Data
+from handgrad import registry
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import UserError
+from handgrad.fitting import distributed, inference, solvers, stream, validate
+from handgrad.fitting.data import Data
 from handgrad.params import flatten, unflatten
 
 
@@ -46,7 +47,7 @@ def load_rows(entry, *, data_path, target, features, seed, n_samples, n_features
     .npy / .npz with --chunk-rows are streamed from the file; anything else is loaded
     as ``app.fit`` loads it (CSV, or the model's seeded synthetic set) and chunked in memory.
     """
-    from handgrad import app
+    from handgrad.fitting import app
 
     ext = os.path.splitext(data_path or "")[1].lower()
     if data_path and chunk_rows and ext in (".npy", ".npz"):

@@ -7,11 +7,14 @@ import warnings
 
 import torch
 
-from handgrad import checker, inference, registry, solvers, term, validate
-from handgrad.data import Data, load
+from handgrad import registry
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import HandgradWarning, UserError
+from handgrad.fitting import inference, solvers, validate
+from handgrad.fitting.data import Data, load
 from handgrad.params import flatten
+from handgrad.present import term
+from handgrad.verify import checker
 
 
 def _tolist(t: torch.Tensor):
@@ -40,12 +43,12 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
         callback=None, standardize: bool = False, test_fraction: float | None = None,
         chunk_rows: int | None = None, distributed_run: bool = False,
         hessian_dtype: str | None = None, solver_fn=None) -> dict:
-    """``progress`` draws a bar on stderr (handgrad.term); ``callback(k, entry)``, if
+    """``progress`` draws a bar on stderr (handgrad.present.term); ``callback(k, entry)``, if
     given, is also called after each iteration with that iteration's history entry.
     ``solver_fn``, if given, runs instead of the named solver on the same objective (the
-    comparison's autograd L-BFGS reference, handgrad.compare)."""
+    comparison's autograd L-BFGS reference, handgrad.fitting.compare)."""
     if chunk_rows or distributed_run or hessian_dtype:  # row chunks, processes, fp32 Hessian
-        from handgrad import scale
+        from handgrad.fitting import scale
 
         return scale.fit(model, solver=solver, data_path=data_path, target=target,
                          features=features, intercept=intercept, l2=l2, device=device,
@@ -219,7 +222,7 @@ def _solver_options(entry, solver: str, hp: dict, seed: int) -> dict:
 def _split(entry, data: Data, test_fraction, seed: int):
     """(train, test): ``test_fraction`` of the rows held out, seeded and, for class labels,
     stratified.  Default: 0.2 for classifiers (models with an ``evaluate``), else none."""
-    from handgrad.data import train_test_split
+    from handgrad.fitting.data import train_test_split
 
     can = hasattr(entry.model, "evaluate")
     if test_fraction is None:

@@ -5,7 +5,7 @@ Every file the CLI writes (JSON, plots, reports) goes through here, so an interr
 failing run never leaves a half-written file, and an existing file is only replaced by a
 complete new one.  Input files are never opened for writing anywhere in handgrad.
 
-    from handgrad.io import atomic_path, write_json, write_text
+    from handgrad.present.io import atomic_path, write_json, write_text
     write_json("out/fit.json", result)
     with atomic_path("plot.png") as tmp:      # for writers that want a file name
         fig.savefig(tmp, format="png")

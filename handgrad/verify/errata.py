@@ -3,7 +3,7 @@
 The source documents (/work/shared/seeds, see DESIGN.md) teach the differential method
 well but contain mistakes.  Each :class:`Erratum` keeps the seed's statement exactly as
 written (read literally, in the layout the seed uses around it) and the corrected one.
-Both go through the same check as the identity catalog (handgrad.steps.compare against
+Both go through the same check as the identity catalog (handgrad.verify.steps.compare against
 torch.func or an independent computation): the wrong statement must be rejected with a
 reason (a shape mismatch, or the worst entry with both values) and the correction
 accepted.  Inputs are random, non-symmetric, and non-square where a square matrix would
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from derivations.identities import (
+from handgrad.verify.identities import (
     F64,
     adjugate,
     dsigmoid,

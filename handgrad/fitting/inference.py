@@ -25,8 +25,8 @@ from dataclasses import replace
 import torch
 from scipy import stats
 
-from handgrad.data import Data
 from handgrad.errors import HandgradWarning, UserError
+from handgrad.fitting.data import Data
 from handgrad.params import flatten
 
 LEVEL = 0.95

@@ -1,7 +1,7 @@
 """The same fit three ways, for `fit --compare` and the reports.
 
 Newton (where the model has a hand-derived Hessian) and gradient descent run on the
-hand-derived derivatives through :func:`handgrad.app.fit`; for reference,
+hand-derived derivatives through :func:`handgrad.fitting.app.fit`; for reference,
 ``torch.optim.LBFGS`` with a strong-Wolfe line search runs on autograd gradients of
 the model's loss, from the same start on the same data.  Every run reports its history
 in the solvers' form (iteration, loss, grad_norm, step), so the curves are comparable.
@@ -15,11 +15,13 @@ import warnings
 
 import torch
 
-from handgrad import app, registry, solvers, term
+from handgrad import registry
 from handgrad.device import resolve_dtype
 from handgrad.errors import HandgradWarning, UserError
+from handgrad.fitting import app, solvers
+from handgrad.fitting.solvers import FitResult, Objective, default_tol
 from handgrad.params import unflatten
-from handgrad.solvers import FitResult, Objective, default_tol
+from handgrad.present import term
 
 LABELS = {
     "newton": "Newton (hand gradient + Hessian)",
@@ -34,7 +36,7 @@ def lbfgs(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_ite
           callback=None, history_size: int = 10) -> FitResult:
     """torch.optim.LBFGS, one iteration per step() so each iterate is recorded.
 
-    Same signature and result as the solvers in handgrad.solvers; converged when
+    Same signature and result as the solvers in handgrad.fitting.solvers; converged when
     ||g|| <= tol.  Gradients come from autograd (``obj.grad`` with use_autograd)."""
     tol = default_tol(x0.dtype) if tol is None else tol
     res = FitResult({}, 0, False, solver="lbfgs")
@@ -118,7 +120,7 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
         **fit_kw) -> dict:
     """Fit ``model`` with each iterative solver and the autograd L-BFGS reference.
 
-    ``fit_kw`` are :func:`handgrad.app.fit`'s data and stopping options (seed, data_path,
+    ``fit_kw`` are :func:`handgrad.fitting.app.fit`'s data and stopping options (seed, data_path,
     l2, device, dtype, max_iter, tol, ...), the same for every run, so every run sees the
     same data, split and start.  ``done`` is an ``app.fit`` result already at hand (its
     solver is not rerun); ``status(name)`` is told which run is starting."""

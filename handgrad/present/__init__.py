@@ -1,0 +1,2 @@
+"""Presenting results: terminal tables and progress, reports (Markdown, HTML), plots,
+atomic output files."""
