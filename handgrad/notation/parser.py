@@ -1,0 +1,237 @@
+"""Lexer and Pratt (top-down operator precedence) parser for the notation.
+
+Hand-written on purpose: the grammar is a dozen operators and a fixed list of
+functions, a Pratt parser for it is ~200 lines, has no dependency to install, and gives
+error messages that point at a character (``tr(X'*y``: "expected ')'").
+
+Precedence, loosest first (as on matrixcalculus.org):
+
+    + -                  binary, left
+    * .* ./ / ⊙ o ⊗      binary, left ('o' only between two operands)
+    -                    prefix:  -x^2 = -(x^2),  -a*b = (-a)*b
+    ^ .^                 right:   X^-1, X^{-1}, X^2;  X^T and X^{T} are transposes
+    '                    postfix transpose: a*b' = a*(b')
+
+``dX`` is the differential of X when X is declared (or, with no declarations given,
+any identifier ``d<name>``).  ``|X|`` is det(X), ``||x||`` is norm2(x), ``kron(A, B)``
+and ``A ⊗ B`` are the Kronecker product, ``eye`` (no argument) the identity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from handgrad.notation.ast import (
+    BINARY,
+    FUNCTIONS,
+    PREC_NEG,
+    RIGHT_ASSOC,
+    Bin,
+    Call,
+    Diff,
+    Neg,
+    Node,
+    Num,
+    Sym,
+    Transpose,
+)
+
+
+class NotationError(ValueError):
+    """A formula that cannot be read or does not conform; says where (file:line:col)."""
+
+    def __init__(self, message: str, text: str | None = None, pos: int | None = None,
+                 source: str | None = None):
+        self.message, self.text, self.pos, self.source = message, text, pos, source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        head = self.message
+        if self.source:
+            col = f":{self.pos + 1}" if self.pos is not None else ""
+            head = f"{self.source}{col}: {self.message}"
+        if self.text is None or self.pos is None:
+            return head
+        return f"{head}\n    {self.text}\n    {' ' * self.pos}^"
+
+    def located(self, source: str, text: str | None = None, offset: int = 0) -> NotationError:
+        """The same error placed in a file line (``text`` the whole line, ``offset`` of the formula)."""
+        pos = None if self.pos is None else self.pos + offset
+        return NotationError(self.message, text if text is not None else self.text, pos, source)
+
+
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>\.\*|\./|\.\^|\|\||[-+*/^'(){}|,⊙⊗])
+""", re.VERBOSE)
+
+
+def tokenize(text: str) -> list[tuple[str, str, int]]:
+    """(kind, value, offset) triples, ending with ("end", "", len(text))."""
+    out, i = [], 0
+    while i < len(text):
+        m = _TOKEN.match(text, i)
+        if not m:
+            raise NotationError(f"unexpected character {text[i]!r}", text, i)
+        kind = m.lastgroup
+        if kind != "ws":
+            out.append((kind, m.group(), i))
+        i = m.end()
+    out.append(("end", "", len(text)))
+    return out
+
+
+_INFIX = {"+": "+", "-": "-", "*": "*", ".*": ".*", "./": "./", "/": "/", "^": "^",
+          ".^": ".^", "⊙": ".*", "⊗": "kron"}
+
+
+class _Parser:
+    def __init__(self, text: str, declared: Collection[str] | None):
+        self.text = text
+        self.toks = tokenize(text)
+        self.i = 0
+        self.declared = None if declared is None else set(declared)
+
+    # -- token helpers
+    def peek(self, k: int = 0) -> tuple[str, str, int]:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def next(self) -> tuple[str, str, int]:
+        t = self.peek()
+        self.i += 1
+        return t
+
+    def error(self, message: str, tok: tuple[str, str, int] | None = None) -> NotationError:
+        tok = tok or self.peek()
+        return NotationError(message, self.text, tok[2])
+
+    def expect(self, value: str, what: str) -> tuple[str, str, int]:
+        tok = self.peek()
+        if tok[1] != value or tok[0] == "end":
+            found = "the end" if tok[0] == "end" else repr(tok[1])
+            raise self.error(f"expected {value!r} {what}, found {found}")
+        return self.next()
+
+    # -- grammar
+    def parse(self) -> Node:
+        if self.peek()[0] == "end":
+            raise self.error("empty formula")
+        node = self.expr(0)
+        tok = self.peek()
+        if tok[0] != "end":
+            raise self.error(f"unexpected {tok[1]!r}")
+        return node
+
+    def infix_op(self) -> str | None:
+        kind, value, _ = self.peek()
+        if kind == "op":
+            return _INFIX.get(value)
+        if kind == "ident" and value == "o":
+            return ".*"
+        return None
+
+    def expr(self, rbp: int) -> Node:
+        left = self.nud()
+        while True:
+            kind, value, pos = self.peek()
+            if value == "'" and kind == "op":
+                self.next()
+                left = Transpose(left, pos=pos)
+                continue
+            op = self.infix_op()
+            if op is None:
+                if kind in ("ident", "num") or value == "(":
+                    raise self.error(f"missing operator before {value!r} (write * for a product)")
+                return left
+            lbp = BINARY[op]
+            if lbp <= rbp:
+                return left
+            self.next()
+            if op in ("^", ".^"):
+                left = self.power(left, op, pos)
+                continue
+            right = self.expr(lbp)
+            left = Bin(op, left, right, pos=pos)
+
+    def power(self, base: Node, op: str, pos: int) -> Node:
+        kind, value, _ = self.peek()
+        if op == "^" and kind == "ident" and value == "T":
+            self.next()
+            return Transpose(base, pos=pos)
+        if value == "{":
+            if op == "^" and self.peek(1)[1] == "T" and self.peek(2)[1] == "}":
+                self.i += 3
+                return Transpose(base, pos=pos)
+            self.next()
+            exponent = self.expr(0)
+            self.expect("}", "to close the exponent")
+        else:
+            exponent = self.expr(BINARY[op] - (1 if op in RIGHT_ASSOC else 0))
+        return Bin(op, base, exponent, pos=pos)
+
+    def nud(self) -> Node:
+        kind, value, pos = tok = self.next()
+        if kind == "num":
+            return Num(float(value), pos=pos)
+        if value in ("-", "+") and kind == "op":
+            j = self.i
+            operand = self.expr(PREC_NEG)
+            if value == "+":
+                return operand
+            if isinstance(operand, Num) and self.i == j + 1:  # "-2" is the number -2
+                return Num(-operand.value, pos=pos)
+            return Neg(operand, pos=pos)
+        if value == "(":
+            inner = self.expr(0)
+            self.expect(")", "to close '('")
+            return inner
+        if value in ("|", "||"):
+            inner = self.expr(0)
+            self.expect(value, f"to close {value!r}")
+            return Call("det" if value == "|" else "norm2", (inner,), pos=pos)
+        if kind == "ident":
+            return self.name(tok)
+        if kind == "end":
+            raise self.error("formula ends where an operand was expected", tok)
+        raise self.error(f"expected an operand, found {value!r}", tok)
+
+    def name(self, tok: tuple[str, str, int]) -> Node:
+        _, value, pos = tok
+        is_call = self.peek()[1] == "("
+        if value in FUNCTIONS or value == "kron":
+            if value == "eye" and not is_call:
+                return Call("eye", (), pos=pos)
+            if not is_call:
+                raise self.error(f"{value} needs its argument in parentheses: {value}(...)", tok)
+            self.next()
+            args = [] if self.peek()[1] == ")" else [self.expr(0)]
+            while self.peek()[1] == ",":
+                self.next()
+                args.append(self.expr(0))
+            self.expect(")", f"to close {value}(")
+            want = 2 if value == "kron" else FUNCTIONS[value][0]
+            if len(args) != want:
+                raise self.error(f"{value} takes {want} argument{'s' * (want != 1)}, got {len(args)}", tok)
+            if value == "kron":
+                return Bin("kron", args[0], args[1], pos=pos)
+            return Call(value, tuple(args), pos=pos)
+        if value == "T":
+            raise self.error("T is reserved for the transpose (X^T); use another name", tok)
+        if self.declared is None:
+            if value.startswith("d") and len(value) > 1:
+                return Diff(value[1:], pos=pos)
+            return Sym(value, pos=pos)
+        if value in self.declared:
+            return Sym(value, pos=pos)
+        if value.startswith("d") and value[1:] in self.declared:
+            return Diff(value[1:], pos=pos)
+        raise self.error(f"unknown name {value!r} (declare it with let)", tok)
+
+
+def parse(text: str, declared: Collection[str] | None = None) -> Node:
+    """Parse one formula.  With ``declared`` (the names a file lets), unknown names are errors
+    and ``dX`` is a differential only for a declared X."""
+    return _Parser(text, declared).parse()

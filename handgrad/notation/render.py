@@ -1,0 +1,286 @@
+"""Printers: plain text (the input syntax), LaTeX and Presentation MathML, all from the tree.
+
+``to_text`` round-trips: ``parse(to_text(e)) == e``.  It spells every node in the
+input syntax (``X'``, ``inv(X)``, ``det(X)``, ``kron(A, B)``), whichever spelling the
+formula was typed in.  ``to_latex`` writes the notes' notation (``X^T``, ``X^{-1}``,
+``\\lvert X \\rvert``, ``\\odot``, ``\\otimes``, ``\\operatorname{tr}``); ``to_mathml``
+the same as a ``<math>`` element, built with xml.etree so it is always well-formed.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from handgrad.notation.ast import (
+    BINARY,
+    PREC_ATOM,
+    PREC_NEG,
+    PREC_POSTFIX,
+    PREC_POW,
+    RIGHT_ASSOC,
+    Bin,
+    Call,
+    Diff,
+    Neg,
+    Node,
+    Num,
+    Sym,
+    Transpose,
+    precedence,
+)
+
+GREEK = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+         "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi",
+         "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi",
+         "Psi", "Omega"]
+_GREEK_CHAR = dict(zip(GREEK, "αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΥΦΨΩ"))
+
+
+def number(v: float) -> str:
+    """2.0 -> '2', 0.5 -> '0.5', 1e-20 -> '1e-20' (always reads back as the same float)."""
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(float(v))
+
+
+# ----------------------------------------------------------------------------- text
+def _text_child(child: Node, parent: Bin, side: str) -> str:
+    s = to_text(child)
+    p, c = BINARY[parent.op], precedence(child)
+    if parent.op in RIGHT_ASSOC:
+        wrap = c <= p if side == "a" else (c < PREC_NEG and not isinstance(child, Num))
+    else:
+        wrap = c < p if side == "a" else c <= p
+    return f"({s})" if wrap else s
+
+
+def to_text(node: Node) -> str:
+    """The formula in the input syntax."""
+    if isinstance(node, Num):
+        return number(node.value)
+    if isinstance(node, Sym):
+        return node.name
+    if isinstance(node, Diff):
+        return "d" + node.name
+    if isinstance(node, Neg):
+        s = to_text(node.x)
+        wrap = precedence(node.x) < PREC_NEG or isinstance(node.x, Num) and node.x.value >= 0
+        return f"-({s})" if wrap else f"-{s}"
+    if isinstance(node, Transpose):
+        s = to_text(node.x)
+        return (f"({s})" if precedence(node.x) < PREC_POSTFIX else s) + "'"
+    if isinstance(node, Bin):
+        if node.op == "kron":
+            return f"kron({to_text(node.a)}, {to_text(node.b)})"
+        sep = f" {node.op} " if node.op in "+-" else node.op
+        return _text_child(node.a, node, "a") + sep + _text_child(node.b, node, "b")
+    if isinstance(node, Call):
+        if node.fn == "eye":
+            return "eye"
+        return f"{node.fn}({', '.join(to_text(a) for a in node.args)})"
+    raise TypeError(f"not a notation node: {node!r}")
+
+
+# ---------------------------------------------------------------------------- LaTeX
+def latex_name(name: str) -> str:
+    base, _, sub = name.partition("_")
+    if not sub and len(base) > 1 and base[-1].isdigit():
+        i = len(base.rstrip("0123456789"))
+        base, sub = base[:i], base[i:]
+    if base in GREEK:
+        out = "\\" + base
+    elif len(base) == 1:
+        out = base
+    else:
+        out = f"\\mathrm{{{base}}}"
+    return f"{out}_{{{sub}}}" if sub else out
+
+
+_LATEX_FN = {"exp": "\\exp", "log": "\\log", "sin": "\\sin", "cos": "\\cos", "tanh": "\\tanh",
+             "sigma": "\\sigma", "tr": "\\operatorname{tr}", "sum": "\\operatorname{sum}",
+             "vec": "\\operatorname{vec}", "diag": "\\operatorname{diag}", "abs": "\\operatorname{abs}",
+             "sign": "\\operatorname{sign}", "relu": "\\operatorname{relu}",
+             "softplus": "\\operatorname{softplus}"}
+_LATEX_OP = {"+": " + ", "-": " - ", ".*": " \\odot ", "./": " \\oslash ", "kron": " \\otimes "}
+
+
+def _paren(s: str) -> str:
+    return f"\\left({s}\\right)"
+
+
+def _latex_child(child: Node, parent: Bin, side: str) -> str:
+    s = to_latex(child)
+    p, c = BINARY[parent.op], precedence(child)
+    if parent.op == "*" and side == "b" and c <= PREC_NEG:
+        return _paren(s)
+    wrap = c < p if side == "a" else c <= p
+    return _paren(s) if wrap else s
+
+
+def _sup(base: Node, exponent: str) -> str:
+    s = to_latex(base)
+    if precedence(base) < PREC_ATOM or isinstance(base, Call) and base.fn == "inv":
+        s = _paren(s)
+    elif not (isinstance(base, (Sym, Diff, Num)) and len(s) == 1):
+        s = "{" + s + "}"
+    return f"{s}^{{{exponent}}}"
+
+
+def to_latex(node: Node) -> str:
+    """The formula as the notes write it, in LaTeX."""
+    if isinstance(node, Num):
+        return number(node.value)
+    if isinstance(node, Sym):
+        return latex_name(node.name)
+    if isinstance(node, Diff):
+        return "\\mathrm{d}" + latex_name(node.name)
+    if isinstance(node, Neg):
+        s = to_latex(node.x)
+        return "-" + (_paren(s) if precedence(node.x) < PREC_NEG else s)
+    if isinstance(node, Transpose):
+        return _sup(node.x, "T")
+    if isinstance(node, Bin):
+        if node.op == "/":
+            return f"\\frac{{{to_latex(node.a)}}}{{{to_latex(node.b)}}}"
+        if node.op == "^":
+            return _sup(node.a, to_latex(node.b))
+        if node.op == ".^":
+            return _sup(node.a, "\\circ " + to_latex(node.b))
+        a, b = _latex_child(node.a, node, "a"), _latex_child(node.b, node, "b")
+        if node.op == "*":
+            return f"{a} \\cdot {b}" if b[:1].isdigit() or b[:2] == "\\f" else f"{a} {b}"
+        return a + _LATEX_OP[node.op] + b
+    if isinstance(node, Call):
+        return _latex_call(node)
+    raise TypeError(f"not a notation node: {node!r}")
+
+
+def _latex_call(node: Call) -> str:
+    fn = node.fn
+    if fn == "eye":
+        return "I"
+    (arg,) = node.args
+    s = to_latex(arg)
+    if fn == "det":
+        return f"\\lvert {s} \\rvert"
+    if fn == "logdet":
+        return f"\\log\\lvert {s} \\rvert"
+    if fn == "inv":
+        return _sup(arg, "-1")
+    if fn == "norm2":
+        return f"\\lVert {s} \\rVert"
+    if fn == "norm1":
+        return f"\\lVert {s} \\rVert_1"
+    if fn == "sqrt":
+        return f"\\sqrt{{{s}}}"
+    if fn in ("vector", "matrix"):
+        ones = "\\mathbf{1}" if fn == "vector" else "\\mathbf{1}\\mathbf{1}^T"
+        if isinstance(arg, Num) and arg.value == 1:
+            return ones
+        return (_paren(s) if precedence(arg) < PREC_POW else s) + " " + ones
+    return _LATEX_FN[fn] + _paren(s)
+
+
+# --------------------------------------------------------------------------- MathML
+MATHML_NS = "http://www.w3.org/1998/Math/MathML"
+
+
+def _el(tag: str, *children: ET.Element, text: str | None = None, **attrs: str) -> ET.Element:
+    e = ET.Element(tag, attrs)
+    e.text = text
+    e.extend(children)
+    return e
+
+
+def _mo(s: str, **attrs: str) -> ET.Element:
+    return _el("mo", text=s, **attrs)
+
+
+def _mparen(e: ET.Element) -> ET.Element:
+    return _el("mrow", _mo("("), e, _mo(")"))
+
+
+def _mname(name: str) -> ET.Element:
+    base, _, sub = name.partition("_")
+    base = _GREEK_CHAR.get(base, base)
+    mi = _el("mi", text=base, **({"mathvariant": "normal"} if len(base) > 1 else {}))
+    return _el("msub", mi, _el("mn" if sub.isdigit() else "mi", text=sub)) if sub else mi
+
+
+def _mchild(child: Node, parent: Bin, side: str) -> ET.Element:
+    e = _ml(child)
+    p, c = BINARY[parent.op], precedence(child)
+    wrap = (c < p if side == "a" else c <= p) or (parent.op == "*" and side == "b" and c <= PREC_NEG)
+    return _mparen(e) if wrap else e
+
+
+def _msup(base: Node, exponent: ET.Element) -> ET.Element:
+    b = _ml(base)
+    if precedence(base) < PREC_ATOM or isinstance(base, Call) and base.fn == "inv":
+        b = _mparen(b)
+    return _el("msup", b, exponent)
+
+
+_MO = {"+": "+", "-": "−", "*": "\u2062", ".*": "⊙", "./": "⊘", "kron": "⊗"}
+
+
+def _ml(node: Node) -> ET.Element:  # noqa: C901 - one case per node kind
+    if isinstance(node, Num):
+        if node.value < 0:
+            return _el("mrow", _mo("−"), _el("mn", text=number(-node.value)))
+        return _el("mn", text=number(node.value))
+    if isinstance(node, Sym):
+        return _mname(node.name)
+    if isinstance(node, Diff):
+        return _el("mrow", _el("mi", text="d", mathvariant="normal"), _mname(node.name))
+    if isinstance(node, Neg):
+        e = _ml(node.x)
+        return _el("mrow", _mo("−"), _mparen(e) if precedence(node.x) < PREC_NEG else e)
+    if isinstance(node, Transpose):
+        return _msup(node.x, _el("mi", text="T", mathvariant="normal"))
+    if isinstance(node, Bin):
+        if node.op == "/":
+            return _el("mfrac", _ml(node.a), _ml(node.b))
+        if node.op == "^":
+            return _msup(node.a, _ml(node.b))
+        if node.op == ".^":
+            return _msup(node.a, _el("mrow", _mo("∘"), _ml(node.b)))
+        return _el("mrow", _mchild(node.a, node, "a"), _mo(_MO[node.op]), _mchild(node.b, node, "b"))
+    if isinstance(node, Call):
+        fn = node.fn
+        if fn == "eye":
+            return _el("mi", text="I", mathvariant="normal")
+        (arg,) = node.args
+        e = _ml(arg)
+        if fn == "det":
+            return _el("mrow", _mo("|", fence="true"), e, _mo("|", fence="true"))
+        if fn == "logdet":
+            return _el("mrow", _el("mi", text="log"), _mo("|", fence="true"), e, _mo("|", fence="true"))
+        if fn == "inv":
+            return _msup(arg, _el("mrow", _mo("−"), _el("mn", text="1")))
+        if fn in ("norm1", "norm2"):
+            body = _el("mrow", _mo("‖", fence="true"), e, _mo("‖", fence="true"))
+            return _el("msub", body, _el("mn", text="1")) if fn == "norm1" else body
+        if fn == "sqrt":
+            return _el("msqrt", e)
+        if fn in ("vector", "matrix"):
+            ones = _el("mn", text="1", mathvariant="bold")
+            if fn == "matrix":
+                ones = _el("mrow", ones, _el("msup", _el("mn", text="1", mathvariant="bold"),
+                                              _el("mi", text="T", mathvariant="normal")))
+            if isinstance(arg, Num) and arg.value == 1:
+                return ones
+            return _el("mrow", e if precedence(arg) >= PREC_POW else _mparen(e), _mo("\u2062"), ones)
+        name = "σ" if fn == "sigma" else fn
+        return _el("mrow", _el("mi", text=name), _mo("\u2061"), _mparen(e))
+    raise TypeError(f"not a notation node: {node!r}")
+
+
+def to_mathml(node: Node, display: str = "inline") -> str:
+    """The formula as a Presentation MathML ``<math>`` element (a string)."""
+    root = _el("math", _ml(node), xmlns=MATHML_NS, display=display)
+    return ET.tostring(root, encoding="unicode")
+
+
+def line_latex(lhs: str, node: Node) -> str:
+    return f"{lhs} = {to_latex(node)}"

@@ -1,0 +1,356 @@
+"""The verifier: every line of a derivation against torch.func, at points handgrad draws.
+
+For each point (3 drawn from the declarations, sizes redrawn each time; or each point a
+caller gives plus 2 random perturbations of its variables) and each of 2 directions
+from an independent stream:
+
+* a value line ``= E`` is compared with f;
+* a ``df`` line with torch.func.jvp of f along the directions, and checked to be linear
+  in the differentials (E(2 dX) = 2 E(dX), E(dX1 + dX2) = E(dX1) + E(dX2));
+* a ``d2f`` line with the jvp of the jvp (second directional derivative) and checked to
+  be quadratic (E(2 dX) = 4 E(dX));
+* a read-off ``grad X = G`` for its shape (denominator layout: X's shape) and entry by
+  entry against torch.func.grad; ``hess X = H`` entry by entry against
+  torch.func.hessian over the column-major vec(X).
+
+Tolerance, entry by entry: |claim - truth| <= RTOL * (|terms of the claim| + |terms of
+the truth| + |truth|) + FLOOR * (largest of those), where "|terms|" is the sum of the
+absolute values of what floating point adds up (Evaluator.magnitude and
+tangent_magnitude), never max(1, |truth|).  A trial whose truth is below
+INCONCLUSIVE times that scale (rounding level, or too small to tell a factor 2 or a sign)
+is inconclusive.  A line is verified when no trial fails and trials at 2 or more points
+were conclusive; otherwise inconclusive.  NaN/inf is an error naming the line; a torch
+error while evaluating a line is an evaluation error, not a wrong line.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from handgrad.notation.evaluate import Evaluator, as_matrix
+from handgrad.notation.parser import NotationError
+from handgrad.notation.render import to_latex, to_mathml, to_text
+from handgrad.notation.sampling import (
+    DIRECTION_SEED,
+    INPUT_SEED,
+    PERTURB_SEED,
+    draw_direction,
+    draw_sizes,
+    draw_value,
+    perturb,
+)
+from handgrad.notation.textfile import Derivation, Line, parse_text
+
+RTOL = 1e-9
+INCONCLUSIVE = 1e-7
+FLOOR = 1e3 * torch.finfo(torch.float64).eps
+LAYOUT = ("denominator layout: df = tr(G^T dX) gives grad X = G, with X's shape (what autograd "
+          "returns); hess X is over vec(X), column-major as in vec(AXB) = (B^T ⊗ A) vec(X)")
+
+
+class _Trial:
+    __slots__ = ("status", "residual", "tol", "reason", "point")
+
+    def __init__(self, status, residual=0.0, tol=0.0, reason=None, point=None):
+        self.status, self.residual, self.tol, self.reason, self.point = status, residual, tol, reason, point
+
+
+def _compare(claim, truth, scale, point, what="", sides=("claim", "autograd")) -> _Trial:
+    """Entrywise comparison; scale has claim's shape (terms of claim and truth, summed)."""
+    if not bool(torch.isfinite(claim).all()):
+        return _Trial("error", reason=f"the line is not finite (nan/inf) at point {point}", point=point)
+    if not bool(torch.isfinite(truth).all()):
+        return _Trial("error", reason=f"the reference (autograd) is not finite at point {point}", point=point)
+    scale = scale + truth.abs()
+    tol = RTOL * scale + FLOOR * scale.max()
+    res = (claim - truth).abs()
+    ratio = res / tol.clamp_min(1e-300)
+    k = int(ratio.argmax())
+    worst_res, worst_tol = float(res.reshape(-1)[k]), float(tol.reshape(-1)[k])
+    if bool((res > tol).any()):
+        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(k), res.shape))
+        where = "" if res.numel() == 1 else f" entry {idx}"
+        return _Trial("fail", worst_res, worst_tol,
+                      f"{what}at point {point}{where}: {sides[0]} {float(claim.reshape(-1)[k]):.6g}, "
+                      f"{sides[1]} {float(truth.reshape(-1)[k]):.6g}", point)
+    if float(truth.abs().max()) <= INCONCLUSIVE * float(scale.max()):
+        return _Trial("inconclusive", worst_res, worst_tol,
+                      f"at point {point} the value is at rounding level relative to its terms", point)
+    return _Trial("pass", worst_res, worst_tol, None, point)
+
+
+def _verdict(trials: list[_Trial]) -> tuple[str, _Trial | None]:
+    for status, verdict in (("error", "error"), ("fail", "failed")):
+        bad = [t for t in trials if t.status == status]
+        if bad:
+            return verdict, bad[0]
+    conclusive = {t.point for t in trials if t.status == "pass"}
+    worst = max(trials, key=lambda t: t.residual / max(t.tol, 1e-300), default=None)
+    if len(conclusive) >= 2:
+        return "verified", worst
+    return "inconclusive", next((t for t in trials if t.status == "inconclusive"), worst)
+
+
+def _points(d: Derivation, inputs, points: int, perturbations: int, seed: int | None):
+    gen = torch.Generator().manual_seed(INPUT_SEED if seed is None else seed)
+    if inputs is None:
+        out = []
+        for _ in range(points):
+            sizes = draw_sizes(d.letters, gen)
+            out.append(("drawn", sizes, {n: draw_value(dc, sizes, gen) for n, dc in d.decls.items()}))
+        return out
+    pgen = torch.Generator().manual_seed(PERTURB_SEED if seed is None else seed + 1)
+    out = []
+    for k, given in enumerate(inputs):
+        missing = [n for n in d.decls if n not in given]
+        if missing:
+            raise NotationError(f"inputs[{k}] lacks {', '.join(missing)}")
+        vals = {n: as_matrix(given[n]) for n in d.decls}
+        sizes: dict[str, int] = {}
+        for n, dc in d.decls.items():
+            for dim, actual in zip(dc.shape, vals[n].shape):
+                want = dim.coef
+                if len(dim.letters) == 1 and dim.coef == 1:
+                    want = sizes.setdefault(dim.letters[0], actual)
+                if want != actual:
+                    raise NotationError(f"inputs[{k}]: {n} is {tuple(vals[n].shape)}, which does not fit "
+                                        f"its declaration ({dc.source})")
+        out.append((f"given {k}", sizes, vals))
+        for j in range(perturbations):
+            moved = dict(vals)
+            for v in d.wrt:
+                moved[v] = perturb(d.decls[v], vals[v], pgen)
+            out.append((f"perturbed {j + 1} from given {k}", sizes, moved))
+    return out
+
+
+def _project(props, x, g, mag):
+    """Gradient and its scale restricted to the set the variable lives in (see conventions)."""
+    if "diagonal" in props:
+        eye = torch.eye(g.shape[0], dtype=g.dtype)
+        return g * eye, mag * eye
+    if "sym" in props or "spd" in props:
+        return (g + g.mT) / 2, (mag + mag.mT) / 2
+    if "orthogonal" in props:
+        a = x.mT @ g
+        return x @ (a - a.mT) / 2, x.abs() @ (x.abs().mT @ mag + mag.mT @ x.abs()) / 2
+    return g, mag
+
+
+def _conventions(d: Derivation) -> list[str]:
+    out = [LAYOUT]
+    for v in d.wrt:
+        p = d.decls[v].props
+        if p & {"sym", "spd"}:
+            out.append(f"{v} is symmetric: its directions are symmetric, so df = tr(G^T dX) fixes only the "
+                       f"symmetric part of G; grad {v} is compared as (G + G^T)/2 with (∇ + ∇^T)/2, "
+                       f"∇ the unconstrained gradient (the gradient on symmetric matrices)")
+        if "diagonal" in p:
+            out.append(f"{v} is diagonal: directions are diagonal; grad {v} is compared on its diagonal only")
+        if "orthogonal" in p:
+            out.append(f"{v} is orthogonal: directions are {v} K with K skew; grad {v} is compared after "
+                       f"projecting onto that tangent space, {v} skew({v}^T G)")
+    return out
+
+
+def verify(derivation, inputs=None, *, points: int = 3, directions: int = 2, perturbations: int = 2,
+           seed: int | None = None) -> dict:
+    """Check every line of a derivation; returns a JSON-ready report (see the module docstring).
+
+    ``derivation``: the text of a .hg file or a parsed Derivation.  ``inputs``: optional
+    list of {name: tensor} points (constants and variables); each is checked and so are
+    ``perturbations`` random generic perturbations of its variables.
+    """
+    d = derivation if isinstance(derivation, Derivation) else parse_text(derivation)
+    pts = _points(d, inputs, points, perturbations, seed)
+    dgen = torch.Generator().manual_seed(DIRECTION_SEED if seed is None else seed + 2)
+    trials: dict[int, list[_Trial]] = {i: [] for i in range(len(d.lines))}
+    f_errors: list[str] = []
+    for k, (_, sizes, vals) in enumerate(pts):
+        _check_point(d, k, sizes, vals, dgen, directions, trials, f_errors)
+    return _report(d, pts, trials, f_errors, directions)
+
+
+def _check_point(d, k, sizes, vals, dgen, ndir, trials, f_errors):
+    checker, defs, wrt = d.checker, d.defs, d.wrt
+
+    def ev(values=vals, diffs=None):
+        return Evaluator(checker, values, diffs, defs, sizes)
+
+    def fun(*vs):
+        return ev({**vals, **dict(zip(wrt, vs))}).value(d.f)
+
+    primals = tuple(vals[v] for v in wrt)
+    try:
+        fval = ev().value(d.f)
+    except (RuntimeError, ValueError, NotationError) as e:
+        f_errors.append(f"point {k}: evaluating {d.fname} failed: {e}")
+        return
+    if not bool(torch.isfinite(fval).all()):
+        f_errors.append(f"{d.fname} is not finite (nan/inf) at point {k}")
+        return
+    dirs = [{v: draw_direction(d.decls[v], vals[v], dgen) for v in wrt} for _ in range(max(ndir, 2))]
+    need2 = any(line.kind == "d2f" for line in d.lines)
+    truth, truth2, tmag = [], [], []
+    for dd in dirs:
+        tangents = tuple(dd[v] for v in wrt)
+        truth.append(torch.func.jvp(fun, primals, tangents)[1])
+        tmag.append(ev(diffs=dd).tangent_magnitude(d.f))
+        if need2:
+            truth2.append(torch.func.jvp(lambda *p, t=tangents: torch.func.jvp(fun, p, t)[1],
+                                         primals, tangents)[1])
+    for i, line in enumerate(d.lines):
+        if line.shape_error:
+            continue
+        try:
+            trials[i].extend(_check_line(d, line, k, vals, ev, fun, fval, dirs, truth, truth2, tmag))
+        except (RuntimeError, ValueError, NotationError, IndexError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            trials[i].append(_Trial("error", reason=f"evaluation error at point {k}: {msg}", point=k))
+
+
+def _check_line(d, line: Line, k, vals, ev, fun, fval, dirs, truth, truth2, tmag):
+    e = line.expr
+    if line.kind == "value":
+        base = ev()
+        return [_compare(base.value(e), fval, base.magnitude(e) + base.magnitude(d.f), k)]
+    if line.kind in ("df", "d2f"):
+        out = _homogeneity(line, ev, dirs, k)  # first: "not linear" says more than a mismatch
+        ref = truth if line.kind == "df" else truth2
+        for dd, t, tm in zip(dirs, ref, tmag):
+            x = ev(diffs=dd)
+            scale = x.magnitude(e) + (tm if line.kind == "df" else 0)
+            out.append(_compare(x.value(e), t, scale, k))
+        return out
+    v = line.wrt
+    idx = d.wrt.index(v)
+    x = ev()
+    claim, mag = x.value(e), x.magnitude(e)
+    want = vals[v].shape
+    if line.kind == "grad":
+        if claim.shape != want:
+            return [_Trial("fail", reason=f"{line.lhs} has shape {tuple(claim.shape)} at point {k}, "
+                                           f"{v} has {tuple(want)}", point=k)]
+
+        def fv(t):
+            p = [vals[w] for w in d.wrt]
+            p[idx] = t
+            return fun(*p).reshape(())
+
+        g = torch.func.grad(fv)(vals[v])
+        pc, pm = _project(d.decls[v].props, vals[v], claim, mag)
+        pg, _ = _project(d.decls[v].props, vals[v], g, g.abs())
+        scale = pm + _grad_scale(d, ev, v, vals)
+        return [_compare(pc, pg, scale, k, "")]
+    n = vals[v].numel()
+    if claim.shape != (n, n):
+        return [_Trial("fail", reason=f"{line.lhs} has shape {tuple(claim.shape)} at point {k}, the "
+                                       f"Hessian over vec({v}) is {(n, n)}", point=k)]
+
+    def fv2(t):
+        p = [vals[w] for w in d.wrt]
+        p[idx] = t
+        return fun(*p).reshape(())
+
+    h = torch.func.hessian(fv2)(vals[v])  # (r, c, r, c), row-major
+    r, c = vals[v].shape
+    h = h.permute(1, 0, 3, 2).reshape(n, n)  # column-major vec, as the notes
+    return [_compare(claim, h, mag, k)]
+
+
+def _grad_scale(d, ev, v, vals):
+    """A per-entry scale for the gradient's terms: tangent magnitude along all-ones."""
+    ones = {w: torch.zeros_like(vals[w]) for w in d.wrt}
+    ones[v] = torch.ones_like(vals[v])
+    s = ev(diffs=ones).tangent_magnitude(d.f)
+    return s.sum() / vals[v].numel() * torch.ones_like(vals[v])
+
+
+def _homogeneity(line, ev, dirs, k):
+    """df lines are linear in the differentials, d2f lines quadratic."""
+    e = line.expr
+    d1, d2 = dirs[0], dirs[1]
+    deg = 1 if line.kind == "df" else 2
+    x1, x2 = ev(diffs=d1), ev(diffs=d2)
+    xs = ev(diffs={v: 2 * d1[v] for v in d1})
+    out = []
+    lhs, rhs = xs.value(e), (2 ** deg) * x1.value(e)
+    scale = xs.magnitude(e) + (2 ** deg) * x1.magnitude(e)
+    t = _compare(lhs, rhs, scale, k, f"not {'linear' if deg == 1 else 'quadratic'} in the differentials ",
+                 ("E(2 d)", f"{2 ** deg} E(d)"))
+    out.append(t if t.status == "fail" else _Trial("pass", point=None))
+    if deg == 1:
+        x12 = ev(diffs={v: d1[v] + d2[v] for v in d1})
+        lhs, rhs = x12.value(e), x1.value(e) + x2.value(e)
+        scale = x12.magnitude(e) + x1.magnitude(e) + x2.magnitude(e)
+        t = _compare(lhs, rhs, scale, k, "not linear in the differentials ", ("E(d1 + d2)", "E(d1) + E(d2)"))
+        out.append(t if t.status == "fail" else _Trial("pass", point=None))
+    return [t for t in out if t.status != "pass"]
+
+
+def _line_dict(i, line: Line, trials, f_errors) -> dict:
+    if line.shape_error:
+        verdict, reason, res, tol = "failed", line.shape_error, None, None
+    elif f_errors:
+        verdict, reason, res, tol = "error", f_errors[0], None, None
+    else:
+        verdict, t = _verdict(trials)
+        reason = t.reason if t else "no trial"
+        res, tol = (t.residual, t.tol) if t else (None, None)
+        if verdict == "verified":
+            reason = None
+        if verdict == "error":
+            res = tol = None
+    return {"index": i + 1, "kind": line.kind, "lhs": line.lhs, "text": to_text(line.expr),
+            "latex": _lhs_latex(line) + " = " + to_latex(line.expr), "mathml": to_mathml(line.expr),
+            "rule": line.rule, "verdict": verdict, "residual": res, "tol": tol, "reason": reason,
+            "source": line.source, "written": line.text}
+
+
+def _lhs_latex(line: Line) -> str:
+    from handgrad.notation.render import latex_name
+    if line.kind == "grad":
+        return f"\\frac{{\\partial f}}{{\\partial {latex_name(line.wrt)}}}"
+    if line.kind == "hess":
+        return f"\\frac{{\\partial^2 f}}{{\\partial \\operatorname{{vec}}({latex_name(line.wrt)})^2}}"
+    if line.kind == "d2f":
+        return "\\mathrm{d}^2 f"
+    return "\\mathrm{d}f" if line.kind == "df" else "f"
+
+
+def _report(d: Derivation, pts, trials, f_errors, ndir) -> dict:
+    rows = [_line_dict(i, line, trials[i], f_errors) for i, line in enumerate(d.lines)]
+    lines = [r for r in rows if r["kind"] not in ("grad", "hess")]
+    readoff = [dict(r, wrt=d.lines[r["index"] - 1].wrt) for r in rows if r["kind"] in ("grad", "hess")]
+    verdicts = [r["verdict"] for r in rows]
+    failed = "failed" in verdicts
+    errored = "error" in verdicts or bool(f_errors)
+    ok = (not failed and not errored and all(r["verdict"] == "verified" for r in readoff)
+          and "verified" in verdicts)
+    overall = ("failed" if failed else "error" if errored else
+               "verified" if all(v == "verified" for v in verdicts) and verdicts else "inconclusive")
+    first = next((r for r in rows if r["verdict"] == "failed"), None)
+    first_err = next((r for r in rows if r["verdict"] == "error"), None)
+    return {
+        "title": d.title, "path": d.path, "layout": LAYOUT, "conventions": _conventions(d),
+        "function": {"name": d.fname, "text": to_text(d.f), "latex": f"{d.fname} = {to_latex(d.f)}",
+                     "mathml": to_mathml(d.f), "source": d.f_source, "errors": f_errors},
+        "definitions": [{"name": n, "text": to_text(e), "latex": to_latex(e), "mathml": to_mathml(e),
+                         "source": d.def_sources[n]} for n, e in d.defs.items() if n != d.fname],
+        "wrt": list(d.wrt), "ok": ok, "verdict": overall,
+        "first_wrong": None if first is None else {k: first[k] for k in ("index", "lhs", "text", "source",
+                                                                          "reason")},
+        "first_error": None if first_err is None else {k: first_err[k] for k in ("index", "lhs", "source",
+                                                                                  "reason")},
+        "lines": lines, "readoff": readoff,
+        "checked_at": {"points": [{"origin": o, "sizes": s} for o, s, _ in pts],
+                       "directions_per_point": max(ndir, 2), "input_seed": INPUT_SEED,
+                       "direction_seed": DIRECTION_SEED, "rtol": RTOL, "inconclusive_below": INCONCLUSIVE,
+                       "reference": "torch.func.jvp / grad / hessian of f, float64"},
+    }
+
+
+def derive_text_file(path: str, **options) -> dict:
+    """Parse and verify a .hg file: the dict ``verify`` returns (NotationError on bad input)."""
+    from handgrad.notation.textfile import parse_file
+    return verify(parse_file(path), **options)
