@@ -88,7 +88,11 @@ def _verdict(trials: list[_Trial]) -> tuple[str, _Trial | None]:
     worst = max(trials, key=lambda t: t.residual / max(t.tol, 1e-300), default=None)
     if len(conclusive) >= 2:
         return "verified", worst
-    return "inconclusive", next((t for t in trials if t.status == "inconclusive"), worst)
+    t = next((t for t in trials if t.status == "inconclusive"), None)
+    if t is None:
+        t = _Trial("inconclusive", worst.residual if worst else 0.0, worst.tol if worst else 0.0,
+                   f"conclusive at {len(conclusive)} point(s) only; verified needs 2")
+    return "inconclusive", t
 
 
 def _points(d: Derivation, inputs, points: int, perturbations: int, seed: int | None):
