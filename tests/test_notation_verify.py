@@ -247,3 +247,36 @@ def test_non_conforming_line_fails_without_numbers():
     r = verify(text)
     assert r["lines"][0]["verdict"] == "failed"
     assert r["lines"][0]["reason"] == "X' * y: (3 x 7) * (3 x 1) do not conform"
+
+
+@pytest.mark.parametrize("body, verdicts", [
+    # orthogonal Q: directions Q K (K skew); the read-off is compared on that tangent space
+    ("let Q: n x n orthogonal\nlet A: n x n\nwrt Q\nf = tr(A*Q)\ndf = tr(A*dQ)\ngrad Q = A'",
+     ["verified", "verified"]),
+    ("let Q: n x n orthogonal\nlet A: n x n\nwrt Q\nf = tr(A*Q)\ngrad Q = A", ["failed"]),
+    # diagonal D: only the diagonal of the gradient is determined
+    ("let D: n x n diagonal\nlet A: n x n\nwrt D\nf = tr(A*D)\ngrad D = A'", ["verified"]),
+    ("let D: n x n diagonal\nlet A: n x n\nwrt D\nf = tr(A*D)\ngrad D = 2*A'", ["failed"]),
+    # a wrong second differential, and one that is not quadratic
+    ("let x: n\nlet A: n x n\nwrt x\nf = x'*A*x\nd2f = 2*dx'*A*dx\nhess x = A + A'",
+     ["verified", "verified"]),
+    ("let x: n\nlet A: n x n\nwrt x\nf = x'*A*x\nd2f = 4*dx'*A*dx", ["failed"]),
+    ("let x: n\nlet A: n x n\nwrt x\nf = x'*A*x\nd2f = 2*dx'*A*x", ["failed"]),
+    # a line that is nan while f is fine is an error on that line only
+    ("let x: n\nwrt x\nf = x'*x\ndf = 2*x'*dx\n   = sum(log(x - x)) + 2*x'*dx\ngrad x = 2*x",
+     ["verified", "error", "verified"]),
+])
+def test_properties_second_differentials_and_nan_lines(body, verdicts):
+    r = verify(body)
+    assert [row["verdict"] for row in r["lines"] + r["readoff"]] == verdicts
+
+
+def test_text_report_marks_the_lines(reports):
+    from handgrad.notation import format_text
+    text = format_text(reports["wrong_dropped_term.hg"])
+    lines = text.splitlines()
+    assert lines[0] == "WRONG: a dropped term   (" + str(EXAMPLES / "wrong_dropped_term.hg") + ")"
+    assert "✓    = tr(X'*A'*dX) + tr(X'*A*dX)" in text
+    assert any(line.strip().startswith("✗    = tr(X'*A*dX)") and "the first term is gone" in line
+               for line in lines)
+    assert "first wrong line: " in text and "wrong_dropped_term.hg:8" in text

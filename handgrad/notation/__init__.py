@@ -12,6 +12,7 @@ Public API:
     parse_text(text, path) / parse_file(path)        the .hg derivation format
     verify(derivation, inputs=None, ...) -> dict     the line-by-line verdicts
     derive_text_file(path) -> dict                   parse_file + verify (for the CLI)
+    format_text(report) -> str                       the report as terminal text
     NotationError                                    bad input, with file:line:col
 """
 
@@ -19,10 +20,12 @@ from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpos
 from handgrad.notation.evaluate import Evaluator, as_matrix, evaluate
 from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import to_latex, to_mathml, to_text
+from handgrad.notation.report import format_text
 from handgrad.notation.shapes import ShapeChecker, Size, show
 from handgrad.notation.textfile import Derivation, parse_file, parse_text
 from handgrad.notation.verify import derive_text_file, verify
 
 __all__ = ["Bin", "Call", "Derivation", "Diff", "Evaluator", "Neg", "Node", "NotationError", "Num",
            "ShapeChecker", "Size", "Sym", "Transpose", "as_matrix", "derive_text_file", "evaluate",
-           "parse", "parse_file", "parse_text", "show", "to_latex", "to_mathml", "to_text", "verify"]
+           "format_text", "parse", "parse_file", "parse_text", "show", "to_latex", "to_mathml", "to_text",
+           "verify"]

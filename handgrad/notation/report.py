@@ -1,0 +1,55 @@
+"""A verifier report (the dict ``verify`` returns) as terminal text.
+
+    >>> print(format_text(derive_text_file("examples/logdet.hg")))  # doctest: +SKIP
+    f = log|X|   (examples/logdet.hg)
+      f = log(det(X))
+        ✓ = logdet(X)
+        ✓ df = tr(inv(X)*dX)            d|X| = |X| tr(X^-1 dX)
+        ✓ grad X = inv(X)'
+      verified: ...
+
+Marks: ✓ verified, ? inconclusive, ✗ failed, ! error; a line that is not verified
+gets its reason underneath.  Every formula shown is printed from the tree that was
+evaluated.
+"""
+
+from __future__ import annotations
+
+MARKS = {"verified": "✓", "inconclusive": "?", "failed": "✗", "error": "!"}
+
+
+def format_text(report: dict) -> str:
+    fn = report["function"]
+    head = report["title"] or f"{fn['name']} = {fn['text']}"
+    out = [f"{head}   ({report['path']})"]
+    for d in report["definitions"]:
+        out.append(f"  let {d['name']} = {d['text']}")
+    out.append(f"  {fn['name']} = {fn['text']}")
+    for err in fn["errors"][:1]:
+        out.append(f"    ! {err}")
+    rows = sorted(report["lines"] + report["readoff"], key=lambda r: r["index"])
+    prev, lhs_width = "value", len(fn["name"])
+    texts = []
+    for r in rows:
+        cont = r["kind"] == prev and r["kind"] in ("value", "df", "d2f")
+        prev = r["kind"]
+        if not cont:
+            lhs_width = len(r["lhs"])
+        lhs = " " * lhs_width if cont else r["lhs"]
+        texts.append((r, f"{MARKS[r['verdict']]} {lhs} = {r['text']}"))
+    width = max((len(t) for _, t in texts), default=0)
+    for r, t in texts:
+        out.append("    " + (f"{t:<{width}}   {r['rule']}" if r["rule"] else t))
+        if r["verdict"] != "verified" and r["reason"]:
+            out.append(f"        {r['reason']}")
+    pts = report["checked_at"]["points"]
+    sizes = "; ".join(", ".join(f"{k} = {v}" for k, v in p["sizes"].items()) or "fixed sizes" for p in pts)
+    out.append(f"  {report['verdict']}: {len(pts)} points ({sizes}), "
+               f"{report['checked_at']['directions_per_point']} directions each, against "
+               f"{report['checked_at']['reference']}")
+    if report["first_wrong"]:
+        fw = report["first_wrong"]
+        out.append(f"  first wrong line: {fw['source']}: {fw['lhs']} = {fw['text']}")
+    for c in report["conventions"]:
+        out.append(f"  note: {c}")
+    return "\n".join(out)
