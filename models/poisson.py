@@ -40,8 +40,8 @@ def init_params(data: Data, *, intercept: bool = True, **_) -> dict[str, torch.T
 
 
 def linear_predictor(params, data: Data) -> torch.Tensor:
-    """The linear predictor z = X w + b (log of the mean).  Not named ``logits``: that name
-    asks the shared code for a classifier's separation check, which counts do not have."""
+    """The linear predictor z = X w + b (log of the mean).  Not named ``logits``: the
+    contract's ``logits`` is the classifiers' separation check, which counts do not have."""
     z = data.X @ params["w"]
     if "b" in params:
         z = z + params["b"]
