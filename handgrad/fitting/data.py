@@ -7,7 +7,6 @@ two-layer net writes samples as columns; that model transposes internally).  ``y
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import warnings
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from handgrad.errors import UserError
+from handgrad.fitting import csvread
 
 
 @dataclass
@@ -105,57 +105,10 @@ def read_csv(path: str, lines: list[int] | None = None) -> tuple[list[str], np.n
     """Header row + numeric cells.  Every fault is a one-line UserError.
 
     ``lines``, if given, is filled with each data row's 1-based line in the file (blank
-    lines are skipped, so row i is not always line i + 2)."""
-    if not os.path.exists(path):
-        raise UserError(f"Data file not found: {path}")
-    if os.path.isdir(path):
-        raise UserError(f"Data path is a directory, not a CSV file: {path}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            numbered = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
-        rows = [r for _, r in numbered]
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a UTF-8 text CSV file.") from None
-    except csv.Error as exc:
-        raise UserError(f"{path}: malformed CSV ({exc}).") from None
-    if not rows:
-        raise UserError(f"{path} is empty: expected a header row and data rows.")
-    header = [h.strip() for h in rows[0]]
-    if len(rows) == 1:
-        raise UserError(f"{path} has a header but no data rows.")
-    if any(h == "" for h in header):
-        raise UserError(f"{path}: the header has an empty column name (column {header.index('')}).")
-    if len(set(header)) != len(header):
-        dup = sorted({h for h in header if header.count(h) > 1})
-        raise UserError(f"{path}: duplicate column name(s) in the header: {', '.join(dup)}.")
-    values = np.empty((len(rows) - 1, len(header)))
-    if lines is not None:
-        lines[:] = [ln for ln, _ in numbered[1:]]
-    for i, row in enumerate(rows[1:]):
-        line = numbered[i + 1][0]  # 1-based file line of this row
-        if len(row) != len(header):
-            raise UserError(
-                f"{path}: ragged row at line {line}: {len(row)} cells, header has {len(header)}."
-            )
-        for j, cell in enumerate(row):
-            c = cell.strip()
-            try:
-                values[i, j] = float(c)
-            except ValueError:
-                if c.lower() in {"true", "false"}:
-                    values[i, j] = 1.0 if c.lower() == "true" else 0.0
-                    continue
-                if c == "":
-                    raise UserError(
-                        f"{path}: empty cell (missing value) in column {header[j]!r}, "
-                        f"row {i + 1} (line {line}); fill or drop that row."
-                    ) from None
-                raise UserError(
-                    f"{path}: non-numeric value {cell!r} in column {header[j]!r}, "
-                    f"row {i + 1} (line {line})."
-                ) from None
-    return header, values
+    lines are skipped, so row i is not always line i + 2).  A numeric file is parsed by
+    compiled code; the exact per-cell pass runs only to name a fault (see csvread)."""
+    csvread.check_path(path)
+    return csvread.read(path, lines)
 
 
 def select_columns(
@@ -219,8 +172,15 @@ def load(
     ext = os.path.splitext(path)[1].lower()
     if ext == ".csv":
         lines: list[int] = []
-        header, values = read_csv(path, lines)
-        cols, t = select_columns(header, target, features, path)
+        picked: list = []
+
+        def select(header):  # columns not used are not converted (text there is fine)
+            picked[:] = select_columns(header, target, features, path)
+            return picked[0] + ([picked[1]] if picked[1] is not None else [])
+
+        csvread.check_path(path)
+        header, values = csvread.read(path, lines, select, target)
+        cols, t = picked
         _check_finite_csv(values, cols, t, header, lines, path, target)
         names = [header[j] for j in cols]
         X, y = validate_arrays(values[:, cols], None if t is None else values[:, t], names, target)
