@@ -185,7 +185,8 @@ def test_faults_give_the_exact_pass_message(tmp_path, name):
 def test_known_messages_unchanged(tmp_path):
     cases = [("a,b,y\n1,2,1\n3,abc,0\n", "non-numeric value 'abc' in column 'b', row 2 (line 3)."),
              ("a,b,y\n1,2,1\n3,1.2.3,0\n", "non-numeric value '1.2.3' in column 'b', row 2 (line 3)."),
-             ("a,b,y\n1,2,1\n\n\n3,,0\n", "empty cell (missing value) in column 'b', row 2 (line 5); fill or drop that row."),
+             ("a,b,y\n1,2,1\n\n\n3,,0\n",
+              "empty cell (missing value) in column 'b', row 2 (line 5); fill or drop that row."),
              ("a,b,y\n1,2,1\n3,4\n", "ragged row at line 3: 2 cells, header has 3.")]
     for text, msg in cases:
         path = write(tmp_path, "k.csv", text)

@@ -262,8 +262,10 @@ def _float_grammar(c: np.ndarray, pos: np.ndarray) -> None:
 
 def _fmm():
     try:
-        from scipy.io import _fast_matrix_market  # noqa: F401  (scipy >= 1.12)
-        from scipy.io import mmread
+        from scipy.io import (
+            _fast_matrix_market,  # noqa: F401  (scipy >= 1.12)
+            mmread,
+        )
     except ImportError:
         return None
     return mmread
