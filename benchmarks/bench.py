@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from handgrad import registry
-from handgrad.fitting import solvers, stream
+from handgrad.fitting import lstsq, solvers, source, sums
 from handgrad.fitting.data import Data
 from handgrad.params import flatten, unflatten
 from handgrad.present import io
@@ -268,7 +268,7 @@ def bench_hessian(n: int, d: int, repeats: int, gflops: float, slow_autograd: bo
     x = flatten(P)
     case = f"{n // 1000}k x {d}"
     t_hand, H = timeit(lambda: entry.hessian(P, data), repeats)
-    L = stream.LinearSums(entry.derivation.per_sample, stream.TensorRows(data.X, data.y), P)
+    L = sums.LinearSums(entry.derivation.linear.per_sample, source.TensorRows(data.X, data.y), P)
     t_fused, (_, _, H2) = timeit(lambda: L.sums(x), repeats)
     floor = n * d * d / (gflops * 1e9)
     f = lambda v: entry.loss(unflatten(v, P), data)  # noqa: E731
@@ -299,7 +299,7 @@ def bench_hessian(n: int, d: int, repeats: int, gflops: float, slow_autograd: bo
 def model_problem(entry, n: int, d: int, seed: int = 0):
     """The model's own synthetic data at (n, d) and a point to differentiate at."""
     data, truth = entry.model.synthetic(n=n, d=d, seed=seed)
-    if hasattr(entry.model, "prepare"):
+    if entry.model.prepare is not None:
         data = entry.model.prepare(data)
     like = entry.model.init_params(data, intercept=True, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -321,9 +321,9 @@ def bench_gradients(n: int, d: int, repeats: int) -> list[dict]:
         x = flatten(params)
         hand = lambda entry=entry, data=data: entry.gradient(params, data, **hp)  # noqa: E731
         how = "hand gradient()"
-        fast = stream.fast_sums(entry, data, like, hp)
+        fast = sums.fast_sums(entry, data, like, hp)
         fused = None
-        if isinstance(fast, stream.LinearSums):  # the solvers' path: chunked, no loss values
+        if isinstance(fast, sums.LinearSums):  # the solvers' path: chunked, no loss values
             fused = lambda fast=fast, x=x: fast.sums(x, need_H=False, need_f=False)[1]  # noqa: E731
 
         def auto(entry=entry, data=data):
@@ -370,9 +370,9 @@ def bench_least_squares(n: int, d: int, repeats: int) -> list[dict]:
     y = X @ w + 1.5 + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
     case = f"{n / 1e6:g}M x {d}" if n >= 1e6 else f"{n // 1000}k x {d}"
     reps = 1 if n * d >= 5e7 else repeats
-    rows_src = stream.TensorRows(X, y)
-    stream.least_squares(stream.TensorRows(X[:2000], y[:2000]), intercept=True)  # warm-up
-    t_o, (theta, _, info) = timeit(lambda: stream.least_squares(rows_src, intercept=True), reps)
+    rows_src = source.TensorRows(X, y)
+    lstsq.least_squares(source.TensorRows(X[:2000], y[:2000]), intercept=True)  # warm-up
+    t_o, (theta, _, info) = timeit(lambda: lstsq.least_squares(rows_src, intercept=True), reps)
 
     def normal_eq():
         G = X.T @ X
@@ -404,8 +404,8 @@ def bench_covariance(n: int, d: int, repeats: int) -> list[dict]:
     X = torch.randn(n, d, generator=g, dtype=torch.float64) * 2.0 + 3.0
     case = f"{n / 1e6:g}M x {d}" if n >= 1e6 else f"{n // 1000}k x {d}"
     reps = 1 if n * d >= 5e7 else repeats
-    src = stream.TensorRows(X)
-    t_o, (m, S, _) = timeit(lambda: stream.covariance(src), reps)
+    src = source.TensorRows(X)
+    t_o, (m, S, _) = timeit(lambda: lstsq.covariance(src), reps)
     Xn = X.numpy()
     t_np, C = timeit(lambda: np.cov(Xn, rowvar=False, bias=True), reps)
     rel = float(np.abs(S.numpy() - C).max() / np.abs(C).max())

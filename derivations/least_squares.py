@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.fitting.linalg import add_ridge, sandwich
+from handgrad.fitting.sums import LinearLoss
 from handgrad.verify.steps import Derivation, Step, inner
 
 
@@ -27,32 +27,23 @@ def _dr(P, D, dP):
     return dr + dP["b"] if "b" in P else dr
 
 
-def gradient(params, data, *, l2: float = 0.0, **_) -> dict[str, torch.Tensor]:
-    r = _r(params, data)
-    g = {"w": 2.0 * (data.X.T @ r)}
-    if l2:
-        g["w"] = g["w"] + l2 * params["w"]
-    if "b" in params:
-        g["b"] = 2.0 * r.sum()
-    return g
-
-
-def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
-    w = data.X.new_full((data.n,), 2.0)
-    return add_ridge(sandwich(data.X, w, "b" in params), l2, data.d)
-
-
 def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool = True,
                value: bool = True):
     """The derivation per sample, l_i = (z_i - y_i)^2 with z = X w + b 1, for chunked sums.
 
-    Returns (l_i, dl/dz_i = 2 r_i, d^2l/dz_i^2 = 2), None where not asked for; the chain
-    rule through z gives gradient() and hessian() (handgrad/stream.py sums them in chunks).
+    Returns (l_i, dl/dz_i = 2 r_i, d^2l/dz_i^2 = 2), None where not asked for.  These are
+    the one source of the model's derivatives: LINEAR's chain rule through z gives the
+    gradient 2 X^T r + l2 w, 2 1^T r and the Hessian 2 X_a^T X_a + l2 I_w that ``check``
+    verifies and every fit path sums (handgrad/fitting/sums.py).
     """
     r = z - y
     lz = r * r if value else None
     return (lz, r.mul_(2.0) if grad or hess else None,  # r is ours: doubled in place
             torch.full_like(z, 2.0) if hess else None)
+
+
+LINEAR = LinearLoss(per_sample)
+gradient, hessian = LINEAR.gradient, LINEAR.hessian  # for the steps below; not a second copy
 
 
 def _l2(hp, P, dP):

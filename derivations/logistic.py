@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.fitting.linalg import add_ridge, sandwich
+from handgrad.fitting.sums import LinearLoss
 from handgrad.verify.steps import Derivation, Step, inner
 
 
@@ -33,31 +33,22 @@ def weights(z: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(z) * torch.sigmoid(-z)
 
 
-def gradient(params, data, *, l2: float = 0.0, **_) -> dict[str, torch.Tensor]:
-    e = torch.sigmoid(_z(params, data)) - data.y  # p - y
-    g = {"w": data.X.T @ e}
-    if l2:
-        g["w"] = g["w"] + l2 * params["w"]
-    if "b" in params:
-        g["b"] = e.sum()
-    return g
-
-
-def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
-    return add_ridge(sandwich(data.X, weights(_z(params, data)), "b" in params), l2, data.d)
-
-
 def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool = True,
                value: bool = True):
     """The derivation per sample, l_i = log(1 + e^{z_i}) - y_i z_i, for chunked sums.
 
     Returns (l_i, dl/dz_i = p_i - y_i, d^2l/dz_i^2 = p_i (1 - p_i)), None where not asked
-    for; the chain rule through z = X w + b 1 gives gradient() and hessian()
-    (handgrad/stream.py sums them in chunks).
+    for.  These are the one source of the model's derivatives: LINEAR's chain rule through
+    z = X w + b 1 gives the gradient X^T (p - y) + l2 w, 1^T (p - y) and the Hessian
+    X_a^T diag(p (1 - p)) X_a + l2 I_w that ``check`` verifies and every fit path sums.
     """
     lz = torch.nn.functional.softplus(z) - y * z if value else None
     e = torch.sigmoid(z) - y if grad or hess else None
     return lz, e, weights(z) if hess else None
+
+
+LINEAR = LinearLoss(per_sample)
+gradient, hessian = LINEAR.gradient, LINEAR.hessian  # for the steps below; not a second copy
 
 
 def _l2(hp, P, dP):

@@ -14,8 +14,9 @@ import click
 
 from handgrad import config, registry
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.fitting import app, inference
+from handgrad.fitting import inference, pipeline
 from handgrad.present import io, term
+from handgrad.verify import checker
 
 MODEL = click.Choice(sorted(registry.REGISTRY))
 
@@ -134,7 +135,7 @@ def main(debug):
 @command
 def list_cmd(as_json):
     """List the models, their solvers and whether a Hessian is derived."""
-    out = app.list_models()
+    out = registry.describe()
     if as_json:
         emit_json(out)
         return
@@ -153,7 +154,7 @@ def check_cmd(models, all_, seed, device, dtype, as_json):
     """Hand gradient (and Hessian) vs torch.autograd vs central finite differences."""
     names = sorted(registry.REGISTRY) if all_ or not models else list(models)
     seeds = (seed,) if seed is not None else (0, 1, 2)
-    out = app.check(names, device=device, dtype=dtype, seeds=seeds)
+    out = checker.check_models(names, device=device, dtype=dtype, seeds=seeds)
     if as_json:
         emit_json(out)
     else:
@@ -279,7 +280,7 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         from handgrad.present import plot as plots
 
         plots.preflight(plot, solver or ("newton" if newton else
-                                         registry.get(model).model.DEFAULT_SOLVER), compare)
+                                         registry.get(model).model.default_solver), compare)
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
     fit_kw = dict(data_path=data, target=target, features=feats, intercept=not no_intercept,
                   l2=l2, standardize=standardize, device=device, dtype=dtype, seed=seed,
@@ -289,7 +290,7 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
                   hyper={k: v for k, v in (("hidden", hidden), ("activation", activation),
                                            ("epochs", epochs), ("batch_size", batch_size),
                                            ("lr", lr)) if v is not None})
-    out = app.fit(model, solver="newton" if newton else solver, autograd=autograd,
+    out = pipeline.fit(model, solver="newton" if newton else solver, autograd=autograd,
                   progress=term.enabled(as_json), **fit_kw)
     if (out.get("distributed") or {}).get("rank", 0):  # under torchrun only rank 0 prints
         return 0 if out["converged"] else 1

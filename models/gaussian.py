@@ -43,12 +43,14 @@ import math
 
 import torch
 
+from handgrad.contract import Role, Target
 from handgrad.errors import UserError
 from handgrad.fitting.data import Data
 
 NAME = "gaussian"
 TITLE = "Gaussian covariance MLE"
-TARGET = None
+TARGET = Target.NONE
+PARAMS = {"mu": Role.LOCATION, "L": Role.COVARIANCE}  # roles, in parameter order
 SOLVERS = ("closed", "gd")  # no Newton: see derivations/gaussian.py (Hessian)
 DEFAULT_SOLVER = "closed"
 CHECK_NOTE = ("gaussian: a gradient with respect to the symmetric Sigma is the symmetric G "

@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from scipy.linalg import qr, solve_triangular
 
+from handgrad.contract import Role, Target
 from handgrad.errors import HandgradWarning, UserError
 from handgrad.fitting.data import Data
 
 NAME = "least_squares"
 TITLE = "Least squares"
-TARGET = "continuous"
+TARGET = Target.CONTINUOUS
+PARAMS = {"w": Role.WEIGHTS, "b": Role.INTERCEPT}  # roles, in parameter order
 SOLVERS = ("closed", "qr", "normal", "svd", "newton", "gd")
 DEFAULT_SOLVER = "closed"
 
@@ -262,13 +264,13 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
 
 def _cholesky_qr(data: Data, intercept: bool, l2: float):
     """Tall, well-conditioned designs: Cholesky-QR with corrected semi-normal equations
-    (handgrad.fitting.stream.least_squares), a few passes over X instead of a Householder QR of an
+    (handgrad.fitting.lstsq.least_squares), a few passes over X instead of a Householder QR of an
     n x p copy.  Used only while the column-scaled condition is <= FAST_MAX_COND, where it
     is as accurate as Householder QR; otherwise None (the caller's QR + refinement runs)."""
-    from handgrad.fitting import stream
+    from handgrad.fitting import lstsq, source
 
     X, y = data.X.to(torch.float64), data.y.to(torch.float64)
-    theta, R, info = stream.least_squares(stream.TensorRows(X, y), intercept=intercept, l2=l2,
+    theta, R, info = lstsq.least_squares(source.TensorRows(X, y), intercept=intercept, l2=l2,
                                           max_cond=FAST_MAX_COND, fallback="none")
     if theta is None:
         return None
@@ -305,11 +307,13 @@ def _normal_equations(A: np.ndarray, y: np.ndarray, warns: list[str]) -> np.ndar
         return np.linalg.lstsq(G, c, rcond=None)[0]
 
 
-def covariance(params, data: Data, extra: dict) -> torch.Tensor | None:
+def covariance(extra: dict, rss: float, n: int) -> torch.Tensor | None:
     """sigma_hat^2 (R^T R)^-1 over (w, b), sigma_hat^2 = RSS / (n - p); None if n <= p.
 
-    With l2 > 0, R factors the ridge-augmented design: this is sigma^2 (X^T X + l2/2 I)^-1,
-    the Gaussian-prior posterior covariance, not a sampling covariance.
+    ``extra`` holds the design's triangular factor: "R_scaled" and "scale" from the
+    Householder QR (A = Q R_scaled diag(scale)), or "R" with R^T R = A^T A.  With l2 > 0, R
+    factors the ridge-augmented design: this is sigma^2 (X^T X + l2/2 I)^-1, the
+    Gaussian-prior posterior covariance, not a sampling covariance.
     """
     Rs, D = extra.get("R_scaled"), extra.get("scale")
     if Rs is None:
@@ -318,13 +322,11 @@ def covariance(params, data: Data, extra: dict) -> torch.Tensor | None:
             return None
         Rs, D = R.detach().cpu().to(torch.float64).numpy(), np.ones(R.shape[1])
     p = Rs.shape[0]
-    if data.n <= p or extra.get("rank", p) < p:
+    if n <= p or extra.get("rank", p) < p:
         return None
-    r = residual(params, data).detach().cpu().to(torch.float64)
-    sigma2 = float(r @ r) / (data.n - p)
+    sigma2 = rss / (n - p)
     Rinv = solve_triangular(Rs, np.eye(p)) / D[:, None]  # (R_s diag(D))^-1 = D^-1 R_s^-1
-    cov = sigma2 * (Rinv @ Rinv.T)
-    return torch.from_numpy(cov).to(device=data.X.device, dtype=data.X.dtype)
+    return torch.from_numpy(sigma2 * (Rinv @ Rinv.T))
 
 
 def synthetic(*, n: int = 1000, d: int = 5, seed: int = 0, noise: float = 0.5, **_):

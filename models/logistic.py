@@ -10,16 +10,19 @@ e^-z that makes its autograd Hessian exactly 0 there.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from handgrad.contract import Likelihood, Role, Target
 from handgrad.fitting.data import Data, binary_labels
 
 NAME = "logistic"
 TITLE = "Logistic regression"
-TARGET = "binary"
+TARGET = Target.BINARY
+PARAMS = {"w": Role.WEIGHTS, "b": Role.INTERCEPT}  # roles, in parameter order
 SOLVERS = ("newton", "gd")
 DEFAULT_SOLVER = "newton"
-LIKELIHOOD = True  # standard errors from the inverse Hessian at the optimum
 
 
 def init_params(data: Data, *, intercept: bool = True, **_) -> dict[str, torch.Tensor]:
@@ -51,6 +54,18 @@ def prepare(data: Data) -> Data:
         data.notes.append(note)
     data.y = y
     return data
+
+
+def null_log_likelihood(sum_y: float, n: int, intercept: bool) -> tuple[float, str]:
+    """log L of the model without features: intercept only (p = mean y), or p = 1/2."""
+    if not intercept:
+        return n * math.log(0.5), "p = 1/2"
+    pbar = sum_y / n
+    return sum_y * math.log(pbar) + (n - sum_y) * math.log1p(-pbar), "intercept only"
+
+
+# the loss is the full negative log-likelihood: standard errors from H^-1 at the optimum
+LIKELIHOOD = Likelihood(null=null_log_likelihood)
 
 
 def predict_proba(params, data: Data) -> torch.Tensor:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from handgrad.contract import Role, Target
 from handgrad.fitting.data import Data, prepare_class_labels
 
 NAME = "softmax"
 TITLE = "Softmax regression"
-TARGET = "labels"
+TARGET = Target.LABELS
+PARAMS = {"W": Role.CLASS_WEIGHTS, "b": Role.CLASS_BIAS}  # roles, in parameter order
 SOLVERS = ("newton", "gd", "sgd", "adam")
 DEFAULT_SOLVER = "newton"
 

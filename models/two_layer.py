@@ -19,12 +19,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from handgrad.contract import Role, Target
 from handgrad.errors import UserError
 from handgrad.fitting.data import Data, prepare_class_labels
 
 NAME = "two_layer"
 TITLE = "Two-layer neural network"
-TARGET = "labels"
+TARGET = Target.LABELS
+PARAMS = {"W1": Role.LAYER, "b1": Role.LAYER_BIAS,  # roles, in parameter order
+          "W2": Role.LAYER, "b2": Role.LAYER_BIAS}
 SOLVERS = ("adam", "sgd", "gd")
 DEFAULT_SOLVER = "adam"
 ACTIVATIONS = ("sigmoid", "tanh", "relu")

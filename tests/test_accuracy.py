@@ -146,7 +146,7 @@ def test_rank_deficient_design_warns_and_names_columns():
     assert np.isfinite(theta).all()
     # still a least-squares solution: the normal equations hold
     np.testing.assert_allclose(A.T @ (A @ theta - y.numpy()), 0, atol=1e-9)
-    assert ls.covariance(params, data, extra) is None  # not identified: no standard errors
+    assert ls.covariance(extra, _rss(ls, params, data), data.n) is None  # not identified: no standard errors
 
 
 def test_float32_data_gets_the_float64_answer_rounded():
@@ -247,10 +247,15 @@ def test_tall_well_conditioned_designs_take_cholesky_qr_and_match_householder():
     a = torch.cat([fast["w"], fast["b"].reshape(1)])
     b = torch.cat([ref["w"], ref["b"].reshape(1)])
     assert ((a - b).abs() / b.abs()).max() < 1e-11
-    se_fast = ls.covariance(fast, data, e_fast).diagonal().sqrt()
-    se_ref = ls.covariance(ref, data, e_ref).diagonal().sqrt()
+    se_fast = ls.covariance(e_fast, _rss(ls, fast, data), data.n).diagonal().sqrt()
+    se_ref = ls.covariance(e_ref, _rss(ls, ref, data), data.n).diagonal().sqrt()
     assert ((se_fast - se_ref).abs() / se_ref).max() < 1e-10
     # nearly collinear columns: condition far above FAST_MAX_COND, so no fast path
     X2 = torch.cat([X, X[:, :1] + 1e-7 * X[:, 1:2]], dim=1)
     _, e_ill = ls.closed_form(Data(X2, y), intercept=True)
     assert "solver" not in e_ill and e_ill["condition"] > ls.FAST_MAX_COND
+
+
+def _rss(ls, params, data) -> float:
+    r = ls.residual(params, data)
+    return float(r @ r)

@@ -13,6 +13,7 @@ import types
 import pytest
 import torch
 
+from handgrad.contract import DerivationSpec
 from handgrad import registry
 from handgrad.params import flatten
 from handgrad.verify import derive, steps
@@ -64,7 +65,7 @@ def test_final_line_is_the_fitted_gradient(name, monkeypatch):
 
     def doubled(params, data, **hp):
         return {k: 2 * v for k, v in real(params, data, **hp).items()}
-    monkeypatch.setattr(entry.derivation, "gradient", doubled)
+    monkeypatch.setattr(entry.derivation.module, "gradient", doubled)  # what the steps call
     rep = derive.run_derivation(grad_derivs[0], problems, entry.loss)
     n = len(grad_derivs[0].steps)
     assert rep["failed_lines"] == [n], rep["failed_lines"]
@@ -75,7 +76,8 @@ def test_derive_all_and_a_model_without_derivations(runner, monkeypatch):
     bare = types.ModuleType("derivations.bare")
     bare.gradient = registry.get("least_squares").derivation.gradient
     small = {"least_squares": registry.get("least_squares"),
-             "bare": registry.Entry("bare", registry.get("least_squares").model, bare)}
+             "bare": registry.Entry("bare", registry.get("least_squares").model,
+                                    DerivationSpec(bare, bare.gradient))}
     monkeypatch.setattr(registry, "REGISTRY", small)
     r, out = invoke(runner, "derive", "--all", "--json")
     assert r.exit_code == 0, r.stderr

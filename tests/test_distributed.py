@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from handgrad import registry
-from handgrad.fitting import distributed, solvers, stream
+from handgrad.fitting import distributed, lstsq, solvers, source
 from handgrad.params import flatten
 from tests.conftest import ROOT
 
@@ -37,11 +37,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     try:
         entry, data = _problem()
         like = entry.model.init_params(data)
-        rows = stream.TensorRows(data.X, data.y).shard(rank, world)
+        rows = source.TensorRows(data.X, data.y).shard(rank, world)
         obj = solvers.Objective(entry, rows, like, {"l2": 0.3}, reduce=ctx.reduce)
         res = solvers.newton(obj, flatten(like))
         msgs, nums = ctx.messages, ctx.numbers
-        m, S, n = stream.covariance(stream.TensorRows(data.X).shard(rank, world), chunk_rows=100,
+        m, S, n = lstsq.covariance(source.TensorRows(data.X).shard(rank, world), chunk_rows=100,
                                     reduce=ctx.reduce)
         torch.save({"x": flatten(res.params), "converged": res.converged, "iters": res.iterations,
                     "rows": rows.n, "messages": msgs, "numbers": nums, "S": S, "m": m, "n": n},
@@ -75,9 +75,9 @@ def test_torchrun_cli_fit_matches_one_process(tmp_path):
     args = ["fit", "logistic", "--newton", "--n-samples", "4000", "--n-features", "5",
             "--l2", "0.5", "--device", "cpu", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    from handgrad.fitting import app
+    from handgrad.fitting import pipeline
 
-    a = app.fit("logistic", solver="newton", n_samples=4000, n_features=5, l2=0.5, device="cpu")
+    a = pipeline.fit("logistic", solver="newton", n_samples=4000, n_features=5, l2=0.5, device="cpu")
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", *args,

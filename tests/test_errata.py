@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from handgrad.verify import errata as er
-from handgrad.verify import identities as ids
 
 from handgrad.verify import derive
+from handgrad.verify import errata as er
+from handgrad.verify import identities as ids
 from handgrad.verify.steps import compare
 from tests.conftest import invoke
 

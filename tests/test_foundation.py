@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -14,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handgrad.contract import DerivationSpec
 from handgrad import registry
 from handgrad.fitting import solvers
 from handgrad.fitting.data import Data
@@ -66,10 +68,7 @@ def test_logistic_values_by_hand():
 # --- the checker must fail on wrong derivations -----------------------------------------
 
 def _planted(module, **overrides):
-    ns = types.SimpleNamespace(gradient=module.gradient, hessian=module.hessian)
-    for k, v in overrides.items():
-        setattr(ns, k, v)
-    return ns
+    return dataclasses.replace(DerivationSpec(None, module.gradient, module.hessian), **overrides)
 
 
 def _first_failure(name, planted):

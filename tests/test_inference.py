@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from handgrad.errors import UserError
-from handgrad.fitting import app, inference
+from handgrad.fitting import inference, pipeline
 from handgrad.fitting.data import Data, _load_numpy, load
 from tests.conftest import ROOT, invoke
 
@@ -187,7 +187,7 @@ def test_feature_names_flow_in_the_order_given(runner):
 
 
 def test_python_api_fit_carries_the_summary():
-    out = app.fit("least_squares", n_samples=50, n_features=2, device="cpu")
+    out = pipeline.fit("least_squares", n_samples=50, n_features=2, device="cpu")
     assert "summary" in out
     assert out["summary"]["kind"] == "least_squares"
 

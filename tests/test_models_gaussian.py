@@ -16,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handgrad.contract import DerivationSpec
 from handgrad import registry
 from handgrad.errors import UserError
 from handgrad.fitting import solvers
@@ -121,7 +122,7 @@ def test_cholesky_gradient_formula():
 # ---- planted wrong derivatives ---------------------------------------------------------
 
 def _with(fn):
-    return types.SimpleNamespace(gradient=fn)
+    return DerivationSpec(None, fn)
 
 
 def _g_lower_triangle_convention(P, D, **hp):
@@ -341,7 +342,7 @@ def _h_without_dS_mu(P, D, *, l2=0.0, **_):
 
 
 def test_planted_wrong_hessian_fails_where_mu_is_a_parameter():
-    planted = types.SimpleNamespace(gradient=dg.gradient, hessian=_h_without_dS_mu)
+    planted = DerivationSpec(None, dg.gradient, _h_without_dS_mu)
     for label, p, data, hp in _problems(0):
         rep = checker.check_problem(ENTRY, label, p, data, hp, seed=0, dtype=torch.float64,
                                     derivation=planted)

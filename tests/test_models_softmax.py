@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handgrad.contract import DerivationSpec
 from handgrad import registry
 from handgrad.errors import UserError
 from handgrad.fitting import solvers
@@ -95,9 +96,7 @@ def _E(P, D):
 
 
 def _planted(grad_fn=None, hess_fn=None):
-    ns = types.SimpleNamespace(gradient=grad_fn or dsm.gradient)
-    ns.hessian = hess_fn or dsm.hessian
-    return ns
+    return DerivationSpec(None, grad_fn or dsm.gradient, hess_fn or dsm.hessian)
 
 
 def _g_transposed(P, D, *, l2=0.0, **_):  # X^T (P - Y): (d, K), the seed's per-sample x (p-y)^T

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handgrad.contract import DerivationSpec
 from handgrad import registry
-from handgrad.fitting import app, solvers
+from handgrad.fitting import pipeline, solvers
 from handgrad.fitting.data import Data
 from handgrad.params import flatten
 from handgrad.verify import checker, steps
@@ -154,7 +155,7 @@ def test_planted_wrong_gradient_fails(fn):
     results = []
     for label, p, data, hp in _problems(0):
         rep = checker.check_problem(ENTRY, label, p, data, hp, seed=0, dtype=torch.float64,
-                                    derivation=types.SimpleNamespace(gradient=fn))
+                                    derivation=DerivationSpec(None, fn))
         results.append(rep.ok)
         if not rep.ok:  # the two references agree; the hand side is the odd one out
             assert all(c.ok for c in rep.comparisons if c.hand_vs == "autograd_vs_fd")
@@ -200,7 +201,7 @@ def test_minibatch_gradient_uses_the_hand_derivation():
     hp = {"l2": 0.0, "hidden": 6, "activation": "tanh"}
     p0 = mt.init_params(data, seed=0, **hp)
     ok = solvers.adam(solvers.Objective(ENTRY, data, p0, hp), flatten(p0), epochs=2)
-    wrong_entry = registry.Entry("two_layer", mt, types.SimpleNamespace(gradient=_no_sigma_prime))
+    wrong_entry = registry.Entry("two_layer", ENTRY.model, DerivationSpec(None, _no_sigma_prime))
     bad = solvers.adam(solvers.Objective(wrong_entry, data, p0, hp), flatten(p0), epochs=2)
     assert (flatten(ok.params) - flatten(bad.params)).abs().max().item() > 1e-4
 
@@ -271,7 +272,7 @@ def test_onehot_labels_through_the_api():
     p = mt.init_params(data, hidden=4, seed=0, **hp)
     onehot = Data(data.X, F.one_hot(y, 3).to(torch.float64))
     assert mt.loss(p, data, **hp).item() == pytest.approx(mt.loss(p, onehot, **hp).item(), rel=1e-14)
-    assert app.registry.get("two_layer").model is mt
+    assert pipeline.registry.get("two_layer").model.module is mt
 
 
 def test_divergent_learning_rate_is_reported_not_converged(runner):

@@ -9,7 +9,7 @@ import torch
 
 from handgrad import registry
 from handgrad.errors import UserError
-from handgrad.fitting import app, compare, solvers
+from handgrad.fitting import compare, pipeline, solvers
 from handgrad.params import flatten
 from handgrad.present import plot
 from tests.conftest import invoke
@@ -131,7 +131,7 @@ def test_missing_matplotlib_is_one_clean_line(runner, tmp_path, monkeypatch,
                                                no_matplotlib):
     path = tmp_path / "c.png"
     calls = []
-    monkeypatch.setattr(app, "fit", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: calls.append(1))
     result, _ = invoke(runner, "fit", "logistic", "--newton", "--plot", path)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()

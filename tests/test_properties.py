@@ -113,12 +113,12 @@ def shaped_problem(draw, model: str):
     seed = draw(st.integers(0, 10**6))
     intercept = draw(st.booleans())
     hp = {"l2": draw(st.sampled_from([0.0, 0.7]))}
-    if hasattr(m, "ACTIVATIONS"):
-        hp["activation"] = draw(st.sampled_from(list(m.ACTIVATIONS)))
-    if "hidden" in getattr(m, "HYPER", ()):
+    if hasattr(m.module, "ACTIVATIONS"):
+        hp["activation"] = draw(st.sampled_from(list(m.module.ACTIVATIONS)))
+    if "hidden" in m.hyper:
         hp["hidden"] = draw(st.integers(1, 5))
     data, _ = m.synthetic(n=n, d=d, seed=seed)
-    if hasattr(m, "prepare"):
+    if m.prepare is not None:
         try:
             data = m.prepare(data)
         except UserError:  # a tiny synthetic draw with one class: not a derivation question

@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.fitting import app, inference, solvers, validate
+from handgrad.fitting import inference, pipeline, solvers, validate
 from handgrad.fitting.data import Data, validate_arrays
 from handgrad.present import io
 from handgrad.registry import REGISTRY
+from handgrad.verify import checker
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -322,7 +323,7 @@ def test_std_errors_withheld_when_hessian_singular():
     params = {"w": torch.zeros(2, dtype=torch.float64)}
     warns: list[str] = []
     with pytest.warns(HandgradWarning, match="standard errors withheld"):
-        cov = inference.likelihood_covariance(entry, params, data, {"l2": 0.0}, warns)
+        cov = inference.covariance_from_hessian(entry.hessian(params, data, l2=0.0), warns)
     assert cov is None and warns and "singular" in warns[0]
 
 
@@ -389,7 +390,8 @@ class _Quadratic:
     def __init__(self, A, b, value=None):
         self.A, self.b, self._value = A, b, value
         self.like = {"w": torch.zeros(len(b), dtype=torch.float64)}
-        self.entry = SimpleNamespace(derivation=SimpleNamespace(), model=SimpleNamespace())
+        self.entry = SimpleNamespace(derivation=SimpleNamespace(flat_directions=None),
+                                    model=SimpleNamespace())
         self.hp, self.data = {}, None
 
     def value(self, x):
@@ -508,8 +510,8 @@ def test_gaussian_singular_covariance_named(runner, tmp_path, make, expect):
 @needs_gaussian
 def test_gaussian_symmetric_convention_is_stated_and_checked():
     m = REGISTRY["gaussian"].model
-    assert "symmetric" in getattr(m, "CHECK_NOTE", "")
-    out = app.check(["gaussian"], seeds=(0,))
+    assert "symmetric" in m.check_note
+    out = checker.check_models(["gaussian"], seeds=(0,))
     assert out["ok"], out
 
 
@@ -603,14 +605,14 @@ def test_softmax_of_equal_huge_logits():
 def test_float32_checks_use_float64_references(name, one_thread):
     """Hand derivatives computed in float32 agree with the float64 references to float32
     tolerances (softmax includes logits of several hundred, where p_k - p_k^2 would cancel)."""
-    out = app.check([name], dtype="float32", seeds=(0, 1))
+    out = checker.check_models([name], dtype="float32", seeds=(0, 1))
     assert out["ok"], [p["label"] for p in out["models"][name]["problems"] if not p["ok"]]
 
 
 def test_checks_turn_tf32_off():
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        app.check(["least_squares"], seeds=(0,))
+        checker.check_models(["least_squares"], seeds=(0,))
         assert torch.backends.cuda.matmul.allow_tf32 is False
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -619,7 +621,7 @@ def test_checks_turn_tf32_off():
 @pytest.mark.skipif("two_layer" not in REGISTRY, reason="two_layer not registered yet")
 def test_relu_check_points_are_away_from_the_kink():
     m = REGISTRY["two_layer"].model
-    assert "kink" in getattr(m, "CHECK_NOTE", "")
+    assert "kink" in m.check_note
     for seed in (0, 1):
         for label, params, data, hp in m.check_problems(seed):
             if hp.get("activation") != "relu":
@@ -639,12 +641,12 @@ def test_ctrl_c_in_a_fit_returns_what_was_reached():
         if k == 2:
             raise KeyboardInterrupt
 
-    out = app.fit("logistic", solver="gd", n_samples=200, callback=cb)
+    out = pipeline.fit("logistic", solver="gd", n_samples=200, callback=cb)
     assert out["interrupted"] is True and out["converged"] is False
     assert out["iterations"] == 2 and "interrupted at iteration 2" in out["message"]
     # the reported loss is the one at the reported parameters
     entry = REGISTRY["logistic"]
-    data, _ = app.get_data(entry, n_samples=200)
+    data, _ = pipeline.get_data(entry, n_samples=200)
     params = {k: torch.tensor(v, dtype=torch.float64) for k, v in out["params"].items()}
     assert abs(entry.loss(params, data).item() - out["loss"]) <= 1e-9 * abs(out["loss"])
     assert out["loss"] == calls[-1]
@@ -741,7 +743,7 @@ def test_every_error_path_gives_one_json_object(runner, tmp_path, monkeypatch, g
     def boom(*a, **k):
         raise RuntimeError("simulated fault\nsecond line")
 
-    monkeypatch.setattr(app, "fit", boom)
+    monkeypatch.setattr(pipeline, "fit", boom)
     r = run(runner, "fit", "logistic", "--json")
     assert r.exit_code == 1 and "Traceback" not in r.stderr
     obj = json.loads(r.stdout)
@@ -802,7 +804,7 @@ def test_float32_range_row_is_counted_like_the_csv_loader(tmp_path):
     rows = [[1.0, 0.0, 0], [1e39, 0.0, 1], [2.0, 1.0, 1]]
     path = write_csv(tmp_path / "f.csv", ["a", "b", "y"], rows)
     with pytest.raises(UserError, match=r"row 2, column 'a'"):
-        app.fit("logistic", data_path=path, target="y", dtype="float32")
+        pipeline.fit("logistic", data_path=path, target="y", dtype="float32")
 
 
 def _direct_writes(path: str) -> list[str]:
@@ -873,7 +875,7 @@ def test_far_outlier_is_not_called_separated(runner, tmp_path):
     X[0], y[0] = [40.0, 0.0], 1
     path = write_csv(tmp_path / "o.csv", ["a", "b", "y"],
                      [[a, b, t] for (a, b), t in zip(X.tolist(), y.tolist())])
-    out = app.fit("logistic", data_path=path, target="y")
+    out = pipeline.fit("logistic", data_path=path, target="y")
     assert out["converged"] and "separation" not in out
     z = X @ np.array([out["coefficients"]["a"], out["coefficients"]["b"]]) + \
         out["coefficients"]["intercept"]

@@ -147,4 +147,4 @@ def test_every_registered_model_gets_a_page(name, tmp_path):
     md = (tmp_path / f"{name}.md").read_text()
     assert "## Derivation" in md and "## Check" in md and "## Fit" in md
     assert ("Hessian: hand vs autograd" in md) == entry.has_hessian
-    assert f"| solver | {entry.model.DEFAULT_SOLVER} with hand derivatives |" in md
+    assert f"| solver | {entry.model.default_solver} with hand derivatives |" in md

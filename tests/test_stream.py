@@ -1,4 +1,4 @@
-"""Chunked sums over rows (handgrad/stream.py): same numbers as the one-piece derivations,
+"""Chunked sums over rows (handgrad/fitting/sums.py): same numbers as the one-piece derivations,
 from memory or streamed from .npy/.npz files, and fits that match the in-memory fit."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from handgrad import registry
 from handgrad.errors import UserError
-from handgrad.fitting import solvers, stream
+from handgrad.fitting import lstsq, solvers, source, sums
 from handgrad.fitting.data import Data
 from handgrad.params import flatten
 from tests.conftest import ROOT, invoke
@@ -33,7 +33,7 @@ def test_linear_sums_equal_autograd_and_the_derivation(name, intercept, l2, chun
     data, _ = entry.model.synthetic(n=121, d=6, seed=4)
     P = _point(entry.model.init_params(data, intercept=intercept), 1)
     x = flatten(P)
-    L = stream.LinearSums(entry.derivation.per_sample, stream.TensorRows(data.X, data.y), P,
+    L = sums.LinearSums(entry.derivation.linear.per_sample, source.TensorRows(data.X, data.y), P,
                           l2=l2, chunk_rows=chunk)
     f, g, H = L.sums(x)
     # independent references: the plain torch loss and autograd
@@ -54,16 +54,16 @@ def test_chunked_sums_equal_one_piece_for_every_registered_model():
     for name, entry in registry.REGISTRY.items():
         for label, P, data, hp in entry.model.check_problems(0):
             x = flatten(P)
-            rows = stream.TensorRows(data.X, data.y)
+            rows = source.TensorRows(data.X, data.y)
             halves = [entry.loss(P, data.rows(slice(a, b)), **{**hp, "l2": 0.0})
                       for a, b in ((0, 4), (4, data.n))]
             if not torch.isclose(halves[0] + halves[1], entry.loss(P, data, **{**hp, "l2": 0.0})):
                 with pytest.raises(UserError, match="not a sum over samples"):
-                    stream.ChunkedSums(entry, rows, P, hp, chunk_rows=2,
-                                       make_data=stream._data_like(data))
+                    sums.ChunkedSums(entry, rows, P, hp, chunk_rows=2,
+                                       make_data=sums._data_like(data))
                 continue
-            C = stream.ChunkedSums(entry, rows, P, hp, chunk_rows=2,
-                                   make_data=stream._data_like(data))
+            C = sums.ChunkedSums(entry, rows, P, hp, chunk_rows=2,
+                                   make_data=sums._data_like(data))
             torch.testing.assert_close(C.value(x), entry.loss(P, data, **hp),
                                        rtol=1e-11, atol=1e-11, msg=f"{name} {label}")
             ref_g = flatten({k: entry.gradient(P, data, **hp)[k] for k in P})
@@ -87,7 +87,7 @@ def _save(tmp_path, n=3001, d=7, seed=0, labels=(0.0, 1.0)):
 def test_file_rows_read_exactly_the_saved_rows_and_shard(tmp_path):
     data = _save(tmp_path)
     for path in ("X.npy", "d.npz"):
-        rows = stream.open_rows(str(tmp_path / path))
+        rows = source.open_rows(str(tmp_path / path))
         assert (rows.n, rows.d) == (3001, 7)
         got = torch.cat([X for _, X, _ in rows.chunks(500)])
         assert torch.equal(got, data.X)
@@ -101,14 +101,14 @@ def test_file_rows_errors_are_one_line_user_errors(tmp_path):
     X = np.random.default_rng(0).standard_normal((50, 3))
     np.save(tmp_path / "F.npy", np.asfortranarray(X))
     with pytest.raises(UserError, match="Fortran"):
-        stream.open_rows(str(tmp_path / "F.npy"))
+        source.open_rows(str(tmp_path / "F.npy"))
     np.savez_compressed(tmp_path / "c.npz", X=X, y=np.zeros(50))
     with pytest.raises(UserError, match="compressed"):
-        stream.open_rows(str(tmp_path / "c.npz"))
+        source.open_rows(str(tmp_path / "c.npz"))
     X[17, 2] = np.nan
     np.save(tmp_path / "X.npy", X)
     with pytest.raises(UserError, match=r"NaN \(row 17, column 2\)"):
-        list(stream.open_rows(str(tmp_path / "X.npy")).chunks(8))
+        list(source.open_rows(str(tmp_path / "X.npy")).chunks(8))
 
 
 @pytest.mark.parametrize("path", ["X.npy", "d.npz"])
@@ -148,19 +148,19 @@ def test_covariance_matches_numpy_cov_with_a_large_mean(tmp_path):
     rng = np.random.default_rng(3)
     X = 1e6 + rng.standard_normal((5003, 6)) @ rng.standard_normal((6, 6))
     C = np.cov(X, rowvar=False, bias=True)
-    m, S, n = stream.covariance(stream.TensorRows(torch.from_numpy(X)), chunk_rows=256)
+    m, S, n = lstsq.covariance(source.TensorRows(torch.from_numpy(X)), chunk_rows=256)
     assert n == 5003
     assert np.abs(S.numpy() - C).max() <= 1e-12 * np.abs(C).max() * 1e3  # cond of the data
     np.testing.assert_allclose(m.numpy(), X.mean(0), rtol=1e-14)
     np.save(tmp_path / "X.npy", X)
-    _, S2, _ = stream.covariance(stream.open_rows(str(tmp_path / "X.npy")), chunk_rows=1000)
+    _, S2, _ = lstsq.covariance(source.open_rows(str(tmp_path / "X.npy")), chunk_rows=1000)
     assert np.abs(S2.numpy() - C).max() <= 1e-9 * np.abs(C).max()
 
 
 def test_covariance_well_scaled_to_1e_12():
     X = np.random.default_rng(1).standard_normal((20000, 9)) * 2 + 3
     C = np.cov(X, rowvar=False, bias=True)
-    _, S, _ = stream.covariance(stream.TensorRows(torch.from_numpy(X)))
+    _, S, _ = lstsq.covariance(source.TensorRows(torch.from_numpy(X)))
     assert np.abs(S.numpy() - C).max() <= 1e-12 * np.abs(C).max()
 
 
@@ -174,7 +174,7 @@ def test_least_squares_fast_path_matches_householder_qr():
     n, d = 20000, 8
     X = rng.standard_normal((n, d)) * np.logspace(0, 3, d) + 50.0  # scaled, offset columns
     y = X @ rng.standard_normal(d) + 2.0 + rng.standard_normal(n)
-    theta, R, info = stream.least_squares(stream.TensorRows(torch.from_numpy(X), torch.from_numpy(y)))
+    theta, R, info = lstsq.least_squares(source.TensorRows(torch.from_numpy(X), torch.from_numpy(y)))
     assert info["method"].startswith("cholesky-qr")
     ref = _qr_solve(np.column_stack([X, np.ones(n)]), y)
     assert np.abs(theta.numpy() - ref).max() <= 1e-10 * np.abs(ref).max()
@@ -189,15 +189,15 @@ def test_least_squares_falls_back_to_householder_on_ill_conditioned_designs(tmp_
     X = np.column_stack([x ** k for k in range(1, 10)])
     coef = np.arange(1, 10, dtype=float) / 10
     y = X @ coef + 0.25
-    rows = stream.TensorRows(torch.from_numpy(X), torch.from_numpy(y))
-    theta, _, info = stream.least_squares(rows)
+    rows = source.TensorRows(torch.from_numpy(X), torch.from_numpy(y))
+    theta, _, info = lstsq.least_squares(rows)
     assert info["method"] == "householder" and info["cond"] > 1e5
     pred = X @ theta[:-1].numpy() + float(theta[-1])
     assert np.abs(pred - y).max() <= 1e-8 * np.abs(y).max()
     # the same from a file, chunked (TSQR)
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", y)
-    t2, _, info2 = stream.least_squares(stream.open_rows(str(tmp_path / "X.npy")), chunk_rows=500)
+    t2, _, info2 = lstsq.least_squares(source.open_rows(str(tmp_path / "X.npy")), chunk_rows=500)
     assert info2["method"] == "householder"
     pred2 = X @ t2[:-1].numpy() + float(t2[-1])
     assert np.abs(pred2 - y).max() <= 1e-8 * np.abs(y).max()
@@ -242,12 +242,12 @@ def test_streaming_resident_memory_does_not_grow_with_the_file(tmp_path):
     _write_logistic_npy(str(tmp_path / "big"), 200_000, d)
     code = (
         f"import json, sys; sys.path.insert(0, {ROOT!r})\n"
-        "import torch; torch.set_num_threads(1); from handgrad.fitting import scale\n"
+        "import torch; torch.set_num_threads(1); from handgrad.fitting import pipeline\n"
         "peaks, ok = [], []\n"
         "for name in ('small', 'big'):\n"
-        f"    out = scale.fit('logistic', solver='newton', data_path={str(tmp_path)!r} + '/' + name"
+        f"    out = pipeline.fit('logistic', solver='newton', data_path={str(tmp_path)!r} + '/' + name"
         " + '/X.npy', chunk_rows=2048, device='cpu')\n"
-        "    peaks.append(scale.peak_rss_mb()); ok.append(out['converged'])\n"
+        "    peaks.append(pipeline.peak_rss_mb()); ok.append(out['converged'])\n"
         "print(json.dumps({'peaks': peaks, 'ok': ok}))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -261,5 +261,5 @@ def test_fast_sums_is_none_for_autograd_and_plain_models():
     entry = registry.get("logistic")
     data = Data(torch.randn(20, 3, dtype=torch.float64), torch.ones(20, dtype=torch.float64))
     like = entry.model.init_params(data)
-    assert isinstance(solvers.Objective(entry, data, like, {"l2": 0.0}).fast, stream.LinearSums)
+    assert isinstance(solvers.Objective(entry, data, like, {"l2": 0.0}).fast, sums.LinearSums)
     assert solvers.Objective(entry, data, like, {"l2": 0.0}, use_autograd=True).fast is None

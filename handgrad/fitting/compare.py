@@ -1,7 +1,7 @@
 """The same fit three ways, for `fit --compare` and the reports.
 
 Newton (where the model has a hand-derived Hessian) and gradient descent run on the
-hand-derived derivatives through :func:`handgrad.fitting.app.fit`; for reference,
+hand-derived derivatives through :func:`handgrad.fitting.pipeline.fit`; for reference,
 ``torch.optim.LBFGS`` with a strong-Wolfe line search runs on autograd gradients of
 the model's loss, from the same start on the same data.  Every run reports its history
 in the solvers' form (iteration, loss, grad_norm, step), so the curves are comparable.
@@ -18,7 +18,7 @@ import torch
 from handgrad import registry
 from handgrad.device import resolve_dtype
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.fitting import app, solvers
+from handgrad.fitting import pipeline, solvers
 from handgrad.fitting.solvers import FitResult, Objective, default_tol
 from handgrad.params import unflatten
 from handgrad.present import term
@@ -93,7 +93,7 @@ def iterative_solvers(entry) -> list[str]:
     out = []
     if "newton" in entry.solvers and entry.has_hessian:
         out.append("newton")
-    default = entry.model.DEFAULT_SOLVER
+    default = entry.model.default_solver
     if default not in out and default in solvers.SOLVERS and default in entry.solvers:
         out.append(default)
     if "gd" in entry.solvers and "gd" not in out:
@@ -106,7 +106,7 @@ def _quiet_fit(model, **kw) -> dict:
     instead of reaching the terminal as if they were about the user's fit."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HandgradWarning)
-        return app.fit(model, **kw)
+        return pipeline.fit(model, **kw)
 
 
 def _summary(solver: str, derivatives: str, res: dict) -> dict:
@@ -120,9 +120,9 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
         **fit_kw) -> dict:
     """Fit ``model`` with each iterative solver and the autograd L-BFGS reference.
 
-    ``fit_kw`` are :func:`handgrad.fitting.app.fit`'s data and stopping options (seed, data_path,
+    ``fit_kw`` are :func:`handgrad.fitting.pipeline.fit`'s data and stopping options (seed, data_path,
     l2, device, dtype, max_iter, tol, ...), the same for every run, so every run sees the
-    same data, split and start.  ``done`` is an ``app.fit`` result already at hand (its
+    same data, split and start.  ``done`` is an ``pipeline.fit`` result already at hand (its
     solver is not rerun); ``status(name)`` is told which run is starting."""
     entry = registry.get(model)
     fit_kw = {k: v for k, v in fit_kw.items() if k not in ("solver", "autograd", "solver_fn")}
@@ -145,7 +145,7 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
         runs.append(_summary(s, "hand", res))
     if status:
         status("lbfgs")
-    # the reference runs through app.fit too (same data, split, scaling and start), with
+    # the reference runs through pipeline.fit too (same data, split, scaling and start), with
     # autograd derivatives and L-BFGS in place of the named solver
     host = "gd" if "gd" in entry.solvers else (iterative_solvers(entry) or [None])[0]
     if host is not None:

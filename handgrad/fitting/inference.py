@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from scipy import stats
 
 from handgrad.errors import HandgradWarning, UserError
 from handgrad.fitting.data import Data
-from handgrad.params import flatten
 
 LEVEL = 0.95
 
@@ -73,11 +72,6 @@ def to_original(theta: torch.Tensor, cov: torch.Tensor | None, transform: dict,
 
 # --- covariances ---------------------------------------------------------------------------
 
-def likelihood_covariance(entry, params, data: Data, hp: dict, warns: list[str]):
-    """H^-1 at the optimum, H the hand-derived Hessian; see covariance_from_hessian."""
-    return covariance_from_hessian(entry.hessian(params, data, **hp), warns)
-
-
 def covariance_from_hessian(H: torch.Tensor, warns: list[str]):
     """H^-1 by Cholesky; None (with a warning) when H is (nearly) singular.
 
@@ -101,40 +95,46 @@ def covariance_from_hessian(H: torch.Tensor, warns: list[str]):
 # --- the summary ---------------------------------------------------------------------------
 
 def has_table(entry) -> bool:
-    """Whether summary() gives this model a coefficient table (least squares, likelihoods)."""
-    return hasattr(entry.model, "covariance") or (
-        getattr(entry.model, "LIKELIHOOD", False) and entry.has_hessian)
+    """Whether summary() gives this model a coefficient table (least squares, likelihoods):
+    one weight vector on the features (+ intercept), and a covariance rule."""
+    m = entry.model
+    return m.coefficient_vector and (m.covariance is not None or (
+        m.likelihood is not None and entry.has_hessian))
 
 
-def summary(entry, params, data: Data, hp: dict, extra: dict, warns: list[str], *,
-            transform: dict | None = None, iterations: int | None = None) -> dict | None:
+@dataclass
+class FitStats:
+    """What the summary needs from the data, gathered in one place by the fit pipeline
+    (from tensors in memory, or in one pass over streamed or distributed rows)."""
+
+    n: int
+    loss0: float  # the loss at the estimate without its L2 term
+    sum_y: float
+    tss: float  # sum (y - mean y)^2 (about 0 without an intercept: sum y^2)
+    offset: float  # sum_i offset(y_i) of the model's Likelihood (0 if none)
+
+
+def summary(entry, theta: torch.Tensor, names: list[str], stats: FitStats, *,
+            hessian: torch.Tensor | None, extra: dict, hp: dict, warns: list[str],
+            intercept: bool, transform: dict | None = None,
+            iterations: int | None = None) -> dict | None:
     """The coefficient table and fit statistics, JSON-ready; None for models without a
-    coefficient vector w (Gaussian, softmax)."""
-    if "w" not in params or params["w"].dim() != 1 or data.y is None:
-        return None
-    intercept = "b" in params
-    model = entry.model
-    names = list(data.feature_names) + (["intercept"] if intercept else [])
-    theta = flatten(params).detach().cpu().to(torch.float64)  # the table is small: CPU
+    coefficient table.  ``theta`` is the flat estimate, ``hessian`` the hand Hessian at it
+    (the fit's own final Hessian where it has one; least squares uses ``extra``'s factor)."""
     if not has_table(entry):
         return None
-    is_ls = hasattr(model, "covariance")
+    model = entry.model
+    theta = theta.detach().cpu().to(torch.float64)  # the table is small: CPU
+    p = len(theta)
     out: dict = {"scale": "original", "level": LEVEL}
-    if is_ls:
-        if "R_scaled" not in extra:  # iterative or normal/svd fits: factor once for inference
-            _, extra = model.closed_form(data, intercept=intercept, **hp)
-            warns.extend(w for w in extra.get("warnings", []) if w not in warns)
-            extra = {k: v for k, v in extra.items() if k != "refinement_steps"}  # not this fit's
-        cov = model.covariance(params, data, extra)
-        p = len(theta)
-        df = data.n - p
-        out.update(_least_squares_stats(params, data, extra, df, intercept, model))
-    elif getattr(model, "LIKELIHOOD", False) and entry.has_hessian:
-        cov = likelihood_covariance(entry, params, data, hp, warns)
-        df = None
-        out.update(_likelihood_stats(entry, params, data, intercept, len(theta)))
+    if model.covariance is not None:
+        df = stats.n - p
+        cov = model.covariance(extra, stats.loss0, stats.n)
+        out.update(_least_squares_stats(stats, extra, df, intercept))
     else:
-        return None
+        df = None
+        cov = None if hessian is None else covariance_from_hessian(hessian, warns)
+        out.update(_likelihood_stats(model.likelihood, stats, intercept, p))
     if cov is not None:
         cov = cov.detach().cpu().to(torch.float64)
     if transform is not None:
@@ -175,16 +175,13 @@ def _table(names, theta, cov, df) -> list[dict]:
     return rows
 
 
-def _least_squares_stats(params, data, extra, df, intercept, model) -> dict:
-    y = data.y.detach().to(torch.float64)
-    r = model.residual(params, data).detach().to(torch.float64)
-    rss = float(r @ r)
-    tss = float(((y - y.mean()) ** 2).sum()) if intercept else float(y @ y)
+def _least_squares_stats(st: FitStats, extra, df, intercept) -> dict:
+    rss, tss = st.loss0, st.tss
     r2 = 1 - rss / tss if tss > 0 else math.nan
     k = 1 if intercept else 0
-    out = {"kind": "least_squares", "n": data.n, "rss": rss,
+    out = {"kind": "least_squares", "n": st.n, "rss": rss,
            "r_squared": r2, "r_squared_centred": intercept,
-           "adj_r_squared": 1 - (1 - r2) * (data.n - k) / df if df > 0 else math.nan,
+           "adj_r_squared": 1 - (1 - r2) * (st.n - k) / df if df > 0 else math.nan,
            "residual_std": math.sqrt(rss / df) if df > 0 else math.nan}
     for key in ("condition", "condition_unscaled", "rank", "refinement_steps"):
         if key in extra:
@@ -192,21 +189,16 @@ def _least_squares_stats(params, data, extra, df, intercept, model) -> dict:
     return out
 
 
-def _likelihood_stats(entry, params, data, intercept, k) -> dict:
-    with torch.no_grad():
-        ll = -float(entry.loss(params, data, l2=0.0))
-    out: dict = {"kind": "likelihood", "n": data.n, "log_likelihood": ll,
-                 "aic": 2 * k - 2 * ll, "bic": k * math.log(data.n) - 2 * ll}
-    if entry.model.TARGET == "binary":
-        y = data.y.detach().to(torch.float64)
-        if intercept:
-            pbar = float(y.mean())
-            ll0 = float(y.sum()) * math.log(pbar) + float((1 - y).sum()) * math.log1p(-pbar)
-        else:
-            ll0 = data.n * math.log(0.5)
+def _likelihood_stats(lik, st: FitStats, intercept, k) -> dict:
+    ll = -st.loss0 + st.offset
+    out: dict = {"kind": "likelihood", "n": st.n, "log_likelihood": ll,
+                 "aic": 2 * k - 2 * ll, "bic": k * math.log(st.n) - 2 * ll}
+    if lik.null is not None:
+        ll0, name = lik.null(st.sum_y, st.n, intercept)
+        ll0 += st.offset
         llr = 2 * (ll - ll0)
         df_model = k - (1 if intercept else 0)
-        out.update(null_log_likelihood=ll0, null_model="intercept only" if intercept else "p = 1/2",
+        out.update(null_log_likelihood=ll0, null_model=name,
                    pseudo_r_squared=1 - ll / ll0 if ll0 != 0 else math.nan,
                    llr=llr, llr_df=df_model,
                    llr_p_value=float(stats.chi2.sf(llr, df_model)) if df_model > 0 else math.nan)

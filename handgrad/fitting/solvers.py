@@ -25,18 +25,19 @@ class Objective:
 
     def __init__(self, entry, data, like: Params, hp: dict | None = None, use_autograd=False,
                  *, chunk_rows: int | None = None, hess_dtype: torch.dtype | None = None,
-                 reduce=None, penalty: bool = True):
+                 reduce=None, penalty: bool = True, make_data=None):
         self.entry, self.data, self.like, self.hp = entry, data, like, dict(hp or {})
         self.use_autograd = use_autograd
         self.n_evals = {"loss": 0, "grad": 0, "hess": 0}
         # sums over row chunks (fused loss + gradient + Hessian for linear-predictor models,
-        # streamed files, sums reduced across processes): handgrad/stream.py
+        # streamed files, sums reduced across processes): handgrad/fitting/sums.py
         self.fast = None
         if not use_autograd:
-            from handgrad.fitting import stream
+            from handgrad.fitting import sums
 
-            self.fast = stream.fast_sums(entry, data, like, self.hp, chunk_rows=chunk_rows,
-                                         hess_dtype=hess_dtype, reduce=reduce, penalty=penalty)
+            self.fast = sums.fast_sums(entry, data, like, self.hp, chunk_rows=chunk_rows,
+                                       hess_dtype=hess_dtype, reduce=reduce, penalty=penalty,
+                                       make_data=make_data)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["loss"] += 1
@@ -295,7 +296,7 @@ def lift_flat_directions(obj: Objective, x: torch.Tensor, H: torch.Tensor) -> to
     adding a constant to every class's logit).  There H v = 0 and g.v = 0, so the Newton
     system is solved on the orthogonal complement: the step is the minimum-norm Newton
     step, not a damped one.  s is the largest |diagonal| of H (at least 1)."""
-    flat = getattr(obj.entry.derivation, "flat_directions", None)
+    flat = obj.entry.derivation.flat_directions
     if flat is None:
         return H
     N = flat(unflatten(x, obj.like), obj.data, **obj.hp)

@@ -14,12 +14,12 @@ live in handgrad/data.py; config checks in handgrad/config.py and cli.py.  What 
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
 import torch
 
+from handgrad.contract import Role
 from handgrad.errors import UserError
 from handgrad.fitting.data import Data, validate_arrays
 
@@ -69,12 +69,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def rescale_remedy() -> str:
-    """The remedy for ill-scaled features; names --standardize where fit offers it."""
-    from handgrad.fitting import app
-
-    flag = "standardize" in inspect.signature(app.fit).parameters
-    return ("standardize the columns (--standardize)" if flag
-            else "rescale the columns, e.g. standardize each to mean 0 and standard deviation 1")
+    """The remedy for ill-scaled features (fit's --standardize, standardize=True in the API)."""
+    return "standardize the columns (--standardize)"
 
 
 def column_magnitudes(data: Data) -> torch.Tensor:
@@ -129,9 +125,9 @@ def separation(entry, params: dict, data: Data, hp: dict) -> str | None:
     scaling the weights by t > 1 lowers every sample's loss, so the loss -> 0 as t -> inf
     and the maximum-likelihood estimate does not exist (Albert & Anderson, 1984).
     """
-    if hp.get("l2", 0.0) > 0 or data.y is None or not hasattr(entry.model, "logits"):
+    if hp.get("l2", 0.0) > 0 or data.y is None or entry.model.logits is None:
         return None
-    if entry.model.TARGET not in ("binary", "labels"):
+    if not entry.model.target.classes:
         return None
     with torch.no_grad():
         Z = entry.model.logits(params, data)
@@ -147,17 +143,17 @@ def separation(entry, params: dict, data: Data, hp: dict) -> str | None:
     noise = 64 * torch.finfo(Z.dtype).eps * (Z.abs().max().item() + 1.0)
     if margin.min().item() <= noise:
         if Z.dim() == 1 and Z.abs().max().item() > QUASI_TRIGGER:
-            return _quasi_separation(params, data)
+            return _quasi_separation(entry, params, data)
         return None
     wnorm = math.sqrt(sum(float((v.detach() ** 2).sum()) for k, v in params.items()
-                          if k not in ("b", "mu")))
+                          if entry.model.role(k).penalised))
     return (f"perfect separation: the fitted weights classify all {data.n} samples correctly "
             f"(smallest margin {margin.min().item():.3g}), so the loss -> 0 as |w| -> inf and "
             f"the maximum-likelihood estimate does not exist (|w| = {wnorm:.4g} and growing); "
             "remedy: add an L2 penalty, e.g. --l2 1")
 
 
-def _quasi_separation(params: dict, data: Data) -> str | None:
+def _quasi_separation(entry, params: dict, data: Data) -> str | None:
     """Quasi-complete separation of a binary target, decided exactly by a linear program:
     is there a direction v = (w, b) with s_i a_i^T v >= 0 for every sample (s_i = +-1 the
     class, a_i = (x_i, 1)) and sum_i s_i a_i^T v = 1?  Then moving along v never raises a
@@ -166,7 +162,8 @@ def _quasi_separation(params: dict, data: Data) -> str | None:
     from scipy.optimize import linprog
 
     A = data.X.detach().to(torch.float64).cpu().numpy()
-    if "b" in params:
+    intercept = entry.model.named(Role.INTERCEPT) in params
+    if intercept:
         A = np.hstack([A, np.ones((A.shape[0], 1))])
     if A.size > QUASI_MAX_CELLS:
         return None
@@ -184,7 +181,7 @@ def _quasi_separation(params: dict, data: Data) -> str | None:
     if top == 0 or m.min() < -1e-10 * top:  # not within rounding of a true separator
         return None
     tied = int((m <= 1e-10 * top).sum())
-    names = list(data.feature_names) + (["intercept"] if "b" in params else [])
+    names = list(data.feature_names) + (["intercept"] if intercept else [])
     v = res.x / col
     lead = names[int(np.argmax(np.abs(v) * col))]
     return (f"quasi-complete separation: along a direction of the weights (led by {lead!r}) "
@@ -197,7 +194,7 @@ def _quasi_separation(params: dict, data: Data) -> str | None:
 def fit_choice(entry, solver: str | None, l2: float) -> str:
     """The solver a fit runs (the model's default when None), checked against the model,
     and the L2 penalty checked: one rule for in-memory and chunked/distributed fits."""
-    solver = solver or entry.model.DEFAULT_SOLVER
+    solver = solver or entry.model.default_solver
     if solver not in entry.solvers:
         raise UserError(f"Solver {solver!r} is not available for {entry.name}; "
                         f"choose from: {', '.join(entry.solvers)}.")

@@ -21,7 +21,7 @@ import torch
 
 from handgrad import registry
 from handgrad.errors import UserError
-from handgrad.fitting import app, compare
+from handgrad.fitting import compare, pipeline
 from handgrad.present.io import write_text
 from handgrad.verify import checker, derive
 
@@ -57,7 +57,7 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
            plots: bool = True, status=None, compare_max_iter: int = COMPARE_MAX_ITER,
            fit_kw: dict | None = None, check_seeds=(0, 1, 2)) -> dict:
     """Everything a page shows, as plain data.  ``fit_kw`` goes to every fit
-    (:func:`handgrad.fitting.app.fit` options such as n_samples)."""
+    (:func:`handgrad.fitting.pipeline.fit` options such as n_samples)."""
     fit_kw = dict(fit_kw or {})
     entry = registry.get(model)
     say = status or (lambda text: None)
@@ -66,10 +66,10 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
     say(f"{model}: derivation")
     rec["derivations"] = _guard(rec, "derivation", lambda: step_verdicts(entry, seed=seed))
     say(f"{model}: check")
-    rec["check"] = _guard(rec, "check", lambda: app.check([model], device=device,
+    rec["check"] = _guard(rec, "check", lambda: checker.check_models([model], device=device,
                                                             seeds=tuple(check_seeds)))
-    say(f"{model}: fit ({entry.model.DEFAULT_SOLVER})")
-    rec["fit"] = _guard(rec, "fit", lambda: app.fit(model, seed=seed, device=device, **fit_kw))
+    say(f"{model}: fit ({entry.model.default_solver})")
+    rec["fit"] = _guard(rec, "fit", lambda: pipeline.fit(model, seed=seed, device=device, **fit_kw))
     rec["compare"] = None
     if compare.iterative_solvers(entry):
         def run_compare():

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from handgrad.device import set_tf32
+from handgrad import registry
+from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.params import flatten, slices, unflatten
 
 # (rtol, atol) for hand vs autograd, and for anything vs finite differences.
@@ -136,7 +137,7 @@ def check_problem(entry, label, params, data, hp, *, seed, dtype, hessian=True, 
     tol = TOLERANCES[dtype]
     p64 = {k: v.detach().to(torch.float64) for k, v in params.items()}
     d64 = data.to(dtype=torch.float64)
-    rep = ProblemReport(entry.name, seed, label, note=getattr(entry.model, "CHECK_NOTE", ""))
+    rep = ProblemReport(entry.name, seed, label, note=entry.model.check_note)
 
     def loss_flat(x):
         return entry.loss(unflatten(x, p64), d64, **hp)
@@ -157,7 +158,7 @@ def check_problem(entry, label, params, data, hp, *, seed, dtype, hessian=True, 
         _compare(hand_flat, fd, *tol["fd"], gname, "gradient", "fd"),
         _compare(auto, fd, *TOLERANCES[torch.float64]["fd"], gname, "gradient", "autograd_vs_fd"),
     ]
-    if hessian and hasattr(deriv, "hessian"):
+    if hessian and deriv.hessian is not None:
         Hh = deriv.hessian(pd, data.to(dtype=dtype), **hp)
         _no_graph({"H": Hh}, "hessian")
         Ha = torch.func.hessian(loss_flat)(x0)
@@ -194,3 +195,17 @@ def report_dict(rep: ProblemReport) -> dict:
     d = asdict(rep)
     d["ok"] = rep.ok
     return d
+
+
+def check_models(models: list[str], *, device="auto", dtype="float64", seeds=(0, 1, 2)) -> dict:
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    set_tf32(False)
+    out = {"device": str(dev), "dtype": dtype, "seeds": list(seeds), "models": {}, "ok": True}
+    for name in models:
+        entry = registry.get(name)
+        reps = check_entry(entry, seeds=seeds, dtype=dt, device=dev)
+        ok = all(r.ok for r in reps)
+        out["models"][name] = {"ok": ok, "hessian": entry.has_hessian,
+                               "problems": [report_dict(r) for r in reps]}
+        out["ok"] = out["ok"] and ok
+    return out

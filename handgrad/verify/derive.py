@@ -132,9 +132,9 @@ def derive_entry(entry, *, seed: int = 0, device="cpu", rtol: float = RTOL) -> d
     """Every derivation a registry entry holds, verified at its check problems."""
     report = {"model": entry.name, "title": entry.title, "seed": seed, "source": None,
               "derivations": [], "problems": [], "notes": [], "ok": True,
-              "has_derivation": hasattr(entry.derivation, "derivations")}
+              "has_derivation": entry.derivation.derivations is not None}
     if not report["has_derivation"]:
-        report["notes"].append(f"{entry.derivation.__name__} defines no derivations(): "
+        report["notes"].append(f"{entry.derivation.module.__name__} defines no derivations(): "
                                "no step-by-step derivation to check (its gradient is still "
                                "checked by `check`)")
         return report
