@@ -89,3 +89,47 @@ def test_torchrun_cli_fit_matches_one_process(tmp_path):
     x_a = np.array(a["params"]["w"] + [a["params"]["b"]])
     x_b = np.array(b["params"]["w"] + [b["params"]["b"]])
     assert np.abs(x_a - x_b).max() <= 1e-10
+
+
+def _same_result(a: dict, b: dict, tol: float = 1e-10) -> None:
+    """Same keys, same coefficients, standard errors and fit statistics."""
+    skip = {"scale", "distributed", "seconds", "history", "warnings", "message", "iterations"}
+    assert set(a) - {"distributed"} == set(b) - {"distributed"}, set(a) ^ set(b)
+    assert set(a["summary"]) == set(b["summary"])
+    for key in ("coefficients", "std_errors"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert abs(a[key][k] - b[key][k]) <= tol * max(1.0, abs(a[key][k])), (key, k)
+    for k, v in a["summary"].items():
+        if isinstance(v, float):
+            assert abs(v - b["summary"][k]) <= tol * max(1.0, abs(v)), k
+    assert {k for k in a if k not in skip} <= set(b)
+
+
+@pytest.mark.slow
+def test_every_fit_path_gives_the_same_keys_and_numbers(tmp_path):
+    """In memory, --chunk-rows (in memory and streamed from .npz), --hessian-dtype float32 and
+    two gloo processes: one pipeline, one summary (coefficients, std errors, LL, AIC, ...)."""
+    from handgrad.fitting import pipeline
+    from handgrad.models import logistic
+
+    data, _ = logistic.synthetic(n=3000, d=4, seed=3)
+    path = tmp_path / "lg.npz"
+    np.savez(path, X=data.X.numpy(), y=data.y.numpy())
+    base = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
+    assert base["converged"] and "summary" in base and "std_errors" in base
+    for kw in ({"chunk_rows": 500}, {"hessian_dtype": "float32"},
+               {"chunk_rows": 700, "hessian_dtype": "float32"}):
+        _same_result(base, pipeline.fit("logistic", solver="newton", data_path=str(path),
+                                        device="cpu", **kw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", "fit",
+         "logistic", "--newton", "--data", str(path), "--device", "cpu", "--json",
+         "--distributed", "--chunk-rows", "400"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    b = json.loads(two.stdout)
+    assert b["distributed"]["world_size"] == 2
+    _same_result(base, b)

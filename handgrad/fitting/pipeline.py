@@ -290,8 +290,18 @@ def _closed(entry, solver, data, rows, hp, intercept, chunk_rows, ctx, *, chunke
     if intercept:
         like[entry.model.named(Role.INTERCEPT)] = theta.new_zeros(())
     obj = solvers.Objective(entry, rows, like, hp, chunk_rows=chunk_rows)
-    extra = {"method": info["method"], "cond": info["cond"], "passes": info["passes"], "R": R}
+    extra = {"method": info["method"], "cond": info["cond"], "passes": info["passes"], "R": R,
+             "refinement_steps": info["passes"] - 1, **_conditioning(R)}
     return unflatten(theta, like), extra, obj
+
+
+def _conditioning(R: torch.Tensor) -> dict:
+    """The design's condition number from its triangular factor (R^T R = A^T A): with the
+    columns scaled to unit norm, and as given; full rank (a Cholesky factor exists)."""
+    R = R.detach().to(torch.float64).cpu()
+    norms = R.norm(dim=0).clamp_min(torch.finfo(R.dtype).tiny)
+    return {"condition": float(torch.linalg.cond(R / norms)),
+            "condition_unscaled": float(torch.linalg.cond(R)), "rank": R.shape[1]}
 
 
 def _closed_result(entry, solver, obj, params, extra, hp) -> solvers.FitResult:
@@ -329,7 +339,8 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
                                    if w not in out["warnings"])
             extra = {k: v for k, v in ls_extra.items() if k != "refinement_steps"}
         else:  # R^T R = H / 2 = A^T A (+ l2/2 I), from the fit's own Hessian
-            extra = {"R": torch.linalg.cholesky(obj.hess(x).to(torch.float64) / 2, upper=True)}
+            R = torch.linalg.cholesky(obj.hess(x).to(torch.float64) / 2, upper=True)
+            extra = {"R": R, **_conditioning(R)}
     stats = _stats(entry, obj, rows, x, res.params, hp, wname, intercept, reduce)
     summ = inference.summary(entry, theta, terms, stats, hessian=H, extra=extra, hp=hp,
                              warns=out["warnings"], intercept=intercept, transform=transform,
