@@ -209,3 +209,42 @@ def check_models(models: list[str], *, device="auto", dtype="float64", seeds=(0,
                                "problems": [report_dict(r) for r in reps]}
         out["ok"] = out["ok"] and ok
     return out
+
+
+def check_function(f, grad, inputs: dict[str, torch.Tensor]) -> ProblemReport:
+    """A user's own scalar function f(*inputs) and hand gradient grad(*inputs): hand vs
+    torch.autograd vs central finite differences, in float64, the worst entry named."""
+    p64 = {k: torch.as_tensor(v).detach().to(torch.float64) for k, v in inputs.items()}
+
+    def f_flat(x):
+        out = f(*unflatten(x, p64).values())
+        out = torch.as_tensor(out)
+        if out.numel() != 1:
+            raise ValueError(f"f must return a scalar; it returned shape {tuple(out.shape)}")
+        return out.reshape(())
+
+    x0 = flatten(p64)
+    hand = grad(*(v.clone() for v in p64.values()))
+    hand = (hand,) if torch.is_tensor(hand) else tuple(hand)
+    if len(hand) != len(p64):
+        raise ValueError(f"grad returned {len(hand)} tensors for {len(p64)} inputs")
+    rep = ProblemReport("check_gradient", 0, ", ".join(f"{k} {tuple(v.shape)}" for k, v in p64.items()))
+    shapes_ok = all(tuple(torch.as_tensor(h).shape) == tuple(v.shape) for h, v in zip(hand, p64.values()))
+    hand_flat = torch.cat([torch.as_tensor(h).detach().to(torch.float64).reshape(-1) for h in hand])
+    xr = x0.clone().requires_grad_(True)
+    auto = torch.autograd.grad(f_flat(xr), xr)[0]
+    fd = finite_diff_grad(f_flat, x0)
+    name = _grad_namer(p64)
+    tol = TOLERANCES[torch.float64]
+    rep.comparisons += [_compare(hand_flat, auto, *tol["autograd"], name, "gradient", "autograd"),
+                        _compare(hand_flat, fd, *tol["fd"], name, "gradient", "fd"),
+                        _compare(auto, fd, *tol["fd"], name, "gradient", "autograd_vs_fd")]
+    if not shapes_ok:
+        got = ", ".join(str(tuple(torch.as_tensor(h).shape)) for h in hand)
+        want = ", ".join(str(tuple(v.shape)) for v in p64.values())
+        rep.comparisons.insert(0, Comparison("gradient", "shape", False, float("inf"), float("inf"), {
+            "parameter": "(shape)", "index": None, "hand": got, "reference": want,
+            "abs_err": None, "rel_err": None, "tol": None,
+            "message": f"grad has shape(s) {got}; the inputs have {want} (denominator layout: "
+                       "a gradient has its input's shape)"}))
+    return rep

@@ -1,0 +1,118 @@
+"""One renderer for the commands' text output (cli.py prints it; the Python API and the
+report reuse it): the check tables and the fit summary."""
+
+from __future__ import annotations
+
+from handgrad.fitting import inference
+from handgrad.present import term
+
+
+def check_text(out: dict) -> str:
+    """The `check` command's tables, as text."""
+    lines: list[str] = []
+    say = lines.append
+    say(f"device {out['device']}, dtype {out['dtype']}, seeds {out['seeds']}; "
+               "hand vs autograd vs central finite differences (float64 references)")
+    for name, m in out["models"].items():
+        say(f"\n{name}: {'PASS' if m['ok'] else 'FAIL'}")
+        tags = {"autograd": "hand~auto", "fd": "hand~fd", "autograd_vs_fd": "auto~fd",
+                "shape": "shape"}
+        cols = list(dict.fromkeys((c["quantity"], c["hand_vs"])
+                                  for p in m["problems"] for c in p["comparisons"]))
+        rows = []
+        for p in m["problems"]:
+            by = {(c["quantity"], c["hand_vs"]): c for c in p["comparisons"]}
+            rows.append([p["seed"], p["label"]]
+                        + ["" if k not in by else f"{by[k]['max_abs_err']:.1e}"
+                           + ("" if by[k]["ok"] else " FAIL") for k in cols]
+                        + ["pass" if p["ok"] else "FAIL"])
+        say(term.table(["seed", "problem"] + [f"{q[:4]} {tags[v]}" for q, v in cols]
+                              + ["verdict"], rows, align="ll" + "r" * len(cols) + "l"))
+        for p in m["problems"]:
+            for c in p["comparisons"]:
+                if not c["ok"] and c["worst"]:
+                    w = c["worst"]
+                    if w.get("message"):
+                        say(f"  MISMATCH seed {p['seed']} {p['label']}, {c['quantity']} "
+                                   f"vs {c['hand_vs']}: {w['message']}")
+                        continue
+                    say(
+                        f"  MISMATCH seed {p['seed']} {p['label']}, {c['quantity']} vs "
+                        f"{c['hand_vs']}: parameter {w['parameter']} "
+                        f"index {w['index']}: hand {w['hand']:.10g}, reference {w['reference']:.10g}, "
+                        f"abs err {w['abs_err']:.3g}, rel err {w['rel_err']:.3g}, tol {w['tol']:.3g}")
+        note = m["problems"][0].get("note") if m["problems"] else ""
+        if note:
+            say(f"  note: {note}")
+    say(f"\n{'all checks passed' if out['ok'] else 'CHECK FAILED'}")
+    return "\n".join(lines)
+
+
+def fit_text(out: dict) -> str:
+    """A fit's header, iterations, verdict, coefficient table and scores, as text (the
+    `fit` command prints it; handgrad.fit(...).summary() returns it)."""
+    lines: list[str] = []
+    say = lines.append
+    d = out["data"]
+    say(f"{out['model']} on {d['source']} (n={d['n']}, d={d['d']}), solver {out['solver']} "
+               f"with {out['derivatives']} derivatives, {out['device']} {out['dtype']}")
+    for note in d["notes"]:
+        say(f"note: {note}")
+    if out["solver"] not in ("closed", "qr", "normal", "svd"):
+        say(term.table(["iter", "loss", "|grad|", "step"],
+                              [[h["iteration"], f"{h['loss']:.15g}", f"{h['grad_norm']:.3e}",
+                                f"{h['step']:.3g}"] for h in out["history"]], indent=0))
+    if out["solver"] in ("sgd", "adam") and out["converged"]:
+        # stochastic: no gradient-norm test at the default tolerance; say what happened
+        say(f"finished {out['iterations']} epochs ({out['message']}), "
+                   f"{out['seconds']:.3f} s: loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
+    else:
+        status = "converged" if out["converged"] else "NOT converged"
+        say(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
+                   f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
+    if "summary" in out:  # the statistics-package table (handgrad/inference.py)
+        say("")
+        for line in inference.format_summary(out["summary"], out.get("true_params")):
+            say(line)
+    elif "coefficients" in out:
+        se = out.get("std_errors") or {}
+        truth = out.get("true_params")
+        tw = (truth or {}).get("w", [])
+        rows = []
+        for i, (name, v) in enumerate(out["coefficients"].items()):
+            t = (tw[i] if name != "intercept" else truth.get("b")) if truth else None
+            rows.append([name, f"{v:.8g}", term.fmt(se.get(name), ".4g")]
+                        + ([term.fmt(t, ".4g")] if truth else []))
+        say("")
+        say(term.table(["term", "coef", "std err"] + (["true"] if truth else []), rows,
+                              align="lrr" + ("r" if truth else ""), indent=0))
+    lines.extend(evaluation_lines(out))
+    return "\n".join(lines)
+
+
+def evaluation_lines(out: dict) -> list[str]:
+    """Training / held-out scores (softmax, two_layer, gaussian) and the estimate in the
+    model's own form (gaussian mu, Sigma; softmax W, b), beside the truth on synthetic data."""
+    lines: list[str] = []
+    say = lines.append
+    est = out.get("estimate") or {}
+    truth = out.get("true_params") or {}
+    for name, value in est.items():
+        for label, v in ((name, value), (f"true {name}", truth.get(name))):
+            if v is None:
+                continue
+            rows = v if isinstance(v, list) and v and isinstance(v[0], list) else [v]
+            say(f"\n{label} =" if label == name else f"{label} =")
+            for row in rows:
+                row = row if isinstance(row, list) else [row]
+                say("  [" + ", ".join(f"{x:>12.6g}" for x in row) + "]")
+    rows = [(name, out[key]) for name, key in (("training rows", "train"),
+                                               ("held-out rows", "held_out"),
+                                               ("true params, held-out", "held_out_true_params"))
+            if key in out]
+    if rows:
+        say("")
+    for name, ev in rows:
+        acc = f"accuracy {100 * ev['accuracy']:.2f}%, " if "accuracy" in ev else ""
+        say(f"{name:<22} (n={ev['n']}): {acc}mean log-likelihood {ev['log_likelihood']:.6g}")
+    return lines
