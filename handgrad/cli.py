@@ -14,8 +14,8 @@ import click
 
 from handgrad import config, registry
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.fitting import inference, pipeline
-from handgrad.present import io, term
+from handgrad.fitting import pipeline
+from handgrad.present import io, render, term
 from handgrad.verify import checker
 
 MODEL = click.Choice(sorted(registry.REGISTRY))
@@ -163,39 +163,7 @@ def check_cmd(models, all_, seed, device, dtype, as_json):
 
 
 def _print_check(out):
-    click.echo(f"device {out['device']}, dtype {out['dtype']}, seeds {out['seeds']}; "
-               "hand vs autograd vs central finite differences (float64 references)")
-    for name, m in out["models"].items():
-        click.echo(f"\n{name}: {'PASS' if m['ok'] else 'FAIL'}")
-        tags = {"autograd": "hand~auto", "fd": "hand~fd", "autograd_vs_fd": "auto~fd"}
-        cols = list(dict.fromkeys((c["quantity"], c["hand_vs"])
-                                  for p in m["problems"] for c in p["comparisons"]))
-        rows = []
-        for p in m["problems"]:
-            by = {(c["quantity"], c["hand_vs"]): c for c in p["comparisons"]}
-            rows.append([p["seed"], p["label"]]
-                        + ["" if k not in by else f"{by[k]['max_abs_err']:.1e}"
-                           + ("" if by[k]["ok"] else " FAIL") for k in cols]
-                        + ["pass" if p["ok"] else "FAIL"])
-        click.echo(term.table(["seed", "problem"] + [f"{q[:4]} {tags[v]}" for q, v in cols]
-                              + ["verdict"], rows, align="ll" + "r" * len(cols) + "l"))
-        for p in m["problems"]:
-            for c in p["comparisons"]:
-                if not c["ok"] and c["worst"]:
-                    w = c["worst"]
-                    if w.get("message"):
-                        click.echo(f"  MISMATCH seed {p['seed']} {p['label']}, {c['quantity']} "
-                                   f"vs {c['hand_vs']}: {w['message']}")
-                        continue
-                    click.echo(
-                        f"  MISMATCH seed {p['seed']} {p['label']}, {c['quantity']} vs "
-                        f"{c['hand_vs']}: parameter {w['parameter']} "
-                        f"index {w['index']}: hand {w['hand']:.10g}, reference {w['reference']:.10g}, "
-                        f"abs err {w['abs_err']:.3g}, rel err {w['rel_err']:.3g}, tol {w['tol']:.3g}")
-        note = m["problems"][0].get("note") if m["problems"] else ""
-        if note:
-            click.echo(f"  note: {note}")
-    click.echo(f"\n{'all checks passed' if out['ok'] else 'CHECK FAILED'}")
+    click.echo(render.check_text(out))
 
 
 FIT_OPTIONS = [
@@ -325,65 +293,7 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
 
 
 def _print_fit(out):
-    d = out["data"]
-    click.echo(f"{out['model']} on {d['source']} (n={d['n']}, d={d['d']}), solver {out['solver']} "
-               f"with {out['derivatives']} derivatives, {out['device']} {out['dtype']}")
-    for note in d["notes"]:
-        click.echo(f"note: {note}")
-    if out["solver"] not in ("closed", "qr", "normal", "svd"):
-        click.echo(term.table(["iter", "loss", "|grad|", "step"],
-                              [[h["iteration"], f"{h['loss']:.15g}", f"{h['grad_norm']:.3e}",
-                                f"{h['step']:.3g}"] for h in out["history"]], indent=0))
-    if out["solver"] in ("sgd", "adam") and out["converged"]:
-        # stochastic: no gradient-norm test at the default tolerance; say what happened
-        click.echo(f"finished {out['iterations']} epochs ({out['message']}), "
-                   f"{out['seconds']:.3f} s: loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
-    else:
-        status = "converged" if out["converged"] else "NOT converged"
-        click.echo(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
-                   f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
-    if "summary" in out:  # the statistics-package table (handgrad/inference.py)
-        click.echo("")
-        for line in inference.format_summary(out["summary"], out.get("true_params")):
-            click.echo(line)
-    elif "coefficients" in out:
-        se = out.get("std_errors") or {}
-        truth = out.get("true_params")
-        tw = (truth or {}).get("w", [])
-        rows = []
-        for i, (name, v) in enumerate(out["coefficients"].items()):
-            t = (tw[i] if name != "intercept" else truth.get("b")) if truth else None
-            rows.append([name, f"{v:.8g}", term.fmt(se.get(name), ".4g")]
-                        + ([term.fmt(t, ".4g")] if truth else []))
-        click.echo("")
-        click.echo(term.table(["term", "coef", "std err"] + (["true"] if truth else []), rows,
-                              align="lrr" + ("r" if truth else ""), indent=0))
-    _print_evaluation(out)
-
-
-def _print_evaluation(out):
-    """Training / held-out scores (softmax, two_layer, gaussian) and the estimate in the
-    model's own form (gaussian mu, Sigma; softmax W, b), beside the truth on synthetic data."""
-    est = out.get("estimate") or {}
-    truth = out.get("true_params") or {}
-    for name, value in est.items():
-        for label, v in ((name, value), (f"true {name}", truth.get(name))):
-            if v is None:
-                continue
-            rows = v if isinstance(v, list) and v and isinstance(v[0], list) else [v]
-            click.echo(f"\n{label} =" if label == name else f"{label} =")
-            for row in rows:
-                row = row if isinstance(row, list) else [row]
-                click.echo("  [" + ", ".join(f"{x:>12.6g}" for x in row) + "]")
-    rows = [(name, out[key]) for name, key in (("training rows", "train"),
-                                               ("held-out rows", "held_out"),
-                                               ("true params, held-out", "held_out_true_params"))
-            if key in out]
-    if rows:
-        click.echo("")
-    for name, ev in rows:
-        acc = f"accuracy {100 * ev['accuracy']:.2f}%, " if "accuracy" in ev else ""
-        click.echo(f"{name:<22} (n={ev['n']}): {acc}mean log-likelihood {ev['log_likelihood']:.6g}")
+    click.echo(render.fit_text(out))
 
 
 def _fit_key_types() -> dict:
