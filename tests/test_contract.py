@@ -133,24 +133,35 @@ def test_every_registered_model_declares_its_roles_and_likelihood():
 
 # --- layout: no import cycles, the shared code reaches models only through the registry ---
 
-def _imports(path: pathlib.Path) -> set[str]:
+def _module_names() -> set[str]:
+    out = set()
+    for p in (ROOT / "handgrad").rglob("*.py"):
+        rel = p.relative_to(ROOT).with_suffix("")
+        out.add(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+    return out
+
+
+def _imports(path: pathlib.Path, modules: frozenset = frozenset()) -> set[str]:
+    """Modules a file imports, at the top or inside functions (``from pkg import mod`` is an
+    edge to pkg.mod, ``from pkg import name`` to pkg)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names)
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if sub in modules else node.module)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
     return out
 
 
 def _module_graph() -> dict[str, set[str]]:
+    names = frozenset(_module_names())
     mods = {}
     for p in (ROOT / "handgrad").rglob("*.py"):
         rel = p.relative_to(ROOT).with_suffix("")
-        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        mods[name] = p
-    return {m: {i for i in _imports(p) if i in mods and i != m} for m, p in mods.items()}
+        mods[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = p
+    return {m: {i for i in _imports(p, names) if i in mods and i != m} for m, p in mods.items()}
 
 
 def test_no_import_cycle_in_handgrad():
