@@ -1,7 +1,6 @@
 """handgrad's speed benchmark: hand derivatives vs autograd vs the libraries people use.
 
-    python cli.py bench [--quick] [--json] [--out DIR] [--only SECTION ...]
-    python -m benchmarks.bench --quick
+    handgrad bench [--quick] [--json] [--out DIR] [--only SECTION ...]   (python cli.py bench in a checkout)
 
 Every comparison runs in one process, one after another, with a warm-up call and the
 median of a few repeats, so the ratios in one table were measured under the same
@@ -20,7 +19,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -531,23 +529,3 @@ def write(result: dict, out_dir: str) -> tuple[str, str]:
     io.write_text(md, markdown(result))  # whole or not at all (temporary file + rename)
     io.write_json(js, result)
     return md, js
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=())
-    ap.add_argument("--threads", type=int, default=None)
-    a = ap.parse_args(argv)
-    res = run(a.quick, tuple(a.only), log=lambda s: print(s, file=sys.stderr), threads=a.threads)
-    write(res, a.out)
-    print(io.dumps(res) if a.json else markdown(res))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,8 +23,6 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def write_data(folder: str, n: int, d: int, seed: int = 0, block: int = 100_000) -> None:
     rng = np.random.default_rng(seed)
@@ -53,7 +51,7 @@ def read_once(path: str, chunk_bytes: int = 64 << 20) -> float:
 
 
 def fit(path: str, chunk_rows: int | None, threads: int | None) -> dict:
-    cmd = [sys.executable, os.path.join(ROOT, "cli.py"), "fit", "logistic", "--newton",
+    cmd = [sys.executable, "-m", "handgrad.cli", "fit", "logistic", "--newton",
            "--data", path, "--device", "cpu", "--json"]
     if chunk_rows:
         cmd += ["--chunk-rows", str(chunk_rows)]

@@ -333,8 +333,9 @@ def _check_config_values(ctx, cfg: dict, path: str) -> str | None:
 
 @main.command("bench")
 @click.option("--quick", is_flag=True, help="Small sizes (seconds); default: the issue's sizes.")
-@click.option("--out", "out_dir", default="benchmarks/results", show_default=True,
-              help="Folder for bench.md (markdown table) and bench.json.")
+@click.option("--out", "out_dir", default="bench-results", show_default=True,
+              help="Folder for bench.md (markdown table) and bench.json, made in the current "
+              "folder; the committed table is refreshed only with --out benchmarks/results.")
 @click.option("--only", multiple=True, help="Run only these sections (repeatable): machine, "
               "logistic, hessian, gradients, least_squares, covariance, mixed.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
