@@ -14,9 +14,7 @@ import click
 
 from handgrad import config, registry
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.fitting import pipeline
-from handgrad.present import io, render, term
-from handgrad.verify import checker
+from handgrad.present import io, term
 
 MODEL = click.Choice(sorted(registry.REGISTRY))
 
@@ -154,6 +152,8 @@ def check_cmd(models, all_, seed, device, dtype, as_json):
     """Hand gradient (and Hessian) vs torch.autograd vs central finite differences."""
     names = sorted(registry.REGISTRY) if all_ or not models else list(models)
     seeds = (seed,) if seed is not None else (0, 1, 2)
+    from handgrad.verify import checker
+
     out = checker.check_models(names, device=device, dtype=dtype, seeds=seeds)
     if as_json:
         emit_json(out)
@@ -163,6 +163,8 @@ def check_cmd(models, all_, seed, device, dtype, as_json):
 
 
 def _print_check(out):
+    from handgrad.present import render
+
     click.echo(render.check_text(out))
 
 
@@ -258,8 +260,10 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
                   hyper={k: v for k, v in (("hidden", hidden), ("activation", activation),
                                            ("epochs", epochs), ("batch_size", batch_size),
                                            ("lr", lr)) if v is not None})
+    from handgrad.fitting import pipeline
+
     out = pipeline.fit(model, solver="newton" if newton else solver, autograd=autograd,
-                  progress=term.enabled(as_json), **fit_kw)
+                       progress=term.enabled(as_json), **fit_kw)
     if (out.get("distributed") or {}).get("rank", 0):  # under torchrun only rank 0 prints
         return 0 if out["converged"] else 1
     if compare:
@@ -293,6 +297,8 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
 
 
 def _print_fit(out):
+    from handgrad.present import render
+
     click.echo(render.fit_text(out))
 
 
