@@ -212,7 +212,7 @@ def _num(v, width: int, spec: str) -> str:
 
 
 def format_summary(s: dict, truth: dict | None = None) -> list[str]:
-    """The table as text lines (cli.py echoes them)."""
+    """The table as text lines (cli.py echoes them); ``truth``: term -> true coefficient."""
     stat = s["statistic"]
     pct = f"{LEVEL:.0%}"
     lines = []
@@ -224,15 +224,14 @@ def format_summary(s: dict, truth: dict | None = None) -> list[str]:
         head += f" {'true':>10}"
     lines.append(head)
     lines.append("-" * len(head))
-    tw = list((truth or {}).get("w", []))
-    for i, row in enumerate(s["terms"]):
+    for row in s["terms"]:
         line = (f"{row['term'][:20]:<20} {row['coef']:>17.10g} {_num(row['std_err'], 11, '.5g')} "
                 f"{_num(row['stat'], 8, '.3f')} {_num(row['p_value'], 9, '.3g')} "
                 f"{_num(row['ci_low'], 13, '.6g')} {_num(row['ci_high'], 12, '.6g')}")
         if "standardized_coef" in s:
             line += f" {s['standardized_coef'][row['term']]:>12.6g}"
         if truth:
-            t = truth.get("b") if row["term"] == "intercept" else (tw[i] if i < len(tw) else None)
+            t = truth.get(row["term"])
             line += f" {_num(t, 10, '.4g')}"
         lines.append(line)
     lines.append("")

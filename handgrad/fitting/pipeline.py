@@ -225,7 +225,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         out["distributed"] = ctx.info()
     if entry.model.coefficient_vector:
         _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept, transform,
-                      separated, reduce)
+                      separated, reduce, truth)
     if truth is not None:
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
     if data is not None:
@@ -316,13 +316,16 @@ def _closed_result(entry, solver, obj, params, extra, hp) -> solvers.FitResult:
 
 
 def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept, transform,
-                  separated, reduce) -> None:
+                  separated, reduce, truth) -> None:
     """The coefficient table (same keys on every path), from the fit's own Hessian."""
     model = entry.model
     wname, bname = model.named(Role.WEIGHTS), model.named(Role.INTERCEPT)
     terms = list(names) + (["intercept"] if bname in res.params else [])
     theta = flatten(res.params)
     out["coefficients"] = dict(zip(terms, theta.detach().cpu().tolist()))
+    if truth is not None:  # the generating coefficients, by the same term names
+        out["true_coefficients"] = dict(zip(terms, flatten(
+            {k: truth[k] for k in res.params if k in truth}).detach().cpu().tolist()))
     if separated or not inference.has_table(entry) or not res.history:
         return
     x = theta

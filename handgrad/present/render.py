@@ -72,15 +72,14 @@ def fit_text(out: dict) -> str:
                    f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
     if "summary" in out:  # the statistics-package table (handgrad/inference.py)
         say("")
-        for line in inference.format_summary(out["summary"], out.get("true_params")):
+        for line in inference.format_summary(out["summary"], out.get("true_coefficients")):
             say(line)
     elif "coefficients" in out:
         se = out.get("std_errors") or {}
-        truth = out.get("true_params")
-        tw = (truth or {}).get("w", [])
+        truth = out.get("true_coefficients")
         rows = []
-        for i, (name, v) in enumerate(out["coefficients"].items()):
-            t = (tw[i] if name != "intercept" else truth.get("b")) if truth else None
+        for name, v in out["coefficients"].items():
+            t = truth.get(name) if truth else None
             rows.append([name, f"{v:.8g}", term.fmt(se.get(name), ".4g")]
                         + ([term.fmt(t, ".4g")] if truth else []))
         say("")

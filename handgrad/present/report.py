@@ -264,11 +264,10 @@ def _fit_blocks(rec: dict) -> list[tuple]:
         out.append(("table", ["iteration", "loss", "|grad|", "step"], rows, "rrrr"))
     if "coefficients" in fit:
         se = fit.get("std_errors") or {}
-        truth = fit.get("true_params") or {}
-        tw = truth.get("w") if isinstance(truth.get("w"), list) else None
+        truth = fit.get("true_coefficients") or {}
         rows = []
-        for i, (name, v) in enumerate(fit["coefficients"].items()):
-            t = truth.get("b") if name == "intercept" else (tw[i] if tw and i < len(tw) else None)
+        for name, v in fit["coefficients"].items():
+            t = truth.get(name)
             rows.append([name, f"{v:.8g}", _e(se.get(name), ".4g"),
                          "" if not isinstance(t, (int, float)) else f"{t:.4g}"])
         out.append(("table", ["term", "estimate", "std err", "true (synthetic)"], rows, "lrrr"))
