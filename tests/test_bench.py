@@ -52,3 +52,17 @@ def test_cli_bench_quick_json(runner, tmp_path):
     assert (tmp_path / "bench.md").exists() and json.loads((tmp_path / "bench.json").read_text())
     r, _ = invoke(runner, "bench", "--only", "nonsense", "--out", tmp_path)
     assert r.exit_code == 2
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    """The prepared GPU script runs every step on the CPU (small sizes) and records each."""
+    from handgrad.bench import gpu_check
+
+    assert gpu_check.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "gpu_cpu.json").read_text())
+    commands = " | ".join(s["command"] for s in res["steps"])
+    for part in ("check --all", "derive --all", "_gpu.toml", "fit two_layer", "--chunk-rows"):
+        assert part in commands, part
+    assert all(s["exit"] == 0 for s in res["steps"]), [s for s in res["steps"] if s["exit"]]
+    assert res["in_memory_newton"]["converged"]
