@@ -224,6 +224,11 @@ FIT_OPTIONS = [
     click.option("--compare", is_flag=True,
                  help="Also fit by Newton, gradient descent and (for reference) autograd "
                       "L-BFGS on the same data and start; with --plot, all on one figure."),
+    click.option("--quiet", "-q", is_flag=True,
+                 help="Print only the result (no iteration lines); --json has the full history."),
+    click.option("--all-iterations", is_flag=True,
+                 help="Print every iteration line (default: the first and last few, and every "
+                      "k-th between, when there are more than 25)."),
 ]
 
 
@@ -242,7 +247,8 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
             l2, seed,
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
             activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
-            chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False):
+            chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False,
+            quiet=False, all_iterations=False):
     """Fit MODEL with its hand-derived gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
         raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
@@ -276,7 +282,7 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
     if as_json:
         emit_json(out)
     else:
-        _print_fit(out)
+        _print_fit(out, iterations="none" if quiet else "all" if all_iterations else "capped")
         if compare:
             click.echo("\nsame data and start, each solver (loss - best: against the best of "
                        "all runs):")
@@ -296,10 +302,10 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
     return 0
 
 
-def _print_fit(out):
+def _print_fit(out, iterations: str = "capped"):
     from handgrad.present import render
 
-    click.echo(render.fit_text(out))
+    click.echo(render.fit_text(out, iterations=iterations))
 
 
 def _fit_key_types() -> dict:

@@ -43,7 +43,9 @@ def load(path: str, valid: dict[str, type | tuple]) -> dict:
             raise UserError(f"{path}: key {key!r} must be {names}, got {value!r}.")
         out[k] = value
     if "data" in out and not os.path.isabs(out["data"]) and not os.path.exists(out["data"]):
-        beside = os.path.join(os.path.dirname(os.path.abspath(path)), out["data"])
-        if os.path.exists(beside):
-            out["data"] = beside
+        beside = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                               out["data"]))
+        if os.path.exists(beside):  # shown relative to the current folder where it is inside
+            rel = os.path.relpath(beside)
+            out["data"] = beside if rel.startswith("..") else rel
     return out

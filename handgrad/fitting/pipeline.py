@@ -53,6 +53,9 @@ def _tolist(t: torch.Tensor):
 def get_data(entry, *, data_path=None, target=None, features=None, seed=0, n_samples=None,
              n_features=None, **synth):
     """User data (CSV / npz / npy) or the model's seeded synthetic set with its true answer."""
+    if target is not None and not entry.model.target.needs_y:
+        raise UserError(f"{entry.name} has no target: it models all the columns it is given; "
+                        "drop --target (choose the columns with --features).")
     if data_path:
         data = load(data_path, target, features, needs_target=entry.model.target.needs_y)
         truth = None

@@ -48,9 +48,24 @@ def check_text(out: dict) -> str:
     return "\n".join(lines)
 
 
-def fit_text(out: dict) -> str:
+ITERATION_CAP = 25  # more iteration lines than this are thinned (fit --all-iterations: all)
+
+
+def shown_iterations(history: list[dict], cap: int = ITERATION_CAP) -> list[dict]:
+    """The first and last five iterations and every k-th between, so a long run prints
+    about ``cap`` lines (the iteration numbers show the thinning); all when at most ``cap``."""
+    if len(history) <= cap:
+        return list(history)
+    k = max(1, (len(history) - 10) // (cap - 10))
+    keep = sorted(set(range(5)) | set(range(5, len(history) - 5, k))
+                  | set(range(len(history) - 5, len(history))))
+    return [history[j] for j in keep]
+
+
+def fit_text(out: dict, iterations: str = "capped") -> str:
     """A fit's header, iterations, verdict, coefficient table and scores, as text (the
-    `fit` command prints it; handgrad.fit(...).summary() returns it)."""
+    `fit` command prints it; handgrad.fit(...).summary() returns it).  ``iterations``:
+    "capped" (see shown_iterations), "all", or "none" (fit --quiet)."""
     lines: list[str] = []
     say = lines.append
     d = out["data"]
@@ -58,10 +73,14 @@ def fit_text(out: dict) -> str:
                f"with {out['derivatives']} derivatives, {out['device']} {out['dtype']}")
     for note in d["notes"]:
         say(f"note: {note}")
-    if out["solver"] not in ("closed", "qr", "normal", "svd"):
+    if out["solver"] not in ("closed", "qr", "normal", "svd") and iterations != "none":
+        hist = out["history"] if iterations == "all" else shown_iterations(out["history"])
         say(term.table(["iter", "loss", "|grad|", "step"],
-                              [[h["iteration"], f"{h['loss']:.15g}", f"{h['grad_norm']:.3e}",
-                                f"{h['step']:.3g}"] for h in out["history"]], indent=0))
+                       [[h["iteration"], f"{h['loss']:.15g}", f"{h['grad_norm']:.3e}",
+                         f"{h['step']:.3g}"] for h in hist], indent=0))
+        if len(hist) < len(out["history"]):
+            say(f"({len(out['history'])} iterations; {len(hist)} shown: "
+                "--all-iterations prints every one, --json has the full history)")
     if out["solver"] in ("sgd", "adam") and out["converged"]:
         # stochastic: no gradient-norm test at the default tolerance; say what happened
         say(f"finished {out['iterations']} epochs ({out['message']}), "
