@@ -192,7 +192,7 @@ def test_python_api_fit_carries_the_summary():
     assert out["summary"]["kind"] == "least_squares"
 
 
-# --- CSV faults: one line, exit status 2 (RELIABILITY.md) ------------------------------------
+# --- CSV faults: one line, exit status 2 (docs/RELIABILITY.md) ------------------------------------
 
 CSV_FAULTS = {
     "missing file": (None, "not found"),

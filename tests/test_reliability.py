@@ -1,4 +1,4 @@
-"""Bad input and numerical faults (RELIABILITY.md, issue 7): one test (at least) per item.
+"""Bad input and numerical faults (docs/RELIABILITY.md): one test (at least) per item.
 
 Every user mistake: exit status 2, a one-line message naming the problem, no traceback.
 Numerical trouble: a warning naming the iteration and a remedy, or a documented fallback.

@@ -57,7 +57,7 @@ def _name(names, j):
 
 
 def check_finite(X: np.ndarray, name: str = "X", columns: list[str] | None = None) -> None:
-    """Raise naming the first NaN / inf entry (row and column), as RELIABILITY.md asks."""
+    """Raise naming the first NaN / inf entry (row and column), as docs/RELIABILITY.md asks."""
     bad = ~np.isfinite(X)
     if bad.any():
         idx = np.argwhere(bad)[0]
