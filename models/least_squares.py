@@ -231,7 +231,9 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
         As = np.asfortranarray(A) / D  # Fortran order: LAPACK's layout, contiguous columns
         Q, Rs = qr(As, mode="economic", check_finite=False)  # Householder (geqrf + orgqr)
         cond, rank, Vt = _conditioning(Rs)
-        extra.update(condition=cond, rank=rank, refinement_steps=0)
+        extra.update(condition=cond, rank=rank, refinement_steps=0,
+                     solver="column-scaled Householder QR" + (
+                         " + double-double refinement" if method == "closed" else ""))
         extra["condition_unscaled"] = _conditioning(Rs * D)[0]
         if rank < p:
             weak = np.argsort(-np.abs(Vt[-1]))[:3]

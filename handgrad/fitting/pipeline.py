@@ -218,7 +218,8 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
                   "hessian_dtype": str(hdt or dt).replace("torch.", ""),
                   "passes": getattr(obj.fast, "passes", None) if obj is not None else None,
                   "peak_rss_mb": peak_rss_mb(), "load_seconds": t0 - t_load,
-                  **{k: extra[k] for k in ("method", "cond", "passes") if k in extra}},
+                  **{k: extra[k] for k in ("method", "cond", "passes") if k in extra},
+                  **({"method": extra["solver"]} if "solver" in extra else {})},
     }
     if res.interrupted:
         out["interrupted"] = True

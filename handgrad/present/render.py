@@ -48,6 +48,7 @@ def check_text(out: dict) -> str:
     return "\n".join(lines)
 
 
+CLOSED = ("closed", "qr", "normal", "svd")  # solvers that solve, not iterate
 ITERATION_CAP = 25  # more iteration lines than this are thinned (fit --all-iterations: all)
 
 
@@ -73,7 +74,7 @@ def fit_text(out: dict, iterations: str = "capped") -> str:
                f"with {out['derivatives']} derivatives, {out['device']} {out['dtype']}")
     for note in d["notes"]:
         say(f"note: {note}")
-    if out["solver"] not in ("closed", "qr", "normal", "svd") and iterations != "none":
+    if out["solver"] not in CLOSED and iterations != "none":
         hist = out["history"] if iterations == "all" else shown_iterations(out["history"])
         say(term.table(["iter", "loss", "|grad|", "step"],
                        [[h["iteration"], f"{h['loss']:.15g}", f"{h['grad_norm']:.3e}",
@@ -85,6 +86,12 @@ def fit_text(out: dict, iterations: str = "capped") -> str:
         # stochastic: no gradient-norm test at the default tolerance; say what happened
         say(f"finished {out['iterations']} epochs ({out['message']}), "
                    f"{out['seconds']:.3f} s: loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
+    elif out["solver"] in CLOSED:
+        # a closed form is solved, not iterated: say what it is and where it landed
+        how = out.get("scale", {}).get("method") or out["solver"]
+        say(f"closed form ({how}), {out['seconds']:.3f} s: loss {out['loss']:.12g}, "
+            f"|grad| {out['grad_norm']:.3e} at the solution"
+            + ("" if out["converged"] else " (not finite: the solve failed)"))
     else:
         status = "converged" if out["converged"] else "NOT converged"
         say(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
