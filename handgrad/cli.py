@@ -174,7 +174,7 @@ FIT_OPTIONS = [
                                                 "sgd", "adam"]),
                  default=None,
                  help="closed form, Newton, or gradient descent (default: the model's); least "
-                      "squares also: qr (no refinement), normal (the seeds' (X^T X)^-1 X^T y) "
+                      "squares also: qr (no refinement), normal (the notes' (X^T X)^-1 X^T y) "
                       "and svd (numpy lstsq), for comparison."),
     click.option("--autograd", is_flag=True,
                  help="Drive the solver with autograd derivatives instead (for comparison)."),
@@ -453,7 +453,7 @@ def derive_cmd(model, file_, all_, fmt, seed, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
 def identities_cmd(as_json):
-    """Verify the seeds' matrix-calculus catalog and show the seeds' errata rejected."""
+    """Verify the notes' matrix-calculus catalog and show the notes' errata rejected."""
     from handgrad.verify import derive
 
     out = derive.identities_report()

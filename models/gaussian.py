@@ -1,21 +1,21 @@
-"""Gaussian covariance MLE, the seeds' worked example 5.
+"""Gaussian covariance MLE, the notes' worked example 5.
 
     l(mu, Sigma) = log|Sigma| + (1/N) sum_i (x_i - mu)^T Sigma^-1 (x_i - mu)  [+ l2 tr(Sigma^-1)]
                  = log|Sigma| + tr(Sigma^-1 S_mu)                            [S_mu + l2 I]
 
-with S_mu = (1/N) sum_i (x_i - mu)(x_i - mu)^T.  This is the seed's loss: 2/N times the
+with S_mu = (1/N) sum_i (x_i - mu)(x_i - mu)^T.  This is the notes' loss: 2/N times the
 negative log-likelihood of N(mu, Sigma), less the constant d log(2 pi).  (It keeps the
-seed's 1/N, an exception to the project's sums-over-samples convention.)
+notes' 1/N, an exception to the project's sums-over-samples convention.)
 
 The mean.  By default mu is a parameter, estimated jointly with Sigma (the joint MLE;
 its gradient is derived too).  With ``intercept=False`` (``--no-intercept``) mu is not a
-parameter: the loss uses the sample mean xbar, exactly the seed's l(Sigma).  The
+parameter: the loss uses the sample mean xbar, exactly the notes' l(Sigma).  The
 optimum is the same either way: mu = xbar, Sigma = S = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T
-(the seed's last line drops the sum; handgrad states it with the sum).
+(the notes' last line drops the sum; handgrad states it with the sum).
 
 Two parametrisations of the covariance, each checked against autograd:
 
-* ``{"mu", "Sigma"}`` -- Sigma itself (the closed form, the seed's derivation).  Sigma is
+* ``{"mu", "Sigma"}`` -- Sigma itself (the closed form, the notes' derivation).  Sigma is
   symmetric; the loss is evaluated at sym(Sigma) = (Sigma + Sigma^T)/2, so it is defined
   for every square matrix and perturbing one entry Sigma_ij alone moves sym(Sigma)_ij and
   sym(Sigma)_ji by half each.  Convention for the gradient with respect to a symmetric
@@ -60,7 +60,7 @@ CHECK_NOTE = ("gaussian: a gradient with respect to the symmetric Sigma is the s
 
 
 def mean_of(params, data: Data) -> torch.Tensor:
-    """mu when it is a parameter, else the sample mean (the seed's xbar)."""
+    """mu when it is a parameter, else the sample mean (the notes' xbar)."""
     return params["mu"] if "mu" in params else data.X.mean(0)
 
 
@@ -159,7 +159,7 @@ def estimate(params) -> dict[str, torch.Tensor]:
 
 def evaluate(params, data: Data, **_) -> dict:
     """Mean log-likelihood per sample, log N(x_i; mu, Sigma) (natural log).  Without a fitted
-    mu the held-out rows' own mean is used (the seed's form), and said so."""
+    mu the held-out rows' own mean is used (the notes' form), and said so."""
     L, ok = factor(params)
     if not ok:
         return {"n": data.n, "log_likelihood": -math.inf}

@@ -1,10 +1,10 @@
-"""Least squares, the seeds' worked example 3 (linear regression).
+"""Least squares, the notes' worked example 3 (linear regression).
 
     l(w, b) = ||X w + b 1 - y||^2 + (l2 / 2) ||w||^2          (a sum over samples)
 
 Parameters: w (d,), b () when an intercept is fitted.  The closed form is computed by
 Householder QR of the column-scaled (ridge-augmented) design followed by iterative
-refinement with double-double residuals, never by forming (X^T X)^-1: the seed's
+refinement with double-double residuals, never by forming (X^T X)^-1: the notes'
 w = (X^T X)^-1 X^T y is the derivation, not the numerics (it is kept as
 ``method="normal"`` to show what it loses).
 """
@@ -65,7 +65,7 @@ def design(data: Data, intercept: bool) -> torch.Tensor:
 # with its residuals computed in double-double arithmetic (error-free transformations,
 # about 106 bits), so the solution is accurate to about the working precision whenever
 # cond(A D) * eps < 1, even where the data's own condition number is 1e15.
-# "qr" is plain Householder QR (about cond * eps relative error), "normal" the seeds'
+# "qr" is plain Householder QR (about cond * eps relative error), "normal" the notes'
 # (X^T X)^-1 X^T y by Cholesky (about cond^2 * eps), "svd" numpy.linalg.lstsq's default
 # (SVD, singular values below eps * max(n, p) * s_max dropped).
 
@@ -293,7 +293,7 @@ def _cholesky_qr(data: Data, intercept: bool, l2: float):
 
 
 def _normal_equations(A: np.ndarray, y: np.ndarray, warns: list[str]) -> np.ndarray:
-    """The seeds' theta = (A^T A)^-1 A^T y, by Cholesky of A^T A (LU if that fails)."""
+    """The notes' theta = (A^T A)^-1 A^T y, by Cholesky of A^T A (LU if that fails)."""
     G, c = A.T @ A, A.T @ y
     try:
         L = np.linalg.cholesky(G)

@@ -1,9 +1,9 @@
-"""Logistic regression, the seeds' worked example 8 (Newton's method).
+"""Logistic regression, the notes' worked example 8 (Newton's method).
 
     l(A) = sum_i [ -y_i A^T x_i + log(1 + exp(A^T x_i)) ] + (l2 / 2) ||w||^2
 
 with A = (w, b): z_i = w^T x_i + b.  log(1 + e^z) is computed as logaddexp(0, z), which
-is finite at z = 1000 and exact at z = -40 (the seed's naive form is not).  Not
+is finite at z = 1000 and exact at z = -40 (the notes' naive form is not).  Not
 F.softplus: its default threshold returns z itself for z > 20, an absolute error of
 e^-z that makes its autograd Hessian exactly 0 there.
 """

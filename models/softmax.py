@@ -1,4 +1,4 @@
-"""Softmax (multinomial logistic) regression, the seeds' worked example 6.
+"""Softmax (multinomial logistic) regression, the notes' worked example 6.
 
     l(W, b) = sum_i -y_i^T log softmax(W x_i + b) + (l2 / 2) ||W||_F^2
 

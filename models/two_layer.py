@@ -1,6 +1,6 @@
-"""Two-layer neural network with softmax cross-entropy, the seeds' worked example 7.
+"""Two-layer neural network with softmax cross-entropy, the notes' worked example 7.
 
-The seed's batch form, with samples as the columns of X (d, N) -- handgrad's Data holds
+The notes' batch form, with samples as the columns of X (d, N) -- handgrad's Data holds
 samples as rows, so the model uses X = data.X^T:
 
     A1 = W1 X + b1 1^T,   H1 = sigma(A1),   A2 = W2 H1 + b2 1^T          (h, N), (K, N)
@@ -54,7 +54,7 @@ def n_classes(data: Data) -> int:
 
 
 def onehot_T(y: torch.Tensor, K: int, dtype) -> torch.Tensor:
-    """Y (K, N): one-hot columns, the seed's layout."""
+    """Y (K, N): one-hot columns, the notes' layout."""
     Y = y.to(dtype) if y.dim() == 2 else F.one_hot(y.long(), K).to(dtype)
     return Y.T
 

@@ -63,7 +63,7 @@ def test_exact_polynomial_recovered_to_full_precision(degree, lo, hi, seed):
     assert extra["rank"] == X.shape[1] + 1
     # the condition estimate is the unit-norm-column condition, up to the power-of-two scaling
     assert 0.25 <= extra["condition"] / _raw_condition(X) <= 4
-    # the seeds' normal equations get no digit of the worst coefficient here
+    # the notes' normal equations get no digit of the worst coefficient here
     normal, _ = _solve(data, "normal")
     assert digits(_theta(normal), c) < 1
 
@@ -178,7 +178,7 @@ def test_cli_json_keeps_seven_digits_and_reports_condition(runner, tmp_path, kin
     assert s["condition_unscaled"] >= 1e13 and s["condition"] >= 1e12
     assert s["rank"] == 11
     assert any("ill-conditioned" in w for w in out["warnings"])
-    # the seeds' normal equations, asked for explicitly, lose every digit on the same file
+    # the notes' normal equations, asked for explicitly, lose every digit on the same file
     r, out = invoke(runner, "fit", "least_squares", "--data", path, "--target", "y",
                     "--solver", "normal", "--json")
     coef = out["coefficients"]
@@ -220,7 +220,7 @@ def test_longley_matches_nist_certified_values(runner):
     s = out["summary"]
     assert s["residual_std"] == pytest.approx(304.854073561965, rel=1e-10)
     assert s["r_squared"] == pytest.approx(0.995479004577296, rel=1e-12)
-    # the seeds' normal equations keep only about 6 digits on the same data
+    # the notes' normal equations keep only about 6 digits on the same data
     _, normal = invoke(runner, "fit", "least_squares", "--data", path, "--target", "TOTEMP",
                        "--solver", "normal", "--json")
     est = np.array([normal["coefficients"][k] for k in names])

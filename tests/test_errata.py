@@ -1,4 +1,4 @@
-"""The seeds' known-wrong statements: each rejected with its reason, its correction accepted."""
+"""The notes' known-wrong statements: each rejected with its reason, its correction accepted."""
 
 from __future__ import annotations
 

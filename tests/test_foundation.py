@@ -92,7 +92,7 @@ def test_planted_missing_factor_two_fails():
 
 
 def test_planted_transposed_factor_fails():
-    # the seed's shape slip: (X X^T)-style transposition, here r^T X read as X r on a square block
+    # the notes' shape slip: (X X^T)-style transposition, here r^T X read as X r on a square block
     def grad_transposed(P, D, **hp):
         e = torch.sigmoid(D.X @ P["w"] + P.get("b", 0.0)) - D.y
         X = D.X[: D.d, : D.d] if D.n >= D.d else D.X

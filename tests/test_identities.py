@@ -1,4 +1,4 @@
-"""`identities`: the seeds' catalog, each entry verified numerically, none vacuously."""
+"""`identities`: the notes' catalog, each entry verified numerically, none vacuously."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def _planted(grad_fn=None, hess_fn=None):
     return DerivationSpec(None, grad_fn or dsm.gradient, hess_fn or dsm.hessian)
 
 
-def _g_transposed(P, D, *, l2=0.0, **_):  # X^T (P - Y): (d, K), the seed's per-sample x (p-y)^T
+def _g_transposed(P, D, *, l2=0.0, **_):  # X^T (P - Y): (d, K), the notes' per-sample x (p-y)^T
     g = dsm.gradient(P, D, l2=l2)
     g["W"] = (D.X.T @ _E(P, D)) + l2 * P["W"].T
     return g

@@ -1,4 +1,4 @@
-"""Two-layer net: hand backpropagation vs autograd for every activation, the seed's
+"""Two-layer net: hand backpropagation vs autograd for every activation, the notes'
 mislabelled W1 gradient and other planted errors caught, ReLU checks away from the kink,
 minibatch SGD-momentum / Adam on the hand gradient, digits >= 95% held out, the CLI."""
 
@@ -165,7 +165,7 @@ def test_planted_wrong_gradient_fails(fn):
 
 
 def test_seed_mislabel_is_reported_as_a_shape_problem():
-    """With h x d != K x h the seed's labelling cannot even have the right shape."""
+    """With h x d != K x h the notes' labelling cannot even have the right shape."""
     label, p, data, hp = _problems(0)[0]
     assert p["W1"].shape != p["W2"].shape
     g = dt.gradient(p, data, **hp)

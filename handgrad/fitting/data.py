@@ -1,6 +1,6 @@
 """Data: one container, loaders for CSV / .npz / .npy, and validation at the boundary.
 
-Every model takes a :class:`Data`.  ``X`` is (n, d) with samples as rows (the seeds'
+Every model takes a :class:`Data`.  ``X`` is (n, d) with samples as rows (the notes'
 two-layer net writes samples as columns; that model transposes internally).  ``y`` is
 (n,) or None (the Gaussian MLE has no target).
 """

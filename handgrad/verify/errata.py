@@ -1,7 +1,7 @@
-"""The seeds' known-wrong statements, each beside its correction, both checked.
+"""The notes' known-wrong statements, each beside its correction, both checked.
 
 The source documents (/work/shared/seeds, see DESIGN.md) teach the differential method
-well but contain mistakes.  Each :class:`Erratum` keeps the seed's statement exactly as
+well but contain mistakes.  Each :class:`Erratum` keeps the notes' statement exactly as
 written (read literally, in the layout the seed uses around it) and the corrected one.
 Both go through the same check as the identity catalog (handgrad.verify.steps.compare against
 torch.func or an independent computation): the wrong statement must be rejected with a
@@ -10,7 +10,7 @@ accepted.  Inputs are random, non-symmetric, and non-square where a square matri
 hide the mistake; two entries (E5, E10) use square matrices on purpose, to show that a
 wrong transpose is still caught there, by value.
 
-Seeds: 000 (矩阵向量求导, notes after Liu Jianping and 长躯鬼侠), 001 (矩阵的求导, CSDN),
+The notes, four parts (handgrad cites them as "notes part 1" to "part 4"): 000 (矩阵向量求导, notes after Liu Jianping and 长躯鬼侠), 001 (矩阵的求导, CSDN),
 002 (标量函数矩阵求导方法), 003 (梯度计算中常用的矩阵微积分公式).
 """
 
@@ -115,7 +115,7 @@ def _two_layer(label_as_w2: bool):
         def loss(A, B):
             return -(y * torch.log_softmax(B @ torch.sigmoid(A @ x), 0)).sum()
         e = softmax(W2 @ torch.sigmoid(W1 @ x)) - y
-        claim = torch.outer((W2.T @ e) * dsigmoid(W1 @ x), x)  # the seed's formula (5 x 3)
+        claim = torch.outer((W2.T @ e) * dsigmoid(W1 @ x), x)  # the notes' formula (5 x 3)
         g1, g2 = torch.func.grad(loss, argnums=(0, 1))(W1, W2)
         return claim, (g2 if label_as_w2 else g1)
     return check
@@ -137,12 +137,12 @@ def _dax_dxj(wrong: bool):
 
 def _dax_numerator(wrong: bool):
     def check(g):
-        A, x = rn(g, 4, 4), rn(g, 4)  # the seed's A is n x n; non-symmetric
+        A, x = rn(g, 4, 4), rn(g, 4)  # the notes' A is n x n; non-symmetric
         return (A.T if wrong else A), torch.func.jacrev(lambda v: A @ v)(x)
     return check
 
 
-# ---------------------------------------------------------------- E6 seed 003's chain rule product
+# ---------------------------------------------------------------- E6 notes part 4's chain rule product
 
 def _chain_003(wrong: bool):
     def check(g):
@@ -192,7 +192,7 @@ def _kron_for_hadamard(wrong: bool):
     def check(g):
         A, B, C = rn(g, 3, 4), rn(g, 3, 4), rn(g, 3, 4)
         truth = (A * B * C).sum()  # sum_ij A_ij B_ij C_ij, what both sides must equal
-        if wrong:  # seed 000 uses ⊗ for Kronecker; read that way the left side is undefined
+        if wrong:  # notes part 1 uses ⊗ for Kronecker; read that way the left side is undefined
             return torch.trace(mm(("A^T", A.T), ("B kron C", kron(B, C)))), truth
         return torch.trace(A.T @ (B * C)), truth
     return check
@@ -272,13 +272,13 @@ ERRATA: list[Erratum] = [
         "torch.func.jvp along e_j", _dax_dxj(True), _dax_dxj(False)),
     Erratum(
         "E5_dAx_dx_AT_as_jacobian", "003 (vector by vector)", "wrong layout",
-        "d(Ax)/dx = A^T, read as the Jacobian (numerator layout, seed 000's default for vector by vector)",
+        "d(Ax)/dx = A^T, read as the Jacobian (numerator layout, notes part 1's default for vector by vector)",
         r"\frac{\partial (Ax)}{\partial x} = A^T",
         "d(Ax)/dx = A in numerator layout (m x n Jacobian); A^T is the denominator-layout "
-        "gradient matrix (n x m), which seed 003 uses without saying so",
+        "gradient matrix (n x m), which notes part 4 uses without saying so",
         r"\frac{\partial (Ax)}{\partial x} = A \ (\text{numerator}),\qquad A^T \ (\text{denominator})",
         "numerator: Jacobian m x n, as torch.func.jacrev",
-        "seed 003 never names its layout; its scalar-by-vector results are columns, so A^T is "
+        "notes part 4 never names its layout; its scalar-by-vector results are columns, so A^T is "
         "right in denominator layout and wrong as a Jacobian.  Its A is n x n, which hides "
         "the difference in shape but not in value for non-symmetric A",
         "torch.func.jacrev", _dax_numerator(True), _dax_numerator(False)),
@@ -288,7 +288,7 @@ ERRATA: list[Erratum] = [
         r"\frac{\partial g}{\partial x} = \frac{\partial g}{\partial u}\cdot\frac{\partial u}{\partial x} = 2u\cdot(-A)",
         "dg/dx = (du/dx)^T dg/du = (-A)^T 2u = -2 A^T (b - Ax)",
         r"\frac{\partial g}{\partial x} = \Big(\frac{\partial u}{\partial x}\Big)^T \frac{\partial g}{\partial u} = -2A^T(b - Ax)",
-        "denominator gradients, numerator Jacobian (seed 000 §4.4)",
+        "denominator gradients, numerator Jacobian (notes part 1 §4.4)",
         "the seed mixes layouts: du/dx = -A is a Jacobian (numerator) while dg/du = 2u is a "
         "column (denominator), so 2u . (-A) is (m x 1)(m x n), undefined; its final answer "
         "-2A^T(b - Ax) is right only after silently transposing",
@@ -314,12 +314,12 @@ ERRATA: list[Erratum] = [
         "torch.func.jvp", _df_dx(True), _df_dx(False)),
     Erratum(
         "E9_kron_symbol_for_hadamard", "002 §3 item 4, §4.1 item 5, §6", "typesetting",
-        "tr(A^T (B ⊗ C)) = tr((A ⊗ B)^T C) with ⊗ read as the Kronecker product (seed 000's meaning)",
+        "tr(A^T (B ⊗ C)) = tr((A ⊗ B)^T C) with ⊗ read as the Kronecker product (notes part 1's meaning)",
         r"\operatorname{tr}\big(A^T(B \otimes C)\big) = \operatorname{tr}\big((A \otimes B)^T C\big)",
         "tr(A^T (B o C)) = tr((A o B)^T C) = sum_ij A_ij B_ij C_ij   (o: elementwise product)",
         r"\operatorname{tr}\big(A^T(B \odot C)\big) = \operatorname{tr}\big((A \odot B)^T C\big)",
         "none (scalars)",
-        "seed 002 writes ⊗ for the elementwise product while seed 000 uses ⊗ for Kronecker; read "
+        "notes part 3 writes ⊗ for the elementwise product while notes part 1 uses ⊗ for Kronecker; read "
         "as Kronecker, B ⊗ C is 9 x 16 and A^T (B ⊗ C) is undefined",
         "sum_ij A_ij B_ij C_ij", _kron_for_hadamard(True), _kron_for_hadamard(False)),
     Erratum(

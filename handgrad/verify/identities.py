@@ -1,4 +1,4 @@
-"""The matrix-calculus catalog the seeds teach, each entry checked numerically.
+"""The matrix-calculus catalog the notes teach, each entry checked numerically.
 
 Every entry states a formula (plain text and LaTeX), the layout it is written in, and a
 check: a function of a seeded torch.Generator returning (claimed, truth), where the claim
@@ -8,17 +8,17 @@ matrix-by-matrix derivatives) or, for algebraic identities, from evaluating the 
 side directly.  Inputs are random, non-symmetric and (where it matters) non-square: a
 symmetric or square test matrix hides a missing transpose.
 
-Layouts (DESIGN.md, and the seeds' 000 section 2 table):
+Layouts (DESIGN.md, and the notes part 1 section 2 table):
 
 * scalar by vector / matrix: denominator layout, the gradient has the shape of the
   variable (n x 1 for x, m x n for X), as torch.func.grad returns;
 * vector by vector: numerator layout, the Jacobian dy/dx is m x n (y has m entries,
   x has n), as torch.func.jacrev returns; the denominator layout is its transpose;
-* matrix by matrix (seed 000 section 7): dF/dX = d vec(F) / d vec(X) with vec stacking
+* matrix by matrix (notes part 1 section 7): dF/dX = d vec(F) / d vec(X) with vec stacking
   columns, in denominator layout an mn x pq matrix (X is m x n, F is p x q), so that
   vec(dF) = (dF/dX)^T vec(dX); jacrev of vec(F) gives the pq x mn numerator form.
 
-References for the seeds: 000 (sections 5.3 differential rules, 5.4 trace tricks, 5.6
+References for the notes: 000 (sections 5.3 differential rules, 5.4 trace tricks, 5.6
 worked examples, 6 vector-by-vector, 7 matrix-by-matrix), 002 (sections 3-6), 003.
 """
 
@@ -50,7 +50,7 @@ class Identity:
     layout: str
     reference: str  # what the claim is checked against
     check: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]  # -> (claimed, truth)
-    source: str = ""  # where the seeds state it
+    source: str = ""  # where the notes state it
 
 
 # ---------------------------------------------------------------- helpers (no autograd in claims)
@@ -75,7 +75,7 @@ def kron(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 def vec(X: torch.Tensor) -> torch.Tensor:
-    """Stack the columns (column-major), as the seeds' vec."""
+    """Stack the columns (column-major), as the notes' vec."""
     return X.mT.reshape(-1)
 
 
@@ -134,13 +134,13 @@ def one_hot(g: torch.Generator, k: int) -> torch.Tensor:
 
 
 def gaussian_nll(Sigma: torch.Tensor, Xs: torch.Tensor) -> torch.Tensor:
-    """The seeds' l(Sigma) = log|Sigma| + (1/N) sum_i (x_i - xbar)^T Sigma^-1 (x_i - xbar)."""
+    """The notes' l(Sigma) = log|Sigma| + (1/N) sum_i (x_i - xbar)^T Sigma^-1 (x_i - xbar)."""
     R = Xs - Xs.mean(0)
     return torch.linalg.slogdet(Sigma)[1] + (R * torch.linalg.solve(Sigma, R.T).T).sum() / len(Xs)
 
 
 def sample_cov(Xs: torch.Tensor) -> torch.Tensor:
-    """(1/N) sum_i (x_i - xbar)(x_i - xbar)^T, written as the seeds' sum."""
+    """(1/N) sum_i (x_i - xbar)(x_i - xbar)^T, written as the notes' sum."""
     xbar = Xs.mean(0)
     return sum(torch.outer(x - xbar, x - xbar) for x in Xs) / len(Xs)
 
@@ -151,7 +151,7 @@ def _differential_rules() -> list[Identity]:
     G = "differential rules"
     out = []
 
-    def add(key, text, latex, check, source="seed 000 §5.3; seed 002 §3"):
+    def add(key, text, latex, check, source="notes part 1 §5.3; notes part 3 §3"):
         out.append(Identity(key, G, text, latex, DIFF, "torch.func.jvp", check, source))
 
     def plus_minus(g):
@@ -210,7 +210,7 @@ def _differential_rules() -> list[Identity]:
         X, dX = rn(g, 3, 4), rn(g, 3, 4)
         return torch.cos(X) * dX, jvp(torch.sin, (X,), (dX,))
     add("d_sin", "d sin(X) = cos(X) o dX", r"d\sin(X) = \cos(X) \odot dX", sin,
-        "seed 000 §5.3 (example of the elementwise rule)")
+        "notes part 1 §5.3 (example of the elementwise rule)")
     return out
 
 
@@ -218,7 +218,7 @@ def _trace_tricks() -> list[Identity]:
     G = "trace tricks"
     out = []
 
-    def add(key, text, latex, check, source="seed 000 §5.4; seed 002 §4.1"):
+    def add(key, text, latex, check, source="notes part 1 §5.4; notes part 3 §4.1"):
         out.append(Identity(key, G, text, latex, NONE, "both sides evaluated", check, source))
 
     def scalar(g):
@@ -254,7 +254,7 @@ def _trace_tricks() -> list[Identity]:
         A, B = rn(g, 3, 4), rn(g, 3, 4)
         return torch.trace(A.T @ B), (A * B).sum()
     add("tr_inner", "tr(A^T B) = sum_ij A_ij B_ij   (the matrix inner product)",
-        r"\operatorname{tr}(A^T B) = \sum_{i,j} A_{ij} B_{ij}", inner_product, "seed 002 §2.2")
+        r"\operatorname{tr}(A^T B) = \sum_{i,j} A_{ij} B_{ij}", inner_product, "notes part 3 §2.2")
     return out
 
 
@@ -269,14 +269,14 @@ def _worked_results() -> list[Identity]:
         a, X, b = rn(g, 4), rn(g, 4, 3), rn(g, 3)
         return torch.outer(a, b), grad(lambda Z: a @ Z @ b, X)
     add("aXb", "d(a^T X b)/dX = a b^T   (X m x n; result m x n)",
-        r"\frac{\partial\, a^T X b}{\partial X} = a b^T", aXb, "seed 000 §5.1, §5.6 ex. 1; seed 002 §6 ex. 1")
+        r"\frac{\partial\, a^T X b}{\partial X} = a b^T", aXb, "notes part 1 §5.1, §5.6 ex. 1; notes part 3 §6 ex. 1")
 
     def aexpXb(g):
         a, X, b = rn(g, 4), 0.5 * rn(g, 4, 3), rn(g, 3)
         return torch.outer(a * torch.exp(X @ b), b), grad(lambda Z: a @ torch.exp(Z @ b), X)
     add("a_exp_Xb", "d(a^T exp(Xb))/dX = (a o exp(Xb)) b^T",
         r"\frac{\partial\, a^T \exp(Xb)}{\partial X} = (a \odot \exp(Xb))\, b^T", aexpXb,
-        "seed 000 §5.6 ex. 2; seed 002 §6 ex. 2")
+        "notes part 1 §5.6 ex. 2; notes part 3 §6 ex. 2")
 
     def trYMY(g):
         W, X, B = rn(g, 3, 4), rn(g, 4, 5), rn(g, 3, 3)
@@ -286,43 +286,43 @@ def _worked_results() -> list[Identity]:
             grad(lambda Z: torch.trace(torch.sigmoid(W @ Z).T @ M @ torch.sigmoid(W @ Z)), X)
     add("tr_YMY", "d tr(Y^T M Y)/dX = W^T ((2 M Y) o sigma'(WX)),  Y = sigma(WX), M symmetric",
         r"\frac{\partial \operatorname{tr}(Y^T M Y)}{\partial X} = W^T\big((2MY) \odot \sigma'(WX)\big),\quad Y = \sigma(WX)",
-        trYMY, "seed 002 §6 ex. 3 (corrected: no transpose on the bracket)")
+        trYMY, "notes part 3 §6 ex. 3 (corrected: no transpose on the bracket)")
 
     def quad(g):
         A, x = rn(g, 4, 4), rn(g, 4)
         return (A + A.T) @ x, grad(lambda z: z @ A @ z, x)
     add("xAx", "d(x^T A x)/dx = (A + A^T) x   (2Ax only when A is symmetric)",
-        r"\frac{\partial\, x^T A x}{\partial x} = (A + A^T)\, x", quad, "seed 003")
+        r"\frac{\partial\, x^T A x}{\partial x} = (A + A^T)\, x", quad, "notes part 4")
 
     def xx(g):
         x = rn(g, 5)
         return 2 * x, grad(lambda z: z @ z, x)
-    add("xx", "d(x^T x)/dx = 2x", r"\frac{\partial\, x^T x}{\partial x} = 2x", xx, "seed 000 §4.3; seed 003")
+    add("xx", "d(x^T x)/dx = 2x", r"\frac{\partial\, x^T x}{\partial x} = 2x", xx, "notes part 1 §4.3; notes part 4")
 
     def ax(g):
         a, x = rn(g, 5), rn(g, 5)
         return a, grad(lambda z: a @ z, x)
-    add("ax", "d(a^T x)/dx = a", r"\frac{\partial\, a^T x}{\partial x} = a", ax, "seed 000 §4.1; seed 003")
+    add("ax", "d(a^T x)/dx = a", r"\frac{\partial\, a^T x}{\partial x} = a", ax, "notes part 1 §4.1; notes part 4")
 
     def resid(g):
         A, b, x = rn(g, 5, 3), rn(g, 5), rn(g, 3)
         return -2 * A.T @ (b - A @ x), grad(lambda z: (b - A @ z) @ (b - A @ z), x)
     add("b_minus_Ax", "d||b - Ax||^2/dx = -2 A^T (b - Ax)   (A m x n, result n x 1)",
-        r"\frac{\partial \lVert b - Ax\rVert^2}{\partial x} = -2A^T(b - Ax)", resid, "seed 003")
+        r"\frac{\partial \lVert b - Ax\rVert^2}{\partial x} = -2A^T(b - Ax)", resid, "notes part 4")
 
     def ls_grad(g):
         X, y, w = rn(g, 7, 3), rn(g, 7), rn(g, 3)
         return 2 * X.T @ (X @ w - y), grad(lambda v: (X @ v - y) @ (X @ v - y), w)
     add("least_squares_gradient", "d||Xw - y||^2/dw = 2 X^T (Xw - y)",
         r"\frac{\partial \lVert Xw - y\rVert^2}{\partial w} = 2X^T(Xw - y)", ls_grad,
-        "seed 000 §5.6 ex. 3; seed 002 §6 ex. 4")
+        "notes part 1 §5.6 ex. 3; notes part 3 §6 ex. 4")
 
     def ls_solution(g):
         X, y = rn(g, 7, 3), rn(g, 7)
         return torch.linalg.solve(X.T @ X, X.T @ y), \
             torch.linalg.lstsq(X, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
     add("least_squares_solution", "w = (X^T X)^-1 X^T y minimises ||Xw - y||^2   (X n x d, full column rank)",
-        r"w^\star = (X^T X)^{-1} X^T y", ls_solution, "seed 000 §5.6 ex. 3 (seed 002 writes (X X^T)^-1: see errata)",
+        r"w^\star = (X^T X)^{-1} X^T y", ls_solution, "notes part 1 §5.6 ex. 3 (notes part 3 writes (X X^T)^-1: see errata)",
         layout=NONE, reference="torch.linalg.lstsq (SVD-based least squares)")
 
     def normal_eq(g):
@@ -331,13 +331,13 @@ def _worked_results() -> list[Identity]:
         return torch.zeros(3, dtype=F64), grad(lambda v: (X @ v - y) @ (X @ v - y), w)
     add("normal_equations", "at the least-squares solution the gradient vanishes: 2 X^T (Xw - y) = 0",
         r"\frac{\partial l}{\partial w}\Big|_{w^\star} = 2X^T(Xw^\star - y) = 0", normal_eq,
-        "seed 000 §5.6 ex. 3", reference="torch.func.grad at the lstsq solution")
+        "notes part 1 §5.6 ex. 3", reference="torch.func.grad at the lstsq solution")
 
     def logdet(g):
         X = invertible(g, 4)
         return torch.linalg.inv(X).T, grad(lambda Z: torch.linalg.slogdet(Z)[1], X)
     add("logdet", "d log|X| / dX = X^-T   (X^-1 when X is symmetric)",
-        r"\frac{\partial \log|X|}{\partial X} = X^{-T}", logdet, "seed 002 §3 (determinant rule), §6 ex. 5")
+        r"\frac{\partial \log|X|}{\partial X} = X^{-T}", logdet, "notes part 3 §3 (determinant rule), §6 ex. 5")
 
     def gauss_grad(g):
         Xs, S0 = rn(g, 9, 3), spd(g, 3)
@@ -349,14 +349,14 @@ def _worked_results() -> list[Identity]:
         "d/dSigma [log|Sigma| + (1/N) sum_i (x_i - xbar)^T Sigma^-1 (x_i - xbar)] = Sigma^-1 - Sigma^-1 S Sigma^-1,"
         "  S = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T   (at symmetric positive-definite Sigma; entries perturbed independently)",
         r"\frac{\partial l}{\partial \Sigma} = \Sigma^{-1} - \Sigma^{-1} S \Sigma^{-1},\quad S = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T",
-        gauss_grad, "seed 002 §6 ex. 5")
+        gauss_grad, "notes part 3 §6 ex. 5")
 
     def gauss_mle(g):
         Xs = rn(g, 9, 3) @ rn(g, 3, 3)
         return sample_cov(Xs), torch.cov(Xs.T, correction=0)
     add("gaussian_mle", "Sigma_MLE = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T",
         r"\hat\Sigma = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T", gauss_mle,
-        "seed 002 §6 ex. 5 (the seed drops the sum: see errata)", layout=NONE,
+        "notes part 3 §6 ex. 5 (the seed drops the sum: see errata)", layout=NONE,
         reference="torch.cov(X^T, correction=0)")
 
     def softmax_ce(g):
@@ -365,7 +365,7 @@ def _worked_results() -> list[Identity]:
             grad(lambda V: -(y * torch.log_softmax(V @ x, 0)).sum(), W)
     add("softmax_ce", "d(-y^T log softmax(Wx))/dW = (softmax(Wx) - y) x^T   (y one-hot, 1^T y = 1)",
         r"\frac{\partial\,(-y^T \log\operatorname{softmax}(Wx))}{\partial W} = (\operatorname{softmax}(Wx) - y)\,x^T",
-        softmax_ce, "seed 002 §6 ex. 6")
+        softmax_ce, "notes part 3 §6 ex. 6")
 
     def two_layer(g):
         W1, W2, x, y = rn(g, 5, 3), rn(g, 4, 5), rn(g, 3), one_hot(g, 4)
@@ -380,7 +380,7 @@ def _worked_results() -> list[Identity]:
     add("two_layer", "l = -y^T log softmax(W2 sigma(W1 x)):  dl/dW2 = (softmax(a) - y) sigma(W1 x)^T,"
         "  dl/dW1 = ((W2^T (softmax(a) - y)) o sigma'(W1 x)) x^T,  a = W2 sigma(W1 x)",
         r"\frac{\partial l}{\partial W_2} = (\operatorname{softmax}(a) - y)\,\sigma(W_1x)^T,\quad \frac{\partial l}{\partial W_1} = \big((W_2^T(\operatorname{softmax}(a) - y)) \odot \sigma'(W_1x)\big)\,x^T",
-        two_layer, "seed 002 §6 ex. 7 (the seed labels the W1 result dl/dW2: see errata)")
+        two_layer, "notes part 3 §6 ex. 7 (the seed labels the W1 result dl/dW2: see errata)")
 
     def logistic_grad(g):
         X, A = rn(g, 8, 3), rn(g, 3)
@@ -390,7 +390,7 @@ def _worked_results() -> list[Identity]:
         return -X.T @ (y - p), grad(loss, A)
     add("logistic_gradient", "l(A) = sum_i [-y_i A^T x_i + log(1 + e^{A^T x_i})]:  dl/dA = -sum_i x_i (y_i - p_i)",
         r"\frac{\partial l}{\partial A} = -\sum_i x_i\,(y_i - p_i),\quad p_i = \sigma(A^T x_i)",
-        logistic_grad, "seed 002 §6 ex. 8")
+        logistic_grad, "notes part 3 §6 ex. 8")
 
     def logistic_hess(g):
         X, A = rn(g, 8, 3), rn(g, 3)
@@ -400,7 +400,7 @@ def _worked_results() -> list[Identity]:
         return sum(w[i] * torch.outer(X[i], X[i]) for i in range(8)), torch.func.hessian(loss)(A)
     add("logistic_hessian", "d^2 l / dA dA^T = sum_i x_i x_i^T p_i (1 - p_i)",
         r"\frac{\partial^2 l}{\partial A\,\partial A^T} = \sum_i x_i x_i^T\, p_i (1 - p_i)",
-        logistic_hess, "seed 002 §6 ex. 8", layout="Hessian d x d (symmetric: layouts agree)",
+        logistic_hess, "notes part 3 §6 ex. 8", layout="Hessian d x d (symmetric: layouts agree)",
         reference="torch.func.hessian")
     return out
 
@@ -424,7 +424,7 @@ def _chain_rules() -> list[Identity]:
         "x -> y -> z (z scalar): dz/dx = (dy/dx)^T dz/dy   (dy/dx the m x n Jacobian; dz/dx, dz/dy gradients)",
         r"\frac{\partial z}{\partial x} = \Big(\frac{\partial y}{\partial x}\Big)^T \frac{\partial z}{\partial y}",
         "gradients denominator, Jacobian numerator (m x n)", "torch.func.grad of z(y(x)); Jacobian from jacrev",
-        scalar_vec, "seed 000 §4.4"))
+        scalar_vec, "notes part 1 §4.4"))
 
     def multi(g):
         A1, A2, x = rn(g, 5, 4), rn(g, 3, 5), rn(g, 4)
@@ -441,7 +441,7 @@ def _chain_rules() -> list[Identity]:
         "y1 -> y2 -> ... -> yn -> z: dz/dy1 = (dyn/dyn-1 ... dy2/dy1)^T dz/dyn",
         r"\frac{\partial z}{\partial y_1} = \Big(\frac{\partial y_n}{\partial y_{n-1}} \cdots \frac{\partial y_2}{\partial y_1}\Big)^T \frac{\partial z}{\partial y_n}",
         "gradients denominator, Jacobians numerator", "torch.func.grad of the composition", multi,
-        "seed 000 §4.4"))
+        "notes part 1 §4.4"))
 
     def vec_vec(g):
         A, B, x = rn(g, 5, 4), rn(g, 3, 5), rn(g, 4)
@@ -455,7 +455,7 @@ def _chain_rules() -> list[Identity]:
     out.append(Identity(
         "chain_vector_vector", G, "x -> y -> z (vectors): dz/dx = (dz/dy)(dy/dx)   (Jacobians, 3 x 5 times 5 x 4)",
         r"\frac{\partial z}{\partial x} = \frac{\partial z}{\partial y}\,\frac{\partial y}{\partial x}",
-        NUMER, "torch.func.jacrev of the composition", vec_vec, "seed 000 §6.2"))
+        NUMER, "torch.func.jacrev of the composition", vec_vec, "notes part 1 §6.2"))
 
     def axb(g):
         A, X, B = rn(g, 3, 4), rn(g, 4, 5), rn(g, 5, 2)
@@ -468,7 +468,7 @@ def _chain_rules() -> list[Identity]:
     out.append(Identity(
         "chain_AXB", G, "Y = AXB, f scalar: df/dX = A^T (df/dY) B^T",
         r"Y = AXB:\quad \frac{\partial f}{\partial X} = A^T \frac{\partial f}{\partial Y} B^T",
-        DENOM, "torch.func.grad of f(AXB)", axb, "seed 002 §5"))
+        DENOM, "torch.func.grad of f(AXB)", axb, "notes part 3 §5"))
 
     def scalar_scalar(g):
         A = rn(g, 3, 4)
@@ -477,7 +477,7 @@ def _chain_rules() -> list[Identity]:
     out.append(Identity(
         "chain_scalar_of_scalar", G, "f(g(A)) with f, g scalar: df/dA = (df/dg) dg/dA   (here f = log, g = tr(A^T A))",
         r"\frac{\partial f}{\partial A} = \frac{\partial f}{\partial g}\,\frac{\partial g}{\partial A}",
-        DENOM, "torch.func.grad", scalar_scalar, "seed 002 §5"))
+        DENOM, "torch.func.grad", scalar_scalar, "notes part 3 §5"))
     return out
 
 
@@ -491,7 +491,7 @@ def _layouts() -> list[Identity]:
     out.append(Identity(
         "dAx_numerator", G, "d(Ax)/dx = A   (numerator layout: A is m x n, the Jacobian)",
         r"\frac{\partial (Ax)}{\partial x} = A \quad (m \times n)", NUMER, "torch.func.jacrev", ax_num,
-        "seed 000 §6.1 (numerator); seed 003 writes A^T: see errata"))
+        "notes part 1 §6.1 (numerator); notes part 4 writes A^T: see errata"))
 
     def ax_den(g):
         A, x = rn(g, 5, 3), rn(g, 3)
@@ -500,7 +500,7 @@ def _layouts() -> list[Identity]:
         "dAx_denominator", G, "d(Ax)/dx = A^T   (denominator layout: the n x m gradient matrix)",
         r"\frac{\partial (Ax)}{\partial x} = A^T \quad (n \times m)",
         "denominator: gradient matrix n x m = (Jacobian)^T", "transpose of torch.func.jacrev", ax_den,
-        "seed 003 (right in this layout); seed 001 §1.3"))
+        "notes part 4 (right in this layout); notes part 2 §1.3"))
 
     def ax_j(g):
         A, x = rn(g, 5, 3), rn(g, 3)
@@ -511,7 +511,7 @@ def _layouts() -> list[Identity]:
     out.append(Identity(
         "dAx_dxj", G, "d(Ax)/dx_j = A[:, j]   (column j of A, an m-vector: a derivative by one scalar)",
         r"\frac{\partial (Ax)}{\partial x_j} = A_{:,j}", "vector by scalar: m x 1 (numerator)",
-        "torch.func.jvp along e_j", ax_j, "seed 000 §6.1 (the seed writes A: see errata)"))
+        "torch.func.jvp along e_j", ax_j, "notes part 1 §6.1 (the seed writes A: see errata)"))
 
     def tanh_num(g):
         A, x = rn(g, 5, 3), rn(g, 3)
@@ -519,7 +519,7 @@ def _layouts() -> list[Identity]:
     out.append(Identity(
         "jacobian_numerator", G, "d tanh(Ax)/dx = diag(1 - tanh^2(Ax)) A   (numerator: m x n Jacobian)",
         r"\frac{\partial \tanh(Ax)}{\partial x} = \operatorname{diag}\big(1 - \tanh^2(Ax)\big)\,A",
-        NUMER, "torch.func.jacrev", tanh_num, "seed 000 §6; seed 001 §1.3"))
+        NUMER, "torch.func.jacrev", tanh_num, "notes part 1 §6; notes part 2 §1.3"))
 
     def tanh_den(g):
         A, x = rn(g, 5, 3), rn(g, 3)
@@ -530,7 +530,7 @@ def _layouts() -> list[Identity]:
         "the same derivative in denominator layout: A^T diag(1 - tanh^2(Ax)), n x m = (numerator)^T",
         r"\Big(\frac{\partial \tanh(Ax)}{\partial x}\Big)_{\text{den}} = A^T \operatorname{diag}\big(1 - \tanh^2(Ax)\big) = J^T",
         "denominator: gradient matrix n x m", "transpose of torch.func.jacrev", tanh_den,
-        "seed 000 §6; seed 001 §1.3"))
+        "notes part 1 §6; notes part 2 §1.3"))
 
     def scal_mat_num(g):
         a, X, b = rn(g, 4), rn(g, 4, 3), rn(g, 3)
@@ -539,7 +539,7 @@ def _layouts() -> list[Identity]:
         "scalar_by_matrix_numerator", G,
         "d(a^T X b)/dX = b a^T in numerator layout (n x m), the transpose of the denominator a b^T",
         r"\Big(\frac{\partial\, a^T X b}{\partial X}\Big)_{\text{num}} = b\,a^T \quad (n \times m)",
-        "numerator: n x m for X m x n", "transpose of torch.func.grad", scal_mat_num, "seed 000 §2; seed 001 §1.3"))
+        "numerator: n x m for X m x n", "transpose of torch.func.grad", scal_mat_num, "notes part 1 §2; notes part 2 §1.3"))
 
     def definition(g):
         X, dX, B = rn(g, 3, 4), rn(g, 3, 4), rn(g, 4, 2)
@@ -553,7 +553,7 @@ def _layouts() -> list[Identity]:
         "df = tr((df/dX)^T dX)   (what makes df/dX the gradient, shaped like X)",
         r"df = \operatorname{tr}\Big(\Big(\frac{\partial f}{\partial X}\Big)^T dX\Big)",
         DENOM, "torch.func.jvp (gradient from torch.func.grad)", definition,
-        "seed 000 §5.2; seed 002 §2.2"))
+        "notes part 1 §5.2; notes part 3 §2.2"))
 
     def definition_vec(g):
         A, x, dx = rn(g, 4, 4), rn(g, 4), rn(g, 4)
@@ -566,7 +566,7 @@ def _layouts() -> list[Identity]:
         "df = (df/dx)^T dx   (df/dx a column, n x 1)",
         r"df = \Big(\frac{\partial f}{\partial x}\Big)^T dx",
         DENOM, "torch.func.jvp (gradient from torch.func.grad)", definition_vec,
-        "seed 000 §4.3 (seed 002 §2.1 drops the transpose: see errata)"))
+        "notes part 1 §4.3 (notes part 3 §2.1 drops the transpose: see errata)"))
     return out
 
 
@@ -575,7 +575,7 @@ def _vec_kron() -> list[Identity]:
     out = []
 
     def add(key, text, latex, check, layout=NONE, reference="both sides evaluated",
-            source="seed 000 §7.3-7.4"):
+            source="notes part 1 §7.3-7.4"):
         out.append(Identity(key, G, text, latex, layout, reference, check, source))
 
     def vec_axb(g):
@@ -625,14 +625,14 @@ def _vec_kron() -> list[Identity]:
         return kron(B, A.T), vec_jacobian(lambda Z: A @ Z @ B, X).T
     add("dAXB_dX", "F = AXB: dF/dX = B kron A^T   (denominator, mn x pq = 12 x 10; its transpose B^T kron A is the jacrev form)",
         r"\frac{\partial (AXB)}{\partial X} = B \otimes A^T \quad (mn \times pq)", d_axb, MATMAT,
-        "transpose of torch.func.jacrev of vec(F) by vec(X)", "seed 000 §7.1-7.3")
+        "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7.1-7.3")
 
     def d_xt(g):
         X = rn(g, 3, 4)
         return commutation(4, 3), vec_jacobian(lambda Z: Z.T, X).T
     add("dXT_dX", "F = X^T: dF/dX = K_mn^T = K_nm   (denominator, mn x mn)",
         r"\frac{\partial X^T}{\partial X} = K_{mn}^T = K_{nm}", d_xt, MATMAT,
-        "transpose of torch.func.jacrev of vec(F) by vec(X)", "seed 000 §7.3")
+        "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7.3")
 
     def d_inv(g):
         X = invertible(g, 3)
@@ -640,14 +640,14 @@ def _vec_kron() -> list[Identity]:
         return -kron(Xi, Xi.T), vec_jacobian(torch.linalg.inv, X).T
     add("dXinv_dX", "F = X^-1: dF/dX = -(X^-1 kron X^-T)   (vec(dF) = -(X^-T kron X^-1) vec(dX))",
         r"\frac{\partial X^{-1}}{\partial X} = -\,X^{-1} \otimes X^{-T}", d_inv, MATMAT,
-        "transpose of torch.func.jacrev of vec(F) by vec(X)", "seed 000 §7 with seed 002 §3")
+        "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7 with notes part 3 §3")
 
     def d_sigma(g):
         X = rn(g, 3, 4)
         return torch.diag(vec(dsigmoid(X))), vec_jacobian(torch.sigmoid, X).T
     add("dsigma_dX", "F = sigma(X) entrywise: dF/dX = diag(vec(sigma'(X)))   (mn x mn, diagonal)",
         r"\frac{\partial \sigma(X)}{\partial X} = \operatorname{diag}\big(\operatorname{vec}\sigma'(X)\big)",
-        d_sigma, MATMAT, "transpose of torch.func.jacrev of vec(F) by vec(X)", "seed 000 §7.3")
+        d_sigma, MATMAT, "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7.3")
 
     def vec_dF(g):
         X, A, dX = rn(g, 3, 3), rn(g, 3, 3), rn(g, 3, 3)
@@ -656,7 +656,7 @@ def _vec_kron() -> list[Identity]:
         return dFdX.T @ vec(dX), vec(jvp(lambda Z: Z @ A @ Z, (X,), (dX,)))
     add("vec_dF", "vec(dF) = (dF/dX)^T vec(dX);  F = XAX: dF/dX = ((AX)^T kron I + I kron XA)^T",
         r"\operatorname{vec}(dF) = \Big(\frac{\partial F}{\partial X}\Big)^T \operatorname{vec}(dX),\quad F = XAX",
-        vec_dF, MATMAT, "torch.func.jvp", "seed 000 §7.2")
+        vec_dF, MATMAT, "torch.func.jvp", "notes part 1 §7.2")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Derivations as verified steps, in the seeds' differential style.
+"""Derivations as verified steps, in the notes' differential style.
 
 A :class:`Derivation` is an ordered list of :class:`Step`.  Every step is a claim about
 the same quantity, written differently:
