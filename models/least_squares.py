@@ -223,9 +223,19 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
     if method == "normal":
         theta = _normal_equations(A, y, warns)
     elif method == "svd":
+        rcond = max(m, p) * _EPS  # numpy's default for rcond=None
         theta, _, rank, s = np.linalg.lstsq(A, y, rcond=None)
         extra["rank"] = int(rank)
         extra["condition_unscaled"] = float(s[0] / s[-1]) if s[-1] > 0 else math.inf
+        extra["rcond"] = rcond
+        if rank < p:  # SVD truncation: singular values below rcond * s_max were set to zero
+            dropped = [float(v) for v in s[s <= rcond * s[0]]]
+            extra["singular_values_dropped"] = dropped
+            _warn(f"svd: {p - rank} of {p} singular values are below rcond * s_max = "
+                  f"{rcond * s[0]:.3g} (rcond {rcond:.2g}; dropped {', '.join(f'{v:.3g}' for v in dropped[:4])}) "
+                  "and were treated as zero: this is the least-squares solution of a truncated "
+                  "design, not of the one given (unscaled columns; the default solver scales "
+                  "them first)", warns)
     else:
         D = _column_scale(A)
         As = np.asfortranarray(A) / D  # Fortran order: LAPACK's layout, contiguous columns
