@@ -231,8 +231,9 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
         if rank < p:  # SVD truncation: singular values below rcond * s_max were set to zero
             dropped = [float(v) for v in s[s <= rcond * s[0]]]
             extra["singular_values_dropped"] = dropped
+            shown = ", ".join(f"{v:.3g}" for v in dropped[:4])
             _warn(f"svd: {p - rank} of {p} singular values are below rcond * s_max = "
-                  f"{rcond * s[0]:.3g} (rcond {rcond:.2g}; dropped {', '.join(f'{v:.3g}' for v in dropped[:4])}) "
+                  f"{rcond * s[0]:.3g} (rcond {rcond:.2g}; dropped {shown}) "
                   "and were treated as zero: this is the least-squares solution of a truncated "
                   "design, not of the one given (unscaled columns; the default solver scales "
                   "them first)", warns)
