@@ -1,0 +1,232 @@
+"""Step 1 of the automatic deriver: the differential, one level of rules per line.
+
+A subexpression whose differential is not written out yet is a named subexpression
+(``let u1 = X*w``) and appears as its differential ``du1``; the verifier evaluates
+``du1`` as the directional derivative of its definition, so every intermediate line is
+checked like a finished one.  Each line expands every pending ``du``: linear operations
+(sums, transposes, tr, sum, vec, diag) pass the d through, then one rule at the first
+nonlinear operation; its nonlinear arguments become new named subexpressions.
+"""
+
+from __future__ import annotations
+
+from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
+from handgrad.notation.parser import NotationError
+from handgrad.notation.simplify import ZERO, Ctx, add, flat, had, mul, neg, prod, sub, total
+
+
+class DeriveError(NotationError):
+    """An expression the deriver will not differentiate, with the reason (one line)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+RULES = {
+    "lin": "linearity: d(U + V) = dU + dV, d(cU) = c dU",
+    "T": "d(U') = (dU)'",
+    "tr": "d tr(U) = tr(dU)",
+    "sum": "d sum(U) = sum(dU)",
+    "vec": "d vec(U) = vec(dU)",
+    "diag": "d diag(U) = diag(dU)",
+    "const": "constants vanish",
+    "*": "product rule d(UV) = dU V + U dV",
+    ".*": "d(U ⊙ V) = dU ⊙ V + U ⊙ dV",
+    "./": "d(U ⊘ V) = dU ⊘ V - (U ⊘ V ⊘ V) ⊙ dV",
+    "/": "d(U / c) = dU / c - U dc / c^2",
+    "^": "d(u^p) = p u^(p-1) du",
+    "^m": "d(U^k) = sum of U^j dU U^(k-1-j)",
+    ".^": "d(U.^p) = p U.^(p-1) ⊙ dU",
+    "kron": "d(U ⊗ V) = dU ⊗ V + U ⊗ dV",
+    "inv": "d(X^-1) = -X^-1 dX X^-1",
+    "det": "d|X| = |X| tr(X^-1 dX)",
+    "logdet": "d logdet(X) = tr(X^-1 dX)",
+    "norm2": "d‖u‖ = u'du / ‖u‖",
+    "exp": "d exp(U) = exp(U) ⊙ dU",
+    "log": "d log(U) = dU ⊘ U",
+    "sin": "d sin(U) = cos(U) ⊙ dU",
+    "cos": "d cos(U) = -sin(U) ⊙ dU",
+    "tanh": "d tanh(U) = (1 - tanh(U)^2) ⊙ dU",
+    "sigma": "d σ(U) = σ(U) ⊙ (1 - σ(U)) ⊙ dU",
+    "softplus": "d softplus(U) = σ(U) ⊙ dU",
+    "sqrt": "d sqrt(U) = dU ⊘ (2 sqrt(U))",
+}
+
+KINKS = {"abs": "abs(u) has a kink where an entry of u is 0",
+         "norm1": "norm1(u) has a kink where an entry of u is 0",
+         "relu": "relu(u) has a kink where an entry of u is 0",
+         "sign": "sign(u) jumps where an entry of u is 0 (its derivative is not a function there)"}
+
+
+class Expander:
+    """Turns d(...) into rules; ``pending`` holds names whose d is still to be expanded."""
+
+    def __init__(self, ctx: Ctx, taken: set[str]):
+        self.ctx, self.taken = ctx, set(taken)
+        self.lets: dict[str, Node] = {}   # auto-named subexpressions, in order of creation
+        self.rules: list[str] = []
+
+    def name_for(self, body: Node) -> str:
+        for n, b in self.lets.items():
+            if b == body:
+                return n
+        k = len(self.lets) + 1
+        while f"u{k}" in self.taken or f"du{k}" in self.taken:
+            k += 1
+        name = f"u{k}"
+        self.lets[name] = body
+        self.taken.add(name)
+        self.ctx.checker.env[name] = self.ctx.shape(body)
+        return name
+
+    def note(self, key: str) -> None:
+        if RULES[key] not in self.rules:
+            self.rules.append(RULES[key])
+
+    def body(self, name: str) -> Node:
+        return self.lets[name] if name in self.lets else self.ctx.defs[name]
+
+    def pending(self, e: Node) -> list[str]:
+        from handgrad.notation.ast import walk
+        return [n.name for n in walk(e) if isinstance(n, Diff) and n.name not in self.ctx.wrt]
+
+    def expand_line(self, e: Node) -> Node:
+        """Every pending du in e replaced by one level of rules (self.rules names them)."""
+        self.rules = []
+        return self._expand(e)
+
+    def _expand(self, e: Node) -> Node:
+        if isinstance(e, Diff) and e.name not in self.ctx.wrt:
+            return self.d(self.body(e.name), top=True)
+        if isinstance(e, (Sym, Num, Diff)):
+            return e
+        if isinstance(e, Neg):
+            return Neg(self._expand(e.x))
+        if isinstance(e, Transpose):
+            return Transpose(self._expand(e.x))
+        if isinstance(e, Bin):
+            return Bin(e.op, self._expand(e.a), self._expand(e.b))
+        return Call(e.fn, tuple(self._expand(a) for a in e.args))
+
+    # -- d of an expression: linear operations pass through, then one rule
+    def d(self, e: Node, top: bool) -> Node:
+        """top: apply a rule at the first nonlinear node; else name it (du_k)."""
+        ctx = self.ctx
+        if not ctx.depends(e):
+            if not isinstance(e, Num):
+                self.note("const")
+            return ZERO
+        if isinstance(e, Sym):
+            return Diff(e.name)
+        if isinstance(e, Neg):
+            self.note("lin")
+            return neg(self.d(e.x, top))
+        if isinstance(e, Transpose):
+            self.note("T")
+            dx = self.d(e.x, top)
+            return ZERO if dx == ZERO else Transpose(dx)
+        if isinstance(e, Bin) and e.op in "+-":
+            self.note("lin")
+            a, b = self.d(e.a, top), self.d(e.b, top)
+            return add(a, b) if e.op == "+" else sub(a, b)
+        if isinstance(e, Call) and e.fn in ("tr", "sum", "vec", "diag"):
+            self.note(e.fn)
+            inner = self.d(e.args[0], top)
+            return ZERO if inner == ZERO else Call(e.fn, (inner,))
+        if not top:
+            return Diff(self.name_for(e))
+        return self.rule(e)
+
+    def arg(self, e: Node) -> Node:
+        return self.d(e, top=False)
+
+    def rule(self, e: Node) -> Node:  # noqa: C901 - one case per rule
+        ctx, da = self.ctx, self.arg
+        if isinstance(e, Bin) and e.op == "*":
+            fs = flat(e)
+            self.note("*")
+            terms = []
+            for i, f in enumerate(fs):
+                if ctx.depends(f):
+                    terms.append(prod(fs[:i] + [da(f)] + fs[i + 1:]))
+            return total(terms)
+        if isinstance(e, Bin) and e.op in (".*", "kron"):
+            self.note(e.op)
+            mk = had if e.op == ".*" else (lambda x, y: Bin("kron", x, y))
+            out = []
+            if ctx.depends(e.a):
+                out.append(mk(da(e.a), e.b))
+            if ctx.depends(e.b):
+                out.append(mk(e.a, da(e.b)))
+            return total(out)
+        if isinstance(e, Bin) and e.op in ("./", "/"):
+            self.note(e.op)
+            out = da(e.a) if ctx.depends(e.a) else ZERO
+            first = Bin(e.op, out, e.b) if out != ZERO else ZERO
+            if not ctx.depends(e.b):
+                return first
+            if e.op == "./":
+                return sub(first, had(Bin("./", e.a, had(e.b, e.b)), da(e.b)))
+            return sub(first, mul(Bin("/", e.a, Bin("^", e.b, Num(2.0))), da(e.b)))
+        if isinstance(e, Bin) and e.op in ("^", ".^"):
+            if ctx.depends(e.b):
+                raise DeriveError(f"{_t(e)}: a variable in an exponent is not derived "
+                                  "(write exp(b*log(u)))")
+            p = e.b.value if isinstance(e.b, Num) else None
+            if e.op == "^" and not ctx.scalar(e.a):
+                if p == -1:
+                    self.note("inv")
+                    return neg(prod([e, da(e.a), e]))
+                if p is None or p < 1 or p != int(p):
+                    raise DeriveError(f"{_t(e)}: only X^-1 and X^k, k = 1, 2, ... of a matrix are derived")
+                self.note("^m")
+                k, du = int(p), da(e.a)
+
+                def pw(j):
+                    return Num(1.0) if j == 0 else e.a if j == 1 else Bin("^", e.a, Num(float(j)))
+                return total([prod([pw(j), du, pw(k - 1 - j)]) for j in range(k)])
+            self.note(e.op)
+            lower = Bin(e.op, e.a, Num(p - 1)) if p is not None else Bin(e.op, e.a, Bin("-", e.b, Num(1.0)))
+            c = mul(e.b, lower)
+            return had(c, da(e.a)) if e.op == ".^" else mul(c, da(e.a))
+        if isinstance(e, Call):
+            return self.call(e)
+        raise DeriveError(f"{_t(e)}: no differential rule for this expression")
+
+    def call(self, e: Call) -> Node:
+        fn, u = e.fn, e.args[0] if e.args else None
+        if fn in KINKS:
+            raise DeriveError(f"{_t(e)}: {KINKS[fn]}; handgrad derives only where f is differentiable "
+                              "everywhere it is used (no subgradients)")
+        du = self.arg(u)
+        if fn in RULES:
+            self.note(fn)
+        if fn == "inv":
+            return neg(prod([e, du, e]))
+        if fn == "det":
+            return mul(e, Call("tr", (mul(Call("inv", (u,)), du),)))
+        if fn == "logdet":
+            return Call("tr", (mul(Call("inv", (u,)), du),))
+        if fn == "norm2":
+            inner = mul(Transpose(u), du) if self.ctx.column(u) else Call("tr", (mul(Transpose(u), du),))
+            return Bin("/", inner, e)
+        scalar = self.ctx.scalar(u)
+        one = Num(1.0)
+        if fn == "log":
+            return Bin("/" if scalar else "./", du, u)
+        if fn == "sqrt":
+            return Bin("/" if scalar else "./", du, mul(Num(2.0), e))
+        deriv = {"exp": lambda: e, "sin": lambda: Call("cos", (u,)), "cos": lambda: neg(Call("sin", (u,))),
+                 "tanh": lambda: sub(one, Bin(".^", e, Num(2.0))),
+                 "sigma": lambda: had(e, sub(one, e)), "softplus": lambda: Call("sigma", (u,))}.get(fn)
+        if deriv is None:
+            raise DeriveError(f"{_t(e)}: no differential rule for {fn}")
+        return mul(deriv(), du) if scalar else had(deriv(), du)
+
+
+def _t(e: Node) -> str:
+    from handgrad.notation.render import to_text
+    return to_text(e)
+
+
+__all__ = ["DeriveError", "Expander", "KINKS", "RULES"]

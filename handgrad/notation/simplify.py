@@ -1,0 +1,339 @@
+"""Tree builders and the simplifier the automatic deriver prints through.
+
+``Ctx`` holds what the deriver knows about names (shapes, properties, named
+subexpressions) and answers shape questions about new trees.  ``tidy`` removes what a
+person would not write (``0 +``, ``1*``, ``X''``, ``-(-a)``, ``eye*A``, a transposed
+scalar or symmetric matrix); ``simplify`` also pushes transposes inward, folds
+``exp(z) ./ (1 + exp(z))`` into ``sigma(z)`` and collects like terms where it is easy
+(equal terms added, a common last or first factor taken out: A*X + A'*X -> (A + A')*X).
+Every rewrite is an identity, and everything printed is checked by the verifier anyway.
+"""
+
+from __future__ import annotations
+
+from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, walk
+from handgrad.notation.parser import NotationError
+from handgrad.notation.shapes import ONE, ShapeChecker, is_scalar
+
+ZERO = Num(0.0)
+
+
+def is_num(e: Node, v: float | None = None) -> bool:
+    return isinstance(e, Num) and (v is None or e.value == v)
+
+
+def has_diff(e: Node) -> bool:
+    return any(isinstance(n, Diff) for n in walk(e))
+
+
+def ones_like(e: Node) -> bool:
+    return isinstance(e, Call) and e.fn in ("vector", "matrix") and is_num(e.args[0], 1)
+
+
+class Ctx:
+    """Names and shapes: ``env`` name -> shape, ``props`` name -> properties, ``defs``
+    the user's named subexpressions (``Y = sigma(W*X)``), ``wrt`` the variables."""
+
+    def __init__(self, env, props, defs, wrt):
+        self.env, self.props, self.defs, self.wrt = dict(env), dict(props), dict(defs), list(wrt)
+        self.checker = ShapeChecker(self.env)
+        for name, body in self.defs.items():
+            self.checker.env[name] = self.checker.infer(body)
+
+    def shape(self, e: Node):
+        self.checker.infer(e)
+        return self.checker.shape(e)
+
+    def scalar(self, e: Node) -> bool:
+        try:
+            return is_scalar(self.shape(e))
+        except NotationError:
+            return False
+
+    def column(self, e: Node) -> bool:
+        s = self.shape(e)
+        return s[1] == ONE and s[0] != ONE
+
+    def symmetric(self, e: Node) -> bool:
+        return isinstance(e, Sym) and bool(self.props.get(e.name, frozenset()) & {"sym", "spd", "diagonal"})
+
+    def depends(self, e: Node) -> bool:
+        for n in walk(e):
+            if isinstance(n, Diff):
+                return True
+            if isinstance(n, Sym) and (n.name in self.wrt or n.name in self.defs
+                                       and self.depends(self.defs[n.name])):
+                return True
+        return False
+
+
+# --------------------------------------------------------------------------- builders
+def neg(a: Node) -> Node:
+    if isinstance(a, Num):
+        return Num(-a.value)
+    return a.x if isinstance(a, Neg) else Neg(a)
+
+
+def add(a: Node, b: Node) -> Node:
+    if is_num(a, 0):
+        return b
+    if is_num(b, 0):
+        return a
+    if isinstance(b, Neg):
+        return Bin("-", a, b.x)
+    return Bin("+", a, b)
+
+
+def sub(a: Node, b: Node) -> Node:
+    if is_num(b, 0):
+        return a
+    if is_num(a, 0):
+        return neg(b)
+    if isinstance(b, Neg):
+        return Bin("+", a, b.x)
+    return Bin("-", a, b)
+
+
+def total(terms: list[Node]) -> Node:
+    out: Node = ZERO
+    for t in terms:
+        out = add(out, t)
+    return out
+
+
+def mul(a: Node, b: Node) -> Node:
+    if is_num(a, 0) or is_num(b, 0):
+        return ZERO
+    if is_num(a, 1):
+        return b
+    if is_num(b, 1):
+        return a
+    return Bin("*", a, b)
+
+
+def prod(factors: list[Node]) -> Node:
+    out: Node = Num(1.0)
+    for f in factors:
+        out = mul(out, f)
+    return out
+
+
+def had(a: Node, b: Node) -> Node:
+    if is_num(a, 0) or is_num(b, 0):
+        return ZERO
+    return Bin(".*", a, b)
+
+
+def T(a: Node) -> Node:
+    return Transpose(a)
+
+
+def flat(e: Node) -> list[Node]:
+    """A product chain as its factors, in order."""
+    if isinstance(e, Bin) and e.op == "*":
+        return flat(e.a) + flat(e.b)
+    return [e]
+
+
+def signed_factors(e: Node) -> tuple[float, list[Node]]:
+    """coef, factors with the numbers and signs of a product taken out."""
+    coef, out = 1.0, []
+    for f in flat(e):
+        while isinstance(f, Neg):
+            coef, f = -coef, f.x
+        if isinstance(f, Num):
+            coef *= f.value
+        else:
+            out.extend(flat(f) if isinstance(f, Bin) and f.op == "*" else [f])
+    return coef, out
+
+
+def sum_terms(e: Node) -> list[tuple[int, Node]]:
+    if isinstance(e, Bin) and e.op in "+-":
+        right = sum_terms(e.b)
+        return sum_terms(e.a) + ([(-s, t) for s, t in right] if e.op == "-" else right)
+    if isinstance(e, Neg):
+        return [(-s, t) for s, t in sum_terms(e.x)]
+    return [(1, e)]
+
+
+def substitute(e: Node, old: Node, new: Node) -> Node:
+    if e == old:
+        return new
+    return _rebuild(e, lambda c: substitute(c, old, new))
+
+
+def _rebuild(e: Node, f) -> Node:
+    if isinstance(e, Neg):
+        return Neg(f(e.x))
+    if isinstance(e, Transpose):
+        return Transpose(f(e.x))
+    if isinstance(e, Bin):
+        return Bin(e.op, f(e.a), f(e.b))
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(f(a) for a in e.args))
+    return e
+
+
+# --------------------------------------------------------------------------- tidy
+def tidy(ctx: Ctx, e: Node, push: bool = False) -> Node:
+    """Bottom-up local identities; ``push`` also moves transposes inward."""
+    e = _rebuild(e, lambda c: tidy(ctx, c, push))
+    return _local(ctx, e, push)
+
+
+def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per identity
+    if isinstance(e, Neg):
+        return neg(e.x)
+    if isinstance(e, Transpose):
+        x = e.x
+        if isinstance(x, Transpose):
+            return x.x
+        if isinstance(x, Num) or isinstance(x, Call) and x.fn == "eye" or ctx.symmetric(x):
+            return x
+        if not isinstance(x, Diff) and ctx.scalar(x):
+            return x
+        if isinstance(x, Neg):
+            return neg(_local(ctx, Transpose(x.x), push))
+        if push and isinstance(x, Bin) and x.op == "*":
+            return _local(ctx, Bin("*", _local(ctx, T(x.b), push), _local(ctx, T(x.a), push)), push)
+        if push and isinstance(x, Bin) and x.op in ("+", "-", ".*", "./"):
+            return _local(ctx, Bin(x.op, _local(ctx, T(x.a), push), _local(ctx, T(x.b), push)), push)
+        if push and isinstance(x, Bin) and x.op == "/":
+            return Bin("/", _local(ctx, T(x.a), push), x.b)
+        return e
+    if not isinstance(e, Bin):
+        return e
+    a, b, op = e.a, e.b, e.op
+    if op == "+":
+        if isinstance(a, Neg):
+            return sub(b, a.x)
+        return add(a, b)
+    if op == "-":
+        return sub(a, b)
+    if op == "*":
+        if isinstance(a, Neg) or isinstance(b, Neg):
+            return neg(mul(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
+        if isinstance(a, Num) and a.value < 0:
+            return neg(mul(Num(-a.value), b))
+        if isinstance(a, Num) and isinstance(b, Bin) and b.op == "*" and isinstance(b.a, Num):
+            return mul(Num(a.value * b.a.value), b.b)
+        if isinstance(b, Num) and not isinstance(a, Num):
+            return mul(b, a)
+        if isinstance(a, Num) and isinstance(b, Num):
+            return Num(a.value * b.value)
+        for one, other in ((a, b), (b, a)):
+            if isinstance(one, Call) and one.fn == "eye" and not ctx.scalar(other):
+                return other
+        return mul(a, b)
+    if op == ".*":
+        if isinstance(a, Neg) or isinstance(b, Neg):
+            return neg(had(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
+        for one, other in ((a, b), (b, a)):
+            if ones_like(one) and not ctx.scalar(other):
+                return other
+            if isinstance(one, Num):
+                return _local(ctx, mul(one, other), push)
+        for one, other in ((a, b), (b, a)):
+            if isinstance(one, Bin) and one.op == "./" and is_num(one.a, 1):
+                return Bin("./", other, one.b)
+        return had(a, b)
+    if op in ("./", "/"):
+        if is_num(b, 1):
+            return a
+        if is_num(a, 0):
+            return ZERO
+        s = _sigma(a, b)
+        if s is not None:
+            return s
+        return e
+    if op in ("^", ".^") and is_num(b, 1):
+        return a
+    return e
+
+
+def _sigma(a: Node, b: Node) -> Node | None:
+    """exp(z) ./ (1 + exp(z)) -> sigma(z)."""
+    if not (isinstance(a, Call) and a.fn == "exp" and isinstance(b, Bin) and b.op == "+"):
+        return None
+    for one, other in ((b.a, b.b), (b.b, b.a)):
+        if (ones_like(one) or is_num(one, 1)) and other == a:
+            return Call("sigma", a.args)
+    return None
+
+
+def fold_defs(ctx: Ctx, e: Node) -> Node:
+    """Write a user's named subexpression by its name (sigma(W*X) -> Y)."""
+    for name, body in ctx.defs.items():
+        if e == body:
+            return Sym(name)
+    return _rebuild(e, lambda c: fold_defs(ctx, c))
+
+
+# --------------------------------------------------------------------------- simplify
+def simplify(ctx: Ctx, e: Node) -> Node:
+    """tidy with transposes pushed in, then like terms collected (a read-off)."""
+    for _ in range(4):
+        new = fold_defs(ctx, _collect(ctx, tidy(ctx, e, push=True)))
+        if new == e:
+            break
+        e = new
+    return e
+
+
+def _collect(ctx: Ctx, e: Node) -> Node:
+    e = _rebuild(e, lambda c: _collect(ctx, c)) if not (isinstance(e, Bin) and e.op in "+-") else e
+    parts = sum_terms(e)
+    if len(parts) < 2:
+        return e
+    terms: list[tuple[float, tuple[Node, ...]]] = []
+    for s, t in parts:
+        c, fs = signed_factors(_collect(ctx, t))
+        key = tuple(fs)
+        for i, (c0, k0) in enumerate(terms):
+            if k0 == key:
+                terms[i] = (c0 + s * c, k0)
+                break
+        else:
+            terms.append((s * c, key))
+    terms = [(c, k) for c, k in terms if c != 0]
+    for side in (-1, 0):
+        terms = _factor(ctx, terms, side)
+    return _build(terms)
+
+
+def _factor(ctx: Ctx, terms, side: int):
+    """Take a common last (side -1) or first (side 0) factor out of two or more terms."""
+    groups: dict[Node, list[int]] = {}
+    for i, (_, k) in enumerate(terms):
+        if len(k) >= 2 and not ctx.scalar(k[side]):
+            groups.setdefault(k[side], []).append(i)
+    out, used = {}, set()
+    for f, idx in groups.items():
+        if len(idx) < 2 or used & set(idx):
+            continue
+        rests = [terms[i][1][:-1] if side == -1 else terms[i][1][1:] for i in idx]
+        kinds = {all(ctx.scalar(x) for x in r) for r in rests}
+        if len(kinds) != 1:
+            continue
+        sub_terms = [(terms[i][0], r) for i, r in zip(idx, rests)]
+        inner = _collect(ctx, _build(sub_terms))
+        out[idx[0]] = (1.0, (inner, f) if side == -1 else (f, inner))
+        used |= set(idx)
+    return [out[i] if i in out else t for i, t in enumerate(terms) if i in out or i not in used]
+
+
+def _build(terms) -> Node:
+    coefs = {c for c, _ in terms}
+    common = 1.0
+    if len(terms) >= 2 and len(coefs) == 1 and abs(next(iter(coefs))) != 1:
+        common = next(iter(coefs))
+        terms = [(1.0, k) for _, k in terms]
+    out: Node = ZERO
+    for c, k in terms:
+        body = prod(list(k))
+        t = mul(Num(abs(c)), body) if abs(c) != 1 else body
+        out = sub(out, t) if c < 0 else add(out, t)
+    if isinstance(out, Num) and out.value == 0 and terms:
+        return out
+    return mul(Num(common), out) if common != 1 else out
