@@ -281,4 +281,10 @@ def derive_expression(expr: str, let: str, wrt: str, *, hessian: bool = False, *
     return report
 
 
-__all__ = ["DeriveError", "derive", "derive_expression", "parse_let"]
+__all__ = ["DeriveError", "derive", "derive_expression", "emit_torch", "parse_let"]
+
+
+def emit_torch(report_or_derivation, **options) -> str:
+    """See handgrad.notation.emit.emit_torch."""
+    from handgrad.notation.emit import emit_torch as _emit
+    return _emit(report_or_derivation, **options)

@@ -71,6 +71,8 @@ class Ctx:
 def neg(a: Node) -> Node:
     if isinstance(a, Num):
         return Num(-a.value)
+    if isinstance(a, Bin) and a.op == "*" and isinstance(a.a, Num):
+        return mul(Num(-a.a.value), a.b)
     return a.x if isinstance(a, Neg) else Neg(a)
 
 
@@ -81,6 +83,8 @@ def add(a: Node, b: Node) -> Node:
         return a
     if isinstance(b, Neg):
         return Bin("-", a, b.x)
+    if isinstance(b, Bin) and b.op == "*" and isinstance(b.a, Num) and b.a.value < 0:
+        return Bin("-", a, mul(Num(-b.a.value), b.b))
     return Bin("+", a, b)
 
 
@@ -91,6 +95,8 @@ def sub(a: Node, b: Node) -> Node:
         return neg(b)
     if isinstance(b, Neg):
         return Bin("+", a, b.x)
+    if isinstance(b, Bin) and b.op == "*" and isinstance(b.a, Num) and b.a.value < 0:
+        return Bin("+", a, mul(Num(-b.a.value), b.b))
     return Bin("-", a, b)
 
 
@@ -214,8 +220,10 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
     if op == "*":
         if isinstance(a, Neg) or isinstance(b, Neg):
             return neg(mul(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
-        if isinstance(a, Num) and a.value < 0:
-            return neg(mul(Num(-a.value), b))
+        if isinstance(b, Bin) and b.op == "*":
+            return _local(ctx, mul(_local(ctx, mul(a, b.a), push), b.b), push)
+        if isinstance(a, Bin) and a.op == "*" and isinstance(a.b, Num):
+            return _local(ctx, mul(mul(a.b, a.a), b), push)
         if isinstance(a, Num) and isinstance(b, Bin) and b.op == "*" and isinstance(b.a, Num):
             return mul(Num(a.value * b.a.value), b.b)
         if isinstance(b, Num) and not isinstance(a, Num):
@@ -225,6 +233,14 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
         for one, other in ((a, b), (b, a)):
             if isinstance(one, Call) and one.fn == "eye" and not ctx.scalar(other):
                 return other
+        if _diag(a) is not None and _diag(b) is not None:
+            return Call("diag", (had(_diag(a), _diag(b)),))
+        if isinstance(a, Bin) and a.op == "*" and _diag(a.b) is not None and _diag(b) is not None:
+            return mul(a.a, Call("diag", (had(_diag(a.b), _diag(b)),)))
+        if ones_like(b) and not ctx.scalar(a) and ctx.shape(a)[0] == ONE:
+            return Call("sum", (tidy(ctx, T(a), push=True),))
+        if isinstance(a, Transpose) and ones_like(a.x) and ctx.column(b):
+            return Call("sum", (b,))
         return mul(a, b)
     if op == ".*":
         if isinstance(a, Neg) or isinstance(b, Neg):
@@ -250,6 +266,10 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
     if op in ("^", ".^") and is_num(b, 1):
         return a
     return e
+
+
+def _diag(e: Node) -> Node | None:
+    return e.args[0] if isinstance(e, Call) and e.fn == "diag" and not has_diff(e) else None
 
 
 def _sigma(a: Node, b: Node) -> Node | None:

@@ -1,0 +1,185 @@
+"""``emit_torch``: a derived gradient (and Hessian) as a small standalone torch function.
+
+    >>> print(emit_torch(derive_expression("tr(X'*A*X) + logdet(X)", "X: n x n invertible; A: n x n", "X")))
+    import torch
+
+    def gradient(X, A):
+        ...
+        return (A + A.T) @ X + torch.linalg.inv(X).T
+
+Arguments are the declared names in declaration order (vectors may be 1-D: they are
+made n x 1 columns, as in the notation); the result has the variable's 2-D shape (a
+tuple for several variables).  ``inv(A)*B`` becomes ``torch.linalg.solve(A, B)``.
+"""
+
+from __future__ import annotations
+
+from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
+from handgrad.notation.evaluate import _is_inverse
+from handgrad.notation.parser import NotationError
+from handgrad.notation.render import number
+from handgrad.notation.shapes import ONE, Unknown, is_scalar
+from handgrad.notation.textfile import Derivation, parse_text
+
+_FN = {"exp": "torch.exp", "log": "torch.log", "sin": "torch.sin", "cos": "torch.cos", "tanh": "torch.tanh",
+       "sigma": "torch.sigmoid", "sqrt": "torch.sqrt", "abs": "torch.abs", "sign": "torch.sign",
+       "relu": "torch.relu", "softplus": "torch.nn.functional.softplus", "inv": "torch.linalg.inv"}
+
+
+class _Emitter:
+    def __init__(self, d: Derivation):
+        self.d, self.c = d, d.checker
+
+    def dim(self, dim) -> str:
+        dim = self.c.find(dim)
+        if isinstance(dim, Unknown):
+            raise NotationError("emit_torch: a size cannot be inferred (vector(c)/matrix(c)/eye out of context)")
+        parts = [str(dim.coef)] if dim.coef != 1 or not dim.letters else []
+        for letter in dim.letters:
+            parts.append(self.letter(letter))
+        return " * ".join(parts)
+
+    def letter(self, letter: str) -> str:
+        for name, decl in self.d.decls.items():
+            for axis, s in enumerate(decl.shape):
+                if s.letters == (letter,) and s.coef == 1:
+                    return f"{name}.shape[{axis}]"
+        raise NotationError(f"emit_torch: no argument has the size {letter}")
+
+    def scalar(self, e: Node) -> bool:
+        return is_scalar(self.c.shape(e))
+
+    def code(self, e: Node) -> str:  # noqa: C901 - one case per node kind
+        if isinstance(e, Num):
+            return number(e.value) if "." in number(e.value) or "e" in number(e.value) else number(e.value) + ".0"
+        if isinstance(e, Sym):
+            return e.name
+        if isinstance(e, Diff):
+            raise NotationError("emit_torch: a differential in a read-off")
+        if isinstance(e, Neg):
+            return f"-({self.code(e.x)})"
+        if isinstance(e, Transpose):
+            inner = self.code(e.x)
+            return f"{inner}.T" if inner.isidentifier() or inner.startswith("(") else f"({inner}).T"
+        if isinstance(e, Bin):
+            a, b, op = self.code(e.a), self.code(e.b), e.op
+            if op == "*" and not (self.scalar(e.a) or self.scalar(e.b)):
+                left, right = _is_inverse(e.a), _is_inverse(e.b)
+                if left is not None:
+                    return f"torch.linalg.solve({self.code(left)}, {b})"
+                return f"({a} @ {b})"
+            if op in ("*", ".*"):
+                return f"({a} * {b})"
+            if op in ("./", "/"):
+                return f"({a} / {b})"
+            if op == "+":
+                return f"({a} + {b})"
+            if op == "-":
+                return f"({a} - {b})"
+            if op == "^" and not self.scalar(e.a):
+                if isinstance(e.b, Num) and e.b.value == -1:
+                    return f"torch.linalg.inv({a})"
+                return f"torch.linalg.matrix_power({a}, {int(e.b.value)})"
+            if op in ("^", ".^"):
+                return f"({a} ** {b})"
+            if op == "kron":
+                return f"torch.kron({a}.contiguous(), {b}.contiguous())"
+        if isinstance(e, Call):
+            return self.call(e)
+        raise NotationError(f"emit_torch: cannot emit {e!r}")
+
+    def call(self, e: Call) -> str:
+        fn = e.fn
+        shape = self.c.shape(e)
+        if fn == "eye":
+            return f"torch.eye({self.dim(shape[0])}, dtype=torch.float64)"
+        (arg,) = e.args
+        a = self.code(arg)
+        if fn in ("vector", "matrix"):
+            return f"torch.full(({self.dim(shape[0])}, {self.dim(shape[1])}), {a}, dtype=torch.float64)"
+        if fn in _FN:
+            return f"{_FN[fn]}({a})"
+        one = ".reshape(1, 1)"
+        if fn == "tr":
+            return f"torch.trace({a}){one}"
+        if fn == "sum":
+            return f"{a}.sum(){one}"
+        if fn == "det":
+            return f"torch.linalg.det({a}){one}"
+        if fn == "logdet":
+            return f"torch.linalg.slogdet({a})[1]{one}"
+        if fn == "norm2":
+            return f"torch.linalg.vector_norm({a}){one}"
+        if fn == "norm1":
+            return f"{a}.abs().sum(){one}"
+        if fn == "vec":
+            return f"{a}.mT.reshape(-1, 1)"
+        if fn == "diag":
+            s = self.c.shape(arg)
+            if is_scalar(s):
+                return a
+            if s[1] == ONE:
+                return f"torch.diag(({a})[:, 0])"
+            if s[0] == ONE:
+                return f"torch.diag(({a})[0])"
+            return f"torch.diagonal({a}).reshape(-1, 1)"
+        raise NotationError(f"emit_torch: no torch for {fn}")
+
+
+def _derivation(x) -> Derivation:
+    if isinstance(x, Derivation):
+        return x
+    if isinstance(x, dict):
+        if "hg" not in x:
+            raise NotationError("emit_torch: the report has no 'hg' (use derive_expression's report)")
+        x = x["hg"]
+    return parse_text(x, path="<derived>")
+
+
+def emit_torch(report_or_derivation, *, name: str = "gradient") -> str:
+    """Python source of ``def gradient(<declared names>)`` (and ``def hessian`` when the
+    derivation reads off a Hessian), using only torch.  Accepts derive_expression's
+    report, a Derivation, or .hg text; needs ``grad`` read-offs."""
+    d = _derivation(report_or_derivation)
+    em = _Emitter(d)
+    args = ", ".join(d.decls)
+    head = []
+    for n, decl in d.decls.items():
+        if decl.shape[0] == ONE and decl.shape[1] == ONE:
+            head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64).reshape(1, 1)")
+        elif decl.shape[1] == ONE:
+            head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64).reshape(-1, 1)")
+        else:
+            head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64)")
+    user_defs = [(k, v) for k, v in d.defs.items() if k != d.fname and k in _used_defs(d)]
+    head += [f"    {k} = {em.code(v)}" for k, v in user_defs]
+    out = ["import torch", ""]
+    for kind, fname in (("grad", name), ("hess", "hessian")):
+        lines = [ln for ln in d.lines if ln.kind == kind]
+        if not lines:
+            if kind == "grad":
+                raise NotationError("emit_torch: the derivation has no grad read-off")
+            continue
+        res = [em.code(ln.expr) for ln in lines]
+        what = ", ".join(ln.wrt for ln in lines)
+        out += [f"def {fname}({args}):",
+                f'    """{"Gradient" if kind == "grad" else "Hessian over vec"} of {d.fname} = '
+                f'{d.f_text} with respect to {what} (derived and verified by handgrad)."""']
+        out += head
+        out += [f"    return {res[0] if len(res) == 1 else '(' + ', '.join(res) + ')'}", "", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _used_defs(d: Derivation) -> set[str]:
+    from handgrad.notation.ast import symbols
+    used: set[str] = set()
+    todo = [ln.expr for ln in d.lines if ln.kind in ("grad", "hess")]
+    while todo:
+        for s in symbols(todo.pop()):
+            if s in d.defs and s not in used and s != d.fname:
+                used.add(s)
+                todo.append(d.defs[s])
+    return used
+
+
+__all__ = ["emit_torch"]
