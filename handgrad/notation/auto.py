@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-from handgrad.notation.ast import Call, Diff, Node, Num, Sym, Transpose
+from handgrad.notation.ast import Call, Diff, Node, Num, Sym
 from handgrad.notation.auto_rules import DeriveError, Expander
 from handgrad.notation.auto_trace import Term, coefficient, expand, jacobian, move, wrap
 from handgrad.notation.parser import NotationError, parse
@@ -159,7 +159,8 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
         terms.append(term)
         first_rules.append(r)
     if len(expand(ctx, cur)) > 1 or any(first_rules):
-        w.line("=", _terms_node(terms), ["linearity"] * (len(terms) > 1) + sorted({r for r in first_rules if r}))
+        rules0 = ["linearity"] * (len(terms) > 1) + sorted({r for r in first_rules if r})
+        w.line("=", _terms_node(terms), rules0)
     for _ in range(MAX_LINES):
         rules: list[str] = []
         for t in terms:
@@ -202,7 +203,8 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     if hessian:
         hess_lines = _hessian(ctx, ex, fname, wrt_names, dict(readoffs), out)
     lets = [f"let {k} = {to_text(b)}" for k, b in ex.lets.items()]
-    text = [f"# {fname} = {to_text(f)}   (derived by handgrad)"] + decl_lines + lets + [f"wrt {', '.join(wrt_names)}"]
+    text = [f"# {fname} = {to_text(f)}   (derived by handgrad)", *decl_lines, *lets,
+            f"wrt {', '.join(wrt_names)}"]
     text.append(f"{fname} = {to_text(f)}")
     for g, rs in values:
         text.append(f"{'':>{len(fname)}} = {to_text(g):<56} # {'; '.join(rs)}")

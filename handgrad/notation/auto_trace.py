@@ -214,8 +214,7 @@ def coefficient(ctx: Ctx, t: Term) -> Node:
 # --------------------------------------------------------------------------- Hessian
 def jacobian(ctx: Ctx, e: Node, w: str) -> Node:
     """H with e = H dw (e a column or a scalar linear in dw; H has e's rows, w's rows)."""
-    terms = [jac_term(ctx, t, w) for s, t in expand(ctx, e) for t in [t] if s > 0] + \
-            [neg(jac_term(ctx, t, w)) for s, t in expand(ctx, e) if s < 0]
+    terms = [jac_term(ctx, t, w) if s > 0 else neg(jac_term(ctx, t, w)) for s, t in expand(ctx, e)]
     return simplify(ctx, total(terms))
 
 

@@ -33,7 +33,8 @@ class _Emitter:
     def dim(self, dim) -> str:
         dim = self.c.find(dim)
         if isinstance(dim, Unknown):
-            raise NotationError("emit_torch: a size cannot be inferred (vector(c)/matrix(c)/eye out of context)")
+            raise NotationError("emit_torch: a size cannot be inferred "
+                                "(vector(c)/matrix(c)/eye out of context)")
         parts = [str(dim.coef)] if dim.coef != 1 or not dim.letters else []
         for letter in dim.letters:
             parts.append(self.letter(letter))
@@ -51,7 +52,8 @@ class _Emitter:
 
     def code(self, e: Node) -> str:  # noqa: C901 - one case per node kind
         if isinstance(e, Num):
-            return number(e.value) if "." in number(e.value) or "e" in number(e.value) else number(e.value) + ".0"
+            s = number(e.value)
+            return s if "." in s or "e" in s else s + ".0"
         if isinstance(e, Sym):
             return e.name
         if isinstance(e, Diff):
@@ -64,7 +66,7 @@ class _Emitter:
         if isinstance(e, Bin):
             a, b, op = self.code(e.a), self.code(e.b), e.op
             if op == "*" and not (self.scalar(e.a) or self.scalar(e.b)):
-                left, right = _is_inverse(e.a), _is_inverse(e.b)
+                left = _is_inverse(e.a)
                 if left is not None:
                     return f"torch.linalg.solve({self.code(left)}, {b})"
                 return f"({a} @ {b})"
