@@ -416,8 +416,9 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
 
 @main.command("derive")
 @click.argument("model", type=MODEL, required=False)
-@click.option("--file", "file_", type=str, default=None, metavar="FILE.py",
-              help="Check your own derivation file (format: examples/my_derivation.py).")
+@click.option("--file", "file_", type=str, default=None, metavar="FILE",
+              help="Check your own derivation: a plain-text .hg file in the notation "
+              "(examples/trace_logdet.hg) or a Python file (examples/my_derivation.py).")
 @click.option("--all", "all_", is_flag=True, help="Every registered model.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]),
               default="text", show_default=True, help="How to print the derivation.")
@@ -430,8 +431,10 @@ def derive_cmd(model, file_, all_, fmt, seed, as_json):
     from handgrad.verify import derive
 
     if sum(bool(x) for x in (model, file_, all_)) != 1:
-        raise UserError("derive needs exactly one of MODEL, --all or --file FILE.py "
+        raise UserError("derive needs exactly one of MODEL, --all or --file FILE "
                         f"(models: {', '.join(sorted(registry.REGISTRY))}).")
+    if file_ and not file_.endswith(".py"):  # the plain-text notation (examples/*.hg)
+        return _derive_text(file_, fmt, as_json)
     if file_:
         out = derive.derive_file(file_)
     elif all_:
@@ -446,6 +449,31 @@ def derive_cmd(model, file_, all_, fmt, seed, as_json):
         click.echo(derive.format_latex(out), nl=False)
     else:
         click.echo(derive.format_text(out, ascii_only=not derive.stdout_is_unicode()))
+    return 0 if out["ok"] else 1
+
+
+def _derive_text(path: str, fmt: str, as_json: bool) -> int:
+    """derive --file F.hg: parse the notation file, verify every line, print it."""
+    import os
+
+    from handgrad import notation
+
+    if not os.path.exists(path):
+        raise UserError(f"Derivation file not found (no such file): {path}")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory; --file takes a .hg text file or a .py file.")
+    try:
+        out = notation.derive_text_file(path)
+    except notation.NotationError as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    if as_json:
+        emit_json(out)
+    elif fmt == "markdown":
+        click.echo(notation.format_markdown(out), nl=False)
+    elif fmt == "latex":
+        click.echo(notation.format_latex(out), nl=False)
+    else:
+        click.echo(notation.format_text(out))
     return 0 if out["ok"] else 1
 
 

@@ -263,7 +263,7 @@ def test_loss_without_forward_mode_is_a_one_line_error(runner, tmp_path):
 def test_missing_or_wrong_kind_of_file(runner, tmp_path):
     for path, expect in [(str(tmp_path / "nope.py"), "no such file"),
                          (str(tmp_path), "is a directory"),
-                         (_write(tmp_path, "x", "steps.txt"), "must be Python (.py)")]:
+                         (_write(tmp_path, "x", "steps.txt"), "steps.txt:1")]:  # read as notation
         r, _ = invoke(runner, "derive", "--file", path)
         assert r.exit_code == 2 and expect in r.stderr, r.stderr
     r, out = invoke(runner, "derive", "--file", str(tmp_path / "nope.py"), "--json")

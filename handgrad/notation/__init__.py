@@ -20,12 +20,12 @@ from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpos
 from handgrad.notation.evaluate import Evaluator, as_matrix, evaluate
 from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import to_latex, to_mathml, to_text
-from handgrad.notation.report import format_text
+from handgrad.notation.report import format_latex, format_markdown, format_text
 from handgrad.notation.shapes import ShapeChecker, Size, show
 from handgrad.notation.textfile import Derivation, parse_file, parse_text
 from handgrad.notation.verify import derive_text_file, verify
 
 __all__ = ["Bin", "Call", "Derivation", "Diff", "Evaluator", "Neg", "Node", "NotationError", "Num",
            "ShapeChecker", "Size", "Sym", "Transpose", "as_matrix", "derive_text_file", "evaluate",
-           "format_text", "parse", "parse_file", "parse_text", "show", "to_latex", "to_mathml", "to_text",
+           "format_latex", "format_markdown", "format_text", "parse", "parse_file", "parse_text", "show", "to_latex", "to_mathml", "to_text",
            "verify"]

@@ -53,3 +53,43 @@ def format_text(report: dict) -> str:
     for c in report["conventions"]:
         out.append(f"  note: {c}")
     return "\n".join(out)
+
+
+def _rows(report: dict) -> list[dict]:
+    return sorted(report["lines"] + report["readoff"], key=lambda r: r["index"])
+
+
+_MD = {"verified": "✓ verified", "inconclusive": "? inconclusive", "failed": "✗ failed",
+       "error": "! error"}
+
+
+def format_markdown(report: dict) -> str:
+    """Markdown: each line as display math ($$...$$, from the same tree) with its verdict."""
+    fn = report["function"]
+    out = [f"### {report['title'] or fn['name'] + ' = ' + fn['text']}", "",
+           f"$${fn['latex']}$$", ""]
+    for r in _rows(report):
+        rule = f" — {r['rule']}" if r["rule"] else ""
+        reason = f" ({r['reason']})" if r["verdict"] != "verified" and r["reason"] else ""
+        out += [f"$${r['latex']}$$", "",
+                f"{_MD[r['verdict']]}{reason}{rule}", ""]
+    out.append(f"**{report['verdict']}**; " + " ".join(report["conventions"]))
+    return "\n".join(out) + "\n"
+
+
+def format_latex(report: dict) -> str:
+    """A standalone LaTeX document: the derivation as an align* with a verdict per line."""
+    fn = report["function"]
+
+    def esc(s: str) -> str:
+        return "".join("\\" + c if c in "&%$#_{}" else c for c in s)
+    def aligned(tex: str) -> str:  # "lhs = rhs" -> "lhs &= rhs" (the tree prints both sides)
+        return tex.replace(" = ", " &= ", 1)
+    lines = [aligned(fn["latex"])]
+    for r in _rows(report):
+        lines.append(f"{aligned(r['latex'])} && \\text{{{esc(r['verdict'])}}}")
+    body = " \\\\\n".join(lines)
+    return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n\\begin{document}\n"
+            f"\\section*{{{esc(report['title'] or fn['text'])}}}\n"
+            f"\\begin{{align*}}\n{body}\n\\end{{align*}}\n"
+            f"Verdict: {esc(report['verdict'])}.\n\\end{{document}}\n")
