@@ -424,15 +424,28 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
               default="text", show_default=True, help="How to print the derivation.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the check problems and directions (a --file uses its SEEDS).")
+@click.option("--expr", default=None, metavar="EXPR",
+              help="Derive this scalar expression yourself, in the notation: e.g. "
+              "\"tr(X'*A*X) + logdet(X)\" (needs --let and --wrt).")
+@click.option("--let", "let_", default=None, metavar="DECLS",
+              help="With --expr: declarations, e.g. \"X: n x n invertible; A: n x n\".")
+@click.option("--wrt", default=None, metavar="VARS", help="With --expr: variables, e.g. w,b.")
+@click.option("--hessian", is_flag=True, help="With --expr: also the Hessian (one vector variable).")
+@click.option("--emit", type=click.Choice(["torch"]), default=None,
+              help="With --expr: print a standalone torch function for the derived gradient.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
-def derive_cmd(model, file_, all_, fmt, seed, as_json):
+def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as_json):
     """Print a derivation step by step, each line verified against torch.func.jvp."""
     from handgrad.verify import derive
 
-    if sum(bool(x) for x in (model, file_, all_)) != 1:
-        raise UserError("derive needs exactly one of MODEL, --all or --file FILE "
+    if sum(bool(x) for x in (model, file_, all_, expr)) != 1:
+        raise UserError("derive needs exactly one of MODEL, --all, --file FILE or --expr EXPR "
                         f"(models: {', '.join(sorted(registry.REGISTRY))}).")
+    if expr:
+        return _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json)
+    if let_ or wrt or hessian or emit:
+        raise UserError("--let, --wrt, --hessian and --emit go with --expr.")
     if file_ and not file_.endswith(".py"):  # the plain-text notation (examples/*.hg)
         return _derive_text(file_, fmt, as_json)
     if file_:
@@ -452,6 +465,40 @@ def derive_cmd(model, file_, all_, fmt, seed, as_json):
     return 0 if out["ok"] else 1
 
 
+def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json) -> int:
+    """derive --expr: handgrad writes the derivation in the notes' steps, the one verifier
+    checks every line it wrote."""
+    from handgrad import notation
+    from handgrad.notation.auto import derive_expression, emit_torch
+
+    if not wrt:
+        raise UserError("--expr needs --wrt (the variables to differentiate by, e.g. --wrt X).")
+    try:
+        out = derive_expression(expr, let_ or "", wrt, hessian=hessian)
+        code = emit_torch(out) if emit else None
+    except notation.NotationError as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    if code is not None:
+        out["torch"] = code
+    _print_notation(out, fmt, as_json)
+    if code is not None and not as_json:
+        click.echo("\n# --emit torch\n" + code)
+    return 0 if out["ok"] else 1
+
+
+def _print_notation(out: dict, fmt: str, as_json: bool) -> None:
+    from handgrad import notation
+
+    if as_json:
+        emit_json(out)
+    elif fmt == "markdown":
+        click.echo(notation.format_markdown(out), nl=False)
+    elif fmt == "latex":
+        click.echo(notation.format_latex(out), nl=False)
+    else:
+        click.echo(notation.format_text(out))
+
+
 def _derive_text(path: str, fmt: str, as_json: bool) -> int:
     """derive --file F.hg: parse the notation file, verify every line, print it."""
     import os
@@ -466,14 +513,7 @@ def _derive_text(path: str, fmt: str, as_json: bool) -> int:
         out = notation.derive_text_file(path)
     except notation.NotationError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
-    if as_json:
-        emit_json(out)
-    elif fmt == "markdown":
-        click.echo(notation.format_markdown(out), nl=False)
-    elif fmt == "latex":
-        click.echo(notation.format_latex(out), nl=False)
-    else:
-        click.echo(notation.format_text(out))
+    _print_notation(out, fmt, as_json)
     return 0 if out["ok"] else 1
 
 

@@ -31,3 +31,28 @@ def test_text_derivations_print_as_markdown_and_latex_from_the_same_tree(runner)
     assert r.exit_code == 0 and "$$\\mathrm{d}f = " in r.stdout
     r, _ = invoke(runner, "derive", "--file", "examples/logdet.hg", "--format", "latex")
     assert r.exit_code == 0 and "\\begin{align*}" in r.stdout and "&&" in r.stdout
+
+
+def test_derive_expr_writes_and_verifies_the_steps_and_emits_torch(runner):
+    import torch
+
+    r, out = invoke(runner, "derive", "--expr", "tr(X'*A*X) + logdet(X)", "--let",
+                    "X: n x n invertible; A: n x n", "--wrt", "X", "--emit", "torch", "--json")
+    assert r.exit_code == 0 and out["ok"], r.stderr
+    assert all(x["verdict"] == "verified" for x in out["lines"] + out["readoff"])
+    ns: dict = {}
+    exec(out["torch"], ns)  # the pasted function, against autograd (independent of handgrad)
+    g = torch.Generator().manual_seed(5)
+    A = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    X = torch.randn(4, 4, generator=g, dtype=torch.float64) + 4 * torch.eye(4, dtype=torch.float64)
+    auto = torch.func.grad(lambda X: torch.trace(X.T @ A @ X) + torch.linalg.slogdet(X)[1])(X)
+    assert torch.allclose(ns["gradient"](X, A), auto, rtol=1e-12, atol=1e-12)
+
+
+def test_derive_expr_outside_the_deriver_is_one_line_exit_2(runner):
+    r, _ = invoke(runner, "derive", "--expr", "A*exp(x)", "--let", "A: m x n; x: n", "--wrt", "x")
+    assert r.exit_code == 2 and "Jacobians are not derived yet" in r.stderr
+    r, _ = invoke(runner, "derive", "--expr", "norm1(x)", "--let", "x: n", "--wrt", "x")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    r, _ = invoke(runner, "derive", "logistic", "--wrt", "w")
+    assert r.exit_code == 2 and "go with --expr" in r.stderr
