@@ -4,7 +4,8 @@
     python docs/readme_blocks.py --check    # exit 1 and show the first difference if any block drifted
 
 A block is an indented line `    $ python cli.py ARGS  [# comment]` and the indented lines
-after it (blank lines inside included) up to the next unindented line.  Run-to-run noise is
+after it (blank lines inside included) up to the next unindented line or the next `$` line;
+a comment "(first N lines)" shows only those, then "...".  Run-to-run noise is
 masked before comparing: wall times ("0.232 s", the seconds column of a comparison) and the
 path of a plot written during --check (a temporary file, so the committed docs/conv.png is
 not rewritten by a test).
@@ -45,7 +46,8 @@ def blocks(text: str) -> list[tuple[int, int, str]]:
     while i < len(lines):
         if lines[i].startswith(PROMPT + "python cli.py "):
             j = i + 1
-            while j < len(lines) and (lines[j].startswith("    ") or lines[j] == ""):
+            while j < len(lines) and (lines[j].startswith("    ") or lines[j] == "") \
+                    and not lines[j].startswith(PROMPT):
                 j += 1
             while j > i + 1 and lines[j - 1] == "":
                 j -= 1
@@ -56,7 +58,12 @@ def blocks(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+_FIRST = re.compile(r"#.*\(first (\d+) lines\)")
+
+
 def run(command: str, plot_dir: str | None) -> str:
+    """The command's stdout; a block whose comment says "(first N lines)" shows those and
+    a last line "..."."""
     args = shlex.split(command.split("#")[0])[2:]  # drop "python cli.py"
     if plot_dir is not None:
         args = [os.path.join(plot_dir, os.path.basename(a)) if a.endswith(".png") else a
@@ -67,6 +74,9 @@ def run(command: str, plot_dir: str | None) -> str:
     out = r.stdout.rstrip("\n")
     if plot_dir is not None:
         out = out.replace(plot_dir + os.sep, "docs/")
+    first = _FIRST.search(command)
+    if first and len(out.split("\n")) > int(first.group(1)):
+        out = "\n".join(out.split("\n")[: int(first.group(1))] + ["..."])
     return out
 
 

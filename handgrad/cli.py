@@ -480,6 +480,7 @@ def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json) -> int:
         raise UserError(str(exc).splitlines()[0]) from None
     if code is not None:
         out["torch"] = code
+    out["path"] = f"wrt {wrt}"
     _print_notation(out, fmt, as_json)
     if code is not None and not as_json:
         click.echo("\n# --emit torch\n" + code)
