@@ -72,14 +72,15 @@ def _streamed(data_path, chunk_rows) -> bool:
                 os.path.splitext(data_path)[1].lower() in (".npy", ".npz"))
 
 
-def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_path=None,
+def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=None,
         target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
         tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
         callback=None, standardize: bool = False, test_fraction: float | None = None,
         chunk_rows: int | None = None, distributed_run: bool = False,
         hessian_dtype: str | None = None, solver_fn=None, data: Data | None = None) -> dict:
-    """Fit a registered model; returns the JSON-ready result (the CLI's ``--json``).
+    """Fit a model (a registered name, or a registry Entry built elsewhere, such as one
+    derived from an expression); returns the JSON-ready result (the CLI's ``--json``).
 
     ``data`` (a :class:`Data`, e.g. from validate.from_arrays) replaces ``data_path`` and
     the synthetic set.  ``chunk_rows`` sums over row chunks (a .npy/.npz file is then
@@ -87,7 +88,7 @@ def fit(model: str, *, solver: str | None = None, autograd: bool = False, data_p
     ``hessian_dtype="float32"`` forms the Hessian blocks in float32.  ``progress`` draws a
     bar on stderr; ``callback(k, entry)`` is called after each iteration; ``solver_fn``
     runs instead of the named solver on the same objective (the comparison's L-BFGS)."""
-    entry = registry.get(model)
+    entry = model if isinstance(model, registry.Entry) else registry.get(model)
     solver = validate.fit_choice(entry, solver, l2)
     validate.check_tol(tol)
     scaled = bool(chunk_rows or distributed_run or hessian_dtype)
