@@ -205,6 +205,11 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         res.converged, res.message = False, separated
     elif not res.converged and early_warnings:
         res.message += f" (ill-scaled features: {validate.rescale_remedy()})"
+    elif data is not None and not res.interrupted and (
+            not res.converged or "loss's resolution" in res.message):
+        hint = scale_hint(data)
+        if hint:
+            res.message += f"; {hint}" if res.converged else f" ({hint})"
     out = {
         "model": entry.name, "solver": solver, "derivatives": "autograd" if autograd else "hand",
         "device": str(dev), "dtype": dtype_name, "converged": res.converged,
@@ -236,6 +241,28 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     if data is not None:
         _evaluation(out, entry, res.params, data, test, truth, hp, transform)
     return out
+
+
+SCALE_RATIO = 1e6  # columns whose scales differ by more: the likely cause of a failed fit
+
+
+def scale_hint(data: Data) -> str | None:
+    """When the columns' root-mean-square scales differ by more than SCALE_RATIO (the
+    Hessian's condition number grows with the square of that ratio, and |grad| and its
+    rounding with the largest column's units), the remedy in one phrase; else None."""
+    if data.X.numel() == 0 or data.d < 2:
+        return None
+    rms = data.X.detach().to(torch.float64).pow(2).mean(0).sqrt().cpu()
+    nz = (rms > 0).nonzero().flatten()
+    if nz.numel() < 2:
+        return None
+    hi, lo = int(nz[rms[nz].argmax()]), int(nz[rms[nz].argmin()])
+    ratio = (rms[hi] / rms[lo]).item()
+    if ratio <= SCALE_RATIO:
+        return None
+    names = data.feature_names
+    return (f"the columns' scales differ by a factor {ratio:.2g} ({names[hi]!r} vs "
+            f"{names[lo]!r}): try --standardize, or --l2 > 0")
 
 
 def _file_rows(entry, path, target, features, chunk_rows, dev, dt, notes):

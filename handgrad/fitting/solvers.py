@@ -28,7 +28,9 @@ class Objective:
                  reduce=None, penalty: bool = True, make_data=None):
         self.entry, self.data, self.like, self.hp = entry, data, like, dict(hp or {})
         self.use_autograd = use_autograd
+        self.reduce = reduce
         self.n_evals = {"loss": 0, "grad": 0, "hess": 0}
+        self._scales: torch.Tensor | None | bool = False  # not computed yet
         # sums over row chunks (fused loss + gradient + Hessian for linear-predictor models,
         # streamed files, sums reduced across processes): handgrad/fitting/sums.py
         self.fast = None
@@ -56,6 +58,17 @@ class Objective:
             return torch.autograd.grad(f, xr)[0]
         g = self.entry.gradient(unflatten(x, self.like), self.data, **self.hp)
         return flatten({k: g[k] for k in self.like})
+
+    def scales(self) -> torch.Tensor | None:
+        """Per entry of the flat parameters, the scale of the feature column it multiplies:
+        s_j = sqrt(mean_i x_ij^2) for a weight on column j (every class's weight on it, for
+        a multi-class model), 1 for intercepts; None when no parameter sits on a column
+        (or every s_j is 1).  g / s is the gradient with respect to the coefficients of
+        the columns scaled to s_j = 1, so |g / s| does not change when a column is
+        rescaled or the columns are reordered (gradient descent's stopping test)."""
+        if self._scales is False:
+            self._scales = _column_scales(self)
+        return self._scales
 
     def hess(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["hess"] += 1
@@ -91,6 +104,57 @@ class FitResult:
 
 def default_tol(dtype: torch.dtype) -> float:
     return 1e-8 if dtype == torch.float64 else 1e-3
+
+
+def loss_resolution(f: torch.Tensor | float, dtype: torch.dtype | None = None) -> float:
+    """The smallest change of the loss f that its float arithmetic resolves:
+    64 eps max(1, |f|) (a sum over samples carries the rounding of many terms).  A
+    predicted decrease below it cannot be seen, and so cannot be asked for."""
+    dtype = f.dtype if dtype is None else dtype
+    v = f.item() if torch.is_tensor(f) else float(f)
+    return 64 * torch.finfo(dtype).eps * max(1.0, abs(v))
+
+
+def _column_scales(obj: Objective) -> torch.Tensor | None:
+    from handgrad.contract import Role
+
+    roles = obj.entry.model.params
+    on_columns = [k for k in obj.like if roles.get(k) in (Role.WEIGHTS, Role.CLASS_WEIGHTS)]
+    if not on_columns:
+        return None
+    data = obj.data
+    X = getattr(data, "X", None)
+    if X is not None:
+        ss, n = X.double().pow(2).sum(0), torch.tensor([float(X.shape[0])], dtype=torch.float64,
+                                                        device=X.device)
+    else:  # rows in chunks (streamed or a shard): one pass
+        from handgrad.fitting import source
+
+        ss = n = None
+        for _, Xc, _y in data.chunks(source.default_chunk_rows(data.d)):
+            Xc = Xc.double()
+            ss = Xc.pow(2).sum(0) if ss is None else ss + Xc.pow(2).sum(0)
+            n = (torch.tensor([float(Xc.shape[0])], dtype=torch.float64, device=Xc.device)
+                 if n is None else n + Xc.shape[0])
+        if ss is None:
+            return None
+    if obj.reduce is not None:  # every process gets the same scales
+        both = obj.reduce(torch.cat([ss, n]))
+        ss, n = both[:-1], both[-1:]
+    s = (ss / n).sqrt()
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    d = s.numel()
+    parts = []
+    for k, v in obj.like.items():
+        if k in on_columns and v.shape and v.shape[-1] == d:
+            parts.append(s.expand(v.shape).reshape(-1))
+        else:
+            parts.append(torch.ones(v.numel(), dtype=torch.float64, device=s.device))
+    out = torch.cat(parts)
+    if bool((out == 1).all()):
+        return None
+    ref = next(iter(obj.like.values()))
+    return out.to(dtype=ref.dtype, device=ref.device)
 
 
 def _warn(result: FitResult, msg: str) -> None:
@@ -130,10 +194,20 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
            callback=None, max_halvings: int = 40) -> FitResult:
     """Damped Newton: Cholesky solve, Armijo backtracking, stop on |g| and the decrement.
 
-    Converged when ||g|| <= tol and lambda^2 / 2 <= tol (lambda^2 = g^T H^-1 g, the
-    Newton decrement).  If the Cholesky factorisation fails, a ridge mu I is added
-    (mu growing tenfold) and a warning names the iteration; if the step does not
-    descend, a warning is given and the gradient direction is used.
+    lambda^2 = g^T H^-1 g is the Newton decrement; lambda^2 / 2 is the decrease the
+    quadratic model predicts for the full step.  Converged when either
+
+    * ||g|| <= tol and lambda^2 / 2 <= tol (the gradient test with the decrement), or
+    * lambda^2 / 2 <= min(tol, 64 eps max(1, |loss|)) at this iteration and the one
+      before: the decrease left is below what the loss can resolve (:func:`loss_resolution`)
+      and one Newton step has already been taken from there, so the estimate is at the
+      loss's resolution; ||g|| is then rounding (a column in huge units makes it large).
+
+    The decrement, the loss and so the second test do not change when a column is
+    rescaled or the columns are reordered (Newton's iterates are affine invariant); the
+    first keeps the iterations of well-scaled fits.  If the Cholesky factorisation fails,
+    a ridge mu I is added (mu growing tenfold) and a warning names the iteration; if the
+    step does not descend, a warning is given and the gradient direction is used.
     """
     tol = default_tol(x0.dtype) if tol is None else tol
     res = FitResult({}, 0, False, solver="newton")
@@ -143,6 +217,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
     if getattr(obj, "fast", None) is not None:  # chunked sums: one pass gives f, g and H
         obj.fast.speculate = True
     f = obj.value(x)
+    prev_dec = math.inf  # lambda^2 / 2 at the previous iterate
     for k in range(max_iter + 1):
         g = obj.grad(x)
         gnorm = g.norm().item()
@@ -153,7 +228,8 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
         res.history.append(entry)
         res.x_reached = x
-        if k == max_iter and gnorm > tol:
+        level = min(tol, loss_resolution(f))
+        if k == max_iter and gnorm > tol and prev_dec > level:
             break
         H = lift_flat_directions(obj, x, obj.hess(x))
         d, how = _newton_direction(H, g)
@@ -164,16 +240,21 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             _warn(res, f"Newton iteration {k}: step does not descend (g.d = {slope:.3g}); "
                        "taking a gradient step instead")
             d, slope = -g, -(g @ g).item()
-        entry["decrement"] = -slope / 2  # lambda^2 / 2
-        if gnorm <= tol and -slope / 2 <= tol:
+        dec = entry["decrement"] = -slope / 2  # lambda^2 / 2
+        if gnorm <= tol and dec <= tol:
             res.converged = True
+            break
+        if dec <= level and prev_dec <= level:
+            res.converged = True
+            res.message = at_resolution(dec, f, gnorm, tol)
             break
         if k == max_iter:
             break
+        prev_dec = dec
         t, f_new = 1.0, obj.value(x + d)
         # a predicted decrease below what f can resolve: Armijo cannot judge the step (it
         # would halve on rounding noise); the decrement is tiny, so the full step is taken
-        noise = 64 * torch.finfo(f.dtype).eps * max(1.0, abs(f.item()))
+        noise = loss_resolution(f)
         for _ in range(max_halvings):
             if _finite(f_new) and (f_new.item() <= f.item() + 1e-4 * t * slope
                                    or (-slope <= noise and f_new.item() <= f.item() + noise)):
@@ -182,8 +263,12 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             f_new = obj.value(x + t * d)
         else:
             if gnorm <= 10 * tol or _stalled(f, slope):
-                res.converged = gnorm <= tol
                 res.message = "line search made no progress: at the precision limit"
+                res.converged = gnorm <= tol
+                if not res.converged and dec <= min(tol, _STALL * loss_resolution(f)):
+                    res.converged = True  # the decrement, not |g|, says where we are
+                    res.message = "line search made no progress: " + at_resolution(
+                        dec, f, gnorm, tol)
                 break
             _warn(res, f"Newton iteration {k}: line search exhausted after {max_halvings} halvings")
             res.message = "line search exhausted"
@@ -195,6 +280,17 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         if callback is not None:
             callback(k, entry)
     return _finish(res, obj, x, t0, max_iter)
+
+
+_STALL = 16  # _stalled's 1e3 eps |f|, in units of loss_resolution's 64 eps |f|
+
+
+def at_resolution(dec: float, f: torch.Tensor, gnorm: float, tol: float) -> str:
+    """The verdict of a Newton fit that stopped at the loss's resolution."""
+    return (f"converged at the loss's resolution: Newton decrement lambda^2/2 = {dec:.2g} "
+            f"<= {loss_resolution(f):.2g} = 64 eps |loss|, a decrease the loss cannot resolve"
+            + (f"; |grad| {gnorm:.3g} > tol {tol:g} is rounding in the columns' units"
+               if gnorm > tol else ""))
 
 
 def _stalled(f, slope) -> bool:
@@ -223,9 +319,15 @@ def _newton_direction(H: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, s
 @_interruptible
 def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = None,
                      max_iter: int = 5000, callback=None, max_halvings: int = 60) -> FitResult:
-    """Gradient descent with Armijo backtracking; the step doubles after each success."""
+    """Gradient descent with Armijo backtracking; the step doubles after each success.
+
+    Converged when ||g / s|| <= tol, s the columns' scales (:meth:`Objective.scales`): the
+    gradient with respect to the coefficients of unit-scale columns, which does not change
+    when a column is rescaled or the columns are reordered (|g| itself grows with a
+    column's units, and its rounding with it).  Without columns (s = 1) it is ||g||."""
     tol = default_tol(x0.dtype) if tol is None else tol
     res = FitResult({}, 0, False, solver="gd")
+    scales = obj.scales() if hasattr(obj, "scales") else None
     obj.last_result = res
     t0 = time.perf_counter()
     x = x0.clone()
@@ -238,15 +340,21 @@ def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = No
             res.message = f"non-finite loss or gradient at iteration {k}"
             break
         entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
+        gtest = gnorm
+        if scales is not None:  # |g| in the metric of the columns' scales
+            gtest = entry["scaled_grad_norm"] = (g / scales).norm().item()
         res.history.append(entry)
         res.x_reached = x
-        if gnorm <= tol:
+        if gtest <= tol:
             res.converged = True
+            if gnorm > tol:
+                res.message = (f"converged: |grad / column scale| {gtest:.3g} <= tol {tol:g} "
+                               f"(|grad| {gnorm:.3g} is in the columns' units)")
             break
         if k == max_iter:
             break
         gg = gnorm * gnorm
-        noise = 64 * torch.finfo(f.dtype).eps * max(1.0, abs(f.item()))
+        noise = loss_resolution(f)
         g_new = None
         for _ in range(max_halvings):
             f_new = obj.value(x - t * g)

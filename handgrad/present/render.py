@@ -96,6 +96,8 @@ def fit_text(out: dict, iterations: str = "capped") -> str:
         status = "converged" if out["converged"] else "NOT converged"
         say(f"{status} in {out['iterations']} iterations, {out['seconds']:.3f} s: "
                    f"loss {out['loss']:.12g}, |grad| {out['grad_norm']:.3e}")
+        if out["converged"] and out.get("message"):  # how it converged, when it is news
+            say(f"  ({out['message']})")
     if "summary" in out:  # the statistics-package table (handgrad/fitting/inference.py)
         say("")
         for line in inference.format_summary(out["summary"], out.get("true_coefficients")):
