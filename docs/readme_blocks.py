@@ -6,7 +6,9 @@
 A block is an indented line `    $ python cli.py ARGS  [# comment]` and the indented lines
 after it (blank lines inside included) up to the next unindented line or the next `$` line;
 a comment "(first N lines)" shows only those, then "...".  Run-to-run noise is
-masked before comparing: wall times ("0.232 s", the seconds column of a comparison) and the
+masked before comparing: wall times ("0.232 s", the seconds column of a comparison), numbers
+at rounding level (below 1e-6 in e-notation, such as a finite-difference error, which moves with
+the CPU's vector width and summation order from machine to machine) and the
 path of a plot written during --check (a temporary file, so the committed docs/conv.png is
 not rewritten by a test).
 """
@@ -26,12 +28,14 @@ PROMPT = "    $ "
 
 _TIME = re.compile(r"\b\d+\.\d+ s\b")
 _SECONDS_COL = re.compile(r"(\s)\d+\.\d{3}$")  # the last column of the --compare table
+_ROUNDING = re.compile(r"\b\d(\.\d+)?e-(0[7-9]|[1-9]\d)\b")  # 2.1e-10, 5e-07: below 1e-6
 
 
 def mask(text: str) -> str:
     lines = []
     for line in text.splitlines():
         line = _TIME.sub("#.### s", line)
+        line = _ROUNDING.sub("<1e-6", line)
         if re.search(r"\b(yes|no|stalled)\s+\S+\s+\S+\s+\S+\s+\d+\.\d{3}$", line):
             line = _SECONDS_COL.sub(r"\1#.###", line)
         lines.append(line.rstrip())
