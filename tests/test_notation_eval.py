@@ -129,3 +129,29 @@ def test_magnitude_counts_cancelling_terms():
     checker.infer(e)
     ev = Evaluator(checker, {"x": x, "y": y})
     assert float(ev.magnitude(e)) >= 2e6 * float(x.abs().T @ y.abs())
+
+
+def test_logsumexp_and_softmax_work_column_by_column_like_scipy():
+    """The notes' softmax regression applies softmax to each column z; scipy is the reference."""
+    import numpy as np
+    from scipy.special import logsumexp, softmax
+
+    from handgrad.notation import parse_text, verify
+
+    assert shape_of("logsumexp(Z)", Z=("K", "n")) == "(1 x n)"
+    assert shape_of("softmax(Z)", Z=("K", "n")) == "(K x n)"
+    Z = np.random.default_rng(0).normal(size=(4, 6)) * 30  # large logits: the max is subtracted
+    rep = verify(parse_text("let Z: 4 x 6\nwrt Z\nf = sum(logsumexp(Z))\ngrad Z = softmax(Z)\n"),
+                 inputs=[{"Z": torch.tensor(Z)}])  # the given point and 2 perturbations of it
+    assert rep["ok"], rep["readoff"]
+    from handgrad.notation.evaluate import Evaluator
+    from handgrad.notation.shapes import ShapeChecker
+    env = {"Z": (size(4), size(6))}
+    checker = ShapeChecker(env)
+    for text, ref in (("logsumexp(Z)", logsumexp(Z, axis=0)[None, :]), ("softmax(Z)", softmax(Z, axis=0))):
+        e = parse(text, set(env))
+        checker.infer(e)
+        got = Evaluator(checker, {"Z": torch.tensor(Z)}).value(e).numpy()
+        assert np.allclose(got, ref, rtol=1e-13, atol=0)
+    wrong = verify(parse_text("let Z: 4 x 6\nwrt Z\nf = sum(logsumexp(Z))\ngrad Z = softmax(Z')'\n"))  # row-wise softmax: the layout slip the notes warn about
+    assert not wrong["ok"] and wrong["readoff"][0]["verdict"] == "failed"

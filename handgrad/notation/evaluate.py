@@ -5,7 +5,8 @@ Conventions: every value is a 2-D tensor.  A vector is an n x 1 column and a sca
 found a 1 x 1 operand of ``*``, it multiplies as a scalar.
 
 Stable forms: ``logdet(X)`` is log|det X| from slogdet, ``inv(A)*B`` is solve(A, B)
-and ``B*inv(A)`` is solve(A^T, B^T)^T, ``softplus(z)`` is logaddexp(0, z); ``kron``
+and ``B*inv(A)`` is solve(A^T, B^T)^T, ``softplus(z)`` is logaddexp(0, z); ``logsumexp`` and
+``softmax`` (column by column) subtract the column's maximum first; ``kron``
 gets contiguous copies (torch 2.13's CPU kron fails on a transposed input).
 
 Besides the value, the evaluator gives two scales for the verifier's tolerance:
@@ -174,6 +175,10 @@ class Evaluator:
             return torch.linalg.slogdet(a)[1].reshape(one)
         if fn == "inv":
             return torch.linalg.inv(a)
+        if fn == "logsumexp":
+            return torch.logsumexp(a, dim=0, keepdim=True)
+        if fn == "softmax":
+            return torch.softmax(a, dim=0)
         if fn == "norm1":
             return a.abs().sum().reshape(one)
         if fn == "norm2":

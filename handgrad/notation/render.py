@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from handgrad.notation.ast import (
     BINARY,
     PREC_ATOM,
+    PREC_MUL,
     PREC_NEG,
     PREC_POSTFIX,
     PREC_POW,
@@ -43,6 +44,13 @@ def number(v: float) -> str:
     return repr(float(v))
 
 
+def _mixed(child: Node, parent: Bin) -> bool:
+    """A product of another kind inside a product (A .* B inside * or the reverse):
+    parenthesised for the reader, though left-to-right parsing would not need it."""
+    return (isinstance(child, Bin) and child.op != parent.op and BINARY.get(child.op) == PREC_MUL
+            and BINARY[parent.op] == PREC_MUL and "." in child.op + parent.op)
+
+
 # ----------------------------------------------------------------------------- text
 def _text_child(child: Node, parent: Bin, side: str) -> str:
     s = to_text(child)
@@ -51,7 +59,7 @@ def _text_child(child: Node, parent: Bin, side: str) -> str:
         wrap = c <= p if side == "a" else (c < PREC_NEG and not isinstance(child, Num))
     else:
         wrap = c < p if side == "a" else c <= p
-    return f"({s})" if wrap else s
+    return f"({s})" if wrap or _mixed(child, parent) else s
 
 
 def to_text(node: Node) -> str:
@@ -100,7 +108,8 @@ _LATEX_FN = {"exp": "\\exp", "log": "\\log", "sin": "\\sin", "cos": "\\cos", "ta
              "sigma": "\\sigma", "tr": "\\operatorname{tr}", "sum": "\\operatorname{sum}",
              "vec": "\\operatorname{vec}", "diag": "\\operatorname{diag}", "abs": "\\operatorname{abs}",
              "sign": "\\operatorname{sign}", "relu": "\\operatorname{relu}",
-             "softplus": "\\operatorname{softplus}"}
+             "softplus": "\\operatorname{softplus}", "softmax": "\\operatorname{softmax}",
+             "logsumexp": "\\operatorname{logsumexp}"}
 _LATEX_OP = {"+": " + ", "-": " - ", ".*": " \\odot ", "./": " \\oslash ", "kron": " \\otimes "}
 
 
@@ -114,7 +123,7 @@ def _latex_child(child: Node, parent: Bin, side: str) -> str:
     if parent.op == "*" and side == "b" and c <= PREC_NEG:
         return _paren(s)
     wrap = c < p if side == "a" else c <= p
-    return _paren(s) if wrap else s
+    return _paren(s) if wrap or _mixed(child, parent) else s
 
 
 def _sup(base: Node, exponent: str) -> str:
@@ -211,7 +220,7 @@ def _mchild(child: Node, parent: Bin, side: str) -> ET.Element:
     e = _ml(child)
     p, c = BINARY[parent.op], precedence(child)
     wrap = (c < p if side == "a" else c <= p) or (parent.op == "*" and side == "b" and c <= PREC_NEG)
-    return _mparen(e) if wrap else e
+    return _mparen(e) if wrap or _mixed(child, parent) else e
 
 
 def _msup(base: Node, exponent: ET.Element) -> ET.Element:

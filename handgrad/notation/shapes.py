@@ -233,6 +233,10 @@ class ShapeChecker:
             return s
         if fn in ("sum", "norm1", "norm2"):
             return SCALAR
+        if fn == "logsumexp":  # log(1' exp(z)) for each column z: 1 x (columns)
+            return (ONE, s[1])
+        if fn == "softmax":  # exp(z) / 1' exp(z) for each column z
+            return s
         if fn == "vec":
             if any(isinstance(d, Unknown) for d in r):
                 raise self.error(node, f"{_text(node)}: the size of {_text(arg)} cannot be inferred")

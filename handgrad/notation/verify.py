@@ -98,9 +98,14 @@ def _verdict(trials: list[_Trial]) -> tuple[str, _Trial | None]:
 def _points(d: Derivation, inputs, points: int, perturbations: int, seed: int | None):
     gen = torch.Generator().manual_seed(INPUT_SEED if seed is None else seed)
     if inputs is None:
-        out = []
+        out, seen = [], []
         for _ in range(points):
             sizes = draw_sizes(d.letters, gen)
+            for _ in range(20):  # sizes differ from point to point (a size-specific slip shows)
+                if sizes not in seen:
+                    break
+                sizes = draw_sizes(d.letters, gen)
+            seen.append(sizes)
             out.append(("drawn", sizes, {n: draw_value(dc, sizes, gen) for n, dc in d.decls.items()}))
         return out
     pgen = torch.Generator().manual_seed(PERTURB_SEED if seed is None else seed + 1)
