@@ -239,7 +239,13 @@ def fit_options(fn):
 
 
 @main.command("fit")
-@click.argument("model", type=MODEL)
+@click.argument("model", type=MODEL, required=False)
+@click.option("--loss", "loss_expr", default=None, metavar="EXPR",
+              help="Fit this loss instead of a MODEL, in the notation: e.g. \"sum(exp(X*w)) - "
+              "y'*X*w\" (X the design matrix, y the target); handgrad derives and verifies its "
+              "gradient and Hessian first, and refuses to fit if a line is not verified.")
+@click.option("--wrt", "loss_wrt", default=None, metavar="NAME",
+              help="With --loss: the coefficient vector's name (default w).")
 @fit_options
 @common
 @command
@@ -248,10 +254,16 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
             activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
             chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False,
-            quiet=False, all_iterations=False):
-    """Fit MODEL with its hand-derived gradient (and Hessian)."""
+            quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None):
+    """Fit MODEL (or a loss written as an expression, --loss) with its hand-derived
+    gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
         raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
+    if loss_expr is not None or loss_wrt is not None:
+        return _fit_loss(model, loss_expr, loss_wrt, locals())
+    if model is None:
+        raise UserError("fit needs a MODEL (one of "
+                        f"{', '.join(sorted(registry.REGISTRY))}) or --loss EXPR.")
     if plot:  # before any work: matplotlib present, folder writable, iterations to draw
         from handgrad.present import plot as plots
 
@@ -302,6 +314,73 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
     return 0
 
 
+def _fit_loss(model, expr, wrt, opts: dict) -> int:
+    """fit --loss EXPR --wrt w: derive, verify (refuse when a line is not verified: exit 1),
+    then fit through the one pipeline (handgrad/fitting/expression.py)."""
+    if model is not None:
+        raise UserError(f"fit takes a MODEL or --loss, not both (got {model} and --loss).")
+    if not expr:
+        raise UserError("--wrt goes with --loss EXPR (the loss written as an expression).")
+    if not opts["data"]:
+        raise UserError("fit --loss needs data: --data FILE (a CSV with --target, .npz, .npy).")
+    for flag, given in (("--compare", opts["compare"]), ("--autograd", opts["autograd"]),
+                        ("--plot", opts["plot"]), ("--standardize", opts["standardize"])):
+        if given:
+            raise UserError(f"{flag} is not available with --loss yet.")
+    unused = [f"--{k.replace('_', '-')}" for k in ("hidden", "activation", "n_samples",
+                                                    "n_features")
+              if opts[k] is not None]
+    if unused:
+        raise UserError(f"{', '.join(unused)} do(es) not apply to --loss.")
+    from handgrad.fitting import expression
+
+    feats = [f.strip() for f in opts["features"].split(",") if f.strip()] \
+        if opts["features"] else None
+    as_json = opts["as_json"]
+    try:
+        out = expression.fit(
+            expr, wrt or "w", data_path=opts["data"], target=opts["target"], features=feats,
+            intercept=not opts["no_intercept"], solver="newton" if opts["newton"] else
+            opts["solver"], l2=opts["l2"], device=opts["device"], dtype=opts["dtype"],
+            seed=opts["seed"], max_iter=opts["max_iter"], tol=opts["tol"], tf32=opts["tf32"],
+            test_fraction=opts["test_fraction"], chunk_rows=opts["chunk_rows"],
+            distributed_run=opts["distributed"], hessian_dtype=opts["hessian_dtype"],
+            hyper={k: opts[k] for k in ("epochs", "batch_size", "lr") if opts[k] is not None},
+            progress=term.enabled(as_json))
+    except expression.NotVerified as exc:
+        if as_json:
+            emit_json({"error": str(exc), "status": 1, "derivation": exc.report})
+        else:
+            from handgrad import notation
+
+            click.echo(notation.format_text(exc.report), err=True)
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    if (out.get("distributed") or {}).get("rank", 0):
+        return 0 if out["converged"] else 1
+    if as_json:
+        emit_json(out)
+    else:
+        le = out["loss_expression"]
+        click.echo(f"loss {le['expression']} over {le['wrt']}: gradient {le['gradient']}"
+                   + (f", Hessian {le['hessian']}" if le["hessian"] else "")
+                   + f" ({le['verdict']}: every line of the derivation checked at "
+                   f"{len(le['checked_at'])} drawn points"
+                   + (" and at the data's first rows" if le["checked_at_data"] else "") + ")")
+        if le["intercept"]:
+            click.echo(f"intercept: {le['intercept']}")
+        quiet, every = opts["quiet"], opts["all_iterations"]
+        _print_fit(out, iterations="none" if quiet else "all" if every else "capped")
+    if out.get("interrupted"):
+        return 130
+    if not out["converged"]:
+        click.echo(f"error: the loss did not converge: {out['message']} (reached loss "
+                   f"{out['loss']:.10g}, |g| {out['grad_norm']:.3e} after {out['iterations']} "
+                   "iterations)", err=True)
+        return 1
+    return 0
+
+
 def _print_fit(out, iterations: str = "capped"):
     from handgrad.present import render
 
@@ -310,9 +389,9 @@ def _print_fit(out, iterations: str = "capped"):
 
 def _fit_key_types() -> dict:
     """Config keys accepted by `run`: the fit command's options plus `model`."""
-    types = {"model": str}
+    types = {"model": str, "loss": str, "wrt": str}  # loss/wrt: fit --loss/--wrt
     for p in fit_cmd.params:
-        if p.name in ("as_json",):
+        if p.name in ("as_json", "loss_expr", "loss_wrt"):
             continue
         if isinstance(p, click.Option) and p.is_flag:
             types[p.name] = bool
@@ -389,10 +468,15 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
     model = cfg.pop("model", None)
-    problem = None
-    if model is None:
+    problem = config.loss_keys(cfg, config_path, model)  # loss = "..." (+ wrt) or a model
+    if problem:
+        pass
+    elif "loss" in cfg:  # fit --loss: the expression's derivation is verified before the fit
+        cfg["loss_expr"], cfg["loss_wrt"] = cfg.pop("loss"), cfg.pop("wrt", None)
+        problem = _check_config_values(ctx, cfg, config_path)
+    elif model is None:
         problem = (f"{config_path}: the key 'model' is required "
-                   f"(one of {', '.join(sorted(registry.REGISTRY))}).")
+                   f"(one of {', '.join(sorted(registry.REGISTRY))}), or 'loss'.")
     elif model not in registry.REGISTRY:
         problem = (f"{config_path}: unknown model {model!r}; "
                    f"available: {', '.join(sorted(registry.REGISTRY))}.")
@@ -433,21 +517,27 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
 @click.option("--hessian", is_flag=True, help="With --expr: also the Hessian (one vector variable).")
 @click.option("--emit", type=click.Choice(["torch"]), default=None,
               help="With --expr: print a standalone torch function for the derived gradient.")
+@click.option("--at", "at_path", type=str, default=None, metavar="FILE.npz",
+              help="With --expr or a .hg --file: evaluate the gradient (and Hessian) at your "
+              "arrays, one per declared name (1-D arrays are column vectors), and verify there too.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
-def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as_json):
+def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as_json,
+               at_path=None):
     """Print a derivation step by step, each line verified against torch.func.jvp."""
     from handgrad.verify import derive
 
     if sum(bool(x) for x in (model, file_, all_, expr)) != 1:
         raise UserError("derive needs exactly one of MODEL, --all, --file FILE or --expr EXPR "
                         f"(models: {', '.join(sorted(registry.REGISTRY))}).")
+    if at_path and not (expr or (file_ and not file_.endswith(".py"))):
+        raise UserError("--at FILE.npz goes with --expr EXPR or --file F.hg.")
     if expr:
-        return _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json)
+        return _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json, at_path)
     if let_ or wrt or hessian or emit:
         raise UserError("--let, --wrt, --hessian and --emit go with --expr.")
     if file_ and not file_.endswith(".py"):  # the plain-text notation (examples/*.hg)
-        return _derive_text(file_, fmt, as_json)
+        return _derive_text(file_, fmt, as_json, at_path)
     if file_:
         out = derive.derive_file(file_)
     elif all_:
@@ -465,7 +555,7 @@ def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as
     return 0 if out["ok"] else 1
 
 
-def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json) -> int:
+def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json, at_path=None) -> int:
     """derive --expr: handgrad writes the derivation in the notes' steps, the one verifier
     checks every line it wrote."""
     from handgrad import notation
@@ -476,6 +566,8 @@ def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json) -> int:
     try:
         out = derive_expression(expr, let_ or "", wrt, hessian=hessian)
         code = emit_torch(out) if emit else None
+        if at_path:
+            out = _at(out, notation.parse_text(out["hg"], path="<derived>"), at_path)
     except notation.NotationError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     if code is not None:
@@ -485,6 +577,13 @@ def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json) -> int:
     if code is not None and not as_json:
         click.echo("\n# --emit torch\n" + code)
     return 0 if out["ok"] else 1
+
+
+def _at(report: dict, derivation, path: str) -> dict:
+    """derive --at FILE.npz: the read-offs at the user's arrays, verified there too."""
+    from handgrad.notation.auto_at import at
+
+    return at(report, derivation, path)
 
 
 def _print_notation(out: dict, fmt: str, as_json: bool) -> None:
@@ -498,9 +597,13 @@ def _print_notation(out: dict, fmt: str, as_json: bool) -> None:
         click.echo(notation.format_latex(out), nl=False)
     else:
         click.echo(notation.format_text(out))
+    if "checked_at_given" in out and not as_json:  # derive --at
+        from handgrad.notation.auto_at import format_at
+
+        click.echo(format_at(out))
 
 
-def _derive_text(path: str, fmt: str, as_json: bool) -> int:
+def _derive_text(path: str, fmt: str, as_json: bool, at_path: str | None = None) -> int:
     """derive --file F.hg: parse the notation file, verify every line, print it."""
     import os
 
@@ -512,6 +615,8 @@ def _derive_text(path: str, fmt: str, as_json: bool) -> int:
         raise UserError(f"{path} is a directory; --file takes a .hg text file or a .py file.")
     try:
         out = notation.derive_text_file(path)
+        if at_path:
+            out = _at(out, notation.parse_file(path), at_path)
     except notation.NotationError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     _print_notation(out, fmt, as_json)

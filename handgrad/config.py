@@ -49,3 +49,16 @@ def load(path: str, valid: dict[str, type | tuple]) -> dict:
             rel = os.path.relpath(beside)
             out["data"] = beside if rel.startswith("..") else rel
     return out
+
+
+def loss_keys(cfg: dict, path: str, model: str | None) -> str | None:
+    """A config fits a registered ``model`` or a ``loss`` written as an expression (with
+    ``wrt``, the coefficient vector's name, default w), not both: the first problem as a
+    one-line message, or None."""
+    if "loss" in cfg and model is not None:
+        return f"{path}: give 'model' or 'loss', not both (model {model!r}, loss {cfg['loss']!r})."
+    if "wrt" in cfg and "loss" not in cfg:
+        return f"{path}: the key 'wrt' goes with 'loss' (the loss written as an expression)."
+    if "loss" in cfg and not str(cfg["loss"]).strip():
+        return f"{path}: the key 'loss' is empty; write the loss, e.g. loss = \"sum(exp(X*w)) - y'*X*w\"."
+    return None

@@ -1,0 +1,362 @@
+"""A model written as an expression: ``fit --loss "sum(exp(X*w)) - y'*X*w" --wrt w``.
+
+What GENO does, with derivatives a verifier has checked:
+
+    expression -> the deriver (handgrad.notation.auto) writes the derivation, gradient and
+    Hessian -> the one verifier (handgrad.notation.verify) checks every line at points it
+    draws and at a point made of the data's first rows -> any line not verified: refused
+    (:class:`NotVerified`, exit 1), nothing is fitted -> a registry Entry built here, whose
+    loss, gradient and Hessian evaluate the verified formulas (handgrad.notation.auto_plan)
+    -> handgrad.fitting.pipeline.fit, the same solvers, options and summary as the built-in
+    models.
+
+Names in the expression: ``X`` (n x d) the design matrix, ``y`` (n) the target, and the
+coefficient vector named by ``wrt`` (d).  The intercept enters as a column of ones appended
+to X: with an intercept, X in the formula is [X, 1] and w is [w; b], so the derived
+gradient and Hessian are over (w, b) in that order, which is the pipeline's flattening of
+{w, b}; ``--no-intercept`` fits the formula on X as given.  The L2 option adds
+(l2/2)||w||^2 on w (never b), as for the built-in models.
+
+Row chunks (``--chunk-rows``, ``--distributed``) need a loss that is a sum over rows; that
+is checked numerically before the fit (f on all rows = f on a row split's parts summed, at
+random points; :func:`check_sum_over_rows`), and the chunked gradient and Hessian are then
+sums over chunks of the same verified formulas (handgrad.fitting.sums.ChunkedSums).
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+
+import torch
+
+from handgrad import registry
+from handgrad.contract import DerivationSpec, Model, Role, Target
+from handgrad.errors import UserError
+from handgrad.fitting.data import Data
+
+NAME = "expression"
+NAMES_HELP = "X (the design matrix, n x d), y (the target, n) and the coefficient vector"
+
+
+class NotVerified(Exception):
+    """The derivation of the loss has a line the verifier did not verify: no fit."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def declarations(expr: str, wrt: str) -> str:
+    """The --let of a loss: X: n x d, y: n, and the coefficients wrt: d (those used)."""
+    from handgrad.notation import NotationError, parse
+    from handgrad.notation.ast import symbols
+
+    wrt = wrt.strip()
+    if not wrt.isidentifier() or wrt in ("X", "y", "T"):
+        raise UserError(f"--wrt {wrt!r}: name the coefficient vector (one name other than X "
+                        "and y, e.g. --wrt w).")
+    try:
+        names = symbols(parse(expr))
+    except NotationError as exc:
+        raise UserError(f"--loss: {str(exc).splitlines()[0]}") from None
+    extra = sorted(names - {"X", "y", wrt})
+    if extra:
+        raise UserError(f"--loss: unknown name {extra[0]!r}; a loss may use {NAMES_HELP} "
+                        f"({wrt}, from --wrt).")
+    if wrt not in names:
+        raise UserError(f"--loss does not use {wrt} (--wrt {wrt}); write it in terms of X*{wrt}.")
+    if "X" not in names:
+        raise UserError("--loss does not use X, the design matrix; write it in terms of "
+                        f"X*{wrt}.")
+    decl = ["X: n x d"] + (["y: n"] if "y" in names else []) + [f"{wrt}: d"]
+    return "; ".join(decl)
+
+
+class ExpressionLoss:
+    """A verified derivation of a loss and its compiled evaluation.
+
+    Build with :meth:`derive` (from the expression) or :meth:`from_hg` (from a derivation
+    text, e.g. one a user edited); both verify every line and raise :class:`NotVerified`
+    unless all are verified."""
+
+    def __init__(self, hg: str, report: dict, *, expr: str | None = None):
+        from handgrad.notation.auto_plan import Plan
+        from handgrad.notation.textfile import parse_text
+
+        d = parse_text(hg, path="<loss>")
+        if len(d.wrt) != 1:
+            raise UserError(f"a loss is fitted over one coefficient vector; the derivation is "
+                            f"over {', '.join(d.wrt)}")
+        self.hg, self.report, self.derivation = hg, report, d
+        self.wrt = d.wrt[0]
+        self.expr = expr or report["function"]["text"]
+        self.uses_y = "y" in d.decls
+        grads = [ln for ln in d.lines if ln.kind == "grad" and ln.wrt == self.wrt]
+        hess = [ln for ln in d.lines if ln.kind == "hess" and ln.wrt == self.wrt]
+        if not grads:
+            raise UserError(f"the derivation has no 'grad {self.wrt} = ...' read-off")
+        outputs = {"f": d.f, "grad": grads[-1].expr}
+        if hess:
+            outputs["hess"] = hess[-1].expr
+        self.formulas = outputs
+        self.has_hessian = bool(hess)
+        self.plan = Plan(outputs, {k: v.shape for k, v in d.decls.items()}, d.defs)
+        self._inputs_cache = None
+
+    # -- building ------------------------------------------------------------------------
+    @classmethod
+    def derive(cls, expr: str, wrt: str = "w", *, data: Data | None = None,
+               intercept: bool = True) -> ExpressionLoss:
+        """Derive the gradient (and the Hessian, where the deriver can) and verify them."""
+        from handgrad.notation import NotationError
+        from handgrad.notation.auto import derive
+
+        let = declarations(expr, wrt)
+        try:
+            try:
+                hg, _ = derive(expr, let, wrt, hessian=True)
+            except NotationError as exc:
+                if "hessian" not in str(exc):
+                    raise
+                hg, _ = derive(expr, let, wrt)  # gradient descent only
+        except NotationError as exc:
+            raise UserError(f"--loss: {str(exc).splitlines()[0]}") from None
+        return cls.from_hg(hg, expr=expr, data=data, intercept=intercept)
+
+    @classmethod
+    def from_hg(cls, hg: str, *, expr: str | None = None, data: Data | None = None,
+                intercept: bool = True) -> ExpressionLoss:
+        """Verify a derivation text and compile it; NotVerified if any line is not verified.
+
+        Checked at the verifier's drawn points and, with ``data``, also at a point made of
+        the data's first rows (columns scaled to max |x| = 1, the ones column appended with
+        an intercept) and a small random w, with two perturbations of w."""
+        from handgrad.notation import NotationError
+        from handgrad.notation.textfile import parse_text
+        from handgrad.notation.verify import verify
+
+        try:
+            d = parse_text(hg, path="<loss>")
+            report = verify(d)
+            at_data = None
+            if data is not None and report["ok"]:
+                at_data = verify(d, inputs=[_data_point(d, data, intercept)])
+        except NotationError as exc:
+            raise UserError(f"--loss: {str(exc).splitlines()[0]}") from None
+        report["checked_at_data"] = None if at_data is None else {
+            "verdict": at_data["verdict"], "ok": at_data["ok"],
+            "points": at_data["checked_at"]["points"], "first_wrong": at_data["first_wrong"]}
+        for rep, where in ((report, "at the verifier's points"), (at_data, "at the data's rows")):
+            if rep is not None and not rep["ok"]:
+                bad = rep["first_wrong"] or rep["first_error"] or {}
+                line = f"line {bad['index']} ({bad['lhs']} = ...)" if bad.get("index") else "a line"
+                why = f": {bad['reason']}" if bad.get("reason") else ""
+                raise NotVerified(f"the derivation of the loss is not verified {where} ({line} is "
+                                  f"{rep['verdict'] if not bad else 'wrong'}{why}); handgrad "
+                                  "does not fit with an unverified derivative", report)
+        self = cls(hg, report, expr=expr)
+        if data is not None:
+            self._self_check(data, intercept)
+        return self
+
+    def _self_check(self, data: Data, intercept: bool) -> None:
+        """The compiled plan against the notation's evaluator at the data point."""
+        vals = _data_point(self.derivation, data, intercept)
+        sizes = _sizes(self.derivation, vals)
+        self.plan.check_against(vals, sizes, self.derivation.defs, self.formulas)
+        self.plan._memo, self.plan._point = {}, None
+
+    # -- evaluating ----------------------------------------------------------------------
+    def _inputs(self, params: dict, data: Data, wname: str, bname: str):
+        X = data.X
+        c = self._inputs_cache
+        if c is None or c[0]() is not X or c[1]() is not data.y or c[2] != (bname in params):
+            Xa = torch.cat([X, X.new_ones(X.shape[0], 1)], 1) if bname in params else X
+            yc = None
+            if self.uses_y:
+                if data.y is None:
+                    raise UserError("the loss uses y: give the target column (--target).")
+                yc = data.y.to(X.dtype).reshape(-1, 1)
+            ref_y = weakref.ref(data.y) if data.y is not None else (lambda: None)
+            c = self._inputs_cache = (weakref.ref(X), ref_y, bname in params, Xa, yc)
+        w = params[wname].reshape(-1)
+        if bname in params:
+            w = torch.cat([w, params[bname].reshape(1).to(w.dtype)])
+        vals = {"X": c[3], self.wrt: w.reshape(-1, 1)}
+        if self.uses_y:
+            vals["y"] = c[4]
+        return vals, {"n": c[3].shape[0], "d": c[3].shape[1]}
+
+    def evaluate(self, wanted, params: dict, data: Data, wname: str, bname: str) -> dict:
+        vals, sizes = self._inputs(params, data, wname, bname)
+        return self.plan.run(vals, wanted, sizes)
+
+
+def _sizes(d, vals: dict) -> dict[str, int]:
+    return {"n": vals["X"].shape[0], "d": vals["X"].shape[1]}
+
+
+def _data_point(d, data: Data, intercept: bool, rows: int = 40) -> dict:
+    """The data's first rows as a verification point (see ExpressionLoss.from_hg)."""
+    X = data.X[:rows].detach().to("cpu", torch.float64)
+    X = X / X.abs().amax(0).clamp_min(1e-300)
+    if intercept:
+        X = torch.cat([X, X.new_ones(X.shape[0], 1)], 1)
+    gen = torch.Generator().manual_seed(0x6C6F7373)  # "loss"
+    point = {"X": X}
+    (wrt,) = d.wrt
+    point[wrt] = 0.5 * torch.randn(X.shape[1], 1, generator=gen, dtype=torch.float64) / X.shape[1] ** 0.5
+    if "y" in d.decls:
+        if data.y is None:
+            raise UserError("the loss uses y: give the target column (--target).")
+        point["y"] = data.y[:rows].detach().to("cpu", torch.float64).reshape(-1, 1)
+    return point
+
+
+def check_sum_over_rows(loss: ExpressionLoss, intercept: bool, *, trials: int = 3) -> None:
+    """Refuse (UserError) a loss that is not a sum over rows: f(all rows) must equal
+    f(rows 1..k) + f(rows k+1..n) at random X, y, w (float64, the notation's evaluator)."""
+    from handgrad.notation.evaluate import Evaluator
+
+    d = loss.derivation
+    gen = torch.Generator().manual_seed(0x726F7773)  # "rows"
+    for t in range(trials):
+        n, p = 9 + 2 * t, 3 + t
+        X = torch.randn(n, p, generator=gen, dtype=torch.float64)
+        if intercept:
+            X[:, -1] = 1.0
+        vals = {"X": X, loss.wrt: 0.3 * torch.randn(p, 1, generator=gen, dtype=torch.float64)}
+        if loss.uses_y:
+            vals["y"] = 2 * torch.rand(n, 1, generator=gen, dtype=torch.float64)
+        k = n // 2 - t
+
+        def f(lo, hi):
+            part = {name: (v[lo:hi] if name in ("X", "y") else v) for name, v in vals.items()}
+            sizes = {"n": hi - lo, "d": p}
+            checker = d.checker
+            return float(Evaluator(checker, part, None, d.defs, sizes).value(d.f))
+
+        whole, a, b = f(0, n), f(0, k), f(k, n)
+        scale = abs(a) + abs(b) + abs(whole)
+        if not (abs(whole - (a + b)) <= 1e-9 * scale + 1e-300) or whole != whole:
+            raise UserError(
+                f"--chunk-rows/--distributed need a loss that is a sum over rows, and "
+                f"{loss.expr} is not: at a random point f(rows 1-{k}) + f(rows {k + 1}-{n}) = "
+                f"{a + b:.6g} but f(all {n} rows) = {whole:.6g}; fit it in memory.")
+
+
+def entry(loss: ExpressionLoss) -> registry.Entry:
+    """A registry Entry whose loss, gradient and Hessian are the verified formulas."""
+    wname = loss.wrt
+    bname = "b" if wname != "b" else "b0"
+
+    def init_params(data, *, intercept: bool = True, **_):
+        p = {wname: data.X.new_zeros(data.d)}
+        if intercept:
+            p[bname] = data.X.new_zeros(())
+        return p
+
+    def f(params, data, *, l2: float = 0.0, **_):
+        v = loss.evaluate(["f"], params, data, wname, bname)["f"].reshape(())
+        if l2:
+            w = params[wname]
+            v = v + 0.5 * l2 * (w @ w)
+        return v
+
+    def gradient(params, data, *, l2: float = 0.0, **_):
+        g = loss.evaluate(["grad"], params, data, wname, bname)["grad"].reshape(-1)
+        d = params[wname].numel()
+        out = {wname: g[:d] + l2 * params[wname] if l2 else g[:d]}
+        if bname in params:
+            out[bname] = g[d].reshape(())
+        return out
+
+    def hessian(params, data, *, l2: float = 0.0, **_):
+        H = loss.evaluate(["hess"], params, data, wname, bname)["hess"]
+        if l2:
+            H = H.clone()
+            idx = torch.arange(params[wname].numel(), device=H.device)
+            H[idx, idx] += l2
+        return H
+
+    def synthetic(**_):
+        raise UserError("fit --loss needs data: --data FILE (a CSV with --target, .npz, .npy).")
+
+    def no_problems(*_a, **_k):
+        return []
+
+    mod = sys.modules[__name__]
+    solvers = ("newton", "gd") if loss.has_hessian else ("gd",)
+    model = Model(name=NAME, title=f"loss {loss.expr}", summary=f"the loss {loss.expr}",
+                  target=Target.CONTINUOUS if loss.uses_y else Target.NONE,
+                  params={wname: Role.WEIGHTS, bname: Role.INTERCEPT}, solvers=solvers,
+                  default_solver=solvers[0], closed_solvers=(), hyper=(), likelihood=None,
+                  check_note="", module=mod, init_params=init_params, loss=f,
+                  synthetic=synthetic, check_problems=no_problems)
+    spec = DerivationSpec(mod, gradient, hessian if loss.has_hessian else None,
+                          lambda: [], None, None)
+    return registry.Entry(NAME, model, spec)
+
+
+def fit(expr: str, wrt: str = "w", *, data_path=None, target=None, features=None,
+        intercept: bool = True, data: Data | None = None, loss: ExpressionLoss | None = None,
+        **fit_kw) -> dict:
+    """Derive, verify and fit a loss written as an expression; the pipeline's result, with
+    "loss_expression" (the formulas fitted and their verification) added.
+
+    Raises NotVerified (nothing fitted) when a line of the derivation is not verified, and
+    UserError for an expression out of the deriver's scope or a loss that is not a sum over
+    rows under --chunk-rows / --distributed."""
+    from handgrad.fitting import pipeline
+
+    probe = data
+    if probe is None and data_path:
+        probe = _probe(data_path, target, features)
+    if loss is None:
+        loss = ExpressionLoss.derive(expr, wrt, data=probe, intercept=intercept)
+    if fit_kw.get("chunk_rows") or fit_kw.get("distributed_run"):
+        check_sum_over_rows(loss, intercept)
+    if loss.uses_y and data is None and data_path and target is None and \
+            not str(data_path).lower().endswith((".npz", ".npy")):
+        raise UserError("the loss uses y: name the target column with --target.")
+    e = entry(loss)
+    out = pipeline.fit(e, data_path=data_path, target=target, features=features,
+                       intercept=intercept, data=data, **fit_kw)
+    out["loss_expression"] = describe(loss, intercept)
+    return out
+
+
+def _probe(path, target, features) -> Data | None:
+    """The first rows of a data file, for the verification at the data (None: no rows)."""
+    import os
+
+    from handgrad.fitting import source
+    from handgrad.fitting.data import load
+
+    if os.path.splitext(str(path))[1].lower() in (".npy", ".npz"):
+        try:
+            rows = source.FileRows(path, dtype=torch.float64, device="cpu")
+        except UserError:
+            return None
+        first = next(rows.chunks(64), None)
+        return None if first is None else Data(first[1], first[2])
+    return load(path, target, features, needs_target=target is not None)
+
+
+def describe(loss: ExpressionLoss, intercept: bool) -> dict:
+    """What was fitted, JSON-ready: the formulas (input syntax) and their verification."""
+    from handgrad.notation.render import to_text
+
+    rep = loss.report
+    return {"expression": loss.expr, "wrt": loss.wrt,
+            "intercept": ("a column of ones appended to X (X = [X, 1], "
+                          f"{loss.wrt} = [{loss.wrt}; b])") if intercept else None,
+            "gradient": to_text(loss.formulas["grad"]),
+            "hessian": to_text(loss.formulas["hess"]) if loss.has_hessian else None,
+            "evaluated_as": {k: to_text(v) for k, v in loss.plan.trees.items()},
+            "verdict": rep["verdict"], "checked_at": rep["checked_at"]["points"],
+            "checked_at_data": rep.get("checked_at_data"), "derivation": loss.hg}
+
+
+__all__ = ["ExpressionLoss", "NotVerified", "check_sum_over_rows", "declarations", "entry", "fit"]

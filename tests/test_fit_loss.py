@@ -1,0 +1,203 @@
+"""fit --loss EXPR: a loss written as an expression, derived, verified, then fitted through the
+one pipeline.  The reference for every coefficient is the built-in model's own fit of the same
+data (fit logistic / least_squares / poisson), never this code's output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from handgrad.fitting import expression, pipeline
+from tests.conftest import invoke
+
+LOGISTIC = "sum(log(vector(1) + exp(X*w))) - y'*X*w"
+POISSON = "sum(exp(X*w)) - y'*X*w"
+LEAST_SQUARES = ("norm2(X*w - y)^2", "(X*w-y)'*(X*w-y)")
+TOL = 1e-10
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(abs(a[k] - b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def ls_csv(tmp_path_factory):
+    """Seeded, well-conditioned least-squares data (the closed form is the reference)."""
+    rng = np.random.default_rng(13)
+    n, d = 400, 4
+    X = rng.standard_normal((n, d))
+    y = X @ np.array([1.5, -2.0, 0.25, 0.0]) + 0.7 + 0.3 * rng.standard_normal(n)
+    path = tmp_path_factory.mktemp("ls") / "ls.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,e,y", comments="",
+               fmt="%.17g")
+    return str(path)
+
+
+CASES = [  # (expression, built-in model, data, target, built-in solver)
+    (LOGISTIC, "logistic", "data/anes96.csv", "vote", "newton"),
+    (POISSON, "poisson", "data/randhie.csv", "mdvis", "newton"),
+]
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 1000], ids=["memory", "chunks"])
+@pytest.mark.parametrize("expr,model,path,target,solver", CASES, ids=["logistic", "poisson"])
+def test_expression_fit_matches_builtin(expr, model, path, target, solver, chunk_rows):
+    ref = pipeline.fit(model, data_path=path, target=target, solver=solver, device="cpu")
+    out = expression.fit(expr, "w", data_path=path, target=target, solver="newton",
+                         device="cpu", chunk_rows=chunk_rows)
+    assert ref["converged"] and out["converged"]
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+    if chunk_rows:
+        assert out["scale"]["chunk_rows"] == chunk_rows
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 64], ids=["memory", "chunks"])
+@pytest.mark.parametrize("expr", LEAST_SQUARES, ids=["norm2", "quadratic"])
+def test_least_squares_expression_matches_closed_form(ls_csv, expr, chunk_rows):
+    ref = pipeline.fit("least_squares", data_path=ls_csv, target="y", device="cpu")  # QR
+    out = expression.fit(expr, "w", data_path=ls_csv, target="y", solver="newton", device="cpu",
+                         chunk_rows=chunk_rows)
+    assert out["converged"]
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+    # the fitted loss is the expression's value: the residual sum of squares (numpy)
+    A = np.loadtxt(ls_csv, delimiter=",", skiprows=1)
+    c = ref["coefficients"]
+    rss = float(((A[:, :4] @ np.array([c[k] for k in "abce"]) + c["intercept"] - A[:, 4]) ** 2).sum())
+    assert out["loss"] == pytest.approx(rss, rel=1e-10)
+
+
+def test_without_intercept_and_with_l2_match_builtin():
+    kw = dict(data_path="data/anes96.csv", target="vote", solver="newton", device="cpu")
+    for extra in ({"intercept": False}, {"l2": 2.5}):
+        ref = pipeline.fit("logistic", **kw, **extra)
+        out = expression.fit(LOGISTIC, "w", **kw, **extra)
+        assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+    assert "intercept" not in expression.fit(LOGISTIC, "w", **kw, intercept=False)["coefficients"]
+
+
+def test_streamed_npz_chunks_match_builtin(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((3000, 3))
+    y = rng.poisson(np.exp(X @ np.array([0.3, -0.2, 0.1]) + 0.4)).astype(float)
+    path = tmp_path / "counts.npz"
+    np.savez(path, X=X, y=y)
+    csv = tmp_path / "counts.csv"
+    np.savetxt(csv, np.column_stack([X, y]), delimiter=",", header="x0,x1,x2,y", comments="",
+               fmt="%.17g")
+    ref = pipeline.fit("poisson", data_path=str(csv), target="y", solver="newton", device="cpu")
+    out = expression.fit(POISSON, "w", data_path=str(path), solver="newton", device="cpu",
+                         chunk_rows=500)
+    assert out["data"]["source"].endswith("counts.npz")
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+
+
+def test_cli_fit_loss_json_matches_builtin(runner):
+    args = ["--data", "data/anes96.csv", "--target", "vote", "--solver", "newton", "--json"]
+    r, out = invoke(runner, "fit", "--loss", LOGISTIC, "--wrt", "w", *args)
+    assert r.exit_code == 0, r.stderr
+    _, ref = invoke(runner, "fit", "logistic", *args)
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+    le = out["loss_expression"]
+    assert le["gradient"] == "X'*(sigma(X*w) - y)" and le["verdict"] == "verified"
+    assert "column of ones" in le["intercept"]
+    assert le["checked_at_data"]["ok"]
+
+
+def test_config_loss_key(runner, tmp_path):
+    cfg = tmp_path / "pois.toml"
+    cfg.write_text(f'loss = "{POISSON}"\nwrt = "w"\ndata = "{_abs("data/randhie.csv")}"\n'
+                   'target = "mdvis"\nsolver = "newton"\ndevice = "cpu"\n')
+    r, out = invoke(runner, "run", str(cfg), "--json")
+    assert r.exit_code == 0, r.stderr
+    ref = pipeline.fit("poisson", data_path="data/randhie.csv", target="mdvis", solver="newton",
+                       device="cpu")
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+    both = tmp_path / "both.toml"
+    both.write_text(f'model = "poisson"\nloss = "{POISSON}"\n')
+    r, _ = invoke(runner, "run", str(both))
+    assert r.exit_code == 2 and "not both" in r.stderr
+
+
+def _abs(path: str) -> str:
+    import os
+
+    return os.path.abspath(path)
+
+
+def test_out_of_scope_loss_is_one_line_exit_2(runner):
+    r, _ = invoke(runner, "fit", "--loss", "sum(abs(X*w - y))", "--data", "data/anes96.csv",
+                  "--target", "vote")
+    assert r.exit_code == 2
+    assert r.stderr.startswith("error: --loss:") and len(r.stderr.strip().splitlines()) == 1
+    r, _ = invoke(runner, "fit", "--loss", "sum(exp(X*v))", "--data", "data/anes96.csv",
+                  "--target", "vote")
+    assert r.exit_code == 2 and "unknown name 'v'" in r.stderr
+
+
+def test_not_a_sum_over_rows_is_refused_in_chunks(runner):
+    r, _ = invoke(runner, "fit", "--loss", "norm2(X*w - y)", "--data", "data/anes96.csv",
+                  "--target", "vote", "--solver", "gd", "--chunk-rows", "100")
+    assert r.exit_code == 2 and "is not: at a random point f(rows" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_planted_wrong_gradient_is_refused_before_any_fit(monkeypatch, runner):
+    """A hand-edited derivation whose gradient has the wrong sign on y: the verifier names
+    it and nothing is fitted (pipeline.fit is never reached), exit 1."""
+    from handgrad.notation import auto
+
+    real = auto.derive
+
+    def planted(expr, let, wrt, hessian=False):
+        hg, res = real(expr, let, wrt, hessian=hessian)
+        wrong = hg.replace("grad w = X'*(sigma(X*w) - y)", "grad w = X'*(sigma(X*w) + y)")
+        assert wrong != hg
+        return wrong, res
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted with an unverified derivative")
+
+    monkeypatch.setattr(auto, "derive", planted)
+    monkeypatch.setattr(pipeline, "fit", no_fit)
+    with pytest.raises(expression.NotVerified, match="grad w"):
+        expression.fit(LOGISTIC, "w", data_path="data/anes96.csv", target="vote")
+    r, out = invoke(runner, "fit", "--loss", LOGISTIC, "--data", "data/anes96.csv", "--target",
+                    "vote", "--json")
+    assert r.exit_code == 1 and out["status"] == 1 and "not verified" in out["error"]
+    assert out["derivation"]["first_wrong"]["lhs"] == "grad w"
+
+
+def test_planted_wrong_hessian_in_hg_is_refused():
+    hg, _ = __import__("handgrad.notation.auto", fromlist=["derive"]).derive(
+        POISSON, expression.declarations(POISSON, "w"), "w", hessian=True)
+    wrong = hg.replace("hess w = X'*diag(exp(X*w))*X", "hess w = X'*X")
+    assert wrong != hg
+    with pytest.raises(expression.NotVerified, match="hess w"):
+        expression.ExpressionLoss.from_hg(wrong)
+    assert expression.ExpressionLoss.from_hg(hg).has_hessian  # the unedited one passes
+
+
+def test_plan_is_the_verified_formula_and_stable():
+    """The compiled plan (CSE, no diag formed, stable forms) against numpy: the logistic
+    loss, gradient and Hessian at small z, and a finite loss at z = 800 where the written
+    log(1 + exp(z)) overflows."""
+    loss = expression.ExpressionLoss.derive(LOGISTIC, "w")
+    e = expression.entry(loss)
+    rng = np.random.default_rng(2)
+    X, y, w = rng.standard_normal((50, 3)), (rng.random(50) < 0.5) * 1.0, rng.standard_normal(3)
+    from handgrad.fitting.data import Data
+
+    D = Data(torch.tensor(X), torch.tensor(y))
+    P = {"w": torch.tensor(w)}
+    z = X @ w
+    p = 1 / (1 + np.exp(-z))
+    assert float(e.loss(P, D)) == pytest.approx(np.sum(np.logaddexp(0, z) - y * z), rel=1e-13)
+    np.testing.assert_allclose(e.gradient(P, D)["w"].numpy(), X.T @ (p - y), rtol=1e-12)
+    np.testing.assert_allclose(e.hessian(P, D).numpy(), (X * (p * (1 - p))[:, None]).T @ X,
+                               rtol=1e-12)
+    big = Data(torch.tensor([[800.0]]), torch.tensor([0.0]))
+    assert float(e.loss({"w": torch.tensor([1.0])}, big)) == pytest.approx(800.0, rel=1e-15)
+    assert float(e.hessian({"w": torch.tensor([1.0])}, Data(torch.tensor([[40.0]]),
+                                                            torch.tensor([0.0])))) > 0
