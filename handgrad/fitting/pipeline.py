@@ -240,6 +240,11 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
     if data is not None:
         _evaluation(out, entry, res.params, data, test, truth, hp, transform)
+    if "estimate" in out:
+        out["estimate_labels"] = _estimate_labels(entry, out["estimate"], names, tname)
+    out["conventions"] = conventions(entry, out, hp, intercept=intercept,
+                                     standardize=transform is not None,
+                                     default_split=test is not None and test_fraction is None)
     return out
 
 
@@ -507,6 +512,85 @@ def _evaluation(out: dict, entry, params, train: Data, test, truth, hp: dict,
                 ev = model.evaluate_truth or model.evaluate
                 truth = {k: v.to(test.X.device, test.X.dtype) for k, v in truth.items()}
                 out["held_out_true_params"] = ev(truth, test, **hp)
+
+
+def _estimate_labels(entry, est: dict, names: list[str], target: str | None) -> dict:
+    """Row and column labels of each estimate the summary prints: features by their column
+    names, classes as ``target=k`` (k the class index after encoding, as data notes say)."""
+    d, roles, target = len(names), entry.model.params, target or "y"
+    labels: dict = {}
+    for key, value in est.items():
+        shape = list(torch.as_tensor(value).shape)
+        role = roles.get(key)
+        if role is Role.CLASS_WEIGHTS and len(shape) == 2 and shape[1] == d:
+            labels[key] = {"rows": [f"{target}={c}" for c in range(shape[0])],
+                           "columns": list(names)}
+        elif role is Role.CLASS_BIAS and len(shape) == 1:
+            labels[key] = {"columns": [f"{target}={c}" for c in range(shape[0])]}
+        elif shape == [d]:
+            labels[key] = {"columns": list(names)}
+        elif shape == [d, d]:
+            labels[key] = {"rows": list(names), "columns": list(names)}
+    return labels
+
+
+def conventions(entry, out: dict, hp: dict, *, intercept: bool, standardize: bool,
+                default_split: bool) -> list[str]:
+    """The choices behind this fit's numbers that differ from what statsmodels or
+    scikit-learn would do by default, one sentence each (the summary's footer): where L2
+    acts and on what scale, the null model of pseudo R^2 and the LR test without an
+    intercept, R^2 without an intercept, a held-out share taken by default, the gauge of
+    a multi-class model's weights, the divisor of a fitted covariance."""
+    model = entry.model
+    roles = set(model.params.values())
+    lines: list[str] = []
+    l2 = hp.get("l2") or 0.0
+    if l2 and any(r.penalised for r in roles):
+        if not standardize:
+            where = ("the weights in the columns' own units (rescaling a column changes "
+                     "the fit; --standardize penalises standardized coefficients instead)")
+        elif inference.has_table(entry):
+            where = ("the standardized coefficients ('coef (std)'; the printed coefficients are "
+                     "mapped back, so the penalty on each depends on its column's spread)")
+        else:
+            where = "the parameters of the standardized columns, as printed"
+        pen = [k for k, r in model.params.items() if r.penalised]
+        norm = (f"||{pen[0]}||^2" if len(pen) == 1 else
+                "(" + " + ".join(f"||{k}||^2" for k in pen) + ")")
+        unpen = [k for k, r in model.params.items() if k in out["params"] and r in (
+            Role.INTERCEPT, Role.CLASS_BIAS, Role.LAYER_BIAS)]
+        peer = ""
+        if model.covariance is not None:
+            peer = f"; scikit-learn's Ridge alpha = l2/2 = {l2 / 2:g}"
+        elif model.target is Target.BINARY or Role.CLASS_WEIGHTS in roles:
+            peer = f"; scikit-learn's LogisticRegression C = 1/l2 = {1 / l2:g}"
+        elif model.target is Target.COUNTS and out["data"].get("n"):
+            peer = f"; scikit-learn's PoissonRegressor alpha = l2/n = {l2 / out['data']['n']:.3g}"
+        lines.append(f"L2: (l2/2){norm} with l2 = {l2:g} is added to the loss summed over "
+                     f"rows and penalises {where}"
+                     + (f"; {', '.join(unpen)} not penalised" if unpen else "") + peer)
+    summ = out.get("summary") or {}
+    if not intercept and "null_model" in summ:
+        lines.append(f"null model of pseudo R^2 and the LR test: {summ['null_model']} for "
+                     "every row (no intercept: all weights 0, nested in this model); "
+                     "statsmodels' llnull fits an intercept-only model even without a constant")
+    if not intercept and summ.get("kind") == "least_squares":
+        lines.append("R^2 is uncentred without an intercept (1 - RSS / sum y^2), as in "
+                     "statsmodels; scikit-learn's r2_score is always centred")
+    if default_split and "held_out" in out:
+        n_test, n_fit = out["held_out"]["n"], out["data"]["n"]
+        lines.append(f"{n_test} of {n_test + n_fit} rows ({n_test / (n_test + n_fit):.0%}) held "
+                     f"out by default for the held-out scores; the fit uses the other {n_fit} "
+                     "(statsmodels and scikit-learn fit every row given; --test-fraction 0 "
+                     "does too)")
+    if Role.CLASS_WEIGHTS in roles and "estimate" in out:
+        lines.append("weights and biases in the sum-to-zero gauge (over classes, each feature's "
+                     "weights and the biases sum to 0; only differences between classes are "
+                     "identified); statsmodels' MNLogit fixes the first class at 0 instead")
+    if Role.COVARIANCE in roles and "Sigma" in (out.get("estimate") or {}):
+        lines.append(f"Sigma is the maximum-likelihood estimate (divides by n = "
+                     f"{out['data']['n']}); numpy.cov and pandas divide by n - 1")
+    return lines
 
 
 def echo_main(out: dict) -> bool:

@@ -114,7 +114,34 @@ def fit_text(out: dict, iterations: str = "capped") -> str:
         say(term.table(["term", "coef", "std err"] + (["true"] if truth else []), rows,
                               align="lrr" + ("r" if truth else ""), indent=0))
     lines.extend(evaluation_lines(out))
+    lines.extend(convention_lines(out))
     return "\n".join(lines)
+
+
+def convention_lines(out: dict) -> list[str]:
+    """The footer: each choice behind the numbers above that differs from statsmodels' or
+    scikit-learn's default (handgrad.fitting.pipeline.conventions)."""
+    conv = out.get("conventions") or []
+    if not conv:
+        return []
+    return ["", "conventions (where this differs from statsmodels / scikit-learn defaults):"] \
+        + [f"  - {c}" for c in conv]
+
+
+def labelled(value, labels: dict | None) -> list[str]:
+    """A vector or matrix as aligned lines: its column labels as a header and, for a
+    matrix, its row labels first; without labels, bracketed rows."""
+    rows = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+    rows = [r if isinstance(r, list) else [r] for r in rows]
+    cols = (labels or {}).get("columns")
+    if not cols or len(cols) != len(rows[0]):
+        return ["  [" + ", ".join(f"{x:>12.6g}" for x in r) + "]" for r in rows]
+    names = (labels or {}).get("rows")
+    cells = [[f"{x:.6g}" for x in r] for r in rows]
+    if names and len(names) == len(rows):
+        return term.table([""] + list(cols), [[nm] + c for nm, c in zip(names, cells)],
+                          align="l" + "r" * len(cols), rule=False).splitlines()
+    return term.table(list(cols), cells, align="r" * len(cols), rule=False).splitlines()
 
 
 def evaluation_lines(out: dict) -> list[str]:
@@ -124,15 +151,13 @@ def evaluation_lines(out: dict) -> list[str]:
     say = lines.append
     est = out.get("estimate") or {}
     truth = out.get("true_params") or {}
+    labels = out.get("estimate_labels") or {}
     for name, value in est.items():
         for label, v in ((name, value), (f"true {name}", truth.get(name))):
             if v is None:
                 continue
-            rows = v if isinstance(v, list) and v and isinstance(v[0], list) else [v]
             say(f"\n{label} =" if label == name else f"{label} =")
-            for row in rows:
-                row = row if isinstance(row, list) else [row]
-                say("  [" + ", ".join(f"{x:>12.6g}" for x in row) + "]")
+            lines.extend(labelled(v, labels.get(name)))
     rows = [(name, out[key]) for name, key in (("training rows", "train"),
                                                ("held-out rows", "held_out"),
                                                ("true params, held-out", "held_out_true_params"))
