@@ -198,14 +198,16 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
     quadratic model predicts for the full step.  Converged when either
 
     * ||g|| <= tol and lambda^2 / 2 <= tol (the gradient test with the decrement), or
-    * lambda^2 / 2 <= min(tol, 64 eps max(1, |loss|)) at this iteration and the one
-      before: the decrease left is below what the loss can resolve (:func:`loss_resolution`)
-      and one Newton step has already been taken from there, so the estimate is at the
-      loss's resolution; ||g|| is then rounding (a column in huge units makes it large).
+    * a stall at the loss's resolution: lambda^2 / 2 <= min(tol, 64 eps max(1, |loss|))
+      at this iteration and the one before (:func:`loss_resolution`): the decrease left is
+      below what the loss resolves and a Newton step has already been taken from there,
+      so ||g|| is rounding (a column in huge units makes it large).  Only where the
+      decrement can be trusted: H undamped and cond(D H D) eps <= 1e-3, D = diag(H)^-1/2
+      (an inaccurate Newton direction under-predicts the decrease: float32, wine data).
 
-    The decrement, the loss and so the second test do not change when a column is
-    rescaled or the columns are reordered (Newton's iterates are affine invariant); the
-    first keeps the iterations of well-scaled fits.  If the Cholesky factorisation fails,
+    The decrement, the loss, cond(D H D) and so the second test do not change when a
+    column is rescaled or the columns are reordered (Newton's iterates are affine
+    invariant); the first keeps the iterations of well-scaled fits.  If the Cholesky factorisation fails,
     a ridge mu I is added (mu growing tenfold) and a warning names the iteration; if the
     step does not descend, a warning is given and the gradient direction is used.
     """
@@ -244,7 +246,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         if gnorm <= tol and dec <= tol:
             res.converged = True
             break
-        if dec <= level and prev_dec <= level:
+        if dec <= level and prev_dec <= level and not how and trusted(H):
             res.converged = True
             res.message = at_resolution(dec, f, gnorm, tol)
             break
@@ -265,7 +267,8 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             if gnorm <= 10 * tol or _stalled(f, slope):
                 res.message = "line search made no progress: at the precision limit"
                 res.converged = gnorm <= tol
-                if not res.converged and dec <= min(tol, _STALL * loss_resolution(f)):
+                if not res.converged and dec <= min(tol, _STALL * loss_resolution(f)) \
+                        and not how and trusted(H):
                     res.converged = True  # the decrement, not |g|, says where we are
                     res.message = "line search made no progress: " + at_resolution(
                         dec, f, gnorm, tol)
@@ -283,6 +286,19 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
 
 
 _STALL = 16  # _stalled's 1e3 eps |f|, in units of loss_resolution's 64 eps |f|
+
+
+def trusted(H: torch.Tensor) -> bool:
+    """Whether a Newton direction from H has digits to spare: cond(D H D) eps <= 1e-3 with
+    D = diag(H)^-1/2, the condition number the solve's rounding sees (column units and
+    order do not count)."""
+    dg = H.diagonal()
+    if not bool((dg > 0).all()):
+        return False
+    dinv = dg.rsqrt()
+    ev = torch.linalg.eigvalsh(H * dinv.unsqueeze(0) * dinv.unsqueeze(1))
+    lo, hi = ev[0].item(), ev[-1].item()
+    return lo > 0 and hi / lo * torch.finfo(H.dtype).eps <= 1e-3
 
 
 def at_resolution(dec: float, f: torch.Tensor, gnorm: float, tol: float) -> str:
