@@ -124,20 +124,24 @@ def _column_scales(obj: Objective) -> torch.Tensor | None:
         return None
     data = obj.data
     X = getattr(data, "X", None)
-    if X is not None:
-        ss, n = X.double().pow(2).sum(0), torch.tensor([float(X.shape[0])], dtype=torch.float64,
-                                                        device=X.device)
+    if X is not None:  # in memory: row blocks, so that no float64 copy of X is made
+        blocks = ((i, X[i:i + 65536], None) for i in range(0, X.shape[0], 65536))
     else:  # rows in chunks (streamed or a shard): one pass
         from handgrad.fitting import source
 
-        ss = n = None
-        for _, Xc, _y in data.chunks(source.default_chunk_rows(data.d)):
-            Xc = Xc.double()
-            ss = Xc.pow(2).sum(0) if ss is None else ss + Xc.pow(2).sum(0)
-            n = (torch.tensor([float(Xc.shape[0])], dtype=torch.float64, device=Xc.device)
-                 if n is None else n + Xc.shape[0])
-        if ss is None:
+        blocks = data.chunks(source.default_chunk_rows(data.d))
+    ss = n = None
+    for _, Xc, _y in blocks:
+        sq = Xc.double().pow(2).sum(0)
+        ss = sq if ss is None else ss + sq
+        n = (torch.tensor([float(Xc.shape[0])], dtype=torch.float64, device=Xc.device)
+             if n is None else n + Xc.shape[0])
+    if ss is None:  # no rows here (an empty shard still joins the sum)
+        if obj.reduce is None:
             return None
+        ref = next(iter(obj.like.values()))
+        ss = torch.zeros(data.d, dtype=torch.float64, device=ref.device)
+        n = torch.zeros(1, dtype=torch.float64, device=ref.device)
     if obj.reduce is not None:  # every process gets the same scales
         both = obj.reduce(torch.cat([ss, n]))
         ss, n = both[:-1], both[-1:]
