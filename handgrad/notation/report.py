@@ -79,17 +79,26 @@ def format_markdown(report: dict) -> str:
 
 def format_latex(report: dict) -> str:
     """A standalone LaTeX document: the derivation as an align* with a verdict per line."""
+    return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n\\begin{document}\n"
+            + latex_section(report) + "\\end{document}\n")
+
+
+def latex_section(report: dict) -> str:
+    """The derivation as a LaTeX section (an align* with a verdict per line)."""
     fn = report["function"]
 
-    def esc(s: str) -> str:
-        return "".join("\\" + c if c in "&%$#_{}" else c for c in s)
+    def esc(s: str) -> str:  # text for LaTeX: specials escaped, a few symbols spelled, ASCII only
+        s = "".join("\\" + c if c in "&%$#_{}" else c for c in s)
+        for sym, tex in (("\u00a7", "\\S{}"), ("\u2297", "$\\otimes$"), ("\u2299", "$\\odot$"),
+                         ("\u2019", "'"), ("\u2212", "-")):
+            s = s.replace(sym, tex)
+        return s.encode("ascii", "replace").decode("ascii")
     def aligned(tex: str) -> str:  # "lhs = rhs" -> "lhs &= rhs" (the tree prints both sides)
         return tex.replace(" = ", " &= ", 1)
     lines = [aligned(fn["latex"])]
     for r in _rows(report):
         lines.append(f"{aligned(r['latex'])} && \\text{{{esc(r['verdict'])}}}")
     body = " \\\\\n".join(lines)
-    return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n\\begin{document}\n"
-            f"\\section*{{{esc(report['title'] or fn['text'])}}}\n"
+    return (f"\\section*{{{esc(report['title'] or fn['text'])}}}\n"
             f"\\begin{{align*}}\n{body}\n\\end{{align*}}\n"
-            f"Verdict: {esc(report['verdict'])}.\n\\end{{document}}\n")
+            f"Verdict: {esc(report['verdict'])}.\n")

@@ -11,6 +11,7 @@ measure-zero sets (no orthogonal, symmetric or zero values by accident):
     sym          (B + B^T)/2                  spd          B B^T / n + I
     orthogonal   Q of a QR, signs fixed       diagonal     diag(randn)  (invertible: |d| >= 0.5)
     positive     exp(randn) entrywise         sym + invertible: (B + B^T)/(2 sqrt(n)) + 2 I
+    onehot       a one in a random column of each row (labels), zeros elsewhere
 
 Directions stay in the set a variable lives in: symmetric for sym/spd, diagonal for
 diagonal, X K with K skew for orthogonal, randn otherwise.
@@ -42,6 +43,9 @@ def _randn(shape, gen):
 def draw_value(decl: Decl, sizes: dict[str, int], gen: torch.Generator) -> torch.Tensor:
     r, c = (d.value(sizes) for d in decl.shape)
     p = decl.props
+    if "onehot" in p:
+        cls = torch.randint(0, c, (r,), generator=gen)
+        return torch.nn.functional.one_hot(cls, c).to(DTYPE)
     if "spd" in p:
         b = _randn((r, r), gen)
         return b @ b.mT / r + torch.eye(r, dtype=DTYPE)

@@ -15,7 +15,8 @@
     hess w = X'*X                           optional: the Hessian (vec convention below)
 
 Sizes are numbers or letters (``3 x 5``, ``n x d``).  Properties: sym, spd, orthogonal,
-invertible, diagonal, positive.  Read-offs are in the denominator layout: ``grad X`` has
+invertible, diagonal, positive; onehot (data: each row one-hot, so Y*vector(1) = 1 — class
+labels; a constant, never differentiated).  Read-offs are in the denominator layout: ``grad X`` has
 X's shape.  ``hess X`` is the (mn x mn) matrix of second derivatives over vec(X), the
 column-major vec of the notes (vec(AXB) = (B^T ⊗ A) vec(X)), so d2f = vec(dX)^T H vec(dX).
 After the f line, f itself may be used as a name (``df = -f*x'*dx``).
@@ -32,7 +33,7 @@ from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import to_text
 from handgrad.notation.shapes import ONE, SCALAR, Shape, ShapeChecker, Size, show, size
 
-PROPERTIES = ("sym", "spd", "orthogonal", "invertible", "diagonal", "positive")
+PROPERTIES = ("sym", "spd", "orthogonal", "invertible", "diagonal", "positive", "onehot")
 
 
 @dataclass
@@ -181,6 +182,9 @@ def parse_text(text: str, path: str = "<text>") -> Derivation:
             for v in [w.strip() for w in stripped[3:].split(",") if w.strip()]:
                 if v not in decls:
                     raise NotationError(f"wrt {v}: {v} is not declared (let {v}: ...)", source=where)
+                if "onehot" in decls[v].props:
+                    raise NotationError(f"wrt {v}: {v} is onehot (labels, data), which cannot be "
+                                        "differentiated", source=where)
                 if v not in wrt:
                     wrt.append(v)
             continue

@@ -297,7 +297,7 @@ def _homogeneity(line, ev, dirs, k):
     return [t for t in out if t.status != "pass"]
 
 
-def _line_dict(i, line: Line, trials, f_errors) -> dict:
+def _line_dict(i, line: Line, trials, f_errors, fname: str = "f") -> dict:
     if line.shape_error:
         verdict, reason, res, tol = "failed", line.shape_error, None, None
     elif f_errors:
@@ -311,24 +311,25 @@ def _line_dict(i, line: Line, trials, f_errors) -> dict:
         if verdict == "error":
             res = tol = None
     return {"index": i + 1, "kind": line.kind, "lhs": line.lhs, "text": to_text(line.expr),
-            "latex": _lhs_latex(line) + " = " + to_latex(line.expr), "mathml": to_mathml(line.expr),
+            "latex": _lhs_latex(line, fname) + " = " + to_latex(line.expr), "mathml": to_mathml(line.expr),
             "rule": line.rule, "verdict": verdict, "residual": res, "tol": tol, "reason": reason,
             "source": line.source, "written": line.text}
 
 
-def _lhs_latex(line: Line) -> str:
+def _lhs_latex(line: Line, fname: str = "f") -> str:
     from handgrad.notation.render import latex_name
+    f = latex_name(fname)
     if line.kind == "grad":
-        return f"\\frac{{\\partial f}}{{\\partial {latex_name(line.wrt)}}}"
+        return f"\\frac{{\\partial {f}}}{{\\partial {latex_name(line.wrt)}}}"
     if line.kind == "hess":
-        return f"\\frac{{\\partial^2 f}}{{\\partial \\operatorname{{vec}}({latex_name(line.wrt)})^2}}"
+        return f"\\frac{{\\partial^2 {f}}}{{\\partial \\operatorname{{vec}}({latex_name(line.wrt)})^2}}"
     if line.kind == "d2f":
-        return "\\mathrm{d}^2 f"
-    return "\\mathrm{d}f" if line.kind == "df" else "f"
+        return f"\\mathrm{{d}}^2 {f}"
+    return f"\\mathrm{{d}}{f}" if line.kind == "df" else f
 
 
 def _report(d: Derivation, pts, trials, f_errors, ndir) -> dict:
-    rows = [_line_dict(i, line, trials[i], f_errors) for i, line in enumerate(d.lines)]
+    rows = [_line_dict(i, line, trials[i], f_errors, d.fname) for i, line in enumerate(d.lines)]
     lines = [r for r in rows if r["kind"] not in ("grad", "hess")]
     readoff = [dict(r, wrt=d.lines[r["index"] - 1].wrt) for r in rows if r["kind"] in ("grad", "hess")]
     verdicts = [r["verdict"] for r in rows]
