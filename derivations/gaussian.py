@@ -1,8 +1,8 @@
-"""Hand-derived gradients of the Gaussian covariance MLE (seeds, worked example 5).
+"""Hand-derived gradients of the Gaussian covariance MLE (notes part 3 §6, example 5).
 
 Shapes: X (N, d) samples as rows, mu (d,), Sigma (d, d) symmetric positive definite, or its
 Cholesky factor L (d, d) lower-triangular with Sigma = L L^T.  S_l = S_mu + l2 I with
-S_mu = (1/N) sum_i (x_i - mu)(x_i - mu)^T; l2 = 0 is the seed's loss.
+S_mu = (1/N) sum_i (x_i - mu)(x_i - mu)^T; l2 = 0 is the notes' loss.
 
     l    = log|Sigma| + (1/N) sum_i (x_i - mu)^T Sigma^-1 (x_i - mu) + l2 tr(Sigma^-1)
          = log|Sigma| + tr(Sigma^-1 S_l)
@@ -14,14 +14,14 @@ S_mu = (1/N) sum_i (x_i - mu)(x_i - mu)^T; l2 = 0 is the seed's loss.
 
 (d log|Sigma| = tr(Sigma^-1 dSigma), Jacobi's formula; d(Sigma^-1) = -Sigma^-1 dSigma Sigma^-1.)
 Setting both to zero: mu = xbar and Sigma^-1 = Sigma^-1 S Sigma^-1, i.e. Sigma = S =
-(1/N) sum_i (x_i - xbar)(x_i - xbar)^T (+ l2 I) -- the seed's last line drops the sum.
+(1/N) sum_i (x_i - xbar)(x_i - xbar)^T (+ l2 I) -- the notes' last line drops the sum.
 
 Gradient with respect to the symmetric Sigma: the symmetric G with dl = tr(G^T dSigma) for
 all symmetric dSigma (see models/gaussian.py: the loss reads sym(Sigma), so autograd and
 entry-wise finite differences return this G; the lower-triangle convention 2G - diag(G)
 is a different object and fails the check).
 
-Through the Cholesky factor (the chain rule of the seeds, dSigma = dL L^T + L dL^T):
+Through the Cholesky factor (the chain rule of the notes, dSigma = dL L^T + L dL^T):
 
     dl   = tr(G dSigma) = tr(G dL L^T) + tr(G L dL^T) = 2 tr((G L)^T dL)       (G = G^T)
     dl/dL = tril(2 G L) = tril( 2 L^-T (I - L^-1 S_l L^-T) )     (lower triangle: the
@@ -172,7 +172,7 @@ def _dmu_term(P, D, dP):
 
 
 def _value(P, D, hp):
-    """The seed's form: log|Sigma| by slogdet, each quadratic form by a linear solve."""
+    """The notes' form: log|Sigma| by slogdet, each quadratic form by a linear solve."""
     Sig = _Sigma(P)
     Xc = D.X - _mean(P, D)
     quad = (Xc.T * torch.linalg.solve(Sig, Xc.T)).sum() / D.n
@@ -196,7 +196,7 @@ def _steps_sigma() -> list[Step]:
         Step("l = log|Sigma| + (1/N) sum_i (x_i - mu)^T Sigma^-1 (x_i - mu) + l2 tr(Sigma^-1)",
              r"l = \log|\Sigma| + \frac{1}{N}\sum_{i=1}^N (x_i - \mu)^T\Sigma^{-1}(x_i - \mu) + \lambda\operatorname{tr}(\Sigma^{-1})",
              lambda P, D, dP, hp: _value(P, D, hp),
-             "the seed's loss (mu = xbar when mu is not a parameter); log|Sigma| by slogdet",
+             "the notes' loss (mu = xbar when mu is not a parameter); log|Sigma| by slogdet",
              kind="value"),
         Step("l = log|Sigma| + tr(Sigma^-1 S_l),  S_l = (1/N) sum_i (x_i - mu)(x_i - mu)^T + l2 I",
              r"l = \log|\Sigma| + \operatorname{tr}(\Sigma^{-1} S_\lambda),\quad S_\lambda = \frac{1}{N}\sum_i (x_i - \mu)(x_i - \mu)^T + \lambda I",
@@ -241,9 +241,9 @@ def derivations() -> list[Derivation]:
             "Sigma symmetric positive definite; dSigma symmetric (the checked direction is "
             "sym(dSigma): the convention for a symmetric matrix's gradient)",
             "mu is estimated jointly (a parameter) unless --no-intercept, where mu = xbar and "
-            "the dmu terms vanish (the seed's case)",
+            "the dmu terms vanish (the notes' case)",
             "setting both gradients to 0 gives mu = xbar and Sigma = S = (1/N) sum_i "
-            "(x_i - xbar)(x_i - xbar)^T (+ l2 I); the seed's last line drops the sum",
+            "(x_i - xbar)(x_i - xbar)^T (+ l2 I); the notes' last line drops the sum",
         ],
     )
     chol = Derivation(

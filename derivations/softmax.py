@@ -1,6 +1,6 @@
-"""Hand-derived gradient and Hessian of softmax regression (seeds, worked example 6).
+"""Hand-derived gradient and Hessian of softmax regression (notes part 3 §6, example 6).
 
-Shapes: X (n, d) with samples as rows, W (K, d) one row per class (the seed's W x),
+Shapes: X (n, d) with samples as rows, W (K, d) one row per class (the notes' W x),
 b (K,), Y (n, K) one-hot (integer labels are turned into one-hot rows here).
 
     Z = X W^T + 1 b^T  (row i: z_i = W x_i + b),   P = softmax(Z) row-wise,   E = P - Y
@@ -41,7 +41,7 @@ import math
 import torch
 
 from handgrad.params import numel
-from handgrad.verify.steps import Derivation, Step, inner
+from handgrad.verify.in_notation import InNotation
 
 
 def _Y(P, D):
@@ -62,11 +62,6 @@ def _residual(P, D):
         return E.sub_(D.y.to(E.dtype))
     E[torch.arange(E.shape[0], device=E.device), D.y.long()] -= 1.0
     return E
-
-
-def _dZ(P, D, dP):
-    dZ = D.X @ dP["W"].T
-    return dZ + dP["b"] if "b" in P else dZ
 
 
 def gradient(params, data, *, l2: float = 0.0, **_) -> dict[str, torch.Tensor]:
@@ -123,116 +118,13 @@ def flat_directions(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
     return torch.stack(rows) if rows else W.new_zeros(0, P)
 
 
-def _l2(hp, P, dP):
-    return hp.get("l2", 0.0) * (P["W"] * dP["W"]).sum()
+def _values(params, data, hp) -> dict:
+    """The model's point in softmax.hg's names: Y one-hot (n, K), W (K, d), b (K,)."""
+    W = params["W"]
+    return {"X": data.X, "Y": _Y(params, data), "W": W, "b": params.get("b", W.new_zeros(W.shape[0])),
+            "l2": W.new_tensor(float(hp.get("l2", 0.0)))}
 
 
-def _seed_softmax(Z):
-    """exp(z) / 1^T exp(z), the seed's ratio, evaluated with the max subtracted first
-    (the same number; exp(1000) itself overflows)."""
-    e = torch.exp(Z - Z.max(dim=1, keepdim=True).values)
-    return e / e.sum(dim=1, keepdim=True)
-
-
-def derivations() -> list[Derivation]:
-    grad = Derivation(
-        title="Softmax regression: dl/dW (and dl/db)",
-        target="loss",
-        layout="denominator: dl/dW has the shape of W (K, d); dl/db of b (K,)",
-        steps=[
-            Step("l = sum_i -y_i^T log softmax(z_i) + (l2/2) tr(W^T W),  z_i = W x_i + b",
-                 r"l = -\sum_i y_i^T \log \operatorname{softmax}(z_i) + \tfrac{\lambda}{2}\operatorname{tr}(W^TW),\quad z_i = Wx_i + b",
-                 lambda P, D, dP, hp: -(_Y(P, D) * torch.log_softmax(_Z(P, D), 1)).sum()
-                 + 0.5 * hp.get("l2", 0.0) * (P["W"] ** 2).sum(),
-                 "the seed's loss, summed over samples", kind="value"),
-            Step("l = sum_i [ -y_i^T z_i + log(1^T exp(z_i)) ] + (l2/2) tr(W^T W)",
-                 r"l = \sum_i \big[-y_i^T z_i + \log(\mathbf{1}^T e^{z_i})\big] + \tfrac{\lambda}{2}\operatorname{tr}(W^TW)",
-                 lambda P, D, dP, hp: (-(_Y(P, D) * _Z(P, D)).sum(1)
-                                       + torch.logsumexp(_Z(P, D), 1)).sum()
-                 + 0.5 * hp.get("l2", 0.0) * (P["W"] ** 2).sum(),
-                 "log softmax(z) = z - 1 log(1^T e^z) and y^T 1 = 1; log(1^T e^z) as logsumexp",
-                 kind="value"),
-            Step("dl = sum_i [ -y_i^T dz_i + 1^T(exp(z_i) o dz_i) / 1^T exp(z_i) ] + l2 tr(W^T dW),"
-                 "  dz_i = dW x_i + db",
-                 r"dl = \sum_i \Big[-y_i^T dz_i + \frac{\mathbf{1}^T(e^{z_i}\odot dz_i)}{\mathbf{1}^T e^{z_i}}\Big] + \lambda\operatorname{tr}(W^T dW)",
-                 lambda P, D, dP, hp: (-(_Y(P, D) * _dZ(P, D, dP)).sum()
-                                       + (_seed_softmax(_Z(P, D)) * _dZ(P, D, dP)).sum())
-                 + _l2(hp, P, dP),
-                 "d log u = du / u; d exp(z) = exp(z) o dz; dz = dW x + db (the seed's step)"),
-            Step("dl = sum_i (softmax(z_i) - y_i)^T (dW x_i + db) + l2 tr(W^T dW)",
-                 r"dl = \sum_i (\operatorname{softmax}(z_i) - y_i)^T (dW\,x_i + db) + \lambda\operatorname{tr}(W^T dW)",
-                 lambda P, D, dP, hp: ((torch.softmax(_Z(P, D), 1) - _Y(P, D)) * _dZ(P, D, dP)).sum()
-                 + _l2(hp, P, dP),
-                 "1^T(e^z o dz) / 1^T e^z = softmax(z)^T dz"),
-            Step("dl = sum_i tr( ((softmax(z_i) - y_i) x_i^T)^T dW ) + tr((softmax(z_i) - y_i)^T db)"
-                 " + l2 tr(W^T dW)",
-                 r"dl = \sum_i \operatorname{tr}\big(((\operatorname{softmax}(z_i) - y_i)x_i^T)^T dW\big) + \operatorname{tr}\big((\operatorname{softmax}(z_i) - y_i)^T db\big) + \lambda\operatorname{tr}(W^TdW)",
-                 lambda P, D, dP, hp: sum(
-                     (torch.outer(torch.softmax(_Z(P, D)[i], 0) - _Y(P, D)[i], D.X[i]) * dP["W"]).sum()
-                     + (((torch.softmax(_Z(P, D)[i], 0) - _Y(P, D)[i]) * dP["b"]).sum() if "b" in P else 0.0)
-                     for i in range(D.n)) + _l2(hp, P, dP),
-                 "trace trick: a^T dW x = tr(x a^T dW) = tr((a x^T)^T dW) (the seed's per-sample form)"),
-            Step("dl = tr( ((P - Y)^T X + l2 W)^T dW ) + tr( ((P - Y)^T 1)^T db )",
-                 r"dl = \operatorname{tr}\big(((P - Y)^T X + \lambda W)^T dW\big) + \operatorname{tr}\big(((P - Y)^T\mathbf{1})^T db\big)",
-                 lambda P, D, dP, hp: ((((torch.softmax(_Z(P, D), 1) - _Y(P, D)).T @ D.X)
-                                        + hp.get("l2", 0.0) * P["W"]) * dP["W"]).sum()
-                 + (((torch.softmax(_Z(P, D), 1) - _Y(P, D)).sum(0) * dP["b"]).sum() if "b" in P else 0.0),
-                 "sum_i a_i x_i^T = A^T X with the a_i as rows of A (batch form)"),
-            Step("=> dl/dW = (P - Y)^T X + l2 W,  dl/db = (P - Y)^T 1",
-                 r"\Rightarrow \frac{\partial l}{\partial W} = (P - Y)^T X + \lambda W,\quad \frac{\partial l}{\partial b} = (P - Y)^T\mathbf{1}",
-                 lambda P, D, dP, hp: inner(gradient(P, D, **hp), dP),
-                 "read off: dl = tr(G^T dX) means dl/dX = G"),
-        ],
-        assumptions=["y_i is one-hot, so 1^T y_i = 1: the seed writes y^T 1 log(1^T e^z) as "
-                     "log(1^T e^z)",
-                     "the seed's example 6 is one sample; the sum over samples is the batch form"],
-    )
-    hess = Derivation(
-        title="Softmax regression: Hessian over (W, b)",
-        target="gradient",
-        layout="Hessian over (W row-major, b) flattened, (Kd + K) square; symmetric; singular "
-               "along the shift-invariant directions (see the module docstring)",
-        steps=[
-            Step("d(dl/dW) = dP^T X + l2 dW,  d(dl/db) = dP^T 1  (Y is constant)",
-                 r"d\Big(\frac{\partial l}{\partial W}\Big) = dP^T X + \lambda\,dW,\quad d\Big(\frac{\partial l}{\partial b}\Big) = dP^T\mathbf{1}",
-                 lambda P, D, dP, hp: _stack(P, D, _dsoftmax_jvp(P, D, dP)) + _ridge(P, dP, hp),
-                 "differentiate the gradient; dP computed here by differentiating softmax directly"),
-            Step("dp_i = (diag(p_i) - p_i p_i^T) dz_i,  dz_i = dW x_i + db",
-                 r"dp_i = (\operatorname{diag}(p_i) - p_i p_i^T)\,dz_i",
-                 lambda P, D, dP, hp: _stack(P, D, _dp(P, D, dP)) + _ridge(P, dP, hp),
-                 "quotient rule on e^z / 1^T e^z"),
-            Step("=> H = sum_i (diag(p_i) - p_i p_i^T) kron x_ai x_ai^T + l2 I_W,  x_a = [x; 1]",
-                 r"\Rightarrow H = \sum_i (\operatorname{diag}(p_i) - p_ip_i^T)\otimes x_{ai}x_{ai}^T + \lambda I_W",
-                 lambda P, D, dP, hp: hessian(P, D, **hp) @ torch.cat([v.reshape(-1) for v in dP.values()]),
-                 "vec(a x^T) row-major = a kron x: vec(d grad) = H vec(dP)"),
-        ],
-    )
-    return [grad, hess]
-
-
-def _dp(P, D, dP):
-    Pr = torch.softmax(_Z(P, D), 1)
-    dZ = _dZ(P, D, dP)
-    return Pr * dZ - Pr * (Pr * dZ).sum(1, keepdim=True)  # (diag(p) - p p^T) dz, row-wise
-
-
-def _dsoftmax_jvp(P, D, dP):
-    """d softmax(Z) along dZ by the product rule on e^(z - max) / sum e^(z - max)."""
-    Z, dZ = _Z(P, D), _dZ(P, D, dP)
-    e = torch.exp(Z - Z.max(1, keepdim=True).values)
-    s = e.sum(1, keepdim=True)
-    de = e * dZ
-    return de / s - e * de.sum(1, keepdim=True) / s ** 2
-
-
-def _stack(P, D, dPr):
-    parts = [(dPr.T @ D.X).reshape(-1)]
-    if "b" in P:
-        parts.append(dPr.sum(0))
-    return torch.cat(parts)
-
-
-def _ridge(P, dP, hp):
-    out = torch.zeros(numel(P), dtype=P["W"].dtype, device=P["W"].device)
-    out[: P["W"].numel()] = hp.get("l2", 0.0) * dP["W"].reshape(-1)
-    return out
+# The derivation, line by line, is derivations/softmax.hg (every line parsed and verified;
+# `derive softmax` links its read-offs to gradient() and hessian() above).
+NOTATION = InNotation("softmax.hg", _values, absent_zero=("b",))

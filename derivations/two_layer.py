@@ -1,4 +1,4 @@
-"""Hand-derived backpropagation for the two-layer net (seeds, worked example 7, method 2).
+"""Hand-derived backpropagation for the two-layer net (notes part 3 §6, example 7, method 2).
 
 Samples are the columns of X (d, N), as in the seed; Y (K, N) one-hot columns.
 
@@ -17,7 +17,7 @@ Samples are the columns of X (d, N), as in the seed; Y (K, N) one-hot columns.
     dl/dW1 = G1 X^T + l2 W1      (h, d)      dl/db1 = G1 1   (h,)
 
 The seed (single-sample part) writes the W1 result, (W2^T (softmax(a) - y)) o sigma'(W1 x) x^T,
-under the label dl/dW2: it is dl/dW1 (its shape is h x d, the shape of W1).  The seed's
+under the label dl/dW2: it is dl/dW1 (its shape is h x d, the shape of W1).  The notes'
 batch form also writes dW1 x where the batch needs dW1 X.
 
 sigma' is sigmoid(a) sigmoid(-a) for the sigmoid (accurate at large |a|), 1 - tanh(a)^2
@@ -141,14 +141,14 @@ def derivations() -> list[Derivation]:
         title="Two-layer net: backpropagation for dl/dW1, dl/db1, dl/dW2, dl/db2",
         target="loss",
         layout="denominator: dl/dW1 (h, d), dl/db1 (h,), dl/dW2 (K, h), dl/db2 (K,); "
-               "samples are columns (the seed's X = [x_1, ..., x_N])",
+               "samples are columns (the notes' X = [x_1, ..., x_N])",
         steps=[
             Step("l = -sum_i y_i^T log softmax(a_2i) + (l2/2)(||W1||^2 + ||W2||^2),"
                  "  A2 = W2 sigma(W1 X + b1 1^T) + b2 1^T",
                  r"l = -\sum_i y_i^T\log\operatorname{softmax}(a_{2,i}) + \tfrac{\lambda}{2}(\|W_1\|_F^2 + \|W_2\|_F^2),\quad A_2 = W_2\sigma(W_1X + b_1\mathbf{1}^T) + b_2\mathbf{1}^T",
                  lambda P, D, dP, hp: -(_Y(P, D) * torch.log_softmax(_forward(P, D, _act_name(hp))[3], 0)).sum()
                  + 0.5 * hp.get("l2", 0.0) * ((P["W1"] ** 2).sum() + (P["W2"] ** 2).sum()),
-                 "the seed's loss, summed over the columns", kind="value"),
+                 "the notes' loss, summed over the columns", kind="value"),
             Step("dl = tr((dl/dA2)^T dA2) + l2 tr(W1^T dW1) + l2 tr(W2^T dW2),"
                  "  dl/dA2 = P - Y = [softmax(a_21) - y_1, ..., softmax(a_2N) - y_N]",
                  r"dl = \operatorname{tr}\Big(\frac{\partial l}{\partial A_2}^T dA_2\Big) + \lambda\operatorname{tr}(W_1^TdW_1) + \lambda\operatorname{tr}(W_2^TdW_2),\quad \frac{\partial l}{\partial A_2} = P - Y",
@@ -172,7 +172,7 @@ def derivations() -> list[Derivation]:
                  + tr(P["W2"].T @ _G2(P, D, hp),
                       dactivation(_forward(P, D, _act_name(hp))[1], _act_name(hp)) * _dA1(P, D, dP))
                  + _db2_term(P, D, dP, hp) + _reg(P, dP, hp),
-                 "dH1 = d sigma(A1) = sigma'(A1) o dA1; dA1 = dW1 X + db1 1^T (X, not the seed's x)"),
+                 "dH1 = d sigma(A1) = sigma'(A1) o dA1; dA1 = dW1 X + db1 1^T (X, not the notes' x)"),
             Step("= tr(((W2^T G2) o sigma'(A1))^T (dW1 X + db1 1^T)) = tr((G1 X^T)^T dW1) + tr((G1 1)^T db1)",
                  r"= \operatorname{tr}\big(((W_2^TG_2)\odot\sigma'(A_1))^T(dW_1X + db_1\mathbf{1}^T)\big) = \operatorname{tr}\big((G_1X^T)^TdW_1\big) + \operatorname{tr}\big((G_1\mathbf{1})^Tdb_1\big)",
                  lambda P, D, dP, hp: tr(_G2(P, D, hp) @ _forward(P, D, _act_name(hp))[2].T, dP["W2"])
@@ -188,6 +188,6 @@ def derivations() -> list[Derivation]:
         ],
         assumptions=["sigma differentiable at every entry of A1 (for relu: no A1 entry equal "
                      "to 0; the check points keep |A1| >= 0.05)",
-                     "y_i one-hot; the seed's single-sample W1 result is dl/dW1, not dl/dW2"],
+                     "y_i one-hot; the notes' single-sample W1 result is dl/dW1, not dl/dW2"],
     )
     return [grad]

@@ -36,11 +36,17 @@ samples through z = X w + b, it instead provides ``LINEAR = LinearLoss(per_sampl
 (handgrad.fitting.sums) and no gradient or Hessian of its own (``gradient =
 LINEAR.gradient`` is allowed, for its steps): both are built from the per-sample pieces by
 the one shared chain rule, which is also what every fit path sums.
+
+A derivation module may also provide ``NOTATION = InNotation("<model>.hg", values)``
+(handgrad.verify.in_notation): the derivation written in the notation, in a file beside
+it.  ``derive`` verifies every line of that file and links its read-offs to the module's
+gradient and Hessian (what ``fit`` runs); its variables must be the model's PARAMS.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -158,6 +164,7 @@ class DerivationSpec:
     derivations: Callable | None = field(repr=False, default=None)
     flat_directions: Callable | None = field(repr=False, default=None)
     linear: object | None = field(repr=False, default=None)  # LinearLoss, or None
+    notation: object | None = field(repr=False, default=None)  # InNotation, or None
 
 
 def _where(mod: ModuleType) -> str:
@@ -201,6 +208,26 @@ def load_model(mod: ModuleType) -> Model:
 
 
 def load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
+    import dataclasses
+
+    spec = _load_derivation(mod, model)
+    notation = vars(mod).get("NOTATION")
+    if notation is None:
+        return spec
+    from handgrad.verify.in_notation import InNotation, path_of
+
+    if not isinstance(notation, InNotation):
+        raise _fail(mod, "NOTATION must be a handgrad.verify.in_notation.InNotation")
+    if not os.path.isfile(path_of(mod, notation)):
+        raise _fail(mod, f"NOTATION names {notation.file}, which is not beside the module")
+    extra = [v for v in notation.absent_zero if model.params.get(v) not in (Role.INTERCEPT, Role.CLASS_BIAS)]
+    if extra:
+        raise _fail(mod, f"NOTATION holds {extra[0]!r} at 0 when absent, which is only "
+                    "right for an intercept")
+    return dataclasses.replace(spec, notation=notation)
+
+
+def _load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
     ns = vars(mod)
     linear = ns.get("LINEAR")
     if linear is not None:

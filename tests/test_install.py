@@ -25,7 +25,8 @@ def test_the_wheel_holds_one_import_name(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"handgrad", wheel.name.split("-py")[0] + ".dist-info"}, tops
     for sub in ("models/logistic.py", "derivations/logistic.py", "bench/bench.py", "cli.py",
-                "notation/__init__.py", "fitting/pipeline.py"):
+                "notation/__init__.py", "fitting/pipeline.py", "derivations/logistic.hg",
+                "derivations/softmax.hg"):  # the built-in derivations derive reads
         assert f"handgrad/{sub}" in names, sub
 
 

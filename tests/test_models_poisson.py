@@ -23,7 +23,7 @@ from handgrad.fitting import solvers
 from handgrad.fitting.data import Data, load
 from handgrad.fitting.sums import LinearLoss
 from handgrad.params import flatten
-from handgrad.verify import checker, steps
+from handgrad.verify import checker
 from tests.conftest import ROOT, invoke
 
 ENTRY = registry.get("poisson")
@@ -46,13 +46,16 @@ def test_three_way_check_passes(seed):
         assert {c.quantity for c in rep.comparisons} == {"gradient", "hessian"}
 
 
-def test_every_derivation_step_verified():
-    for label, p, data, hp in _problems(0):
-        for der in dpo.derivations():
-            res = steps.verify(der, lambda P, data=data, hp=hp: mpo.loss(P, data, **hp), p, data,
-                               hp, seed=0)
-            assert all(r.ok for r in res), (label, der.title, [(r.index, r.residual, r.error)
-                                                                for r in res if not r.ok])
+def test_every_derivation_line_verified_and_linked():
+    """derivations/poisson.hg: every line verified, and at these problems its read-offs
+    are the gradient and Hessian fit uses (LINEAR's)."""
+    from handgrad import registry
+    from handgrad.verify import in_notation
+    entry = registry.get("poisson")
+    spec = entry.derivation
+    rep = in_notation.derive(entry, spec.notation, spec.module, _problems(0))
+    assert rep["verdict"] == "verified" and rep["link"]["ok"], rep["link"]["rows"]
+    assert len(rep["link"]["problems"]) == len(_problems(0))
 
 
 @settings(max_examples=25, deadline=None)

@@ -3,8 +3,6 @@ on the shift-invariant quotient, labels, real data, the CLI."""
 
 from __future__ import annotations
 
-import types
-
 import handgrad.derivations.softmax as dsm
 import handgrad.models.softmax as msm
 import pytest
@@ -13,13 +11,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handgrad.contract import DerivationSpec
 from handgrad import registry
+from handgrad.contract import DerivationSpec
 from handgrad.errors import UserError
 from handgrad.fitting import solvers
 from handgrad.fitting.data import Data
 from handgrad.params import flatten
-from handgrad.verify import checker, steps
+from handgrad.verify import checker
 from tests.conftest import invoke
 
 ENTRY = registry.get("softmax")
@@ -41,13 +39,14 @@ def test_three_way_check_passes(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_every_derivation_step_verified(seed):
-    for label, p, data, hp in _problems(seed):
-        for der in dsm.derivations():
-            res = steps.verify(der, lambda P, data=data, hp=hp: msm.loss(P, data, **hp), p, data,
-                               hp, seed=seed)
-            assert all(r.ok for r in res), (label, der.title, [(r.index, r.residual, r.error)
-                                                                for r in res if not r.ok])
+def test_every_derivation_line_verified_and_linked(seed):
+    """derivations/softmax.hg: every line verified, and its read-offs are, at these
+    problems, the gradient and Hessian fit uses."""
+    from handgrad.verify import in_notation
+    spec = ENTRY.derivation
+    rep = in_notation.derive(ENTRY, spec.notation, spec.module, _problems(seed), seed=seed)
+    assert rep["verdict"] == "verified" and rep["link"]["ok"], rep["link"]["rows"]
+    assert len(rep["link"]["problems"]) == len(_problems(seed))
 
 
 @settings(max_examples=25, deadline=None)

@@ -81,6 +81,7 @@ def run_derivation(derivation: Derivation, problems: Sequence, loss: Callable, *
     failed = [s["line"] for s in steps if not s["ok"]]
     first = steps[failed[0] - 1] if failed else None
     return {
+        "format": "python", "text_checked": False,  # a Python step's text is not parsed
         "title": derivation.title, "target": derivation.target, "layout": derivation.layout,
         "reference": ("torch.func.jvp of the loss (value lines: the loss itself)"
                       if derivation.target == "loss" else "torch.func.jvp of torch.func.grad of the loss"),
@@ -130,15 +131,15 @@ def _final_is_fitted(entry, derivation: Derivation, problem, seed: int) -> bool 
 
 def derive_entry(entry, *, seed: int = 0, device="cpu", rtol: float = RTOL) -> dict:
     """Every derivation a registry entry holds, verified at its check problems."""
+    spec = entry.derivation
     report = {"model": entry.name, "title": entry.title, "seed": seed, "source": None,
               "derivations": [], "problems": [], "notes": [], "ok": True,
-              "has_derivation": entry.derivation.derivations is not None}
+              "has_derivation": spec.derivations is not None or spec.notation is not None}
     if not report["has_derivation"]:
-        report["notes"].append(f"{entry.derivation.module.__name__} defines no derivations(): "
+        report["notes"].append(f"{spec.module.__name__} defines no derivations(): "
                                "no step-by-step derivation to check (its gradient is still "
                                "checked by `check`)")
         return report
-    derivations = entry.derivations()
     problems = entry.model.check_problems(seed, torch.float64, device)
     report["problems"] = [p[0] for p in problems]
     for label, _, data, _ in problems:
@@ -146,13 +147,19 @@ def derive_entry(entry, *, seed: int = 0, device="cpu", rtol: float = RTOL) -> d
         if sym:
             report["notes"].append(f"problem {label}: symmetric input(s) {', '.join(sym)} "
                                    "(a symmetric matrix hides a transpose)")
+    if spec.notation is not None:
+        from handgrad.verify import in_notation
+
+        report["derivations"].append(in_notation.derive(entry, spec.notation, spec.module, problems,
+                                                        seed=seed))
+    derivations = entry.derivations()
     for d in derivations:
         rep = run_derivation(d, problems, entry.loss, seed=seed, rtol=rtol)
         applies = [p for p in problems if p[0] in rep["problems"]] or problems
         rep["final_line_is_fitted"] = _final_is_fitted(entry, d, applies[0], seed)
         report["derivations"].append(rep)
     report["ok"] = all(d["ok"] for d in report["derivations"])
-    if not derivations:
+    if not report["derivations"]:
         report["notes"].append("derivations() returned no derivation")
     return report
 
@@ -480,6 +487,55 @@ def _first_failed(d: dict) -> str:
             " (the lines after it may only carry the mistake forward)")
 
 
+EVALUATED = "~"  # a Python step that agreed: its formula ran, its printed text is not parsed
+EVALUATED_NOTE = ("~ evaluated; text not checked: a Python step's formula ran and agreed, but its "
+                  "printed text is free text, not parsed (write it in the notation, a .hg file, "
+                  "to have the text itself checked)")
+
+
+def _all_python(obj: dict) -> list[dict]:
+    return [d for rep in _reports(obj) for d in rep.get("derivations") or [] if d.get("format") == "python"]
+
+
+def _verdict_line(obj: dict) -> str:
+    if not obj["ok"]:
+        return "DERIVATION CHECK FAILED"
+    py = _all_python(obj)
+    if not py:
+        return "all lines verified"
+    n = sum(len(d["steps"]) for d in py)
+    return (f"every line agrees with autograd; {n} Python line(s) evaluated, their text not checked"
+            if len(py) < sum(len(r.get("derivations") or []) for r in _reports(obj))
+            else "all lines evaluated and agree; their text is not checked (Python steps)")
+
+
+def _link_lines(d: dict, ok_mark: str, bad_mark: str) -> list[str]:
+    lk = d["link"]
+    out = [f"  linked to the model at {len(lk['problems'])} check problems "
+           f"({'; '.join(lk['problems'])}), tol {lk['rtol']:.0e} relative to the terms' size:"]
+    for r in lk["rows"]:
+        res = "error" if math.isinf(r["residual"]) else f"{r['residual']:.1e}"
+        out.append(f"    {ok_mark if r['ok'] else bad_mark} {r['line']}")
+        out.append(f"        is {r['what']}: " + ("yes" if r["ok"] else "NO")
+                   + f" (largest difference {res}"
+                   + (f"; fails at {', '.join(str(f['problem']) for f in r['failures'])}"
+                      if r["failures"] else "") + ")")
+    if lk["skipped_problems"]:
+        out.append(f"    not linked at {', '.join(lk['skipped_problems'])} (another parametrisation)")
+    return out
+
+
+def _notation_text(d: dict, ascii_only: bool) -> list[str]:
+    from handgrad.notation.report import format_text as notation_text
+
+    ok_mark, bad_mark = marks(ascii_only)
+    lines = ["  " + x for x in notation_text(d).split("\n")] + _link_lines(d, ok_mark, bad_mark)
+    if ascii_only:
+        lines = [x.replace("\u2713", "ok").replace("\u2717", "FAIL").replace("\u2297", "(x)")
+                 .encode("ascii", "replace").decode("ascii") for x in lines]
+    return lines
+
+
 def format_text(obj: dict, *, ascii_only: bool = False) -> str:
     ok_mark, bad_mark = marks(ascii_only)
     out = []
@@ -490,14 +546,17 @@ def format_text(obj: dict, *, ascii_only: bool = False) -> str:
         if not rep["derivations"]:
             out.append("")
             continue
-        out.append("  " + _checked_at(rep))
         for d in rep["derivations"]:
             out.append("")
+            if d.get("format") == "notation":
+                out += _notation_text(d, ascii_only)
+                continue
+            out.append("  " + _checked_at(rep))
             out.append(f"  {d['title']}")
             out.append(f"  layout: {d['layout']}")
             out.append(f"  each line vs {d['reference']}, tol {d['steps'][0]['tol']:.0e} (relative)")
             for s in d["steps"]:
-                mark = ok_mark if s["ok"] else bad_mark
+                mark = EVALUATED if s["ok"] else bad_mark
                 res = "  error " if math.isinf(s["residual"]) else f"{s['residual']:.1e}"
                 out.append(f"  {s['line']:>3} {mark:<4} {res:>8}  {s['text']}")
                 if s["why"]:
@@ -511,7 +570,8 @@ def format_text(obj: dict, *, ascii_only: bool = False) -> str:
                 if not s["ok"]:
                     out.append("  " + _failure_line(s))
             n_ok = sum(s["ok"] for s in d["steps"])
-            out.append(f"  {n_ok}/{len(d['steps'])} lines verified" + _first_failed(d))
+            out.append(f"  {n_ok}/{len(d['steps'])} lines evaluated and agree" + _first_failed(d))
+            out.append(f"  {EVALUATED_NOTE}")
         gc = rep.get("gradient_check")
         if gc:
             out.append("")
@@ -519,8 +579,7 @@ def format_text(obj: dict, *, ascii_only: bool = False) -> str:
                        + (f"{ok_mark} residual {gc['residual']:.1e}" if gc["ok"]
                           else f"{bad_mark} {gc['failures'][0]['reason']}"))
         out.append("")
-    ok = obj["ok"]
-    out.append("all lines verified" if ok else "DERIVATION CHECK FAILED")
+    out.append(_verdict_line(obj))
     return "\n".join(out)
 
 
@@ -535,16 +594,22 @@ def format_markdown(obj: dict) -> str:
             out.append("")
         if not rep["derivations"]:
             continue
-        out.append(_md(_checked_at(rep)) + ".")
-        out.append("")
         for d in rep["derivations"]:
+            if d.get("format") == "notation":
+                from handgrad.notation.report import format_markdown as notation_md
+
+                out.append(notation_md(d))
+                out += [_md(x.strip()) + "  " for x in _link_lines(d, ok_mark, bad_mark)] + [""]
+                continue
+            out.append(_md(_checked_at(rep)) + ".")
+            out.append("")
             out.append(f"### {_md(d['title'])}")
             out.append("")
             out.append(f"*Layout:* {_md(d['layout'])}.  *Each line checked against* "
                        f"{_md(d['reference'])}, relative tolerance {d['steps'][0]['tol']:.0e}.")
             out.append("")
             for s in d["steps"]:
-                mark = ok_mark if s["ok"] else f"{bad_mark} **FAILED**"
+                mark = "~ evaluated, text not checked" if s["ok"] else f"{bad_mark} **FAILED**"
                 res = "error" if math.isinf(s["residual"]) else f"{s['residual']:.1e}"
                 why = f" — {_md(s['why'])}" if s["why"] else ""
                 out.append(f"{s['line']}. {mark} residual `{res}`{why}")
@@ -571,7 +636,9 @@ def format_markdown(obj: dict) -> str:
                        + (f"{ok_mark} residual `{gc['residual']:.1e}`" if gc["ok"]
                           else f"{bad_mark} {_md(gc['failures'][0]['reason'])}"))
             out.append("")
-    out.append("**All lines verified.**" if obj["ok"] else "**Derivation check FAILED.**")
+    if _all_python(obj):
+        out += [_md(EVALUATED_NOTE) + ".", ""]
+    out.append(f"**{_md(_verdict_line(obj)).capitalize()}.**")
     return "\n".join(out) + "\n"
 
 
@@ -612,15 +679,22 @@ def format_latex(obj: dict) -> str:
             out.append(r"\noindent\textit{Note:} " + tex_escape(note) + r"\par")
         if not rep["derivations"]:
             continue
-        out.append(r"\noindent " + tex_escape(_checked_at(rep)) + r".\par")
         for d in rep["derivations"]:
+            if d.get("format") == "notation":
+                from handgrad.notation.report import latex_section
+
+                out.append(latex_section(d).replace("\\section*", "\\subsection*", 1))
+                out += [r"\noindent " + tex_escape(x.strip()) + r"\par"
+                        for x in _link_lines(d, "\u2713", "\u2717")]
+                continue
+            out.append(r"\noindent " + tex_escape(_checked_at(rep)) + r".\par")
             out.append(r"\subsection*{" + tex_escape(d["title"]) + "}")
             out.append(r"\noindent\textit{Layout:} " + tex_escape(d["layout"])
                        + r". \textit{Each line checked against} " + tex_escape(d["reference"])
                        + f", relative tolerance ${_tex_num(d['steps'][0]['tol'])}$." + r"\par")
             out.append(r"\begin{enumerate}")
             for s in d["steps"]:
-                mark = r"$\checkmark$" if s["ok"] else r"\textbf{FAILED}"
+                mark = r"evaluated, text not checked:" if s["ok"] else r"\textbf{FAILED}"
                 res = "error" if math.isinf(s["residual"]) else f"${_tex_num(s['residual'])}$"
                 why = (r" \quad \textit{" + tex_escape(s["why"]) + "}") if s["why"] else ""
                 out.append(r"\item " + mark + " residual " + res + why)
@@ -641,8 +715,7 @@ def format_latex(obj: dict) -> str:
             out.append(r"\noindent\texttt{gradient(P, D)} vs " + tex_escape(gc["reference"]) + ": "
                        + (f"$\\checkmark$ residual ${_tex_num(gc['residual'])}$" if gc["ok"]
                           else r"\textbf{FAILED} " + tex_escape(gc["failures"][0]["reason"])) + r"\par")
-    out.append(r"\bigskip\noindent\textbf{" + ("All lines verified." if obj["ok"]
-                                               else "Derivation check FAILED.") + "}")
+    out.append(r"\bigskip\noindent\textbf{" + tex_escape(_verdict_line(obj)).capitalize() + ".}")
     out.append(r"\end{document}")
     return "\n".join(out) + "\n"
 
