@@ -11,7 +11,6 @@ import pytest
 
 from handgrad import registry
 from handgrad.present import report
-from handgrad.verify.steps import Step
 from tests.conftest import invoke
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -31,13 +30,16 @@ def test_page_has_derivation_verdicts_check_table_fit_and_plot(logistic_pages):
     assert res["ok"], res["errors"]
     md = (out / "logistic.md").read_text()
     entry = registry.get("logistic")
-    # the derivation: every step's LaTeX, numbered, and a verdict per step
-    for d in entry.derivations():
-        assert f"### {d.title}" in md
-        for i, step in enumerate(d.steps, start=1):
-            assert f"{step.latex} \\tag{{{i}}}" in md
-    n_steps = sum(len(d.steps) for d in entry.derivations())
+    # the derivation: every line of derivations/logistic.hg typeset, numbered, with a verdict
+    from handgrad.notation import derive_text_file
+    hg = derive_text_file("derivations/logistic.hg")
+    assert f"### {hg['title']}" in md
+    rows = sorted(hg["lines"] + hg["readoff"], key=lambda r: r["index"])
+    for r in rows:
+        assert f"{r['latex']} \\tag{{{r['index']}}}" in md
+    n_steps = len(rows)
     assert md.count("| verified |") == n_steps
+    assert md.count("| yes |") >= 3  # f, grad w, grad b linked to the model's loss and gradient
     # the three-way check table: hand vs autograd vs finite differences, one row per problem
     assert "## Check: hand vs autograd vs finite differences" in md
     assert "gradient: hand vs autograd" in md and "Hessian: hand vs FD" in md
@@ -59,25 +61,31 @@ def test_html_is_self_contained(logistic_pages):
     assert not re.search(r"""(src|href)=["']?https?:""", page)  # nothing fetched
     assert "<script" not in page
     assert "verified" in page and "hand vs autograd" in page
+    assert page.count("<math") >= n_formulas_in("derivations/logistic.hg")  # typeset, not LaTeX source
+
+
+def n_formulas_in(path):
+    from handgrad.notation import derive_text_file
+    r = derive_text_file(path)
+    return len(r["lines"]) + len(r["readoff"])
 
 
 def test_a_wrong_step_is_shown_as_wrong(tmp_path):
+    """A line of derivations/logistic.hg with the intercept term dropped: the page shows
+    that line WRONG and the others verified."""
     entry = registry.get("logistic")
-    grad, *rest = entry.derivations()
-    bad = Step("dl = (p - y)^T X dw  (intercept and penalty dropped)",
-               r"dl = (p - y)^T X\,dw",
-               lambda P, D, dP, hp: (P["w"] * 0 + 1) @ dP["w"], "planted error")
-    wrong = dataclasses.replace(grad, steps=grad.steps[:2] + [bad] + grad.steps[2:])
-    fake = types.SimpleNamespace(derivations=lambda: [wrong, *rest],
-                                 gradient=entry.derivation.gradient,
-                                 hessian=entry.derivation.hessian, __name__="fake")
-    planted = dataclasses.replace(entry, derivation=fake)
+    text = open("derivations/logistic.hg", encoding="utf-8").read()
+    good = "   = (p - y)'*(X*dw + vector(1)*db) + l2*w'*dw"
+    assert good in text
+    (tmp_path / "logistic.hg").write_text(text.replace(good, "   = (p - y)'*X*dw + l2*w'*dw"))
+    fake = types.SimpleNamespace(__file__=str(tmp_path / "logistic.py"), __name__="fake", __doc__="")
+    planted = dataclasses.replace(entry, derivation=dataclasses.replace(entry.derivation, module=fake))
     verdicts = report.step_verdicts(planted)
     flags = [s["ok"] for s in verdicts[0]["steps"]]
-    assert flags == [True, True, False, True, True, True]
+    assert flags == [True, True, True, False, True, True, True, True, True]
     assert verdicts[0]["ok"] is False
     md = report.to_markdown([("steps", verdicts[0]["steps"])])
-    assert md.count("| verified |") == 5 and "| WRONG (" in md
+    assert md.count("| verified |") == 8 and "| WRONG (" in md
 
 
 def test_report_all_writes_pages_and_index(runner, tmp_path, monkeypatch):

@@ -33,17 +33,21 @@ COMPARE_MAX_ITER = 200  # keeps `report --all` to minutes: GD on the two-layer n
 
 
 def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict]:
-    """Every derivation of ``entry``, each step verified at the model's check problems by
-    handgrad.verify.derive (what `derive` runs), flattened to the rows a page shows."""
+    """Every derivation of ``entry`` as ``derive`` checks it (handgrad.verify.derive),
+    flattened to the rows a page shows.  A notation derivation's rows are verified lines;
+    a Python derivation's rows are evaluated, their text not checked."""
     rep = derive.derive_entry(entry, seed=seed, rtol=rtol)
     out = []
     for d in rep["derivations"]:
+        if d.get("format") == "notation":
+            out.append(_notation_rows(d, rep))
+            continue
         rows = []
         for s in d["steps"]:
             fail = s["failures"][0] if s["failures"] else None
             rows.append({"index": s["line"], "text": s["text"], "latex": s["latex"],
                          "why": s["why"], "kind": s["kind"], "source": s["source"],
-                         "ok": s["ok"], "residual": s["residual"],
+                         "ok": s["ok"], "residual": s["residual"], "text_checked": False,
                          "reason": f"{fail['problem']}: {fail['reason']}" if fail else "",
                          "points": len(rep["problems"])})
         out.append({"title": d["title"], "target": d["target"], "layout": d["layout"],
@@ -51,6 +55,26 @@ def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict
                     "steps": rows, "ok": d["ok"], "reference": d.get("reference", ""),
                     "fitted": d.get("final_line_is_fitted"), "notes": rep["notes"]})
     return out
+
+
+def _notation_rows(d: dict, rep: dict) -> dict:
+    rows = []
+    fn = d["function"]
+    for r in sorted(d["lines"] + d["readoff"], key=lambda r: r["index"]):
+        lhs = fn["name"] if r["kind"] == "value" else r["lhs"]
+        rows.append({"index": r["index"], "text": f"{lhs} = {r['text']}", "latex": r["latex"],
+                     "mathml": r.get("mathml"), "lhs": lhs, "why": r["rule"] or "", "kind": r["kind"],
+                     "source": r["source"], "ok": r["verdict"] == "verified", "verdict": r["verdict"],
+                     "residual": r["residual"], "text_checked": True, "reason": r["reason"] or "",
+                     "points": len(d["checked_at"]["points"])})
+    link = d["link"]
+    return {"title": d["title"] or f"{fn['name']} = {fn['text']}", "target": "notation",
+            "layout": d["layout"], "assumptions": d["conventions"][1:], "problems": link["problems"],
+            "steps": rows, "ok": d["ok"], "fitted": link["ok"], "notes": rep["notes"],
+            "reference": d["checked_at"]["reference"], "path": d["path"],
+            "function": {"text": f"{fn['name']} = {fn['text']}", "latex": fn["latex"],
+                         "mathml": fn.get("mathml")},
+            "link": link["rows"]}
 
 
 def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".",
@@ -89,15 +113,18 @@ def gather(model: str, *, seed: int = 0, device: str = "auto", out_dir: str = ".
             rec["plot"] = os.path.basename(path)
     steps_all = [s for d in rec["derivations"] or [] for s in d["steps"]]
     rec["summary"] = {
-        "steps_verified": sum(s["ok"] for s in steps_all),
+        "steps_verified": sum(s["ok"] and s["text_checked"] for s in steps_all),
+        "steps_evaluated": sum(s["ok"] and not s["text_checked"] for s in steps_all),
         "steps_total": len(steps_all),
+        "derivations_linked": all(d.get("fitted") is not False for d in rec["derivations"] or []),
         "checks_ok": bool(rec["check"] and rec["check"]["ok"]),
         "check_problems": len(_problems(rec)),
         "check_problems_ok": sum(p["ok"] for p in _problems(rec)),
         "fit_converged": bool(rec["fit"] and rec["fit"]["converged"]),
     }
-    rec["ok"] = (not rec["errors"] and rec["summary"]["checks_ok"]
-                 and rec["summary"]["steps_verified"] == rec["summary"]["steps_total"])
+    sm = rec["summary"]
+    rec["ok"] = (not rec["errors"] and sm["checks_ok"] and sm["derivations_linked"]
+                 and sm["steps_verified"] + sm["steps_evaluated"] == sm["steps_total"])
     return rec
 
 
@@ -134,7 +161,7 @@ def page(rec: dict) -> list[tuple]:
     entry = registry.get(rec["model"])
     b: list[tuple] = [("h", 1, f"{rec['title']} (`{rec['model']}`)")]
     s = rec["summary"]
-    verdict = [f"derivation steps verified: **{s['steps_verified']}/{s['steps_total']}**",
+    verdict = [f"derivation steps: **{steps_cell(s)}**",
                f"three-way check: **{s['check_problems_ok']}/{s['check_problems']}** problems pass"]
     fit = rec["fit"]
     if fit and fit["solver"] in ("closed", "qr", "normal", "svd"):
@@ -152,18 +179,29 @@ def page(rec: dict) -> list[tuple]:
         b.append(("pre", doc))
 
     b.append(("h", 2, "Derivation"))
-    b.append(("p", "Each line is a claim about the same quantity. It is evaluated at the "
-                   "model's check problems (random inputs, seed "
-                   f"{rec['seed']}) along a random direction dP and compared with the true value from "
-                   "`torch.func.jvp` (value or dl for a gradient derivation, d(grad l) for a "
-                   f"Hessian derivation); verified when the residual is at most {STEP_RTOL:g} "
-                   "relative to max(1, |truth|). The last line of a gradient derivation "
-                   "calls the same `gradient()` the solvers use."))
-    ddoc = textwrap.dedent(entry.derivation.__doc__ or "").strip()
+    b.append(("p", "A derivation written in the notation (a `.hg` file) is parsed once: each line "
+                   "shown is the expression that was evaluated. Every line is checked at points "
+                   "handgrad draws from the declarations, along random directions, against "
+                   "`torch.func` (jvp, grad, hessian of f); then, at the model's check problems "
+                   f"(seed {rec['seed']}), f is compared with the model's loss and each read-off "
+                   "with the gradient and Hessian that `fit` runs. A derivation written as Python "
+                   "steps is evaluated the same way against `torch.func.jvp` (tolerance "
+                   f"{STEP_RTOL:g} relative to max(1, |truth|)), but its printed text is free "
+                   "text: its lines are marked *evaluated; text not checked*."))
+    ddoc = textwrap.dedent(entry.derivation.module.__doc__ or "").strip()
     if ddoc:
         b.append(("pre", ddoc))
     for d in rec["derivations"] or []:
         b.append(("h", 3, d["title"]))
+        if d["target"] == "notation":
+            b.append(("p", f"From `{d['path']}`; {d['layout']}."
+                           + "".join(f" {c}." for c in d["assumptions"])))
+            b.append(("p", f"`{d['function']['text']}`"))
+            b.append(("steps", d["steps"]))
+            b.append(("table", ["line", "is", "at problems", "largest difference", "verdict"],
+                      [[f"`{r['line']}`", r["what"], str(len(r["problems"])), _e(r["residual"]),
+                        "yes" if r["ok"] else "NO"] for r in d["link"]], "llrrl"))
+            continue
         meta = [f"layout: {d['layout']}"]
         if d["assumptions"]:
             meta.append("assumptions: " + "; ".join(d["assumptions"]))
@@ -328,10 +366,22 @@ def to_markdown(blocks: list[tuple]) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def steps_cell(s: dict) -> str:
+    """'12/12 verified', or with Python steps '9/12 verified, 3 evaluated (text not checked)'."""
+    out = f"{s['steps_verified']}/{s['steps_total']} verified"
+    if s.get("steps_evaluated"):
+        out += f", {s['steps_evaluated']} evaluated (text not checked)"
+    return out
+
+
 def _step_verdict(r: dict) -> str:
     if not r["points"]:
         return "not checked"
-    return "verified" if r["ok"] else f"WRONG ({r['reason']})"
+    if r.get("verdict") in ("inconclusive", "error"):
+        return f"{r['verdict']} ({r['reason']})"
+    if not r["ok"]:
+        return f"WRONG ({r['reason']})"
+    return "verified" if r["text_checked"] else "evaluated; text not checked"
 
 
 # --------------------------------------------------------------------------- HTML
@@ -417,10 +467,13 @@ def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
             for r in blk[1]:
                 v = _step_verdict(r)
                 cls = "ok" if v == "verified" else "bad"
+                math = (f'{html.escape(r["lhs"])} = {r["mathml"]}<details><summary>plain text</summary>'
+                        f'<pre>{html.escape(r["text"])}</pre></details>' if r.get("mathml") else
+                        f'{html.escape(r["text"])}<details><summary>LaTeX</summary>'
+                        f'<pre>{html.escape(r["latex"])}</pre></details>')
                 rows.append(
                     f'<tr><td class="r">{r["index"]}</td>'
-                    f'<td class="f">{html.escape(r["text"])}<details><summary>LaTeX</summary>'
-                    f'<pre>{html.escape(r["latex"])}</pre></details></td>'
+                    f'<td class="f">{math}</td>'
                     f'<td>{_inline(r["why"])}</td><td class="r">{_e(r["residual"])}</td>'
                     f'<td><span class="{cls}">{html.escape(v)}</span></td></tr>')
             out.append("<table><thead><tr><th>#</th><th>step</th><th>rule</th>"
@@ -456,11 +509,11 @@ def write_index(results: list[dict], out_dir: str) -> list[str]:
         s = r["summary"]
         entry = registry.get(r["model"])
         rows.append([f"[{entry.title}]({r['model']}.md)",
-                     f"{s['steps_verified']}/{s['steps_total']}",
+                     steps_cell(s),
                      f"{s['check_problems_ok']}/{s['check_problems']}",
                      "yes" if s["fit_converged"] else "NO",
                      "pass" if r["ok"] else "FAIL"])
-    headers = ["model", "steps verified", "check problems passed", "fit converged", "verdict"]
+    headers = ["model", "derivation steps", "check problems passed", "fit converged", "verdict"]
     blocks = [("h", 1, "handgrad reports"),
               ("p", "One page per model: the hand derivation with each step verified against "
                     "torch.func.jvp, the three-way check (hand vs autograd vs finite "
@@ -535,9 +588,9 @@ def summary_table(out: dict) -> str:
     rows = []
     for name, r in out["models"].items():
         s = r["summary"]
-        rows.append([name, f"{s['steps_verified']}/{s['steps_total']}",
+        rows.append([name, steps_cell(s),
                      f"{s['check_problems_ok']}/{s['check_problems']}",
                      "yes" if s["fit_converged"] else "NO", "pass" if r["ok"] else "FAIL",
                      os.path.basename(r["files"][0]) if r["files"] else ""])
-    return term.table(["model", "steps verified", "checks passed", "fit converged", "verdict",
+    return term.table(["model", "derivation steps", "checks passed", "fit converged", "verdict",
                        "page"], rows, align="lrrlll")
