@@ -196,7 +196,9 @@ FIT_OPTIONS = [
                  help="Synthetic data: columns."),
     click.option("--max-iter", type=click.IntRange(min=0), default=None, help="Iteration cap."),
     click.option("--tol", type=float, default=None,
-                 help="Gradient-norm tolerance (default 1e-8 in float64, 1e-3 in float32)."),
+                 help="Tolerance: Newton stops when |grad| and the decrement lambda^2/2 are <= tol, "
+                 "or when the decrement is at the loss's resolution; gd stops when "
+                 "|grad / column scale| <= tol (default 1e-8 in float64, 1e-3 in float32)."),
     click.option("--tf32", is_flag=True, help="Allow TF32 matmuls on CUDA for fits."),
     click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
                  help="Sum loss/gradient/Hessian over row chunks of this size; .npy/.npz "
