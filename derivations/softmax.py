@@ -11,7 +11,7 @@ b (K,), Y (n, K) one-hot (integer labels are turned into one-hot rows here).
     dl/dW = sum_i (p_i - y_i) x_i^T + l2 W = (P - Y)^T X + l2 W        (K, d)
     dl/db = sum_i (p_i - y_i)         = (P - Y)^T 1                    (K,)
 
-Hessian (beyond the seed).  dp_i = (diag(p_i) - p_i p_i^T) dz_i, so with x_a = [x; 1] and
+Hessian (beyond the notes).  dp_i = (diag(p_i) - p_i p_i^T) dz_i, so with x_a = [x; 1] and
 A = [W, b] (K, d+1) vectorised row by row,
 
     H_AA = sum_i (diag(p_i) - p_i p_i^T) kron x_ai x_ai^T  (+ l2 I on the W entries),

@@ -1,6 +1,6 @@
 """Hand-derived backpropagation for the two-layer net (notes part 3 §6, example 7, method 2).
 
-Samples are the columns of X (d, N), as in the seed; Y (K, N) one-hot columns.
+Samples are the columns of X (d, N), as in the notes; Y (K, N) one-hot columns.
 
     A1 = W1 X + b1 1^T,  H1 = sigma(A1),  A2 = W2 H1 + b2 1^T,  P = softmax(A2) column-wise
     l  = -sum_i y_i^T log softmax(a_2i) + (l2/2)(||W1||^2 + ||W2||^2)
@@ -16,7 +16,7 @@ Samples are the columns of X (d, N), as in the seed; Y (K, N) one-hot columns.
     dl/dW2 = G2 H1^T + l2 W2     (K, h)      dl/db2 = G2 1   (K,)
     dl/dW1 = G1 X^T + l2 W1      (h, d)      dl/db1 = G1 1   (h,)
 
-The seed (single-sample part) writes the W1 result, (W2^T (softmax(a) - y)) o sigma'(W1 x) x^T,
+The notes (single-sample part) writes the W1 result, (W2^T (softmax(a) - y)) o sigma'(W1 x) x^T,
 under the label dl/dW2: it is dl/dW1 (its shape is h x d, the shape of W1).  The notes'
 batch form also writes dW1 x where the batch needs dW1 X.
 
@@ -180,7 +180,7 @@ def derivations() -> list[Derivation]:
                  + ((_G1(P, D, hp).sum(1) * dP["b1"]).sum() if "b1" in P else 0.0)
                  + _db2_term(P, D, dP, hp) + _reg(P, dP, hp),
                  "tr(A^T (B o C)) = tr((A o B)^T C); then the trace trick on dW1 X"),
-            Step("=> dl/dW2 = G2 H1^T + l2 W2,  dl/db2 = G2 1,  dl/dW1 = G1 X^T + l2 W1 (the seed "
+            Step("=> dl/dW2 = G2 H1^T + l2 W2,  dl/db2 = G2 1,  dl/dW1 = G1 X^T + l2 W1 (the notes "
                  "labels this one dl/dW2),  dl/db1 = G1 1,  G1 = (W2^T G2) o sigma'(A1)",
                  r"\Rightarrow \frac{\partial l}{\partial W_2} = G_2H_1^T + \lambda W_2,\ \frac{\partial l}{\partial b_2} = G_2\mathbf{1},\ \frac{\partial l}{\partial W_1} = G_1X^T + \lambda W_1,\ \frac{\partial l}{\partial b_1} = G_1\mathbf{1}",
                  lambda P, D, dP, hp: inner(gradient(P, D, **hp), dP),

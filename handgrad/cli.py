@@ -629,7 +629,7 @@ def _derive_text(path: str, fmt: str, as_json: bool, at_path: str | None = None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
 def identities_cmd(as_json):
-    """Verify the notes' matrix-calculus catalog and show the notes' errata rejected."""
+    """Check the notes' matrix-calculus catalog numerically and show the notes' errata rejected."""
     from handgrad.verify import derive
 
     out = derive.identities_report()

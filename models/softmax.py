@@ -2,7 +2,7 @@
 
     l(W, b) = sum_i -y_i^T log softmax(W x_i + b) + (l2 / 2) ||W||_F^2
 
-Parameters: W (K, d) as the seed writes it (one row per class), b (K,) when an intercept
+Parameters: W (K, d) as the notes write it (one row per class), b (K,) when an intercept
 is fitted.  y_i is one-hot; labels may be given as integers 0..K-1 or one-hot rows.  The
 log-probabilities are computed by log_softmax (logsumexp), finite at logits of 1000.
 The loss is invariant under adding one vector c to every row of W, or one constant to

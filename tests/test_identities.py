@@ -121,7 +121,10 @@ def test_identities_text_lists_groups_and_errata(runner):
     assert r.exit_code == 0
     for g in ids.GROUPS:
         assert f"\n{g} (" in r.stdout
-    assert "seed errata" in r.stdout and "rejected: shape mismatch" in r.stdout
+    assert "the notes' errata" in r.stdout and "rejected: shape mismatch" in r.stdout
+    assert "\u2713" not in r.stdout, "a catalog entry's text is not parsed: never the verified mark"
+    assert "[notes part 3 §6 example 4; wrong formula]" in r.stdout  # file 002 is part 3
+    assert "seed" not in r.stdout.replace("seeds 0, 1, 2", ""), "seed means a random seed"
     assert r.stdout.rstrip().endswith("every erratum rejected and its correction accepted")
 
 

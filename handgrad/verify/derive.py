@@ -1,4 +1,4 @@
-"""Run derivations step by step, run the identity catalog and the seed errata, and format.
+"""Run derivations step by step, run the identity catalog and the notes' errata, and format.
 
 ``derive`` checks every line of a derivation at several random, non-symmetric problems
 (each model's ``check_problems``; for a user file, its ``inputs(seed)``) and random
@@ -727,35 +727,45 @@ def _tex_num(x: float) -> str:
     return f"{mant} \\times 10^{{{int(exp)}}}"
 
 
+def notes_part(where: str) -> str:
+    """'002 §6 example 4' -> 'notes part 3 §6 example 4' (files 000-003 are parts 1-4)."""
+    head, _, rest = where.partition(" ")
+    if head.isdigit() and len(head) == 3:
+        return f"notes part {int(head) + 1}" + (f" {rest}" if rest else "")
+    return where
+
+
 def format_identities(rep: dict, *, ascii_only: bool = False) -> str:
-    ok_mark, bad_mark = marks(ascii_only)
-    out = [f"{rep['count']} identities, {rep['verified']} verified "
+    _, bad_mark = marks(ascii_only)
+    out = [f"{rep['count']} identities, {rep['verified']} hold numerically "
            f"(seeds {', '.join(map(str, rep['seeds']))}; random non-symmetric inputs; "
-           f"relative tol {rep['tol']:.0e})"]
+           f"relative tol {rep['tol']:.0e})",
+           f"{EVALUATED} evaluated; text not checked: each identity's check ran and agreed, but its "
+           "printed text is free text, not parsed"]
     group = None
     for e in rep["entries"]:
         if e["group"] != group:
             group = e["group"]
             out += ["", f"{group} ({rep['groups'][group]})"]
-        mark = ok_mark if e["verified"] else bad_mark
+        mark = EVALUATED if e["verified"] else bad_mark
         out.append(f"  {mark:<4} {e['residual']:.1e}  {e['text']}")
         out.append(f"  {'':<4} {'':>7}    layout: {e['layout']}; vs {e['reference']}")
         if not e["verified"]:
             out.append(f"  {'':<4} {'':>7}    REJECTED: {e['reason']}")
-    out += ["", f"seed errata ({rep['errata_count']}): the seed's statement, rejected with its "
+    out += ["", f"the notes' errata ({rep['errata_count']}): the notes' statement, rejected with its "
                 "reason, beside the correction, accepted"]
     for e in rep["errata"]:
         out.append("")
-        out.append(f"  {e['key']}  [seed {e['seed']}; {e['kind']}]")
+        out.append(f"  {e['key']}  [{notes_part(e['seed'])}; {e['kind']}]")
         w, r = e["wrong"], e["right"]
-        out.append(f"    seed:    {w['text']}")
+        out.append(f"    notes:   {w['text']}")
         out.append(f"             {'rejected' if w['rejected'] else 'NOT REJECTED'}: {w['reason']}")
         out.append(f"    correct: {r['text']}")
-        out.append(f"             {ok_mark + ' accepted' if r['accepted'] else bad_mark + ' ' + r['reason']}"
+        out.append(f"             {EVALUATED + ' accepted' if r['accepted'] else bad_mark + ' ' + r['reason']}"
                    + (f", residual {r['residual']:.1e}" if r["accepted"] else ""))
         out.append(f"    layout: {e['layout']}; why: {e['note']}")
-    out += ["", "all identities verified, every erratum rejected and its correction accepted"
-            if rep["ok"] else "IDENTITY CHECK FAILED"]
+    out += ["", "all identities hold numerically (their text is not checked), every erratum "
+                "rejected and its correction accepted" if rep["ok"] else "IDENTITY CHECK FAILED"]
     return "\n".join(out)
 
 

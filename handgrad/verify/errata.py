@@ -2,7 +2,7 @@
 
 The source documents (/work/shared/seeds, see DESIGN.md) teach the differential method
 well but contain mistakes.  Each :class:`Erratum` keeps the notes' statement exactly as
-written (read literally, in the layout the seed uses around it) and the corrected one.
+written (read literally, in the layout the notes use around it) and the corrected one.
 Both go through the same check as the identity catalog (handgrad.verify.steps.compare against
 torch.func or an independent computation): the wrong statement must be rejected with a
 reason (a shape mismatch, or the worst entry with both values) and the correction
@@ -70,7 +70,7 @@ def mm(a: tuple[str, torch.Tensor], b: tuple[str, torch.Tensor]) -> torch.Tensor
 # ---------------------------------------------------------------- E1 least-squares solution
 
 def ls_wrong(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Seed 002's w = (X X^T)^-1 X^T y, literally."""
+    """Notes part 3's w = (X X^T)^-1 X^T y, literally."""
     XXt = X @ X.T
     Xty = X.T @ y
     mm(("(X X^T)^-1", XXt), ("X^T y", Xty))  # fails for n != d before any inverse is taken
@@ -289,7 +289,7 @@ ERRATA: list[Erratum] = [
         "dg/dx = (du/dx)^T dg/du = (-A)^T 2u = -2 A^T (b - Ax)",
         r"\frac{\partial g}{\partial x} = \Big(\frac{\partial u}{\partial x}\Big)^T \frac{\partial g}{\partial u} = -2A^T(b - Ax)",
         "denominator gradients, numerator Jacobian (notes part 1 §4.4)",
-        "the seed mixes layouts: du/dx = -A is a Jacobian (numerator) while dg/du = 2u is a "
+        "notes part 4 mixes layouts: du/dx = -A is a Jacobian (numerator) while dg/du = 2u is a "
         "column (denominator), so 2u . (-A) is (m x 1)(m x n), undefined; its final answer "
         "-2A^T(b - Ax) is right only after silently transposing",
         "torch.func.grad", _chain_003(True), _chain_003(False)),
@@ -300,7 +300,7 @@ ERRATA: list[Erratum] = [
         "d tr(Y^T M Y)/dX = W^T (2M sigma(WX) o sigma'(WX))",
         r"\frac{\partial f}{\partial X} = W^T\big(2M\sigma(WX) \odot \sigma'(WX)\big)",
         "denominator (the gradient has X's shape m x n)",
-        "tr((G)^T W dX) = tr((W^T G)^T dX) reads off W^T G; the seed transposes G again, which "
+        "tr((G)^T W dX) = tr((W^T G)^T dX) reads off W^T G; the notes transpose G again, which "
         "has the wrong shape unless X is square",
         "torch.func.grad", _trymy(True), _trymy(False)),
     Erratum(

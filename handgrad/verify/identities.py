@@ -280,7 +280,7 @@ def _worked_results() -> list[Identity]:
 
     def trYMY(g):
         W, X, B = rn(g, 3, 4), rn(g, 4, 5), rn(g, 3, 3)
-        M = B + B.T  # symmetric, as the seed assumes
+        M = B + B.T  # symmetric, as the notes assume
         Y = torch.sigmoid(W @ X)
         return W.T @ ((2 * M @ Y) * dsigmoid(W @ X)), \
             grad(lambda Z: torch.trace(torch.sigmoid(W @ Z).T @ M @ torch.sigmoid(W @ Z)), X)
@@ -356,7 +356,7 @@ def _worked_results() -> list[Identity]:
         return sample_cov(Xs), torch.cov(Xs.T, correction=0)
     add("gaussian_mle", "Sigma_MLE = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T",
         r"\hat\Sigma = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T", gauss_mle,
-        "notes part 3 §6 ex. 5 (the seed drops the sum: see errata)", layout=NONE,
+        "notes part 3 §6 ex. 5 (the notes drop the sum: see errata)", layout=NONE,
         reference="torch.cov(X^T, correction=0)")
 
     def softmax_ce(g):
@@ -380,7 +380,7 @@ def _worked_results() -> list[Identity]:
     add("two_layer", "l = -y^T log softmax(W2 sigma(W1 x)):  dl/dW2 = (softmax(a) - y) sigma(W1 x)^T,"
         "  dl/dW1 = ((W2^T (softmax(a) - y)) o sigma'(W1 x)) x^T,  a = W2 sigma(W1 x)",
         r"\frac{\partial l}{\partial W_2} = (\operatorname{softmax}(a) - y)\,\sigma(W_1x)^T,\quad \frac{\partial l}{\partial W_1} = \big((W_2^T(\operatorname{softmax}(a) - y)) \odot \sigma'(W_1x)\big)\,x^T",
-        two_layer, "notes part 3 §6 ex. 7 (the seed labels the W1 result dl/dW2: see errata)")
+        two_layer, "notes part 3 §6 ex. 7 (the notes label the W1 result dl/dW2: see errata)")
 
     def logistic_grad(g):
         X, A = rn(g, 8, 3), rn(g, 3)
@@ -511,7 +511,7 @@ def _layouts() -> list[Identity]:
     out.append(Identity(
         "dAx_dxj", G, "d(Ax)/dx_j = A[:, j]   (column j of A, an m-vector: a derivative by one scalar)",
         r"\frac{\partial (Ax)}{\partial x_j} = A_{:,j}", "vector by scalar: m x 1 (numerator)",
-        "torch.func.jvp along e_j", ax_j, "notes part 1 §6.1 (the seed writes A: see errata)"))
+        "torch.func.jvp along e_j", ax_j, "notes part 1 §6.1 (the notes write A: see errata)"))
 
     def tanh_num(g):
         A, x = rn(g, 5, 3), rn(g, 3)

@@ -18,7 +18,7 @@ A step remembers where it was written (``source``, "file:line"), so a failed ste
 named by its line in the derivation and by the line of code that states it.
 
 :func:`compare` is the one comparison used for steps, the identity catalog and the
-seed errata: a claimed tensor against the truth, with a verdict that names the reason
+the notes' errata: a claimed tensor against the truth, with a verdict that names the reason
 for a rejection (a shape mismatch, or the worst entry with both values).
 """
 
