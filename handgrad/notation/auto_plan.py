@@ -28,7 +28,7 @@ import weakref
 
 import torch
 
-from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
+from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, children
 from handgrad.notation.evaluate import Evaluator
 from handgrad.notation.parser import NotationError
 from handgrad.notation.shapes import ONE, ShapeChecker, Unknown, is_scalar
@@ -131,15 +131,7 @@ def _row_sum(t: Node, checker: ShapeChecker):
             return (t.args[0], sh) if sh[1] == ONE and not isinstance(sh[0], Unknown) else None
         if not (isinstance(t, Bin) and t.op == "*"):
             return None
-        factors: list[Node] = []
-
-        def flat(e):
-            if isinstance(e, Bin) and e.op == "*":
-                flat(e.a)
-                flat(e.b)
-            else:
-                factors.append(e)
-        flat(t)
+        factors = _product_factors(t)
         first = factors[0]
         if len(factors) < 2 or not isinstance(first, Transpose) or any(
                 is_scalar(checker.shape(f)) for f in factors):
@@ -227,15 +219,7 @@ class Plan:
     def _chain(self, node: Bin) -> int:
         """A product chain: numbers aside, diag(v) folded into a neighbour, evaluated from
         its column end when it ends in a column."""
-        factors: list[Node] = []
-
-        def flat(e):
-            if isinstance(e, Bin) and e.op == "*":
-                flat(e.a)
-                flat(e.b)
-            else:
-                factors.append(e)
-        flat(node)
+        factors = _product_factors(node)
         nums = [f for f in factors if is_scalar(self._shape(f))]
         mats = [f for f in factors if not is_scalar(self._shape(f))]
         if not mats:  # scalars only: their product
@@ -353,18 +337,18 @@ class Plan:
                                      "notation's evaluator; this is a bug in handgrad")
 
 
+def _product_factors(node: Node) -> list[Node]:
+    """The factors of a product chain a * b * c, left to right."""
+    if isinstance(node, Bin) and node.op == "*":
+        return _product_factors(node.a) + _product_factors(node.b)
+    return [node]
+
+
 def _shape_key(plan: Plan, node: Node):
     return tuple(str(d) for d in plan.checker.shape(node))
 
 
-def _kids(node: Node) -> tuple[Node, ...]:
-    if isinstance(node, (Neg, Transpose)):
-        return (node.x,)
-    if isinstance(node, Bin):
-        return (node.a, node.b)
-    if isinstance(node, Call):
-        return node.args
-    return ()
+_kids = children  # the tree's one definition of a node's children (handgrad/notation/ast.py)
 
 
 def _scalar(t: torch.Tensor) -> bool:
