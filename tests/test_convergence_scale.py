@@ -64,7 +64,7 @@ def fit_all(runner, tmp_path, model, name, target, scaled, *extra):
     return out
 
 
-def same_verdict_and_estimates(results, want_se=True):
+def same_verdict_and_estimates(results, want_se=True, rel=REL):
     ref_label, ref_code, ref, _ = results[0]
     assert ref_code == 0 and ref["converged"], (ref_label, ref["message"])
     for label, code, o, mult in results[1:]:
@@ -72,7 +72,7 @@ def same_verdict_and_estimates(results, want_se=True):
         # back on the original scale: w_j(scaled) * c = w_j, the intercept unchanged
         for term, coef in ref["coefficients"].items():
             got = o["coefficients"][term] * mult.get(term, 1.0)
-            assert got == pytest.approx(coef, rel=REL, abs=1e-12), (label, term)
+            assert got == pytest.approx(coef, rel=rel, abs=1e-12), (label, term)
         if want_se:
             assert o.get("std_errors"), (label, o["warnings"])
             for term, se in ref["std_errors"].items():
@@ -87,10 +87,22 @@ def test_logistic_anes96_age_in_huge_units_or_reordered_gives_the_same_fit(runne
     same_verdict_and_estimates(results)
 
 
+def digits_of_newton(name: str, target: str) -> float:
+    """The relative accuracy a Newton fit of least squares can carry: cond(D H D) eps, the
+    Hessian X^T X with the columns (and the intercept's) scaled to unit norm.  Newton's
+    iterates are affine invariant only in exact arithmetic; in floating point the rescaled
+    and reordered fits agree to this (Longley: cond(D H D) = 1.9e9, so ~6-7 digits; on one
+    CPU they agreed to 5e-8, past the 1e-8 this test first asked for)."""
+    header, values = read_csv(name)
+    X = np.c_[np.delete(values, header.index(target), 1), np.ones(len(values))]
+    Xs = X / np.linalg.norm(X, axis=0)
+    return float(np.linalg.cond(Xs.T @ Xs)) * np.finfo(float).eps
+
+
 def test_least_squares_newton_longley_rescaled_or_reordered_gives_the_same_fit(runner, tmp_path):
     results = fit_all(runner, tmp_path, "least_squares", "longley.csv", "TOTEMP", "GNP",
                       "--solver", "newton")
-    same_verdict_and_estimates(results)
+    same_verdict_and_estimates(results, rel=max(REL, digits_of_newton("longley.csv", "TOTEMP")))
 
 
 def softmax_data(seed=3, n=3000, d=4, k=3):
@@ -131,7 +143,7 @@ def test_softmax_rescaled_or_reordered_column_gives_the_same_fit():
 
 
 def test_a_stall_at_rounding_reports_the_estimate_and_its_standard_errors(runner):
-    """Longley by Newton: the answer is right to ~15 digits after one step, but |grad|
+    """Longley by Newton: the answer is right to ~11 digits (here; 9 asked) after one step, but |grad|
     stays at ~1e-3 (rounding of sums of terms near 1e12); the fit says it is at the
     loss's resolution, exits 0 and reports the certified estimate and standard errors."""
     path = os.path.join(ROOT, "data", "longley.csv")
