@@ -27,5 +27,5 @@ from handgrad.notation.verify import derive_text_file, verify
 
 __all__ = ["Bin", "Call", "Derivation", "Diff", "Evaluator", "Neg", "Node", "NotationError", "Num",
            "ShapeChecker", "Size", "Sym", "Transpose", "as_matrix", "derive_text_file", "evaluate",
-           "format_latex", "format_markdown", "format_text", "parse", "parse_file", "parse_text", "show", "to_latex", "to_mathml", "to_text",
-           "verify"]
+           "format_latex", "format_markdown", "format_text", "parse", "parse_file", "parse_text", "show",
+           "to_latex", "to_mathml", "to_text", "verify"]

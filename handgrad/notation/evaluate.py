@@ -185,6 +185,8 @@ class Evaluator:
             return torch.linalg.vector_norm(a).reshape(one)
         if fn == "vec":
             return a.mT.reshape(-1, 1)
+        if fn == "tril":
+            return torch.tril(a)
         if fn == "diag":
             arg = node.args[0]
             if self.scalar(arg):

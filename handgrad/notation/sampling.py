@@ -12,9 +12,10 @@ measure-zero sets (no orthogonal, symmetric or zero values by accident):
     orthogonal   Q of a QR, signs fixed       diagonal     diag(randn)  (invertible: |d| >= 0.5)
     positive     exp(randn) entrywise         sym + invertible: (B + B^T)/(2 sqrt(n)) + 2 I
     onehot       a one in a random column of each row (labels), zeros elsewhere
+    lower        tril(randn, -1)/sqrt(n) + diag(d), |d| >= 0.5 (positive: d = exp(randn))
 
-Directions stay in the set a variable lives in: symmetric for sym/spd, diagonal for
-diagonal, X K with K skew for orthogonal, randn otherwise.
+Directions stay in the set a variable lives in: lower triangular for lower, symmetric for
+sym/spd, diagonal for diagonal, X K with K skew for orthogonal, randn otherwise.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def draw_value(decl: Decl, sizes: dict[str, int], gen: torch.Generator) -> torch
     if "orthogonal" in p:
         q, rr = torch.linalg.qr(_randn((r, r), gen))
         return q * torch.sign(torch.diagonal(rr)).reshape(1, -1)
+    if "lower" in p:
+        m = torch.tril(_randn((r, r), gen), -1) / r ** 0.5
+        d = _randn((r,), gen)
+        d = d.exp() if "positive" in p else torch.sign(d) * (0.5 + d.abs())
+        return m + torch.diag(d)
     if "diagonal" in p:
         d = _randn((r,), gen)
         if "positive" in p:
@@ -78,6 +84,8 @@ def draw_direction(decl: Decl, value: torch.Tensor, gen: torch.Generator) -> tor
     r, c = value.shape
     b = _randn((r, c), gen)
     p = decl.props
+    if "lower" in p:
+        return torch.tril(b)
     if "diagonal" in p:
         return torch.diag(torch.diagonal(b))
     if "sym" in p or "spd" in p:

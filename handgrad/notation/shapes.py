@@ -235,7 +235,7 @@ class ShapeChecker:
             return SCALAR
         if fn == "logsumexp":  # log(1' exp(z)) for each column z: 1 x (columns)
             return (ONE, s[1])
-        if fn == "softmax":  # exp(z) / 1' exp(z) for each column z
+        if fn in ("softmax", "tril"):  # softmax: exp(z) / 1' exp(z) for each column z
             return s
         if fn == "vec":
             if any(isinstance(d, Unknown) for d in r):

@@ -15,7 +15,8 @@
     hess w = X'*X                           optional: the Hessian (vec convention below)
 
 Sizes are numbers or letters (``3 x 5``, ``n x d``).  Properties: sym, spd, orthogonal,
-invertible, diagonal, positive; onehot (data: each row one-hot, so Y*vector(1) = 1 — class
+invertible, diagonal, positive; lower (lower triangular: a Cholesky factor; with
+invertible, its diagonal is away from 0); onehot (data: each row one-hot, so Y*vector(1) = 1 — class
 labels; a constant, never differentiated).  Read-offs are in the denominator layout: ``grad X`` has
 X's shape.  ``hess X`` is the (mn x mn) matrix of second derivatives over vec(X), the
 column-major vec of the notes (vec(AXB) = (B^T ⊗ A) vec(X)), so d2f = vec(dX)^T H vec(dX).
@@ -33,7 +34,7 @@ from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import to_text
 from handgrad.notation.shapes import ONE, SCALAR, Shape, ShapeChecker, Size, show, size
 
-PROPERTIES = ("sym", "spd", "orthogonal", "invertible", "diagonal", "positive", "onehot")
+PROPERTIES = ("sym", "spd", "orthogonal", "invertible", "diagonal", "positive", "onehot", "lower")
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _parse_shape(spec: str, where: str, raw: str) -> tuple[Shape, frozenset[str]
         raise NotationError(f"unknown property {bad[0]!r}; the properties are {', '.join(PROPERTIES)}",
                             source=where)
     props = frozenset(rest)
-    square = ("sym", "spd", "orthogonal", "invertible", "diagonal")
+    square = ("sym", "spd", "orthogonal", "invertible", "diagonal", "lower")
     if props & set(square) and shape[0] != shape[1]:
         raise NotationError(f"{'/'.join(sorted(props & set(square)))} needs a square shape, "
                             f"got {show(shape)}", source=where)

@@ -135,6 +135,8 @@ def _points(d: Derivation, inputs, points: int, perturbations: int, seed: int | 
 
 def _project(props, x, g, mag):
     """Gradient and its scale restricted to the set the variable lives in (see conventions)."""
+    if "lower" in props:
+        return torch.tril(g), torch.tril(mag)
     if "diagonal" in props:
         eye = torch.eye(g.shape[0], dtype=g.dtype)
         return g * eye, mag * eye
@@ -156,6 +158,9 @@ def _conventions(d: Derivation) -> list[str]:
                        f"∇ the unconstrained gradient (the gradient on symmetric matrices)")
         if "diagonal" in p:
             out.append(f"{v} is diagonal: directions are diagonal; grad {v} is compared on its diagonal only")
+        if "lower" in p:
+            out.append(f"{v} is lower triangular: directions are lower triangular; grad {v} is compared on "
+                       f"its lower triangle (the entries above the diagonal are not variables)")
         if "orthogonal" in p:
             out.append(f"{v} is orthogonal: directions are {v} K with K skew; grad {v} is compared after "
                        f"projecting onto that tangent space, {v} skew({v}^T G)")
