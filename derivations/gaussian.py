@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.verify.steps import Derivation, Step, inner
+from handgrad.verify.in_notation import InNotation
+from handgrad.verify.steps import Derivation, Step
 
 
 def _xbar_minus_mu(P, D):
@@ -149,6 +150,29 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
 
 
 # ---- the derivation, step by step ---------------------------------------------------
+# The gradient's derivation, line by line, is in the notation: derivations/gaussian.hg
+# (in Sigma, the notes' example) and derivations/gaussian_cholesky.hg (through L, what gd
+# moves).  `derive gaussian` verifies every line of both and links their read-offs to
+# gradient() above at the check problems of their parametrisation.  The Hessian below is
+# still Python steps (the notation's hess line is one variable's block; this one is the
+# whole (mu, Sigma or L) matrix of dgradient).
+
+def _values(params, data, hp) -> dict:
+    """The model's point in the files' names; mu is the sample mean when it is not a
+    parameter (the model's mean_of)."""
+    X = data.X
+    out = {"X": X, "N": X.new_tensor(float(data.n)), "mu": _mean(params, data),
+           "l2": X.new_tensor(float(hp.get("l2", 0.0)))}
+    if "L" in params:
+        out["L"] = torch.tril(params["L"])
+    if "Sigma" in params:
+        out["Sigma"] = params["Sigma"]
+    return out
+
+
+NOTATION = (InNotation("gaussian.hg", _values, absent=("mu",)),
+            InNotation("gaussian_cholesky.hg", _values, absent=("mu",)))
+
 
 def _Sigma(P):
     if "L" in P:
@@ -165,123 +189,7 @@ def _dSigma(P, dP):
     return 0.5 * (dP["Sigma"] + dP["Sigma"].mT)
 
 
-def _dmu_term(P, D, dP):
-    if "mu" not in P:
-        return 0.0
-    return -2.0 * torch.linalg.solve(_Sigma(P), _xbar_minus_mu(P, D)) @ dP["mu"]
-
-
-def _value(P, D, hp):
-    """The notes' form: log|Sigma| by slogdet, each quadratic form by a linear solve."""
-    Sig = _Sigma(P)
-    Xc = D.X - _mean(P, D)
-    quad = (Xc.T * torch.linalg.solve(Sig, Xc.T)).sum() / D.n
-    pen = hp.get("l2", 0.0) * torch.linalg.solve(Sig, torch.eye(D.d, dtype=Sig.dtype, device=Sig.device)).trace()
-    return torch.linalg.slogdet(Sig)[1] + quad + pen
-
-
-def _dinv(P, dP):
-    """d(Sigma^-1) = -Sigma^-1 dSigma Sigma^-1 (two solves)."""
-    Sig = _Sigma(P)
-    return -torch.linalg.solve(Sig, torch.linalg.solve(Sig, _dSigma(P, dP)).T).T
-
-
-def _tr_sinv_dsigma(P, dP):
-    return torch.linalg.solve(_Sigma(P), _dSigma(P, dP)).trace()
-
-
-def _steps_sigma() -> list[Step]:
-    l2 = lambda hp: hp.get("l2", 0.0)  # noqa: E731
-    return [
-        Step("l = log|Sigma| + (1/N) sum_i (x_i - mu)^T Sigma^-1 (x_i - mu) + l2 tr(Sigma^-1)",
-             r"l = \log|\Sigma| + \frac{1}{N}\sum_{i=1}^N (x_i - \mu)^T\Sigma^{-1}(x_i - \mu) + \lambda\operatorname{tr}(\Sigma^{-1})",
-             lambda P, D, dP, hp: _value(P, D, hp),
-             "the notes' loss (mu = xbar when mu is not a parameter); log|Sigma| by slogdet",
-             kind="value"),
-        Step("l = log|Sigma| + tr(Sigma^-1 S_l),  S_l = (1/N) sum_i (x_i - mu)(x_i - mu)^T + l2 I",
-             r"l = \log|\Sigma| + \operatorname{tr}(\Sigma^{-1} S_\lambda),\quad S_\lambda = \frac{1}{N}\sum_i (x_i - \mu)(x_i - \mu)^T + \lambda I",
-             lambda P, D, dP, hp: torch.linalg.slogdet(_Sigma(P))[1]
-             + torch.linalg.solve(_Sigma(P), _S(P, D, l2(hp))).trace(),
-             "a^T B a = tr(B a a^T); sum the traces", kind="value"),
-        Step("dl = |Sigma|^-1 |Sigma| tr(Sigma^-1 dSigma) + (1/N) sum_i (x_i - mu)^T d(Sigma^-1) (x_i - mu)"
-             " + l2 tr(d(Sigma^-1)) - (2/N) sum_i dmu^T Sigma^-1 (x_i - mu)",
-             r"dl = |\Sigma|^{-1}|\Sigma|\operatorname{tr}(\Sigma^{-1}d\Sigma) + \frac{1}{N}\sum_i (x_i - \mu)^T d(\Sigma^{-1})(x_i - \mu) + \lambda\operatorname{tr}(d\Sigma^{-1}) - \frac{2}{N}\sum_i d\mu^T\Sigma^{-1}(x_i - \mu)",
-             lambda P, D, dP, hp: _tr_sinv_dsigma(P, dP)
-             + ((D.X - _mean(P, D)) @ _dinv(P, dP) * (D.X - _mean(P, D))).sum() / D.n
-             + l2(hp) * _dinv(P, dP).trace() + _dmu_term(P, D, dP),
-             "d|Sigma| = |Sigma| tr(Sigma^-1 dSigma) (Jacobi); d(a^T B a) in a and B; "
-             "d(Sigma^-1) = -Sigma^-1 dSigma Sigma^-1 evaluated by solves"),
-        Step("dl = tr(Sigma^-1 dSigma - Sigma^-1 S_l Sigma^-1 dSigma) - 2 (Sigma^-1 (xbar - mu))^T dmu",
-             r"dl = \operatorname{tr}\big(\Sigma^{-1}d\Sigma - \Sigma^{-1}S_\lambda\Sigma^{-1}d\Sigma\big) - 2(\Sigma^{-1}(\bar x - \mu))^T d\mu",
-             lambda P, D, dP, hp: _tr_sinv_dsigma(P, dP)
-             - torch.linalg.solve(_Sigma(P), _S(P, D, l2(hp)) @ torch.linalg.solve(_Sigma(P), _dSigma(P, dP))).trace()
-             + _dmu_term(P, D, dP),
-             "d(Sigma^-1) = -Sigma^-1 dSigma Sigma^-1; tr(a^T B a) = tr(B a a^T); tr(AB) = tr(BA); "
-             "(1/N) sum_i (x_i - mu) = xbar - mu"),
-        Step("dl = tr((Sigma^-1 - Sigma^-1 S_l Sigma^-1)^T dSigma) - 2 (Sigma^-1 (xbar - mu))^T dmu",
-             r"dl = \operatorname{tr}\big((\Sigma^{-1} - \Sigma^{-1}S_\lambda\Sigma^{-1})^T d\Sigma\big) - 2(\Sigma^{-1}(\bar x - \mu))^T d\mu",
-             lambda P, D, dP, hp: (_G(P, D, l2(hp)) * _dSigma(P, dP)).sum() + _dmu_term(P, D, dP),
-             "collect; G = Sigma^-1 - Sigma^-1 S_l Sigma^-1 is symmetric, so G = G^T"),
-    ]
-
-
 def derivations() -> list[Derivation]:
-    sigma = Derivation(
-        title="Gaussian covariance MLE: dl/dSigma (and dl/dmu)",
-        target="loss",
-        layout="denominator: dl/dSigma has the shape of Sigma (d, d), symmetric; dl/dmu (d,)",
-        steps=_steps_sigma() + [
-            Step("=> dl/dSigma = Sigma^-1 - Sigma^-1 S_l Sigma^-1,  dl/dmu = -2 Sigma^-1 (xbar - mu)",
-                 r"\Rightarrow \frac{\partial l}{\partial\Sigma} = \Sigma^{-1} - \Sigma^{-1}S_\lambda\Sigma^{-1},\quad \frac{\partial l}{\partial\mu} = -2\Sigma^{-1}(\bar x - \mu)",
-                 lambda P, D, dP, hp: inner(gradient(_as_sigma(P), D, **hp),
-                                            {**_no_cov(dP), "Sigma": _dSigma(P, dP)}),
-                 "read off: dl = tr(G^T dSigma) for symmetric dSigma means dl/dSigma = G"),
-        ],
-        assumptions=[
-            "Sigma symmetric positive definite; dSigma symmetric (the checked direction is "
-            "sym(dSigma): the convention for a symmetric matrix's gradient)",
-            "mu is estimated jointly (a parameter) unless --no-intercept, where mu = xbar and "
-            "the dmu terms vanish (the notes' case)",
-            "setting both gradients to 0 gives mu = xbar and Sigma = S = (1/N) sum_i "
-            "(x_i - xbar)(x_i - xbar)^T (+ l2 I); the notes' last line drops the sum",
-        ],
-    )
-    chol = Derivation(
-        title="Gaussian covariance MLE through the Cholesky factor: dl/dL, Sigma = L L^T",
-        target="loss",
-        layout="denominator: dl/dL has the shape of L (d, d), zero above the diagonal",
-        steps=[
-            Step("l = 2 sum_j log|L_jj| + (1/N) sum_i ||L^-1 (x_i - mu)||^2 + l2 ||L^-1||_F^2",
-                 r"l = 2\sum_j\log|L_{jj}| + \frac{1}{N}\sum_i \|L^{-1}(x_i - \mu)\|^2 + \lambda\|L^{-1}\|_F^2",
-                 lambda P, D, dP, hp: _value(P, D, hp),
-                 "log|L L^T| = 2 log|det L|; a^T (L L^T)^-1 a = ||L^-1 a||^2", kind="value"),
-            Step("dl = tr(G dSigma) - 2 (Sigma^-1 (xbar - mu))^T dmu,  dSigma = dL L^T + L dL^T",
-                 r"dl = \operatorname{tr}(G\,d\Sigma) - 2(\Sigma^{-1}(\bar x - \mu))^Td\mu,\quad d\Sigma = dL\,L^T + L\,dL^T",
-                 lambda P, D, dP, hp: (_G(P, D, hp.get("l2", 0.0)) * _dSigma(P, dP)).sum()
-                 + _dmu_term(P, D, dP),
-                 "chain rule: the Sigma derivation above, with dSigma from the product rule"),
-            Step("dl = tr(G dL L^T) + tr(G L dL^T) - 2 (...)^T dmu",
-                 r"dl = \operatorname{tr}(G\,dL\,L^T) + \operatorname{tr}(G L\,dL^T) - 2(\Sigma^{-1}(\bar x - \mu))^Td\mu",
-                 lambda P, D, dP, hp: _two_traces(P, D, dP, hp) + _dmu_term(P, D, dP),
-                 "linearity of the trace"),
-            Step("dl = tr((2 G L)^T dL) - 2 (...)^T dmu",
-                 r"dl = \operatorname{tr}\big((2GL)^T dL\big) - 2(\Sigma^{-1}(\bar x - \mu))^Td\mu",
-                 lambda P, D, dP, hp: (2 * _G(P, D, hp.get("l2", 0.0)) @ _LdL(P, dP)[0]
-                                       * _LdL(P, dP)[1]).sum() + _dmu_term(P, D, dP),
-                 "tr(G dL L^T) = tr(L^T G dL) = tr((G L)^T dL) and tr(A^T) = tr(A), G = G^T"),
-            Step("=> dl/dL = tril(2 G L) = tril(2 L^-T (I - L^-1 S_l L^-T)),  dl/dmu = -2 L^-T L^-1 (xbar - mu)",
-                 r"\Rightarrow \frac{\partial l}{\partial L} = \operatorname{tril}(2GL) = \operatorname{tril}\big(2L^{-T}(I - L^{-1}S_\lambda L^{-T})\big)",
-                 lambda P, D, dP, hp: inner(gradient(_as_L(P), D, **hp),
-                                            {**_no_cov(dP), "L": _LdL(P, dP)[1]}),
-                 "only the lower triangle of L is free (dL = tril(dL)); "
-                 "G L = L^-T L^-1 (L L^T - S_l) L^-T"),
-        ],
-        assumptions=["L lower-triangular and nonsingular; the loss reads tril(L), so the "
-                     "entries above the diagonal have gradient 0",
-                     "at a point given as Sigma, L = chol(Sigma) and the direction dL is the "
-                     "lower-triangular solution of dL L^T + L dL^T = dSigma: "
-                     "dL = L Phi(L^-1 dSigma L^-T), Phi = lower triangle with half the diagonal"],
-    )
     hess = Derivation(
         title="Gaussian covariance MLE: Hessian (the differential of the gradient)",
         target="gradient",
@@ -304,7 +212,7 @@ def derivations() -> list[Derivation]:
                      "positive-definite cone; the closed form and gradient descent through L "
                      "are the solvers"],
     )
-    return [sigma, chol, hess]
+    return [hess]
 
 
 def _dgrad_by_solves(P, D, dP, l2):
@@ -332,34 +240,3 @@ def _dgrad_by_solves(P, D, dP, l2):
     else:
         parts["Sigma"] = 0.5 * (dG + dG.T)
     return torch.cat([parts[k].reshape(-1) for k in P])
-
-
-def _two_traces(P, D, dP, hp):
-    G = _G(P, D, hp.get("l2", 0.0))
-    L, dL = _LdL(P, dP)
-    return (G @ dL @ L.T).trace() + (G @ L @ dL.T).trace()
-
-
-def _no_cov(dP):
-    return {k: v for k, v in dP.items() if k not in ("Sigma", "L")}
-
-
-def _as_sigma(P):
-    """The same point with the covariance given as Sigma."""
-    return {**_no_cov(P), "Sigma": _Sigma(P)}
-
-
-def _as_L(P):
-    """The same point with the covariance given as its Cholesky factor."""
-    return {**_no_cov(P), "L": _chol(P)}
-
-
-def _LdL(P, dP):
-    """(L, dL) lower-triangular with dL L^T + L dL^T = dSigma along the direction."""
-    if "L" in P:
-        return torch.tril(P["L"]), torch.tril(dP["L"])
-    L = _chol(P)
-    A = torch.linalg.solve_triangular(L, _dSigma(P, dP), upper=False)
-    A = torch.linalg.solve_triangular(L, A.T.contiguous(), upper=False)  # L^-1 dSigma L^-T
-    Phi = torch.tril(A) - 0.5 * torch.diag(torch.diagonal(A))
-    return L, L @ Phi

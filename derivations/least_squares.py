@@ -38,4 +38,4 @@ gradient, hessian = LINEAR.gradient, LINEAR.hessian  # the same functions, by th
 
 # The derivation, line by line, is derivations/least_squares.hg (every line parsed and verified;
 # `derive least_squares` links its read-offs to LINEAR's gradient and Hessian above).
-NOTATION = InNotation("least_squares.hg", linear_values, absent_zero=("b",))
+NOTATION = InNotation("least_squares.hg", linear_values, absent=("b",))

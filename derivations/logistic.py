@@ -43,4 +43,4 @@ gradient, hessian = LINEAR.gradient, LINEAR.hessian  # the same functions, by th
 
 # The derivation, line by line, is derivations/logistic.hg (every line parsed and verified;
 # `derive logistic` links its read-offs to LINEAR's gradient and Hessian above).
-NOTATION = InNotation("logistic.hg", linear_values, absent_zero=("b",))
+NOTATION = InNotation("logistic.hg", linear_values, absent=("b",))

@@ -40,4 +40,4 @@ gradient, hessian = LINEAR.gradient, LINEAR.hessian  # the same functions, by th
 
 # The derivation, line by line, is derivations/poisson.hg (every line parsed and verified;
 # `derive poisson` links its read-offs to LINEAR's gradient and Hessian above).
-NOTATION = InNotation("poisson.hg", linear_values, absent_zero=("b",))
+NOTATION = InNotation("poisson.hg", linear_values, absent=("b",))

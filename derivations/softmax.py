@@ -127,4 +127,4 @@ def _values(params, data, hp) -> dict:
 
 # The derivation, line by line, is derivations/softmax.hg (every line parsed and verified;
 # `derive softmax` links its read-offs to gradient() and hessian() above).
-NOTATION = InNotation("softmax.hg", _values, absent_zero=("b",))
+NOTATION = InNotation("softmax.hg", _values, absent=("b",))

@@ -40,7 +40,8 @@ the one shared chain rule, which is also what every fit path sums.
 A derivation module may also provide ``NOTATION = InNotation("<model>.hg", values)``
 (handgrad.verify.in_notation): the derivation written in the notation, in a file beside
 it.  ``derive`` verifies every line of that file and links its read-offs to the module's
-gradient and Hessian (what ``fit`` runs); its variables must be the model's PARAMS.
+gradient and Hessian (what ``fit`` runs); its variables must be the model's PARAMS.  A
+model with two parametrisations gives a tuple, one file each (the Gaussian: Sigma and L).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class DerivationSpec:
     derivations: Callable | None = field(repr=False, default=None)
     flat_directions: Callable | None = field(repr=False, default=None)
     linear: object | None = field(repr=False, default=None)  # LinearLoss, or None
-    notation: object | None = field(repr=False, default=None)  # InNotation, or None
+    notation: tuple | None = field(repr=False, default=None)  # InNotation files, or None
 
 
 def _where(mod: ModuleType) -> str:
@@ -207,6 +208,10 @@ def load_model(mod: ModuleType) -> Model:
                  **{k: ns.get(k) for k in _REQUIRED_MODEL + _OPTIONAL_MODEL})
 
 
+# a parameter a problem may lack and the model still reads: an intercept at 0, a mean at xbar
+_HELD_WHEN_ABSENT = (Role.INTERCEPT, Role.CLASS_BIAS, Role.LOCATION)
+
+
 def load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
     import dataclasses
 
@@ -216,14 +221,17 @@ def load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
         return spec
     from handgrad.verify.in_notation import InNotation, path_of
 
-    if not isinstance(notation, InNotation):
-        raise _fail(mod, "NOTATION must be a handgrad.verify.in_notation.InNotation")
-    if not os.path.isfile(path_of(mod, notation)):
-        raise _fail(mod, f"NOTATION names {notation.file}, which is not beside the module")
-    extra = [v for v in notation.absent_zero if model.params.get(v) not in (Role.INTERCEPT, Role.CLASS_BIAS)]
-    if extra:
-        raise _fail(mod, f"NOTATION holds {extra[0]!r} at 0 when absent, which is only "
-                    "right for an intercept")
+    files = notation if isinstance(notation, tuple) else (notation,)
+    for one in files:
+        if not isinstance(one, InNotation):
+            raise _fail(mod, "NOTATION must be a handgrad.verify.in_notation.InNotation (or a tuple of them)")
+        if not os.path.isfile(path_of(mod, one)):
+            raise _fail(mod, f"NOTATION names {one.file}, which is not beside the module")
+        extra = [v for v in one.absent if model.params.get(v) not in _HELD_WHEN_ABSENT]
+        if extra:
+            raise _fail(mod, f"NOTATION lets {extra[0]!r} be absent from a problem, which is only "
+                        "right for an intercept or a mean (the model holds those at 0 or the sample mean)")
+    notation = files
     return dataclasses.replace(spec, notation=notation)
 
 

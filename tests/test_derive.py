@@ -22,6 +22,9 @@ from tests.conftest import MODEL_NAMES, invoke
 # Python steps, and a .hg file
 WITH_DERIVATIONS = [n for n in MODEL_NAMES if registry.get(n).derivation.derivations is not None]
 WITH_NOTATION = [n for n in MODEL_NAMES if registry.get(n).derivation.notation is not None]
+# the gradient derived in Python steps (the rest derive it in a .hg file)
+GRADIENT_IN_PYTHON = [n for n in WITH_DERIVATIONS
+                      if any(d.target == "loss" for d in registry.get(n).derivations())]
 EXAMPLE = "examples/my_derivation.py"
 WRONG_EXAMPLE = "examples/wrong_derivation.py"
 
@@ -44,7 +47,8 @@ def test_derive_json_every_line_verified(runner, name):
     for d in out["derivations"]:
         assert d["layout"], "every printed derivative states its layout"
         if d["format"] == "notation":  # every line parsed, verified, and linked to the model
-            assert d["path"] == f"derivations/{name}.hg" and d["verdict"] == "verified"
+            files = [f"derivations/{one.file}" for one in registry.get(name).derivation.notation]
+            assert d["path"] in files and d["verdict"] == "verified"
             assert all(x["verdict"] == "verified" for x in d["lines"] + d["readoff"])
             rows = {x["line"].split(" = ")[0] for x in d["link"]["rows"]}
             assert {"l"} | {f"grad {v}" for v in d["wrt"]} <= rows, rows
@@ -61,10 +65,17 @@ def test_derive_json_every_line_verified(runner, name):
             assert re.search(r"\.py:\d+$", s["source"]), s["source"]
 
 
-def test_the_linear_models_and_softmax_are_written_in_the_notation():
-    assert {"least_squares", "logistic", "poisson", "softmax"} <= set(WITH_NOTATION)
+def test_the_gradients_of_five_models_are_written_in_the_notation():
+    assert {"least_squares", "logistic", "poisson", "softmax", "gaussian"} <= set(WITH_NOTATION)
     for name in WITH_NOTATION:
-        assert registry.get(name).derivation.derivations is None, "one source: no Python steps beside it"
+        spec = registry.get(name).derivation
+        python = spec.derivations() if spec.derivations is not None else []
+        assert all(d.target == "gradient" for d in python), \
+            "one source: the gradient is derived in the .hg file, no Python steps beside it"
+    # the Gaussian: both parametrisations, and every check problem linked by one of them
+    rep = derive.derive_entry(registry.get("gaussian"))
+    linked = [p for d in rep["derivations"] if d["format"] == "notation" for p in d["link"]["problems"]]
+    assert sorted(linked) == sorted(rep["problems"])
 
 
 def _wrong_fitted(entry):
@@ -106,9 +117,10 @@ def _with_hg(monkeypatch, tmp_path, name, old, new):
 
     from handgrad.verify.in_notation import path_of
     entry = registry.get(name)
-    text = open(path_of(entry.derivation.module, entry.derivation.notation), encoding="utf-8").read()
+    spec = entry.derivation.notation[0]
+    text = open(path_of(entry.derivation.module, spec), encoding="utf-8").read()
     assert old in text, old
-    (tmp_path / f"{name}.hg").write_text(text.replace(old, new), encoding="utf-8")
+    (tmp_path / spec.file).write_text(text.replace(old, new), encoding="utf-8")
     mod = _t.SimpleNamespace(__file__=str(tmp_path / f"{name}.py"), __name__=f"edited.{name}")
     edited = dataclasses.replace(entry, derivation=dataclasses.replace(entry.derivation, module=mod))
     monkeypatch.setitem(registry.REGISTRY, name, edited)
@@ -148,7 +160,7 @@ def test_a_read_off_of_the_wrong_shape_is_a_failed_line(monkeypatch, tmp_path):
     assert g["verdict"] == "failed" and not d["ok"]
 
 
-@pytest.mark.parametrize("name", WITH_DERIVATIONS)
+@pytest.mark.parametrize("name", GRADIENT_IN_PYTHON)
 def test_final_line_is_the_fitted_gradient(name, monkeypatch):
     """Printed = fitted: the last line evaluates the derivations module's own gradient, so
     changing that function changes (and breaks) the last line and nothing before it."""
@@ -213,7 +225,7 @@ def test_planted_wrong_line_is_named_in_every_derivation(name):
 
 def test_python_steps_are_marked_evaluated_text_not_checked():
     """A Python step's text is free text: never the verified mark, always the ~ and a note."""
-    rep = derive.derive_entry(registry.get("gaussian"))
+    rep = derive.derive_entry(registry.get("two_layer"))
     assert rep["ok"] and all(d["format"] == "python" for d in rep["derivations"])
     text = derive.format_text(rep)
     assert "\u2713" not in text and derive.EVALUATED_NOTE in text
@@ -239,7 +251,7 @@ def test_transposed_factor_in_user_derivation_is_caught():
 
 
 def test_shape_error_in_a_line_is_a_failed_line_not_a_crash():
-    entry = registry.get("gaussian")
+    entry = registry.get("two_layer")
     d = entry.derivations()[0]
     bad = _plant(d, 4, lambda P, D, dP, hp: (D.X @ D.X).sum())  # X X: n x d by n x d
     rep = derive.run_derivation(bad, entry.model.check_problems(0), entry.loss)
@@ -464,7 +476,7 @@ def test_json_is_one_object(runner):
 # --- the verifier's API stays compatible ---------------------------------------------------
 
 def test_verify_backward_compatible_fields():
-    entry = registry.get("gaussian")
+    entry = registry.get("two_layer")
     label, P, D, hp = entry.model.check_problems(0)[0]
     res = steps.verify(entry.derivations()[0], lambda p: entry.loss(p, D, **hp), P, D, hp, seed=3)
     r = res[0]
@@ -481,11 +493,11 @@ def test_verify_backward_compatible_fields():
 def test_problems_a_derivation_does_not_apply_to_are_skipped_not_failed():
     """A problem where every line raises KeyError (another parametrisation) is skipped; if
     no problem applies at all, the lines are failures, not silently verified."""
-    entry = registry.get("gaussian")
+    entry = registry.get("two_layer")
     d = entry.derivations()[0]
-    problems = entry.model.check_problems(0)[:3]  # the Sigma ones
+    problems = entry.model.check_problems(0)
     label, P, D, hp = problems[0]
-    other = ("other parametrisation", {"v": P["mu"].clone()}, D, hp)
+    other = ("other parametrisation", {"v": P["b1"].clone()}, D, hp)
 
     def loss(p, data, **h):
         return entry.loss(p, data, **h) if "v" not in p else (p["v"] ** 2).sum()

@@ -16,13 +16,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handgrad.contract import DerivationSpec
 from handgrad import registry
+from handgrad.contract import DerivationSpec
 from handgrad.errors import UserError
 from handgrad.fitting import solvers
 from handgrad.fitting.data import Data, load
 from handgrad.params import flatten
-from handgrad.verify import checker, steps
+from handgrad.verify import checker
 from tests.conftest import ROOT, invoke
 
 ENTRY = registry.get("gaussian")
@@ -55,14 +55,58 @@ def test_three_way_check_passes_both_parametrisations(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_every_derivation_step_verified_at_every_problem(seed):
-    """Both derivations (in Sigma, and through L) hold at Sigma points and at L points."""
-    for label, p, data, hp in _problems(seed):
-        for der in dg.derivations():
-            res = steps.verify(der, lambda P, data=data, hp=hp: mg.loss(P, data, **hp), p, data,
-                               hp, seed=seed)
-            assert all(r.ok for r in res), (label, der.title, [(r.index, r.residual, r.error)
-                                                                for r in res if not r.ok])
+def test_every_derivation_line_verified_and_linked_at_every_problem(seed):
+    """derivations/gaussian.hg (in Sigma) and gaussian_cholesky.hg (through L): every line
+    verified, and between them every problem linked: their read-offs are the gradient fit
+    uses, at Sigma points and at L points, with mu a parameter or held at xbar."""
+    from handgrad.verify import in_notation
+    spec = ENTRY.derivation
+    linked = []
+    for one in spec.notation:
+        rep = in_notation.derive(ENTRY, one, spec.module, _problems(seed), seed=seed)
+        assert rep["verdict"] == "verified" and rep["link"]["ok"], (one.file, rep["link"]["rows"])
+        linked += rep["link"]["problems"]
+    assert sorted(linked) == sorted(p[0] for p in _problems(seed))
+
+
+def _edited(tmp_path, file, old, new):
+    """derive gaussian's report of a copy of derivations/<file> with `old` replaced."""
+    from handgrad.verify import in_notation
+    spec = ENTRY.derivation
+    one = next(x for x in spec.notation if x.file == file)
+    text = open(in_notation.path_of(spec.module, one), encoding="utf-8").read()
+    assert old in text, old
+    (tmp_path / file).write_text(text.replace(old, new), encoding="utf-8")
+    mod = types.SimpleNamespace(__file__=str(tmp_path / "gaussian.py"), __name__="edited.gaussian")
+    return in_notation.derive(ENTRY, one, mod, _problems(0))
+
+
+@pytest.mark.parametrize("file,old,new,kind", [
+    # the sign of dS's term: d tr(Sigma^-1 S) = ... + tr(Sigma^-1 dS), written with a minus
+    ("gaussian_cholesky.hg", "+ tr(inv(Sigma)*(dC'*C + C'*dC))/N",
+     "- tr(inv(Sigma)*(dC'*C + C'*dC))/N", "line"),
+    # the product rule with one half: dSigma = dL L' (L dL' dropped)
+    ("gaussian_cholesky.hg", "tr(G*(dL*L' + L*dL'))", "tr(G*(dL*L'))", "line"),
+    # d(Sigma^-1) = -Sigma^-2 dSigma: true only when dSigma commutes with Sigma
+    ("gaussian.hg", "- tr(inv(Sigma)*dSigma*inv(Sigma)*S)",
+     "- tr(inv(Sigma)*inv(Sigma)*dSigma*S)", "line"),
+    # a factor 2 lost in the mean's read-off
+    ("gaussian.hg", "grad mu = -2*inv(Sigma)*C'*vector(1)/N",
+     "grad mu = -inv(Sigma)*C'*vector(1)/N", "readoff"),
+    # tril dropped: right on the lower triangle (so the notation's check passes), but not
+    # the gradient fit uses (zero above the diagonal): the link fails
+    ("gaussian_cholesky.hg", "grad L = tril(2*G*L)", "grad L = 2*G*L", "link"),
+])
+def test_a_planted_mistake_in_the_notation_files_is_caught(tmp_path, file, old, new, kind):
+    rep = _edited(tmp_path, file, old, new)
+    assert not rep["ok"]
+    if kind == "link":
+        assert rep["verdict"] == "verified"
+        assert [r["line"].split(" = ")[0] for r in rep["link"]["rows"] if not r["ok"]] == ["grad L"]
+    else:
+        assert rep["verdict"] != "verified"
+        wrong = rep["first_wrong"]["text"]
+        assert new.split(" = ")[-1].strip() in wrong or wrong in new, (wrong, new)
 
 
 @settings(max_examples=20, deadline=None)

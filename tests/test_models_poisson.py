@@ -53,7 +53,7 @@ def test_every_derivation_line_verified_and_linked():
     from handgrad.verify import in_notation
     entry = registry.get("poisson")
     spec = entry.derivation
-    rep = in_notation.derive(entry, spec.notation, spec.module, _problems(0))
+    rep = in_notation.derive(entry, spec.notation[0], spec.module, _problems(0))
     assert rep["verdict"] == "verified" and rep["link"]["ok"], rep["link"]["rows"]
     assert len(rep["link"]["problems"]) == len(_problems(0))
 

@@ -44,7 +44,7 @@ def test_every_derivation_line_verified_and_linked(seed):
     problems, the gradient and Hessian fit uses."""
     from handgrad.verify import in_notation
     spec = ENTRY.derivation
-    rep = in_notation.derive(ENTRY, spec.notation, spec.module, _problems(seed), seed=seed)
+    rep = in_notation.derive(ENTRY, spec.notation[0], spec.module, _problems(seed), seed=seed)
     assert rep["verdict"] == "verified" and rep["link"]["ok"], rep["link"]["rows"]
     assert len(rep["link"]["problems"]) == len(_problems(seed))
 

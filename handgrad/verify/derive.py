@@ -150,8 +150,8 @@ def derive_entry(entry, *, seed: int = 0, device="cpu", rtol: float = RTOL) -> d
     if spec.notation is not None:
         from handgrad.verify import in_notation
 
-        report["derivations"].append(in_notation.derive(entry, spec.notation, spec.module, problems,
-                                                        seed=seed))
+        for one in spec.notation:
+            report["derivations"].append(in_notation.derive(entry, one, spec.module, problems, seed=seed))
     derivations = entry.derivations()
     for d in derivations:
         rep = run_derivation(d, problems, entry.loss, seed=seed, rtol=rtol)
@@ -761,7 +761,8 @@ def format_identities(rep: dict, *, ascii_only: bool = False) -> str:
         out.append(f"    notes:   {w['text']}")
         out.append(f"             {'rejected' if w['rejected'] else 'NOT REJECTED'}: {w['reason']}")
         out.append(f"    correct: {r['text']}")
-        out.append(f"             {EVALUATED + ' accepted' if r['accepted'] else bad_mark + ' ' + r['reason']}"
+        verdict = EVALUATED + " accepted" if r["accepted"] else bad_mark + " " + r["reason"]
+        out.append(f"             {verdict}"
                    + (f", residual {r['residual']:.1e}" if r["accepted"] else ""))
         out.append(f"    layout: {e['layout']}; why: {e['note']}")
     out += ["", "all identities hold numerically (their text is not checked), every erratum "

@@ -15,8 +15,10 @@ parsed expression, so the formula printed is the formula evaluated (handgrad/not
 
 So a derivation line that is wrong fails (1), and a model whose fitted derivative is not
 the one derived fails (2).  A problem without a parameter the file differentiates is the
-model with that parameter held at 0 (``absent_zero``: intercepts only); the read-off for
-it is then not compared.
+model with that parameter held where the model holds it (``absent``: an intercept at 0,
+the Gaussian's mean at the sample mean; ``values`` supplies it); the read-off for it is
+then not compared.  A problem with a parameter the file does not differentiate (the
+Gaussian's Sigma, for the file written in L) is another file's: it is skipped, and said.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ class InNotation:
 
     ``file``: the .hg file name, beside the derivations module.  ``values(params, data,
     hp)``: the model's point as {notation name: tensor} (0-d, 1-D or 2-D; 1-D is a column).
-    ``absent_zero``: parameters a check problem may lack (an intercept), held at 0."""
+    ``absent``: parameters a check problem may lack; ``values`` gives what the model holds
+    them at (an intercept at 0, a mean at the sample mean)."""
 
     file: str
     values: Callable
-    absent_zero: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
 
 
 def linear_values(params, data, hp) -> dict:
@@ -126,7 +129,7 @@ def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
     skipped = []
     for label, P, D, hp in problems:
         lacking = [v for v in d.wrt if v not in P]
-        if any(v not in spec.absent_zero for v in lacking) or any(k not in d.wrt for k in P):
+        if any(v not in spec.absent for v in lacking) or any(k not in d.wrt for k in P):
             skipped.append(label)
             continue
         vals = {k: as_matrix(v) for k, v in spec.values(P, D, hp).items()}
