@@ -199,14 +199,16 @@ def _warn(msg: str, warns: list[str]) -> None:
 
 
 def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: str = "closed",
-                **_) -> tuple[dict[str, torch.Tensor], dict]:
+                factor_only: bool = False, **_) -> tuple[dict[str, torch.Tensor], dict]:
     """min ||A theta - y||^2 (+ ridge rows sqrt(l2/2) I on w), A = [X, 1].
 
     method: "closed" (scaled Householder QR + double-double refinement, the default),
     "qr", "normal" or "svd" (for comparison; see the comment above).  Returns (params,
     extra); extra holds the triangular factor for the standard errors ("R" on the
     original scale, "R_scaled" and "scale" with A = Q R_scaled diag(scale)), the
-    condition estimate, the rank, the refinement steps and any warnings.
+    condition estimate, the rank, the refinement steps and any warnings.  factor_only: the
+    caller wants the factor for another solver's fit (its standard errors), so the warnings
+    describe the design and make no claim about which solution is returned.
     """
     if method not in CLOSED_SOLVERS:
         raise UserError(f"Unknown closed-form method {method!r}; choose from "
@@ -251,7 +253,12 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
             _warn(f"design is rank deficient (numerical rank {rank} of {p} columns, condition "
                   f"{cond:.2g}): the coefficients are not identified; columns "
                   f"{', '.join(repr(names[j]) for j in sorted(weak))} are (nearly) collinear. "
-                  "Returned the minimum-norm solution; drop a column or pass --l2 > 0.", warns)
+                  + ("" if factor_only else
+                     "Returned the least-squares solution of least norm in the column-scaled "
+                     "coordinates (min ||D theta||, D the column norms rounded to powers of "
+                     "two), not numpy's/pinv's minimum-norm one (min ||theta||: --solver svd "
+                     "returns that). ")
+                  + "Drop a column or pass --l2 > 0 to identify the coefficients.", warns)
             z = np.linalg.lstsq(As, y, rcond=None)[0]
         else:
             z = solve_triangular(Rs, Q.T @ y)
@@ -310,8 +317,10 @@ def _normal_equations(A: np.ndarray, y: np.ndarray, warns: list[str]) -> np.ndar
         L = np.linalg.cholesky(G)
         return solve_triangular(L.T, solve_triangular(L, c, lower=True))
     except np.linalg.LinAlgError:
-        _warn("normal equations: Cholesky of X^T X failed (numerically singular); "
-              "solved by LU instead", warns)
+        _warn("normal equations: Cholesky of X^T X failed (numerically singular: the "
+              "coefficients are not identified); solved by LU instead, which returns one of "
+              "many solutions, not the minimum-norm one (--solver svd returns numpy's/pinv's)",
+              warns)
     try:
         return np.linalg.solve(G, c)
     except np.linalg.LinAlgError:

@@ -374,7 +374,7 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         H = obj.hess(x)
     elif "R_scaled" not in extra and "R" not in extra:  # least squares fitted iteratively
         if data is not None and reduce is None:
-            _, ls_extra = model.closed_form(data, intercept=intercept, **hp)  # the QR factor
+            _, ls_extra = model.closed_form(data, intercept=intercept, factor_only=True, **hp)  # R
             out["warnings"].extend(w for w in ls_extra.get("warnings", [])
                                    if w not in out["warnings"])
             extra = {k: v for k, v in ls_extra.items() if k != "refinement_steps"}
