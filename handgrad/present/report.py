@@ -46,6 +46,7 @@ def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict
         for s in d["steps"]:
             fail = s["failures"][0] if s["failures"] else None
             rows.append({"index": s["line"], "text": s["text"], "latex": s["latex"],
+                         "mathml": latex_mathml(s["latex"]),
                          "why": s["why"], "kind": s["kind"], "source": s["source"],
                          "ok": s["ok"], "residual": s["residual"], "text_checked": False,
                          "reason": f"{fail['problem']}: {fail['reason']}" if fail else "",
@@ -55,6 +56,18 @@ def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict
                     "steps": rows, "ok": d["ok"], "reference": d.get("reference", ""),
                     "fitted": d.get("final_line_is_fitted"), "notes": rep["notes"]})
     return out
+
+
+def latex_mathml(latex: str) -> str | None:
+    """MathML for a Python step's hand-written LaTeX (latex2mathml), so the HTML page
+    typesets it like a notation line; None where the converter refuses it (the page then
+    shows the text with its LaTeX behind a disclosure).  The text is the step's printed
+    text, not checked: its row still says "evaluated; text not checked"."""
+    try:
+        from latex2mathml.converter import convert
+        return convert(latex)
+    except Exception:  # noqa: BLE001 - any converter failure falls back to the plain text
+        return None
 
 
 def _notation_rows(d: dict, rep: dict) -> dict:
@@ -467,7 +480,8 @@ def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
             for r in blk[1]:
                 v = _step_verdict(r)
                 cls = "ok" if v == "verified" else "bad"
-                math = (f'{html.escape(r["lhs"])} = {r["mathml"]}<details><summary>plain text</summary>'
+                lhs = f'{html.escape(r["lhs"])} = ' if r.get("lhs") else ""  # notation rows
+                math = (f'{lhs}{r["mathml"]}<details><summary>plain text</summary>'
                         f'<pre>{html.escape(r["text"])}</pre></details>' if r.get("mathml") else
                         f'{html.escape(r["text"])}<details><summary>LaTeX</summary>'
                         f'<pre>{html.escape(r["latex"])}</pre></details>')
