@@ -131,6 +131,20 @@ def test_magnitude_counts_cancelling_terms():
     assert float(ev.magnitude(e)) >= 2e6 * float(x.abs().T @ y.abs())
 
 
+def test_tangent_magnitude_is_never_negative_under_a_minus():
+    """The scale of a derivative's terms: |dx| for -x'*x's terms, not -|dx| (a negative scale
+    made the tolerance negative, so a correct read-off of a loss written -sum(...) failed)."""
+    from handgrad.notation import Evaluator
+    e = parse("-(x'*y) - x'*x", {"x", "y"})
+    checker = ShapeChecker({"x": (size(4), size(1)), "y": (size(4), size(1))})
+    checker.infer(e)
+    dx = torch.randn(4, 1, dtype=torch.float64)
+    ev = Evaluator(checker, {"x": x, "y": y}, {"x": dx})
+    tm = float(ev.tangent_magnitude(e))
+    want = float(dx.abs().T @ y.abs()) + 2 * float(dx.abs().T @ x.abs())  # |dx'y| + |dx'x| + |x'dx|
+    assert tm == pytest.approx(want)
+
+
 def test_logsumexp_and_softmax_work_column_by_column_like_scipy():
     """The notes' softmax regression applies softmax to each column z; scipy is the reference."""
     import numpy as np

@@ -236,7 +236,9 @@ class Evaluator:
             return torch.zeros_like(self.value(node))
         kids = _kids(node)
         tm = [self.tangent_magnitude(c) for c in kids]
-        if isinstance(node, (Neg, Transpose)) or isinstance(node, Call) and (
+        if isinstance(node, Neg):  # a magnitude is >= 0: the sign does not carry over
+            return tm[0]
+        if isinstance(node, Transpose) or isinstance(node, Call) and (
                 FUNCTIONS[node.fn][1] == "linear" or node.fn in ("vector", "matrix")):
             return self.apply(node, *tm)
         va = [self.value(c).abs() for c in kids]
