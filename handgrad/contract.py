@@ -208,8 +208,9 @@ def load_model(mod: ModuleType) -> Model:
                  **{k: ns.get(k) for k in _REQUIRED_MODEL + _OPTIONAL_MODEL})
 
 
-# a parameter a problem may lack and the model still reads: an intercept at 0, a mean at xbar
-_HELD_WHEN_ABSENT = (Role.INTERCEPT, Role.CLASS_BIAS, Role.LOCATION)
+# a parameter a problem may lack and the model still reads: an intercept or a bias at 0, a
+# mean at xbar
+_HELD_WHEN_ABSENT = (Role.INTERCEPT, Role.CLASS_BIAS, Role.LAYER_BIAS, Role.LOCATION)
 
 
 def load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
@@ -224,13 +225,15 @@ def load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
     files = notation if isinstance(notation, tuple) else (notation,)
     for one in files:
         if not isinstance(one, InNotation):
-            raise _fail(mod, "NOTATION must be a handgrad.verify.in_notation.InNotation (or a tuple of them)")
+            raise _fail(mod, "NOTATION must be a handgrad.verify.in_notation.InNotation "
+                        "(or a tuple of them)")
         if not os.path.isfile(path_of(mod, one)):
             raise _fail(mod, f"NOTATION names {one.file}, which is not beside the module")
         extra = [v for v in one.absent if model.params.get(v) not in _HELD_WHEN_ABSENT]
         if extra:
             raise _fail(mod, f"NOTATION lets {extra[0]!r} be absent from a problem, which is only "
-                        "right for an intercept or a mean (the model holds those at 0 or the sample mean)")
+                        "right for an intercept, a bias or a mean (the model holds those at 0 "
+                        "or the sample mean)")
     notation = files
     return dataclasses.replace(spec, notation=notation)
 

@@ -22,9 +22,6 @@ from tests.conftest import MODEL_NAMES, invoke
 # Python steps, and a .hg file
 WITH_DERIVATIONS = [n for n in MODEL_NAMES if registry.get(n).derivation.derivations is not None]
 WITH_NOTATION = [n for n in MODEL_NAMES if registry.get(n).derivation.notation is not None]
-# the gradient derived in Python steps (the rest derive it in a .hg file)
-GRADIENT_IN_PYTHON = [n for n in WITH_DERIVATIONS
-                      if any(d.target == "loss" for d in registry.get(n).derivations())]
 EXAMPLE = "examples/my_derivation.py"
 WRONG_EXAMPLE = "examples/wrong_derivation.py"
 
@@ -65,17 +62,20 @@ def test_derive_json_every_line_verified(runner, name):
             assert re.search(r"\.py:\d+$", s["source"]), s["source"]
 
 
-def test_the_gradients_of_five_models_are_written_in_the_notation():
-    assert {"least_squares", "logistic", "poisson", "softmax", "gaussian"} <= set(WITH_NOTATION)
+def test_the_gradients_of_all_six_models_are_written_in_the_notation():
+    assert set(MODEL_NAMES) == set(WITH_NOTATION)
     for name in WITH_NOTATION:
         spec = registry.get(name).derivation
         python = spec.derivations() if spec.derivations is not None else []
         assert all(d.target == "gradient" for d in python), \
             "one source: the gradient is derived in the .hg file, no Python steps beside it"
-    # the Gaussian: both parametrisations, and every check problem linked by one of them
-    rep = derive.derive_entry(registry.get("gaussian"))
-    linked = [p for d in rep["derivations"] if d["format"] == "notation" for p in d["link"]["problems"]]
-    assert sorted(linked) == sorted(rep["problems"])
+    # one file per parametrisation (the Gaussian) or activation (the two-layer net): every
+    # check problem is linked by exactly one of them
+    for name in ("gaussian", "two_layer"):
+        rep = derive.derive_entry(registry.get(name))
+        linked = [p for d in rep["derivations"] if d["format"] == "notation"
+                  for p in d["link"]["problems"]]
+        assert sorted(linked) == sorted(rep["problems"]), name
 
 
 def _wrong_fitted(entry):
@@ -109,6 +109,20 @@ def test_a_wrong_fitted_gradient_fails_the_link_not_the_derivation(name):
     bad = {x["line"].split(" = ")[0] for x in d["link"]["rows"] if not x["ok"]}
     assert {f"grad {v}" for v in d["wrt"]} <= bad, bad
     assert "NO" in derive.format_text(rep) and "DERIVATION CHECK FAILED" in derive.format_text(rep)
+
+
+def test_the_python_hessian_line_is_the_fitted_hessian(monkeypatch):
+    """Printed = fitted for the Gaussian's Hessian (Python steps): its last line evaluates
+    the derivations module's own hessian(), so doubling that breaks the last line only."""
+    entry = registry.get("gaussian")
+    (d,) = [d for d in entry.derivations() if d.target == "gradient"]
+    problems = entry.model.check_problems(0, torch.float64, "cpu")
+    rep = derive.run_derivation(d, problems, entry.loss)
+    assert rep["ok"] and derive._final_is_fitted(entry, d, problems[0], 0)
+    real = entry.derivation.module.hessian
+    monkeypatch.setattr(entry.derivation.module, "hessian", lambda P, D, **hp: 2 * real(P, D, **hp))
+    rep = derive.run_derivation(d, problems, entry.loss)
+    assert rep["failed_lines"] == [len(d.steps)], rep["failed_lines"]
 
 
 def _with_hg(monkeypatch, tmp_path, name, old, new):
@@ -160,26 +174,6 @@ def test_a_read_off_of_the_wrong_shape_is_a_failed_line(monkeypatch, tmp_path):
     assert g["verdict"] == "failed" and not d["ok"]
 
 
-@pytest.mark.parametrize("name", GRADIENT_IN_PYTHON)
-def test_final_line_is_the_fitted_gradient(name, monkeypatch):
-    """Printed = fitted: the last line evaluates the derivations module's own gradient, so
-    changing that function changes (and breaks) the last line and nothing before it."""
-    entry = registry.get(name)
-    grad_derivs = [d for d in entry.derivations() if d.target == "loss"]
-    assert grad_derivs
-    problems = entry.model.check_problems(0, torch.float64, "cpu")[:2]
-    rep = derive.run_derivation(grad_derivs[0], problems, entry.loss)
-    assert rep["ok"] and derive._final_is_fitted(entry, grad_derivs[0], problems[0], 0)
-    real = entry.derivation.gradient
-
-    def doubled(params, data, **hp):
-        return {k: 2 * v for k, v in real(params, data, **hp).items()}
-    monkeypatch.setattr(entry.derivation.module, "gradient", doubled)  # what the steps call
-    rep = derive.run_derivation(grad_derivs[0], problems, entry.loss)
-    n = len(grad_derivs[0].steps)
-    assert rep["failed_lines"] == [n], rep["failed_lines"]
-
-
 def test_derive_all_and_a_model_without_derivations(runner, monkeypatch):
     """--all walks the registry; an entry without derivations() is reported, not crashed on."""
     bare = types.ModuleType("derivations.bare")
@@ -224,12 +218,14 @@ def test_planted_wrong_line_is_named_in_every_derivation(name):
 
 
 def test_python_steps_are_marked_evaluated_text_not_checked():
-    """A Python step's text is free text: never the verified mark, always the ~ and a note."""
-    rep = derive.derive_entry(registry.get("two_layer"))
-    assert rep["ok"] and all(d["format"] == "python" for d in rep["derivations"])
+    """A Python step's text is free text: never the verified mark, always the ~ and a note
+    (the Gaussian's Hessian, the one built-in derivation still in Python steps)."""
+    rep = derive.derive_entry(registry.get("gaussian"))
+    rep["derivations"] = [d for d in rep["derivations"] if d["format"] == "python"]
+    assert rep["ok"] and rep["derivations"]
     text = derive.format_text(rep)
     assert "\u2713" not in text and derive.EVALUATED_NOTE in text
-    assert re.search(r"^\s+1 ~\s+\d\.\de[+-]\d\d  l = ", text, re.M)
+    assert re.search(r"^\s+1 ~\s+\d\.\de[+-]\d\d  d\(dl/dSigma\) = ", text, re.M)
     assert text.endswith("all lines evaluated and agree; their text is not checked (Python steps)")
     md, tex = derive.format_markdown(rep), derive.format_latex(rep)
     assert "\u2713" not in md and "~ evaluated, text not checked" in md
@@ -251,10 +247,9 @@ def test_transposed_factor_in_user_derivation_is_caught():
 
 
 def test_shape_error_in_a_line_is_a_failed_line_not_a_crash():
-    entry = registry.get("two_layer")
-    d = entry.derivations()[0]
-    bad = _plant(d, 4, lambda P, D, dP, hp: (D.X @ D.X).sum())  # X X: n x d by n x d
-    rep = derive.run_derivation(bad, entry.model.check_problems(0), entry.loss)
+    ud = derive.load_user_file(EXAMPLE)
+    bad = _plant(ud.derivation, 4, lambda P, D, dP, hp: (D["A"] @ P["X"][:2]).sum())  # (n x n)(2 x n)
+    rep = derive.run_derivation(bad, derive._user_problems(ud), lambda P, D, **_: ud.loss(P, D))
     assert rep["failed_lines"] == [4]
     assert "RuntimeError" in rep["steps"][3]["failures"][0]["reason"]
 
@@ -476,9 +471,12 @@ def test_json_is_one_object(runner):
 # --- the verifier's API stays compatible ---------------------------------------------------
 
 def test_verify_backward_compatible_fields():
-    entry = registry.get("two_layer")
-    label, P, D, hp = entry.model.check_problems(0)[0]
-    res = steps.verify(entry.derivations()[0], lambda p: entry.loss(p, D, **hp), P, D, hp, seed=3)
+    ud = derive.load_user_file(EXAMPLE)
+    label, P, D, hp = derive._user_problems(ud)[0]
+
+    def loss(p):
+        return ud.loss(p, D)
+    res = steps.verify(ud.derivation, loss, P, D, hp, seed=3)
     r = res[0]
     assert (r.index, r.ok, r.error) == (1, True, None)
     assert isinstance(r.value, float) and isinstance(r.reference, float) and r.tol == 1e-9
@@ -486,26 +484,26 @@ def test_verify_backward_compatible_fields():
     assert old.reason == "" and old.worst is None
     s = steps.Step("a", "a", lambda P, D, dP, hp: 0.0)
     assert s.source.startswith("tests/test_derive.py:") and s.kind == "differential"
-    v, dl, dg = steps.references(lambda p: entry.loss(p, D, **hp), P, steps.random_direction(P, 0))
+    v, dl, dg = steps.references(loss, P, steps.random_direction(P, 0))
     assert dg.shape == flatten(P).shape
 
 
 def test_problems_a_derivation_does_not_apply_to_are_skipped_not_failed():
     """A problem where every line raises KeyError (another parametrisation) is skipped; if
     no problem applies at all, the lines are failures, not silently verified."""
-    entry = registry.get("two_layer")
-    d = entry.derivations()[0]
-    problems = entry.model.check_problems(0)
+    ud = derive.load_user_file(EXAMPLE)
+    d = ud.derivation
+    problems = derive._user_problems(ud)
     label, P, D, hp = problems[0]
-    other = ("other parametrisation", {"v": P["b1"].clone()}, D, hp)
+    other = ("other parametrisation", {"v": P["X"].clone()}, D, hp)
 
     def loss(p, data, **h):
-        return entry.loss(p, data, **h) if "v" not in p else (p["v"] ** 2).sum()
+        return ud.loss(p, data) if "v" not in p else (p["v"] ** 2).sum()
     rep = derive.run_derivation(d, [other] + problems, loss)
     assert rep["ok"] and rep["skipped_problems"] == ["other parametrisation"]
     assert rep["problems"] == [p[0] for p in problems]
     broken = dataclasses.replace(d, steps=[dataclasses.replace(s, fn=lambda P, D, dP, hp: P["nope"])
                                            for s in d.steps])
-    rep = derive.run_derivation(broken, problems, entry.loss)
+    rep = derive.run_derivation(broken, problems, loss)
     assert not rep["ok"] and rep["skipped_problems"] == [] and rep["first_failed_line"] == 1
     assert "KeyError" in rep["steps"][0]["failures"][0]["reason"]

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handgrad.contract import DerivationSpec
 from handgrad import registry
+from handgrad.contract import DerivationSpec
 from handgrad.fitting import pipeline, solvers
 from handgrad.fitting.data import Data
 from handgrad.params import flatten
-from handgrad.verify import checker, steps
+from handgrad.verify import checker
 from tests.conftest import ROOT, invoke
 
 ENTRY = registry.get("two_layer")
@@ -55,13 +55,38 @@ def test_relu_check_points_are_away_from_the_kink():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_every_derivation_step_verified(seed):
-    for label, p, data, hp in _problems(seed):
-        for der in dt.derivations():
-            res = steps.verify(der, lambda P, data=data, hp=hp: mt.loss(P, data, **hp), p, data,
-                               hp, seed=seed)
-            assert all(r.ok for r in res), (label, [(r.index, r.residual, r.error)
-                                                    for r in res if not r.ok])
+def test_every_derivation_line_verified_and_linked(seed):
+    """derivations/two_layer{,_tanh,_relu}.hg: every line verified, and each file's read-offs
+    are the gradient fit uses at the problems with its activation (all problems covered)."""
+    from handgrad.verify import in_notation
+    spec = ENTRY.derivation
+    linked = []
+    for one in spec.notation:
+        rep = in_notation.derive(ENTRY, one, spec.module, _problems(seed), seed=seed)
+        assert rep["verdict"] == "verified" and rep["link"]["ok"], (one.file, rep["link"]["rows"])
+        linked += rep["link"]["problems"]
+    assert sorted(linked) == sorted(p[0] for p in _problems(seed))
+
+
+@pytest.mark.parametrize("file,old,new,where", [
+    # the notes' slip: the W1 result written under the label dl/dW2 (h x d, not W2's K x h)
+    ("two_layer.hg", "grad W2 = G2*H1' + l2*W2", "grad W2 = G1*X' + l2*W1", "grad W2"),
+    # sigma' dropped on the way back through the activation
+    ("two_layer_tanh.hg", "let G1 = (W2'*G2) .* (matrix(1) - H1.^2)", "let G1 = (W2'*G2)", "dl"),
+    # the regulariser's derivative without its 1/2 cancelled: 2 l2 W1
+    ("two_layer_relu.hg", "grad W1 = G1*X' + l2*W1", "grad W1 = G1*X' + 2*l2*W1", "grad W1"),
+])
+def test_a_planted_mistake_in_the_notation_files_is_caught(tmp_path, file, old, new, where):
+    from handgrad.verify import in_notation
+    spec = ENTRY.derivation
+    one = next(x for x in spec.notation if x.file == file)
+    text = open(in_notation.path_of(spec.module, one), encoding="utf-8").read()
+    assert old in text, old
+    (tmp_path / file).write_text(text.replace(old, new), encoding="utf-8")
+    mod = types.SimpleNamespace(__file__=str(tmp_path / "two_layer.py"), __name__="edited")
+    rep = in_notation.derive(ENTRY, one, mod, _problems(0))
+    assert not rep["ok"] and rep["verdict"] == "failed"
+    assert rep["first_wrong"]["lhs"] == where, rep["first_wrong"]
 
 
 @settings(max_examples=25, deadline=None)

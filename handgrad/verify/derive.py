@@ -511,7 +511,8 @@ def _verdict_line(obj: dict) -> str:
 
 def _link_lines(d: dict, ok_mark: str, bad_mark: str) -> list[str]:
     lk = d["link"]
-    out = [f"  linked to the model at {len(lk['problems'])} check problems "
+    n = len(lk["problems"])
+    out = [f"  linked to the model at {n} check problem{'s' if n != 1 else ''} "
            f"({'; '.join(lk['problems'])}), tol {lk['rtol']:.0e} relative to the terms' size:"]
     for r in lk["rows"]:
         res = "error" if math.isinf(r["residual"]) else f"{r['residual']:.1e}"
@@ -521,7 +522,8 @@ def _link_lines(d: dict, ok_mark: str, bad_mark: str) -> list[str]:
                    + (f"; fails at {', '.join(str(f['problem']) for f in r['failures'])}"
                       if r["failures"] else "") + ")")
     if lk["skipped_problems"]:
-        out.append(f"    not linked at {', '.join(lk['skipped_problems'])} (another parametrisation)")
+        why = " or ".join(lk.get("skipped_because") or ["another parametrisation"])
+        out.append(f"    not linked at {', '.join(lk['skipped_problems'])} ({why}: another file's)")
     return out
 
 

@@ -18,7 +18,8 @@ the one derived fails (2).  A problem without a parameter the file differentiate
 model with that parameter held where the model holds it (``absent``: an intercept at 0,
 the Gaussian's mean at the sample mean; ``values`` supplies it); the read-off for it is
 then not compared.  A problem with a parameter the file does not differentiate (the
-Gaussian's Sigma, for the file written in L) is another file's: it is skipped, and said.
+Gaussian's Sigma, for the file written in L), or with other model options (``when``: the
+two-layer net's activation), is another file's: it is skipped, and said.
 """
 
 from __future__ import annotations
@@ -43,11 +44,24 @@ class InNotation:
     ``file``: the .hg file name, beside the derivations module.  ``values(params, data,
     hp)``: the model's point as {notation name: tensor} (0-d, 1-D or 2-D; 1-D is a column).
     ``absent``: parameters a check problem may lack; ``values`` gives what the model holds
-    them at (an intercept at 0, a mean at the sample mean)."""
+    them at (an intercept at 0, a mean at the sample mean).  ``when``: the model options
+    the file is written for, as (name, value) pairs (the two-layer net's activation); a
+    problem with other options is another file's."""
 
     file: str
     values: Callable
     absent: tuple[str, ...] = ()
+    when: tuple[tuple[str, object], ...] = ()
+
+    def skip_reason(self, d, P, hp) -> str | None:
+        """Why the file does not apply at a problem (None: it does)."""
+        lacking = [v for v in d.wrt if v not in P]
+        if any(v not in self.absent for v in lacking) or any(k not in d.wrt for k in P):
+            return "another parametrisation"
+        other = [k for k, v in self.when if hp.get(k) != v]
+        if other:
+            return f"another {other[0]}"
+        return None
 
 
 def linear_values(params, data, hp) -> dict:
@@ -126,11 +140,13 @@ def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
             r["failures"].append({"problem": label, "residual": residual})
 
     gen = torch.Generator().manual_seed(0x6C696E6B + seed)  # "link": directions for d2f
-    skipped = []
+    skipped, why = [], []
     for label, P, D, hp in problems:
-        lacking = [v for v in d.wrt if v not in P]
-        if any(v not in spec.absent for v in lacking) or any(k not in d.wrt for k in P):
+        reason = spec.skip_reason(d, P, hp)
+        if reason is not None:
             skipped.append(label)
+            if reason not in why:
+                why.append(reason)
             continue
         vals = {k: as_matrix(v) for k, v in spec.values(P, D, hp).items()}
         ev = Evaluator(d.checker, vals, None, d.defs, _sizes(d, vals))
@@ -176,6 +192,7 @@ def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
             r["failures"].append({"problem": None, "residual": math.inf})
     return {"rows": out, "ok": bool(out) and all(r["ok"] for r in out),
             "problems": [p[0] for p in problems if p[0] not in skipped], "skipped_problems": skipped,
+            "skipped_because": why,
             "rtol": LINK_RTOL}
 
 
