@@ -280,3 +280,38 @@ def test_text_report_marks_the_lines(reports):
     assert any(line.strip().startswith("✗    = tr(X'*A*dX)") and "the first term is gone" in line
                for line in lines)
     assert "first wrong line: " in text and "wrong_dropped_term.hg:8" in text
+
+
+@pytest.mark.parametrize("body, verdicts", [
+    # d2 log|X| = -tr(X^-1 dX X^-1 dX) (d2X = 0); torch's jvp of a jvp of slogdet is 0
+    ("let X: n x n spd\nwrt X\nf = logdet(X)\nd2f = -tr(inv(X)*dX*inv(X)*dX)", ["verified"]),
+    ("let X: n x n spd\nwrt X\nf = logdet(X) + tr(X)*tr(X)\nd2f = 2*tr(dX)*tr(dX)", ["failed"]),
+    # inv(X)*A is evaluated as solve(X, A), whose jvp of a jvp is half the truth
+    ("let X: n x n invertible\nlet A: n x n\nwrt X\nf = tr(inv(X)*A)\n"
+     "d2f = 2*tr(inv(X)*dX*inv(X)*dX*inv(X)*A)", ["verified"]),
+    ("let X: n x n invertible\nlet A: n x n\nwrt X\nf = tr(inv(X)*A)\n"
+     "d2f = tr(inv(X)*dX*inv(X)*dX*inv(X)*A)", ["failed"]),
+    ("let X: n x n invertible\nwrt X\nf = det(X)\n"
+     "d2f = det(X)*(tr(inv(X)*dX)^2 - tr(inv(X)*dX*inv(X)*dX))", ["verified"]),
+])
+def test_second_differentials_through_det_logdet_and_solve(body, verdicts):
+    """The d2f reference is the second directional derivative by forward over reverse:
+    torch's forward-mode rules for det, slogdet and solve are not themselves
+    differentiable, so a jvp of a jvp drops d(X^-1): it fails these true lines and
+    verifies the wrong ones (d2 log|X| dropped, half a solve's second derivative)."""
+    r = verify(body)
+    assert [row["verdict"] for row in r["lines"] + r["readoff"]] == verdicts
+
+
+def test_the_second_differentials_above_agree_with_autograd_hessians():
+    gen = torch.Generator().manual_seed(6)
+    B, A, dX = (torch.randn(4, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    X = B @ B.T / 4 + torch.eye(4, dtype=torch.float64)
+    Xi = torch.linalg.inv(X)
+
+    def along(f):  # vec(dX)' H vec(dX), H from torch.autograd (reverse over reverse)
+        H = torch.autograd.functional.hessian(lambda x: f(x.reshape(4, 4)), X.reshape(-1))
+        return dX.reshape(-1) @ H @ dX.reshape(-1)
+    torch.testing.assert_close(along(lambda x: torch.logdet(x)), -torch.trace(Xi @ dX @ Xi @ dX))
+    torch.testing.assert_close(along(lambda x: torch.trace(torch.linalg.inv(x) @ A)),
+                               2 * torch.trace(Xi @ dX @ Xi @ dX @ Xi @ A))

@@ -7,8 +7,10 @@ from an independent stream:
 * a value line ``= E`` is compared with f;
 * a ``df`` line with torch.func.jvp of f along the directions, and checked to be linear
   in the differentials (E(2 dX) = 2 E(dX), E(dX1 + dX2) = E(dX1) + E(dX2));
-* a ``d2f`` line with the jvp of the jvp (second directional derivative) and checked to
-  be quadratic (E(2 dX) = 4 E(dX));
+* a ``d2f`` line with the second directional derivative of f along the same directions
+  (d2 of a variable is 0), the jvp of f's Jacobian contracted with them (forward over
+  reverse: torch's jvp of a jvp is wrong for det, logdet and solve), and checked to be
+  quadratic (E(2 dX) = 4 E(dX));
 * a read-off ``grad X = G`` for its shape (denominator layout: X's shape) and entry by
   entry against torch.func.grad; ``hess X = H`` entry by entry against
   torch.func.hessian over the column-major vec(X).
@@ -211,8 +213,7 @@ def _check_point(d, k, sizes, vals, dgen, ndir, trials, f_errors):
         truth.append(torch.func.jvp(fun, primals, tangents)[1])
         tmag.append(ev(diffs=dd).tangent_magnitude(d.f))
         if need2:
-            truth2.append(torch.func.jvp(lambda *p, t=tangents: torch.func.jvp(fun, p, t)[1],
-                                         primals, tangents)[1])
+            truth2.append(_second_directional(fun, primals, tangents))
     for i, line in enumerate(d.lines):
         if line.shape_error:
             continue
@@ -221,6 +222,17 @@ def _check_point(d, k, sizes, vals, dgen, ndir, trials, f_errors):
         except (RuntimeError, ValueError, NotationError, IndexError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             trials[i].append(_Trial("error", reason=f"evaluation error at point {k}: {msg}", point=k))
+
+
+def _second_directional(fun, primals, tangents):
+    """d^2/dt^2 f(x + t d) at t = 0, f's shape: the jvp of the Jacobian (forward over
+    reverse, as torch.func.hessian), contracted with d.  Not the jvp of the jvp: torch's
+    forward-mode rules for det, slogdet and solve are not themselves differentiable, so
+    differentiating them again drops the d(A^-1) term (d2 log|X| comes out 0, a solve's
+    second derivative half; pytorch/pytorch#192540, #196695-#196697)."""
+    argnums = tuple(range(len(primals)))
+    _, djac = torch.func.jvp(lambda *p: torch.func.jacrev(fun, argnums=argnums)(*p), primals, tangents)
+    return sum(torch.tensordot(dj, t, dims=t.dim()) for dj, t in zip(djac, tangents))
 
 
 def _check_line(d, line: Line, k, vals, ev, fun, fval, dirs, truth, truth2, tmag):
