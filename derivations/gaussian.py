@@ -1,4 +1,4 @@
-"""Hand-derived gradients of the Gaussian covariance MLE (notes part 3 §6, example 5).
+"""Hand-derived gradient and Hessian of the Gaussian covariance MLE (notes part 3 §6, example 5).
 
 Shapes: X (N, d) samples as rows, mu (d,), Sigma (d, d) symmetric positive definite, or its
 Cholesky factor L (d, d) lower-triangular with Sigma = L L^T.  S_l = S_mu + l2 I with
@@ -39,6 +39,16 @@ and H is the matrix of this differential over the flattened parameters (built co
 column, checked against torch.func.hessian).  It is for checking: no Newton solver is
 offered (through L the loss is not convex, and a Newton step in Sigma can leave the
 positive-definite cone).  Layout: denominator.
+
+The derivation, line by line, is in the notation beside this file (gaussian.hg in Sigma,
+gaussian_cholesky.hg through L), the gradient and the second differential, d2Sigma = 0
+in Sigma and 2 dL dL^T through L:
+
+    d2l = tr(dSigma Si dSigma (Si - 2G)) + 4 dmu^T Si dSigma Si (xbar - mu) + 2 dmu^T Si dmu
+          [+ 2 tr(dL^T G dL) through L, with dSigma = dL L^T + L dL^T]
+
+so hess mu = 2 Si; ``derive gaussian`` verifies each line and links d2l to dP^T H dP with
+H = hessian() below (see the comment above ``_values``).
 """
 
 from __future__ import annotations
@@ -46,7 +56,6 @@ from __future__ import annotations
 import torch
 
 from handgrad.verify.in_notation import InNotation
-from handgrad.verify.steps import Derivation, Step
 
 
 def _xbar_minus_mu(P, D):
@@ -149,20 +158,22 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
     return 0.5 * (H + H.T)
 
 
-# ---- the derivation, step by step ---------------------------------------------------
-# The gradient's derivation, line by line, is in the notation: derivations/gaussian.hg
-# (in Sigma, the notes' example) and derivations/gaussian_cholesky.hg (through L, what gd
-# moves).  `derive gaussian` verifies every line of both and links their read-offs to
-# gradient() above at the check problems of their parametrisation.  The Hessian below is
-# still Python steps (the notation's hess line is one variable's block; this one is the
-# whole (mu, Sigma or L) matrix of dgradient).
+# ---- the derivation, line by line -----------------------------------------------------
+# The derivation is in the notation: derivations/gaussian.hg (in Sigma, the notes'
+# example) and derivations/gaussian_cholesky.hg (through L, what gd moves), each with its
+# gradient and its second differential d2l.  `derive gaussian` verifies every line of
+# both and links them, at the check problems of their parametrisation, to the functions
+# above: l to the model's loss, grad mu and grad Sigma / grad L to gradient(), hess mu to
+# the mu block of hessian(), and d2l to dP' H dP with the whole (mu, Sigma or L) matrix
+# of hessian(), along directions symmetric in Sigma and lower triangular in L.  (hess
+# Sigma and hess L are not read off: over vec(Sigma) or vec(L) they need the commutation
+# matrix, which the notation does not write.)
 
 def _values(params, data, hp) -> dict:
     """The model's point in the files' names; mu is the sample mean when it is not a
     parameter (the model's mean_of)."""
     X = data.X
-    out = {"X": X, "N": X.new_tensor(float(data.n)), "mu": _mean(params, data),
-           "l2": X.new_tensor(float(hp.get("l2", 0.0)))}
+    out = {"X": X, "mu": _mean(params, data), "l2": X.new_tensor(float(hp.get("l2", 0.0)))}
     if "L" in params:
         out["L"] = torch.tril(params["L"])
     if "Sigma" in params:
@@ -174,69 +185,9 @@ NOTATION = (InNotation("gaussian.hg", _values, absent=("mu",)),
             InNotation("gaussian_cholesky.hg", _values, absent=("mu",)))
 
 
-def _Sigma(P):
-    if "L" in P:
-        L = torch.tril(P["L"])
-        return L @ L.T
-    return 0.5 * (P["Sigma"] + P["Sigma"].T)
-
-
 def _dSigma(P, dP):
     """The direction in Sigma: symmetrised (the convention), or dL L^T + L dL^T."""
     if "L" in P:
         L, dL = torch.tril(P["L"]), torch.tril(dP["L"])
         return dL @ L.T + L @ dL.mT
     return 0.5 * (dP["Sigma"] + dP["Sigma"].mT)
-
-
-def derivations() -> list[Derivation]:
-    hess = Derivation(
-        title="Gaussian covariance MLE: Hessian (the differential of the gradient)",
-        target="gradient",
-        layout="Hessian over (mu, then Sigma or L row-major) flattened; symmetric",
-        steps=[
-            Step("d(dl/dSigma) = -Si dSigma Si + Si dSigma Si S_l Si + Si S_l Si dSigma Si - Si dS_mu Si,"
-                 "  d(dl/dmu) = 2 Si dSigma Si (xbar - mu) + 2 Si dmu,  Si = Sigma^-1,"
-                 "  dS_mu = -(dmu r^T + r dmu^T);  through L: d(dl/dL) = tril(2 dG L + 2 G dL)",
-                 r"dG = -\Sigma^{-1}d\Sigma\,\Sigma^{-1} + \Sigma^{-1}d\Sigma\,\Sigma^{-1}S_\lambda\Sigma^{-1} + \Sigma^{-1}S_\lambda\Sigma^{-1}d\Sigma\,\Sigma^{-1} - \Sigma^{-1}dS_\mu\Sigma^{-1},\quad d\Big(\frac{\partial l}{\partial L}\Big) = \operatorname{tril}(2\,dG\,L + 2G\,dL)",
-                 lambda P, D, dP, hp: _dgrad_by_solves(P, D, dP, hp.get("l2", 0.0)),
-                 "d(Sigma^-1) = -Sigma^-1 dSigma Sigma^-1 in each factor of G; product rule on 2 G L"),
-            Step("=> H vec(dP), H the matrix of the step above over the flattened parameters",
-                 r"\Rightarrow \operatorname{vec}(d\nabla l) = H\,\operatorname{vec}(dP)",
-                 lambda P, D, dP, hp: hessian(P, D, **hp) @ torch.cat([v.reshape(-1) for v in dP.values()]),
-                 "vec(d grad) = H vec(dP); H built column by column from the hand differential"),
-        ],
-        assumptions=["no Newton solver is offered: through L the loss is not convex (H is "
-                     "indefinite away from the optimum, and singular along the unused entries "
-                     "above the diagonal), and a Newton step in Sigma can leave the "
-                     "positive-definite cone; the closed form and gradient descent through L "
-                     "are the solvers"],
-    )
-    return [hess]
-
-
-def _dgrad_by_solves(P, D, dP, l2):
-    """The hessian step written out with linear solves (Si X = solve(Sigma, X)), flattened."""
-    Sig = _Sigma(P)
-
-    def si(X):
-        return torch.linalg.solve(Sig, X)
-
-    dSig = _dSigma(P, dP)
-    S = _S(P, D, l2)
-    r = _xbar_minus_mu(P, D)
-    parts = {}
-    if "mu" in P:
-        parts["mu"] = 2.0 * si(dSig @ si(r)) + 2.0 * si(dP["mu"])
-        dS = -(torch.outer(dP["mu"], r) + torch.outer(r, dP["mu"]))
-    else:
-        dS = torch.zeros_like(S)
-    SiS_Si = si(si(S).T)  # Si S Si (symmetric)
-    dG = -si(si(dSig).T) + si(dSig) @ SiS_Si + SiS_Si @ si(dSig.T).T - si(si(dS).T)
-    if "L" in P:
-        L, dL = torch.tril(P["L"]), torch.tril(dP["L"])
-        G = si(torch.eye(D.d, dtype=Sig.dtype, device=Sig.device)) - SiS_Si
-        parts["L"] = torch.tril(2.0 * dG @ L + 2.0 * G @ dL)
-    else:
-        parts["Sigma"] = 0.5 * (dG + dG.T)
-    return torch.cat([parts[k].reshape(-1) for k in P])

@@ -19,8 +19,7 @@ from handgrad.params import flatten
 from handgrad.verify import derive, steps
 from tests.conftest import MODEL_NAMES, invoke
 
-# Python steps, and a .hg file
-WITH_DERIVATIONS = [n for n in MODEL_NAMES if registry.get(n).derivation.derivations is not None]
+# a .hg file (every built-in model); Python steps are a user's format (examples/*.py)
 WITH_NOTATION = [n for n in MODEL_NAMES if registry.get(n).derivation.notation is not None]
 EXAMPLE = "examples/my_derivation.py"
 WRONG_EXAMPLE = "examples/wrong_derivation.py"
@@ -40,35 +39,32 @@ def test_derive_json_every_line_verified(runner, name):
     assert out["ok"] and out["model"] == name
     if not out["has_derivation"]:
         pytest.skip(f"{name} has no derivations()")
-    assert out["derivations"], "derivations() returned nothing"
+    assert out["derivations"], "no derivation reported"
     for d in out["derivations"]:
         assert d["layout"], "every printed derivative states its layout"
-        if d["format"] == "notation":  # every line parsed, verified, and linked to the model
-            files = [f"derivations/{one.file}" for one in registry.get(name).derivation.notation]
-            assert d["path"] in files and d["verdict"] == "verified"
-            assert all(x["verdict"] == "verified" for x in d["lines"] + d["readoff"])
-            rows = {x["line"].split(" = ")[0] for x in d["link"]["rows"]}
-            assert {"l"} | {f"grad {v}" for v in d["wrt"]} <= rows, rows
-            assert d["link"]["ok"] and all(x["problems"] for x in d["link"]["rows"])
-            continue
-        assert d["format"] == "python" and d["text_checked"] is False
-        assert d["problems"], "verified at no problem at all"
-        if d["target"] == "loss" or registry.get(name).has_hessian:
-            assert d["final_line_is_fitted"], d["title"]
-        for s in d["steps"]:
-            assert s["ok"], f"{name}: line {s['line']} {s['text']}: {s['failures']}"
-            assert 0.0 <= s["residual"] <= s["tol"] == derive.RTOL
-            assert s["text"] and s["latex"]
-            assert re.search(r"\.py:\d+$", s["source"]), s["source"]
+        # every line parsed, verified, and linked to the model: no Python steps
+        assert d["format"] == "notation", d.get("title")
+        files = [f"derivations/{one.file}" for one in registry.get(name).derivation.notation]
+        assert d["path"] in files and d["verdict"] == "verified"
+        assert all(x["verdict"] == "verified" for x in d["lines"] + d["readoff"])
+        rows = {x["line"].split(" = ")[0] for x in d["link"]["rows"]}
+        assert {"l"} | {f"grad {v}" for v in d["wrt"]} <= rows, rows
+        assert d["link"]["ok"] and all(x["problems"] for x in d["link"]["rows"])
 
 
-def test_the_gradients_of_all_six_models_are_written_in_the_notation():
+def test_the_derivations_of_all_six_models_are_written_in_the_notation():
     assert set(MODEL_NAMES) == set(WITH_NOTATION)
     for name in WITH_NOTATION:
         spec = registry.get(name).derivation
-        python = spec.derivations() if spec.derivations is not None else []
-        assert all(d.target == "gradient" for d in python), \
-            "one source: the gradient is derived in the .hg file, no Python steps beside it"
+        assert spec.derivations is None and registry.get(name).derivations() == [], \
+            "one source: gradient and Hessian are derived in the .hg files, no Python steps beside them"
+    # the models with a Hessian derive it too: a d2l line linked to dP' H dP
+    rep = derive.derive_models(MODEL_NAMES)
+    for name in MODEL_NAMES:
+        if registry.get(name).has_hessian:
+            rows = [r["line"].split(" = ")[0] for d in rep["models"][name]["derivations"]
+                    for r in d["link"]["rows"]]
+            assert "d2l" in rows, (name, rows)
     # one file per parametrisation (the Gaussian) or activation (the two-layer net): every
     # check problem is linked by exactly one of them
     for name in ("gaussian", "two_layer"):
@@ -111,18 +107,24 @@ def test_a_wrong_fitted_gradient_fails_the_link_not_the_derivation(name):
     assert "NO" in derive.format_text(rep) and "DERIVATION CHECK FAILED" in derive.format_text(rep)
 
 
-def test_the_python_hessian_line_is_the_fitted_hessian(monkeypatch):
-    """Printed = fitted for the Gaussian's Hessian (Python steps): its last line evaluates
-    the derivations module's own hessian(), so doubling that breaks the last line only."""
-    entry = registry.get("gaussian")
-    (d,) = [d for d in entry.derivations() if d.target == "gradient"]
-    problems = entry.model.check_problems(0, torch.float64, "cpu")
-    rep = derive.run_derivation(d, problems, entry.loss)
-    assert rep["ok"] and derive._final_is_fitted(entry, d, problems[0], 0)
-    real = entry.derivation.module.hessian
-    monkeypatch.setattr(entry.derivation.module, "hessian", lambda P, D, **hp: 2 * real(P, D, **hp))
-    rep = derive.run_derivation(d, problems, entry.loss)
-    assert rep["failed_lines"] == [len(d.steps)], rep["failed_lines"]
+def test_the_python_last_line_is_the_fitted_gradient(tmp_path):
+    """Printed = fitted for Python steps (examples/my_derivation.py): the last line
+    evaluates the file's own gradient(), so doubling that breaks the last line only (and
+    the gradient check); a model's last line is compared with the gradient it fits."""
+    ud = derive.load_user_file(EXAMPLE)
+    problems = derive._user_problems(ud)
+    fitted = types.SimpleNamespace(gradient=lambda P, D, **hp: ud.gradient(P, D), has_hessian=False)
+    doubled = types.SimpleNamespace(has_hessian=False, gradient=lambda P, D, **hp: {
+        k: 2 * v for k, v in ud.gradient(P, D).items()})
+    assert derive._final_is_fitted(fitted, ud.derivation, problems[0], 0) is True
+    assert derive._final_is_fitted(doubled, ud.derivation, problems[0], 0) is False
+    text = open(EXAMPLE, encoding="utf-8").read()
+    old = 'return {"X": (A + A.T) @ X + torch.linalg.inv(X).T}'
+    assert text.count(old) == 1
+    path = _write(tmp_path, text.replace(old, 'return {"X": 2 * ((A + A.T) @ X + torch.linalg.inv(X).T)}'))
+    rep = derive.derive_file(path)
+    d = rep["derivations"][0]
+    assert d["failed_lines"] == [len(ud.derivation.steps)] and not rep["gradient_check"]["ok"]
 
 
 def _with_hg(monkeypatch, tmp_path, name, old, new):
@@ -200,32 +202,33 @@ def _plant(d: steps.Derivation, line: int, fn) -> steps.Derivation:
     return dataclasses.replace(d, steps=new)
 
 
-@pytest.mark.parametrize("name", WITH_DERIVATIONS)
-def test_planted_wrong_line_is_named_in_every_derivation(name):
-    """A line off by a factor 1.001 fails, is named by its number, and only it fails."""
-    entry = registry.get(name)
-    problems = entry.model.check_problems(0, torch.float64, "cpu")
-    for d in entry.derivations():
-        line = max(1, len(d.steps) - 1)
-        orig = d.steps[line - 1].fn
-        bad = _plant(d, line, lambda P, D, dP, hp, f=orig: 1.001 * f(P, D, dP, hp))
-        rep = derive.run_derivation(bad, problems, entry.loss)
-        assert rep["failed_lines"] == [line], (d.title, rep["failed_lines"])
-        assert rep["first_failed_line"] == line and not rep["ok"]
-        s = rep["steps"][line - 1]
-        assert s["failures"] and s["failures"][0]["reason"]
-        assert rep["first_failed_source"] == d.steps[line - 1].source
+@pytest.mark.parametrize("line", [1, 2, 3, 4, 5])
+def test_planted_wrong_line_is_named_in_python_steps(line):
+    """A line of examples/my_derivation.py off by a factor 1.001 fails, is named by its
+    number and its file:line, and only it fails."""
+    ud = derive.load_user_file(EXAMPLE)
+    d = ud.derivation
+    problems = derive._user_problems(ud)
+    orig = d.steps[line - 1].fn
+    bad = _plant(d, line, lambda P, D, dP, hp, f=orig: 1.001 * f(P, D, dP, hp))
+    rep = derive.run_derivation(bad, problems, lambda P, D, **_: ud.loss(P, D))
+    assert rep["failed_lines"] == [line], rep["failed_lines"]
+    assert rep["first_failed_line"] == line and not rep["ok"]
+    s = rep["steps"][line - 1]
+    assert s["failures"] and s["failures"][0]["reason"]
+    assert rep["first_failed_source"] == d.steps[line - 1].source
+    assert re.search(r"examples/my_derivation\.py:\d+$", rep["first_failed_source"])
 
 
 def test_python_steps_are_marked_evaluated_text_not_checked():
     """A Python step's text is free text: never the verified mark, always the ~ and a note
-    (the Gaussian's Hessian, the one built-in derivation still in Python steps)."""
-    rep = derive.derive_entry(registry.get("gaussian"))
-    rep["derivations"] = [d for d in rep["derivations"] if d["format"] == "python"]
-    assert rep["ok"] and rep["derivations"]
+    (examples/my_derivation.py; no built-in derivation is in Python steps)."""
+    rep = derive.derive_file(EXAMPLE)
+    del rep["gradient_check"]  # a check of gradient(), a function, not of printed text
+    assert rep["ok"] and [d["format"] for d in rep["derivations"]] == ["python"]
     text = derive.format_text(rep)
     assert "\u2713" not in text and derive.EVALUATED_NOTE in text
-    assert re.search(r"^\s+1 ~\s+\d\.\de[+-]\d\d  d\(dl/dSigma\) = ", text, re.M)
+    assert re.search(r"^\s+1 ~\s+\d\.\de[+-]\d\d  f = tr\(X\^T A X\) \+ log\|X\|$", text, re.M)
     assert text.endswith("all lines evaluated and agree; their text is not checked (Python steps)")
     md, tex = derive.format_markdown(rep), derive.format_latex(rep)
     assert "\u2713" not in md and "~ evaluated, text not checked" in md
@@ -364,19 +367,22 @@ def test_unknown_model_is_a_usage_error(runner):
 # --- formats ------------------------------------------------------------------------------
 
 def test_text_has_mark_residual_and_layout_for_every_line(runner):
-    r, _ = invoke(runner, "derive", "gaussian")
+    r, _ = invoke(runner, "derive", "--file", EXAMPLE)
     assert r.exit_code == 0
-    for d in registry.get("gaussian").derivations():
-        assert f"layout: {d.layout}" in r.stdout
-        for i, s in enumerate(d.steps, start=1):
-            line = next(ln for ln in r.stdout.splitlines() if ln.endswith(s.text))
-            assert re.match(rf"\s+{i} ~\s+\d\.\de[+-]\d\d  ", line), line
-    r, _ = invoke(runner, "derive", "logistic")
-    assert r.exit_code == 0
-    hg = open("derivations/logistic.hg", encoding="utf-8").read()
-    n_formulas = sum(1 for ln in hg.splitlines() if re.match(r"\s*(=|dl|d2l|grad|hess)\b", ln))
-    assert r.stdout.count("\u2713 ") >= n_formulas and "\u2717" not in r.stdout
-    assert "layout" in r.stdout and "linked to the model at 3 check problems" in r.stdout
+    d = derive.load_user_file(EXAMPLE).derivation
+    assert f"layout: {d.layout}" in r.stdout
+    for i, s in enumerate(d.steps, start=1):
+        line = next(ln for ln in r.stdout.splitlines() if ln.endswith(s.text))
+        assert re.match(rf"\s+{i} ~\s+\d\.\de[+-]\d\d  ", line), line
+    for name, files, linked in [("logistic", ["logistic.hg"], "at 3 check problems"),
+                                ("gaussian", ["gaussian.hg", "gaussian_cholesky.hg"], "at 2 check problems")]:
+        r, _ = invoke(runner, "derive", name)
+        assert r.exit_code == 0
+        hg = "\n".join(open(f"derivations/{f}", encoding="utf-8").read() for f in files)
+        n_formulas = sum(1 for ln in hg.splitlines() if re.match(r"\s*(=|dl|d2l|grad|hess)\b", ln))
+        assert r.stdout.count("\u2713 ") >= n_formulas and "\u2717" not in r.stdout, name
+        assert f"{derive.EVALUATED} evaluated" not in r.stdout and r.stdout.endswith("all lines verified\n")
+        assert "layout" in r.stdout and f"linked to the model {linked}" in r.stdout
     assert derive.format_text({"models": {}, "ok": True}, ascii_only=True).endswith("all lines verified")
 
 
@@ -414,8 +420,11 @@ def _tex_problems(tex: str) -> list[str]:
 
 @pytest.mark.parametrize("source", ["all", "wrong-file"])
 def test_latex_output_is_well_formed(runner, tmp_path, source, all_report):
-    if source == "all":
-        tex = derive.format_latex(all_report)
+    if source == "all":  # the built-in models (notation) and a Python-steps file
+        both = {"models": {**all_report["models"], "user": derive.derive_file(EXAMPLE)}, "ok": True}
+        tex = derive.format_latex(both)
+        n_hg = sum(d["format"] == "notation" for r in all_report["models"].values() for d in r["derivations"])
+        assert tex.count(r"\begin{align*}") == n_hg > 0
     else:
         r, _ = invoke(runner, "derive", "--file", WRONG_EXAMPLE, "--format", "latex")
         assert r.exit_code == 1
@@ -444,8 +453,12 @@ def test_latex_checker_catches_broken_documents():
 def test_markdown_output_is_well_formed(runner, all_report):
     r, _ = invoke(runner, "derive", "least_squares", "--format", "markdown")
     assert r.exit_code == 0 and r.stdout.startswith("## least\\_squares: ")
-    md = derive.format_markdown(all_report)
-    n_steps = sum(len(d.steps) for n in WITH_DERIVATIONS for d in registry.get(n).derivations())
+    assert derive.format_markdown(all_report).rstrip().endswith("**All lines verified.**")
+    # the built-in models (notation) and a Python-steps file (examples/my_derivation.py)
+    user = derive.derive_file(EXAMPLE)
+    md = derive.format_markdown({"models": {**all_report["models"], "user": user}, "ok": True})
+    python = derive.load_user_file(EXAMPLE).derivation
+    n_steps = len(python.steps)
     n_hg = sum(len(d["lines"]) + len(d["readoff"]) + 1 for r in all_report["models"].values()
                for d in r["derivations"] if d["format"] == "notation")  # + 1: the function
     assert md.count("\n   $$") == n_steps and md.count("$$") == 2 * (n_steps + n_hg)
@@ -456,10 +469,10 @@ def test_markdown_output_is_well_formed(runner, all_report):
             assert line.strip().startswith("$$") and line.strip().endswith("$$")
             inner = line.strip()[2:-2]
             assert _tex_problems(inner) == [], inner
-    for name in WITH_DERIVATIONS:
+    for name in MODEL_NAMES:
         assert f"## {name}: " in md.replace("\\_", "_")
-        for d in registry.get(name).derivations():
-            assert f"*Layout:* {derive._md(d.layout)}." in md
+    assert f"## {derive._md(derive._header(user))}" in md
+    assert f"*Layout:* {derive._md(python.layout)}." in md
     assert md.rstrip().endswith("not checked.**"), md[-200:]
 
 

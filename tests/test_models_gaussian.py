@@ -1,9 +1,11 @@
 """Gaussian covariance MLE: the symmetric-matrix gradient convention, the Cholesky-factor
-gradient, planted errors caught, the closed form against numpy.cov, singular data named,
+gradient, the derivation in the notation (gradient and second differential) linked to what
+fit runs, planted errors caught, the closed form against numpy.cov, singular data named,
 gradient descent through L reaching the closed form, the CLI and the shipped data."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import types
@@ -58,13 +60,16 @@ def test_three_way_check_passes_both_parametrisations(seed):
 def test_every_derivation_line_verified_and_linked_at_every_problem(seed):
     """derivations/gaussian.hg (in Sigma) and gaussian_cholesky.hg (through L): every line
     verified, and between them every problem linked: their read-offs are the gradient fit
-    uses, at Sigma points and at L points, with mu a parameter or held at xbar."""
+    uses and hess mu its block of hessian(), their d2l is dP' H dP with hessian(), at
+    Sigma points and at L points, with mu a parameter or held at xbar."""
     from handgrad.verify import in_notation
     spec = ENTRY.derivation
     linked = []
     for one in spec.notation:
         rep = in_notation.derive(ENTRY, one, spec.module, _problems(seed), seed=seed)
         assert rep["verdict"] == "verified" and rep["link"]["ok"], (one.file, rep["link"]["rows"])
+        rows = {r["line"].split(" = ")[0] for r in rep["link"]["rows"]}
+        assert rows == {"l", "grad mu", "d2l", "hess mu"} | {f"grad {v}" for v in rep["wrt"]}, rows
         linked += rep["link"]["problems"]
     assert sorted(linked) == sorted(p[0] for p in _problems(seed))
 
@@ -107,6 +112,103 @@ def test_a_planted_mistake_in_the_notation_files_is_caught(tmp_path, file, old, 
         assert rep["verdict"] != "verified"
         wrong = rep["first_wrong"]["text"]
         assert new.split(" = ")[-1].strip() in wrong or wrong in new, (wrong, new)
+
+
+def _line_of(file, old):
+    """The line number of the one line of derivations/<file> that contains `old`."""
+    from handgrad.verify import in_notation
+    spec = ENTRY.derivation
+    one = next(x for x in spec.notation if x.file == file)
+    lines = open(in_notation.path_of(spec.module, one), encoding="utf-8").read().splitlines()
+    hits = [i for i, ln in enumerate(lines, 1) if old in ln]
+    assert len(hits) == 1, (old, hits)
+    return hits[0]
+
+
+@pytest.mark.parametrize("file,old,new", [
+    # the sign of d2 log|Sigma| = -tr(Sigma^-1 dSigma Sigma^-1 dSigma) slipped
+    ("gaussian.hg", "d2l = -tr(inv(Sigma)*dSigma*inv(Sigma)*dSigma) +",
+     "d2l = tr(inv(Sigma)*dSigma*inv(Sigma)*dSigma) +"),
+    # d2S = 0: forgetting that S moves with mu twice (S is quadratic in C)
+    ("gaussian.hg", "*dS) + 2*tr(inv(Sigma)*dC'*dC)/N   # differentiate",
+     "*dS)   # differentiate"),
+    # dS written out as 2 C' dC/N but the 2 of the two equal transposed halves lost
+    ("gaussian.hg", "- 4*tr(inv(Sigma)*dSigma*inv(Sigma)*C'*dC)/N",
+     "- 2*tr(inv(Sigma)*dSigma*inv(Sigma)*C'*dC)/N"),
+    # d2Sigma = 0 used through L, where Sigma = L L' is quadratic: d2Sigma = 2 dL dL'
+    ("gaussian_cholesky.hg",
+     "+ 2*tr(inv(Sigma)*dL*dL') + 2*tr(inv(Sigma)*dSigma*inv(Sigma)*dSigma*inv(Sigma)*S) "
+     "- 2*tr(inv(Sigma)*dL*dL'*inv(Sigma)*S)",
+     "+ 2*tr(inv(Sigma)*dSigma*inv(Sigma)*dSigma*inv(Sigma)*S)"),
+    # dSigma written out with one half: dL L' (L dL' dropped)
+    ("gaussian_cholesky.hg", "= tr((dL*L' + L*dL')*inv(Sigma)*(dL*L' + L*dL')*(inv(Sigma) - 2*G))",
+     "= tr((dL*L')*inv(Sigma)*(dL*L' + L*dL')*(inv(Sigma) - 2*G))"),
+])
+def test_a_planted_mistake_in_the_second_differential_fails_at_that_line(tmp_path, file, old, new):
+    """Each d2l line is checked on its own against the second directional derivative of l:
+    a slip fails there, the lines above it keep their marks."""
+    lineno = _line_of(file, old)
+    rep = _edited(tmp_path, file, old, new)
+    assert not rep["ok"] and rep["verdict"] == "failed"
+    assert rep["first_wrong"]["source"].endswith(f"{file}:{lineno}"), rep["first_wrong"]
+    assert rep["first_wrong"]["lhs"] == "d2l"
+    rows = rep["lines"] + rep["readoff"]
+    above = [r for r in rows if int(r["source"].rsplit(":", 1)[1]) < lineno]
+    assert above and all(r["verdict"] == "verified" for r in above)
+    assert not any(r["ok"] for r in rep["link"]["rows"] if r["line"].startswith("d2l"))
+
+
+@pytest.mark.parametrize("file", ["gaussian.hg", "gaussian_cholesky.hg"])
+def test_hess_mu_without_its_factor_2_fails_the_read_off_and_the_link(tmp_path, file):
+    rep = _edited(tmp_path, file, "hess mu = 2*inv(Sigma)", "hess mu = inv(Sigma)")
+    (hess,) = [r for r in rep["readoff"] if r["lhs"] == "hess mu"]
+    assert hess["verdict"] == "failed" and rep["first_wrong"]["lhs"] == "hess mu"
+    assert [r["lhs"] for r in rep["lines"] + rep["readoff"] if r["verdict"] != "verified"] == ["hess mu"]
+    assert [r["line"].split(" = ")[0] for r in rep["link"]["rows"] if not r["ok"]] == ["hess mu"]
+
+
+def test_a_wrong_fitted_hessian_fails_the_link_not_the_derivation():
+    """Printed = fitted for the Hessian: the d2l lines stay true, but with the fitted
+    Hessian missing S_mu's dependence on mu (the -Si dS_mu Si term) dP' H dP is not d2l
+    where mu is a parameter, and hessian() x 2 fails hess mu as well."""
+    from handgrad.verify import in_notation
+    spec = ENTRY.derivation
+    for hessian, bad_rows in [(_h_without_dS_mu, ["d2l"]),
+                              (lambda P, D, **hp: 2 * dg.hessian(P, D, **hp), ["d2l", "hess mu"])]:
+        entry = dataclasses.replace(ENTRY, derivation=dataclasses.replace(spec, hessian=hessian))
+        for one in spec.notation:
+            rep = in_notation.derive(entry, one, spec.module, _problems(0))
+            assert rep["verdict"] == "verified" and not rep["ok"], one.file
+            rows = {r["line"].split(" = ")[0]: r for r in rep["link"]["rows"]}
+            assert [k for k, r in rows.items() if not r["ok"]] == bad_rows, (one.file, rows)
+            failed_at = {f["problem"] for f in rows["d2l"]["failures"]}
+            mu_problems = {lab for lab, p, _, _ in _problems(0) if "mu" in p} & set(rep["link"]["problems"])
+            if hessian is _h_without_dS_mu:
+                assert failed_at == mu_problems, (failed_at, mu_problems)
+
+
+def test_the_link_draws_directions_where_sigma_and_l_live(monkeypatch):
+    """hessian() is a Hessian on symmetric Sigma and lower-triangular L (it symmetrises
+    dSigma and reads tril(dL)); the file's l reads every entry.  So d2l = dP' H dP holds
+    along symmetric dSigma and lower-triangular dL, the directions the link draws, and
+    fails along unconstrained ones: the check is not vacuous."""
+    import handgrad.notation.sampling as sampling
+    from handgrad.verify import in_notation
+
+    spec = ENTRY.derivation
+    for one in spec.notation:
+        rep = in_notation.derive(ENTRY, one, spec.module, _problems(0))
+        assert rep["ok"], one.file
+    real = sampling.draw_direction
+    monkeypatch.setattr(sampling, "draw_direction",  # as if undeclared: randn, every entry
+                        lambda decl, value, gen: real(dataclasses.replace(decl, props=frozenset()),
+                                                      value, gen))
+    for one in spec.notation:
+        d = in_notation.parse(spec.module, one)
+        link = in_notation.link(ENTRY, one, d, _problems(0))
+        rows = {r["line"].split(" = ")[0]: r for r in link["rows"]}
+        assert not rows["d2l"]["ok"], one.file
+        assert all(r["ok"] for k, r in rows.items() if k != "d2l")
 
 
 @settings(max_examples=20, deadline=None)

@@ -13,6 +13,14 @@ parsed expression, so the formula printed is the formula evaluated (handgrad/not
    where the model has them), ``hess v`` is that block of the Hessian ``fit`` runs, and
    the ``d2f`` line along random directions is dP^T H dP with that Hessian.
 
+The directions dP are drawn as the verifier draws them (handgrad.notation.sampling's
+``draw_direction``), in the set the declared variable lives in: symmetric for ``spd`` or
+``sym``, lower triangular for ``lower``, unconstrained otherwise.  The fitted Hessian is
+a Hessian on that set (the Gaussian's symmetrises dSigma, and reads only tril(dL)), so
+along a direction outside it dP^T H dP is not the d2f of the file's f, which reads every
+entry: a non-symmetric dSigma, or a dL with entries above the diagonal, would fail a
+correct line.
+
 So a derivation line that is wrong fails (1), and a model whose fitted derivative is not
 the one derived fails (2).  A problem without a parameter the file differentiates is the
 model with that parameter held where the model holds it (``absent``: an intercept at 0,
@@ -124,6 +132,7 @@ def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
     """Compare the file's f, read-offs and d2f with the model's loss, gradient and Hessian
     at the model's check problems.  JSON-ready: one row per compared line."""
     from handgrad.notation.evaluate import Evaluator, as_matrix
+    from handgrad.notation.sampling import draw_direction
 
     model_file = f"models/{entry.name}.py"
     rows: dict[str, dict] = {}
@@ -179,7 +188,7 @@ def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
             elif line.kind == "d2f" and H is not None:
                 r = row("d2f", f"{line.lhs} = {_text(line.expr)}", "dP' H dP, H the Hessian fit uses")
                 for _ in range(2):
-                    dP = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v)
+                    dP = {k: draw_direction(d.decls[k], vals[k], gen).reshape(v.shape).to(v)
                           for k, v in P.items()}
                     diffs = {n: as_matrix(dP[n]) if n in dP else torch.zeros_like(vals[n]) for n in d.wrt}
                     e2 = Evaluator(d.checker, vals, diffs, d.defs, _sizes(d, vals))
