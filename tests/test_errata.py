@@ -14,21 +14,40 @@ from tests.conftest import invoke
 KEYS = [e.key for e in er.ERRATA]
 
 
+def _verdicts(e):
+    """(wrong, right) as {"ok", "reason", "residual"}: the notation's claims or Python checks."""
+    if e.in_notation:
+        return derive._claims_verdict(e.wrong_claims), derive._claims_verdict(e.right_claims)
+    return (derive._run_check(e.check_wrong, (0, 1, 2)).as_dict(),
+            derive._run_check(e.check_right, (0, 1, 2)).as_dict())
+
+
 @pytest.mark.parametrize("e", er.ERRATA, ids=KEYS)
 def test_wrong_rejected_with_reason_right_accepted(e):
-    w = derive._run_check(e.check_wrong, (0, 1, 2))
-    r = derive._run_check(e.check_right, (0, 1, 2))
-    assert not w.ok and w.reason.startswith(("shape mismatch: ", "worst entry ", "claimed ")), w.reason
-    assert r.ok and r.residual <= derive.RTOL, r.reason
-    for field in (e.wrong_text, e.wrong_latex, e.right_text, e.right_latex, e.layout, e.note, e.seed):
+    w, r = _verdicts(e)
+    reasons = (("the shapes do not fit: ", "at point ") if e.in_notation
+               else ("shape mismatch: ", "worst entry ", "claimed "))
+    assert not w["ok"] and w["reason"].startswith(reasons), w["reason"]
+    assert r["ok"] and r["residual"] <= (r.get("tol") or derive.RTOL), r["reason"]
+    for field in (e.wrong_text, e.wrong_latex, e.right_text, e.right_latex, e.layout, e.note, e.where):
         assert field
+
+
+def test_most_errata_are_written_in_the_notation_and_printed_from_it():
+    """What is printed is what is checked: a notation erratum's texts are its claims' texts."""
+    from handgrad.notation.claims import Parsed
+    written = [e for e in er.ERRATA if e.in_notation]
+    assert len(written) >= 8
+    for e in written:
+        assert e.wrong_text.startswith(";  ".join(Parsed(c).text() for c in e.wrong_claims))
+        assert e.right_text.startswith(";  ".join(Parsed(c).text() for c in e.right_claims))
 
 
 def test_the_issues_four_errata_are_kept():
     assert {"E1_least_squares_solution", "E2_covariance_mle_sum_dropped",
             "E3_two_layer_W1_labelled_W2", "E4_dAx_dxj"} <= set(KEYS)
     assert len(er.ERRATA) >= 8
-    assert all(e.seed[:3] in {"000", "001", "002", "003"} for e in er.ERRATA)
+    assert all(e.where[:3] in {"000", "001", "002", "003"} for e in er.ERRATA)
 
 
 def test_identities_json_reports_every_erratum(runner):
@@ -67,7 +86,8 @@ def test_covariance_without_the_sum_is_rank_one():
 
 def test_two_layer_label_is_a_shape_mismatch():
     e = next(e for e in er.ERRATA if e.key == "E3_two_layer_W1_labelled_W2")
-    assert _reason(e.check_wrong) == "shape mismatch: claimed 5 x 3, truth 4 x 5"
+    w, _ = _verdicts(e)
+    assert w["reason"].endswith("is (h x d), but the derivative by W2 is (K x h)"), w["reason"]
 
 
 def test_dAx_dxj_is_a_column_not_A():
@@ -75,11 +95,12 @@ def test_dAx_dxj_is_a_column_not_A():
     assert _reason(e.check_wrong) == "shape mismatch: claimed 5 x 3, truth 5"
 
 
-def test_seed_003_AT_is_right_in_denominator_layout_only():
-    """Seed 003's d(Ax)/dx = A^T: rejected as a Jacobian (numerator), accepted as the
+def test_notes_part_4_AT_is_right_in_denominator_layout_only():
+    """Notes part 4's d(Ax)/dx = A^T: rejected as a Jacobian (numerator), accepted as the
     denominator-layout gradient matrix, which is the Jacobian transposed."""
     e = next(e for e in er.ERRATA if e.key == "E5_dAx_dx_AT_as_jacobian")
-    assert _reason(e.check_wrong).startswith("worst entry [")  # square A: caught by value
+    w, r = _verdicts(e)
+    assert w["reason"].startswith("at point 0 entry (") and r["ok"]  # square A: caught by value
     g = torch.Generator().manual_seed(0)
     A, x = ids.rn(g, 4, 4), ids.rn(g, 4)
     J = torch.func.jacrev(lambda v: A @ v)(x)
@@ -90,13 +111,14 @@ def test_seed_003_AT_is_right_in_denominator_layout_only():
 
 
 def test_chain_rule_product_and_extra_transpose_are_undefined_products():
-    for key, names in [("E6_chain_rule_order_003", "dg/du = 2u is 5 x 1 but du/dx = -A is 5 x 3"),
-                       ("E7_trYMY_extra_transpose", "W^T is 4 x 3 but"),
-                       ("E8_gradient_relation_no_transpose", "df/dx is 3 x 1 but dx is 3 x 1"),
-                       ("E9_kron_symbol_for_hadamard", "B kron C is 9 x 16")]:
+    """Dimension analysis before any number, naming the product that does not conform."""
+    for key, names in [("E6_chain_rule_order_003", "-2*(b - A*x) * A: (m x 1) * (m x n) do not conform"),
+                       ("E7_trYMY_extra_transpose", ": (m x p) * (n x p) do not conform"),
+                       ("E8_gradient_relation_no_transpose", "A'*cos(A*x) * dx: (n x 1) * (n x 1) do not conform"),
+                       ("E9_kron_symbol_for_hadamard", "A' * kron(B, C): (n x m) * (m*m x n*n) do not conform")]:
         e = next(e for e in er.ERRATA if e.key == key)
-        reason = _reason(e.check_wrong)
-        assert reason.startswith("shape mismatch: ") and names in reason, (key, reason)
+        w, _ = _verdicts(e)
+        assert w["reason"].startswith("the shapes do not fit: ") and names in w["reason"], (key, w["reason"])
 
 
 def test_mm_names_both_factors():

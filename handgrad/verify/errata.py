@@ -21,18 +21,14 @@ from dataclasses import dataclass
 
 import torch
 
+from handgrad.notation.claims import Claim
 from handgrad.verify.identities import (
     F64,
     adjugate,
-    dsigmoid,
-    grad,
     invertible,
     jvp,
-    kron,
-    one_hot,
     rn,
     sample_cov,
-    softmax,
 )
 
 
@@ -42,8 +38,12 @@ class ShapeError(ValueError):
 
 @dataclass(frozen=True)
 class Erratum:
+    """The notes' statement and its correction.  Written in the notation (``wrong_claims``,
+    ``right_claims``): the texts are printed from the parsed claims and checked by
+    handgrad.notation.claims.  Otherwise Python checks returning (claimed, truth)."""
+
     key: str
-    seed: str  # which seed file and where
+    where: str  # the notes' file number and section ("002 §6 example 4"; notes_part() names it)
     kind: str  # "wrong formula" | "wrong label" | "wrong layout" | "typesetting" | "unstated assumption"
     wrong_text: str
     wrong_latex: str
@@ -52,8 +52,31 @@ class Erratum:
     layout: str
     note: str  # what goes wrong, in a sentence
     reference: str  # what both are checked against
-    check_wrong: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
-    check_right: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+    check_wrong: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None
+    check_right: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None
+    wrong_claims: tuple = ()
+    right_claims: tuple = ()
+
+    @property
+    def in_notation(self) -> bool:
+        return bool(self.wrong_claims)
+
+
+def written(key, where, kind, wrong, right, layout, note, reference, *, wrong_note="",
+            right_note="") -> Erratum:
+    """An erratum written in the notation: both texts printed from the parsed claims (a
+    note, free text, in parentheses after them)."""
+    from handgrad.notation.claims import Parsed
+
+    def text(claims, extra):
+        body = ";  ".join(Parsed(c).text() for c in claims)
+        return body + (f"   ({extra})" if extra else "")
+
+    def latex(claims):
+        return ",\\qquad ".join(Parsed(c).latex() for c in claims)
+    wrong, right = tuple(wrong), tuple(right)
+    return Erratum(key, where, kind, text(wrong, wrong_note), latex(wrong), text(right, right_note),
+                   latex(right), layout, note, reference, None, None, wrong, right)
 
 
 def mm(a: tuple[str, torch.Tensor], b: tuple[str, torch.Tensor]) -> torch.Tensor:
@@ -106,21 +129,6 @@ def _cov(sum_dropped: bool):
     return check
 
 
-# ---------------------------------------------------------------- E3 two-layer label
-
-def _two_layer(label_as_w2: bool):
-    def check(g):
-        W1, W2, x, y = rn(g, 5, 3), rn(g, 4, 5), rn(g, 3), one_hot(g, 4)
-
-        def loss(A, B):
-            return -(y * torch.log_softmax(B @ torch.sigmoid(A @ x), 0)).sum()
-        e = softmax(W2 @ torch.sigmoid(W1 @ x)) - y
-        claim = torch.outer((W2.T @ e) * dsigmoid(W1 @ x), x)  # the notes' formula (5 x 3)
-        g1, g2 = torch.func.grad(loss, argnums=(0, 1))(W1, W2)
-        return claim, (g2 if label_as_w2 else g1)
-    return check
-
-
 # ---------------------------------------------------------------- E4 dAx/dx_j
 
 def _dax_dxj(wrong: bool):
@@ -130,94 +138,6 @@ def _dax_dxj(wrong: bool):
         e = torch.zeros(3, dtype=F64)
         e[j] = 1.0
         return (A if wrong else A[:, j]), jvp(lambda v: A @ v, (x,), (e,))
-    return check
-
-
-# ---------------------------------------------------------------- E5 d(Ax)/dx = A^T as a Jacobian
-
-def _dax_numerator(wrong: bool):
-    def check(g):
-        A, x = rn(g, 4, 4), rn(g, 4)  # the notes' A is n x n; non-symmetric
-        return (A.T if wrong else A), torch.func.jacrev(lambda v: A @ v)(x)
-    return check
-
-
-# ---------------------------------------------------------------- E6 notes part 4's chain rule product
-
-def _chain_003(wrong: bool):
-    def check(g):
-        A, b, x = rn(g, 5, 3), rn(g, 5), rn(g, 3)
-        u = b - A @ x
-        truth = grad(lambda v: (b - A @ v) @ (b - A @ v), x)
-        if wrong:  # dg/du . du/dx = 2u . (-A) with 2u the column dg/du
-            return mm(("dg/du = 2u", 2 * u), ("du/dx = -A", -A)).reshape(-1), truth
-        return (-A).T @ (2 * u), truth
-    return check
-
-
-# ---------------------------------------------------------------- E7 tr(Y^T M Y) extra transpose
-
-def _trymy(wrong: bool):
-    def check(g):
-        W, X, B = rn(g, 3, 4), rn(g, 4, 5), rn(g, 3, 3)
-        M = B + B.T
-        Z = W @ X
-        inner = (2 * M @ torch.sigmoid(Z)) * dsigmoid(Z)  # p x n = 3 x 5
-        truth = grad(lambda V: torch.trace(torch.sigmoid(W @ V).T @ M @ torch.sigmoid(W @ V)), X)
-        if wrong:
-            return mm(("W^T", W.T), ("(2M sigma(WX) o sigma'(WX))^T", inner.T)), truth
-        return W.T @ inner, truth
-    return check
-
-
-# ---------------------------------------------------------------- E8 df = (df/dx) dx
-
-def _df_dx(wrong: bool):
-    def check(g):
-        A, x, dx = rn(g, 4, 3), rn(g, 3), rn(g, 3)
-
-        def f(v):
-            return torch.sin(A @ v).sum()
-        gcol = A.T @ torch.cos(A @ x)  # df/dx, a column (denominator layout)
-        truth = jvp(f, (x,), (dx,))
-        if wrong:
-            return mm(("df/dx", gcol), ("dx", dx)).reshape(()), truth
-        return gcol @ dx, truth
-    return check
-
-
-# ---------------------------------------------------------------- E9 ⊗ for the elementwise product
-
-def _kron_for_hadamard(wrong: bool):
-    def check(g):
-        A, B, C = rn(g, 3, 4), rn(g, 3, 4), rn(g, 3, 4)
-        truth = (A * B * C).sum()  # sum_ij A_ij B_ij C_ij, what both sides must equal
-        if wrong:  # notes part 1 uses ⊗ for Kronecker; read that way the left side is undefined
-            return torch.trace(mm(("A^T", A.T), ("B kron C", kron(B, C)))), truth
-        return torch.trace(A.T @ (B * C)), truth
-    return check
-
-
-# ---------------------------------------------------------------- E10 derivative of a transpose
-
-def _transpose(wrong: bool):
-    def check(g):
-        X, dX = rn(g, 4, 4), rn(g, 4, 4)  # square, so only the values can tell
-        return (dX if wrong else dX.T), jvp(lambda Z: Z.T, (X,), (dX,))
-    return check
-
-
-# ---------------------------------------------------------------- E11 softmax with 1^T y != 1
-
-def _softmax_counts(wrong: bool):
-    def check(g):
-        W, x = rn(g, 4, 3), rn(g, 3)
-        y = torch.tensor([2.0, 0.0, 1.0, 0.0], dtype=F64)  # counts: 1^T y = 3
-        s = softmax(W @ x)
-        truth = grad(lambda V: -(y * torch.log_softmax(V @ x, 0)).sum(), W)
-        if wrong:
-            return torch.outer(s - y, x), truth
-        return torch.outer(y.sum() * s - y, x), truth
     return check
 
 
@@ -232,6 +152,14 @@ def _det_bars(wrong: bool):
         return rhs, jvp(torch.linalg.det, (X,), (dX,))
     return check
 
+
+_ONEHOT = "Y = y' one-hot (1 x K)"
+_TWO_LAYER = "W1: h x d; W2: K x h; x: d; Y: 1 x K onehot"
+_TWO_LAYER_LOSS = "-Y*log(softmax(W2*sigma(W1*x)))"
+_TWO_LAYER_W1 = "((W2'*(softmax(W2*sigma(W1*x)) - Y')) .* sigma(W1*x) .* (vector(1) - sigma(W1*x)))*x'"
+_TRYMY = "W: p x m; X: m x n; M: p x p sym"
+_TRYMY_F = "tr(sigma(W*X)'*M*sigma(W*X))"
+_TRYMY_G = "(2*M*sigma(W*X)) .* sigma(W*X) .* (matrix(1) - sigma(W*X))"
 
 ERRATA: list[Erratum] = [
     Erratum(
@@ -251,16 +179,15 @@ ERRATA: list[Erratum] = [
         "without the sum the right side depends on a free index i and is a rank-1 (singular) "
         "matrix, so log|Sigma| = -inf: it cannot be the maximiser",
         "torch.cov(X^T, correction=0)", _cov(True), _cov(False)),
-    Erratum(
+    written(
         "E3_two_layer_W1_labelled_W2", "002 §6 example 7, second bullet", "wrong label",
-        "dl/dW2 = ((W2^T (softmax(a) - y)) o sigma'(W1 x)) x^T",
-        r"\frac{\partial l}{\partial W_2} = \big((W_2^T(\operatorname{softmax}(a) - y)) \odot \sigma'(W_1x)\big)\,x^T",
-        "dl/dW1 = ((W2^T (softmax(a) - y)) o sigma'(W1 x)) x^T;  dl/dW2 = (softmax(a) - y) sigma(W1 x)^T",
-        r"\frac{\partial l}{\partial W_1} = \big((W_2^T(\operatorname{softmax}(a) - y)) \odot \sigma'(W_1x)\big)\,x^T",
+        [Claim(_TWO_LAYER, "grad", _TWO_LAYER_LOSS, _TWO_LAYER_W1, "W2")],
+        [Claim(_TWO_LAYER, "grad", _TWO_LAYER_LOSS, _TWO_LAYER_W1, "W1"),
+         Claim(_TWO_LAYER, "grad", _TWO_LAYER_LOSS, "(softmax(W2*sigma(W1*x)) - Y')*sigma(W1*x)'", "W2")],
         "denominator (each gradient has its weight's shape)",
         "the formula differentiates through W1 (it ends in x^T and has W1's shape h x d); "
         "the derivation two lines above takes dW1, so the label should be dl/dW1",
-        "torch.func.grad of the two-layer loss", _two_layer(True), _two_layer(False)),
+        "torch.func.grad of the two-layer loss", wrong_note=_ONEHOT, right_note=_ONEHOT),
     Erratum(
         "E4_dAx_dxj", "000 §6.1, step 2", "wrong formula",
         "d(Ax)/dx_j = A", r"\frac{\partial Ax}{\partial x_j} = A",
@@ -270,76 +197,69 @@ ERRATA: list[Erratum] = [
         "a derivative by one scalar x_j is a vector (column j of A); the whole matrix A is the "
         "derivative by the vector x, which is what step 1 set out to assemble",
         "torch.func.jvp along e_j", _dax_dxj(True), _dax_dxj(False)),
-    Erratum(
+    written(
         "E5_dAx_dx_AT_as_jacobian", "003 (vector by vector)", "wrong layout",
-        "d(Ax)/dx = A^T, read as the Jacobian (numerator layout, notes part 1's default for vector by vector)",
-        r"\frac{\partial (Ax)}{\partial x} = A^T",
-        "d(Ax)/dx = A in numerator layout (m x n Jacobian); A^T is the denominator-layout "
-        "gradient matrix (n x m), which notes part 4 uses without saying so",
-        r"\frac{\partial (Ax)}{\partial x} = A \ (\text{numerator}),\qquad A^T \ (\text{denominator})",
+        [Claim("A: n x n; x: n", "jac", "A*x", "A'", "x")],
+        [Claim("A: n x n; x: n", "jac", "A*x", "A", "x"), Claim("A: n x n; x: n", "jacT", "A*x", "A'", "x")],
         "numerator: Jacobian m x n, as torch.func.jacrev",
         "notes part 4 never names its layout; its scalar-by-vector results are columns, so A^T is "
         "right in denominator layout and wrong as a Jacobian.  Its A is n x n, which hides "
         "the difference in shape but not in value for non-symmetric A",
-        "torch.func.jacrev", _dax_numerator(True), _dax_numerator(False)),
-    Erratum(
+        "torch.func.jacrev", wrong_note="A^T read as the Jacobian: notes part 1's default for vector by vector"),
+    written(
         "E6_chain_rule_order_003", "003 (composite function, step 3)", "wrong layout",
-        "d g(u(x))/dx = dg/du . du/dx = 2u . (-A)   (2u the column gradient, -A the Jacobian)",
-        r"\frac{\partial g}{\partial x} = \frac{\partial g}{\partial u}\cdot\frac{\partial u}{\partial x} = 2u\cdot(-A)",
-        "dg/dx = (du/dx)^T dg/du = (-A)^T 2u = -2 A^T (b - Ax)",
-        r"\frac{\partial g}{\partial x} = \Big(\frac{\partial u}{\partial x}\Big)^T \frac{\partial g}{\partial u} = -2A^T(b - Ax)",
+        [Claim("A: m x n; b: m; x: n", "grad", "norm2(b - A*x)^2", "-2*(b - A*x)*A", "x")],
+        [Claim("A: m x n; b: m; x: n", "grad", "norm2(b - A*x)^2", "(-A)'*(2*(b - A*x))", "x")],
         "denominator gradients, numerator Jacobian (notes part 1 §4.4)",
         "notes part 4 mixes layouts: du/dx = -A is a Jacobian (numerator) while dg/du = 2u is a "
         "column (denominator), so 2u . (-A) is (m x 1)(m x n), undefined; its final answer "
         "-2A^T(b - Ax) is right only after silently transposing",
-        "torch.func.grad", _chain_003(True), _chain_003(False)),
-    Erratum(
+        "torch.func.grad", wrong_note="dg/du . du/dx = 2u . (-A) = -2 u A, u = b - A x",
+        right_note="(du/dx)^T dg/du = -2 A^T (b - A x)"),
+    written(
         "E7_trYMY_extra_transpose", "002 §6 example 3, last two lines", "wrong formula",
-        "d tr(Y^T M Y)/dX = W^T (2M sigma(WX) o sigma'(WX))^T",
-        r"\frac{\partial f}{\partial X} = W^T\big(2M\sigma(WX) \odot \sigma'(WX)\big)^T",
-        "d tr(Y^T M Y)/dX = W^T (2M sigma(WX) o sigma'(WX))",
-        r"\frac{\partial f}{\partial X} = W^T\big(2M\sigma(WX) \odot \sigma'(WX)\big)",
+        [Claim(_TRYMY, "grad", _TRYMY_F, f"W'*({_TRYMY_G})'", "X")],
+        [Claim(_TRYMY, "grad", _TRYMY_F, f"W'*({_TRYMY_G})", "X")],
         "denominator (the gradient has X's shape m x n)",
         "tr((G)^T W dX) = tr((W^T G)^T dX) reads off W^T G; the notes transpose G again, which "
         "has the wrong shape unless X is square",
-        "torch.func.grad", _trymy(True), _trymy(False)),
-    Erratum(
+        "torch.func.grad", wrong_note="Y = sigma(W X), M symmetric", right_note="Y = sigma(W X), M symmetric"),
+    written(
         "E8_gradient_relation_no_transpose", "002 §2.1", "wrong formula",
-        "df = sum_i (df/dx_i) dx_i = (df/dx) dx   (df/dx the column gradient)",
-        r"df = \frac{\partial f}{\partial x}\, dx",
-        "df = (df/dx)^T dx", r"df = \Big(\frac{\partial f}{\partial x}\Big)^T dx",
-        "denominator (df/dx is n x 1, as 002 §1 defines it)",
-        "with df/dx a column (002 defines the derivative with X's shape) the product of two "
-        "n x 1 columns is undefined; the inner product needs the transpose (002 §2.2 has it)",
-        "torch.func.jvp", _df_dx(True), _df_dx(False)),
-    Erratum(
+        [Claim("A: m x n; x: n", "d", "sum(sin(A*x))", "(A'*cos(A*x))*dx", "x")],
+        [Claim("A: m x n; x: n", "d", "sum(sin(A*x))", "(A'*cos(A*x))'*dx", "x")],
+        "denominator (df/dx is n x 1, as notes part 3 §1 defines it)",
+        "with df/dx a column (notes part 3 defines the derivative with X's shape) the product of two "
+        "n x 1 columns is undefined; the inner product needs the transpose (notes part 3 §2.2 has it)",
+        "torch.func.jvp", wrong_note="df = (df/dx) dx, df/dx = A' cos(A x) the column gradient",
+        right_note="df = (df/dx)^T dx"),
+    written(
         "E9_kron_symbol_for_hadamard", "002 §3 item 4, §4.1 item 5, §6", "typesetting",
-        "tr(A^T (B ⊗ C)) = tr((A ⊗ B)^T C) with ⊗ read as the Kronecker product (notes part 1's meaning)",
-        r"\operatorname{tr}\big(A^T(B \otimes C)\big) = \operatorname{tr}\big((A \otimes B)^T C\big)",
-        "tr(A^T (B o C)) = tr((A o B)^T C) = sum_ij A_ij B_ij C_ij   (o: elementwise product)",
-        r"\operatorname{tr}\big(A^T(B \odot C)\big) = \operatorname{tr}\big((A \odot B)^T C\big)",
+        [Claim("A: m x n; B: m x n; C: m x n", "equal", "tr(A'*kron(B, C))", "tr(kron(A, B)'*C)")],
+        [Claim("A: m x n; B: m x n; C: m x n", "equal", "tr(A'*(B .* C))", "tr((A .* B)'*C)"),
+         Claim("A: m x n; B: m x n; C: m x n", "equal", "tr(A'*(B .* C))", "sum(A .* B .* C)")],
         "none (scalars)",
         "notes part 3 writes ⊗ for the elementwise product while notes part 1 uses ⊗ for Kronecker; read "
-        "as Kronecker, B ⊗ C is 9 x 16 and A^T (B ⊗ C) is undefined",
-        "sum_ij A_ij B_ij C_ij", _kron_for_hadamard(True), _kron_for_hadamard(False)),
-    Erratum(
+        "as Kronecker, B ⊗ C is m^2 x n^2 and A^T (B ⊗ C) is undefined",
+        "both sides evaluated", wrong_note="⊗ read as the Kronecker product, notes part 1's meaning",
+        right_note=".* the elementwise product"),
+    written(
         "E10_derivative_of_transpose", "001 §8.1", "wrong formula",
-        "d(X^T) = dX   ('the derivative of the transpose is the derivative, since transposing does not change values')",
-        r"d(X^T) = dX",
-        "d(X^T) = (dX)^T", r"d(X^T) = (dX)^T", "none (a differential, X's transposed shape)",
+        [Claim("X: n x n", "d", "X'", "dX")], [Claim("X: n x n", "d", "X'", "dX'")],
+        "none (a differential, X's transposed shape)",
         "transposing moves the values; for non-square X the shapes differ, and for square "
-        "non-symmetric X the entries do",
-        "torch.func.jvp", _transpose(True), _transpose(False)),
-    Erratum(
+        "non-symmetric X (as here) the entries do",
+        "torch.func.jvp",
+        wrong_note="'the derivative of the transpose is the derivative, since transposing does not change values'"),
+    written(
         "E11_softmax_needs_one_hot", "002 §6 example 6", "unstated assumption",
-        "d(-y^T log softmax(Wx))/dW = (softmax(Wx) - y) x^T for any y",
-        r"\frac{\partial l}{\partial W} = (\operatorname{softmax}(Wx) - y)\,x^T",
-        "d(-y^T log softmax(Wx))/dW = ((1^T y) softmax(Wx) - y) x^T; = (softmax(Wx) - y) x^T when 1^T y = 1",
-        r"\frac{\partial l}{\partial W} = \big((\mathbf{1}^T y)\operatorname{softmax}(Wx) - y\big)\,x^T",
+        [Claim("W: K x d; x: d; y: K", "grad", "-y'*log(softmax(W*x))", "(softmax(W*x) - y)*x'", "W")],
+        [Claim("W: K x d; x: d; y: K", "grad", "-y'*log(softmax(W*x))",
+               "((vector(1)'*y)*softmax(W*x) - y)*x'", "W")],
         "denominator (W's shape k x d)",
         "the step -y^T 1 log(1^T exp(Wx)) -> log(1^T exp(Wx)) uses 1^T y = 1 (one-hot or a "
         "distribution) without saying so; for counts y it is wrong",
-        "torch.func.grad", _softmax_counts(True), _softmax_counts(False)),
+        "torch.func.grad", wrong_note="for any y", right_note="= (softmax(W x) - y) x' when 1' y = 1"),
     Erratum(
         "E12_determinant_bars_lost", "000 §5.3 (table, determinant row)", "typesetting",
         "d X = tr(X^# dX)   (as printed: the bars of |X| are lost)", r"d X = \operatorname{tr}(X^{\#} dX)",

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from handgrad.notation.claims import Claim
+
 F64 = torch.float64
 
 DENOM = "denominator: the gradient has the shape of the variable"
@@ -43,14 +45,42 @@ GROUPS = ("differential rules", "trace tricks", "worked results", "chain rules",
 
 @dataclass(frozen=True)
 class Identity:
+    """One entry.  Written in the notation (``claims``): its text and LaTeX are printed from
+    the parsed claims and checked by handgrad.notation.claims (verified).  Otherwise a
+    Python ``check`` returning (claimed, truth): evaluated, its text not checked."""
+
     key: str
     group: str
     text: str
     latex: str
     layout: str
     reference: str  # what the claim is checked against
-    check: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]  # -> (claimed, truth)
+    check: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None  # -> (claimed, truth)
     source: str = ""  # where the notes state it
+    claims: tuple = ()  # handgrad.notation.claims.Claim, one or more
+    note: str = ""  # a remark printed beside the formula (free text, like a .hg comment)
+
+    @property
+    def in_notation(self) -> bool:
+        return bool(self.claims)
+
+
+_REFERENCE = {"equal": "both sides evaluated", "d": "torch.func.jvp", "grad": "torch.func.grad",
+              "gradT": "transpose of torch.func.grad", "hess": "torch.func.hessian",
+              "jac": "torch.func.jacrev", "jacT": "transpose of torch.func.jacrev",
+              "vecjac": "transpose of torch.func.jacrev of vec(F) by vec(X)"}
+
+
+def written(key: str, group: str, layout: str, claims, source: str, note: str = "") -> Identity:
+    """An entry written in the notation: text and LaTeX from the parsed claims."""
+    from handgrad.notation.claims import Parsed
+
+    claims = tuple(claims)
+    parsed = [Parsed(c) for c in claims]
+    ref = ", ".join(dict.fromkeys(_REFERENCE[c.kind] for c in claims))
+    return Identity(key, group, ";  ".join(p.text() for p in parsed),
+                    ",\\quad ".join(p.latex() for p in parsed), layout, ref, None, source,
+                    claims, note)
 
 
 # ---------------------------------------------------------------- helpers (no autograd in claims)
@@ -149,259 +179,144 @@ def sample_cov(Xs: torch.Tensor) -> torch.Tensor:
 
 def _differential_rules() -> list[Identity]:
     G = "differential rules"
-    out = []
-
-    def add(key, text, latex, check, source="notes part 1 §5.3; notes part 3 §3"):
-        out.append(Identity(key, G, text, latex, DIFF, "torch.func.jvp", check, source))
-
-    def plus_minus(g):
-        X, Y, dX, dY = rn(g, 3, 4), rn(g, 3, 4), rn(g, 3, 4), rn(g, 3, 4)
-        truth = jvp(lambda A, B: torch.stack([A + B, A - B]), (X, Y), (dX, dY))
-        return torch.stack([dX + dY, dX - dY]), truth
-    add("d_sum", "d(X +- Y) = dX +- dY", r"d(X \pm Y) = dX \pm dY", plus_minus)
-
-    def product(g):
-        X, Y, dX, dY = rn(g, 3, 4), rn(g, 4, 2), rn(g, 3, 4), rn(g, 4, 2)
-        return dX @ Y + X @ dY, jvp(torch.matmul, (X, Y), (dX, dY))
-    add("d_product", "d(XY) = (dX) Y + X (dY)", r"d(XY) = (dX)\,Y + X\,(dY)", product)
-
-    def transpose(g):
-        X, dX = rn(g, 3, 4), rn(g, 3, 4)
-        return dX.T, jvp(lambda A: A.T, (X,), (dX,))
-    add("d_transpose", "d(X^T) = (dX)^T", r"d(X^T) = (dX)^T", transpose)
-
-    def trace(g):
-        X, dX = rn(g, 4, 4), rn(g, 4, 4)
-        return torch.trace(dX), jvp(torch.trace, (X,), (dX,))
-    add("d_trace", "d tr(X) = tr(dX)", r"d\,\operatorname{tr}(X) = \operatorname{tr}(dX)", trace)
-
-    def inverse(g):
-        X, dX = invertible(g, 4), rn(g, 4, 4)
-        Xi = torch.linalg.inv(X)
-        return -Xi @ dX @ Xi, jvp(torch.linalg.inv, (X,), (dX,))
-    add("d_inverse", "d(X^-1) = -X^-1 dX X^-1", r"d(X^{-1}) = -X^{-1}\,dX\,X^{-1}", inverse)
+    src = "notes part 1 §5.3; notes part 3 §3"
+    out = [
+        written("d_sum", G, DIFF, [Claim("X: m x n; Y: m x n", "d", "X + Y", "dX + dY"),
+                                   Claim("X: m x n; Y: m x n", "d", "X - Y", "dX - dY")], src),
+        written("d_product", G, DIFF, [Claim("X: m x n; Y: n x p", "d", "X*Y", "dX*Y + X*dY")], src),
+        written("d_transpose", G, DIFF, [Claim("X: m x n", "d", "X'", "dX'")], src),
+        written("d_trace", G, DIFF, [Claim("X: n x n", "d", "tr(X)", "tr(dX)")], src),
+        written("d_inverse", G, DIFF, [Claim("X: n x n invertible", "d", "inv(X)", "-inv(X)*dX*inv(X)")],
+                src),
+    ]
 
     def det_adj(g):
         X, dX = invertible(g, 4), rn(g, 4, 4)
         return torch.trace(adjugate(X) @ dX), jvp(torch.linalg.det, (X,), (dX,))
-    add("d_det_adjugate", "d|X| = tr(adj(X) dX)   (adj(X) = X^#, the adjugate, from cofactors)",
-        r"d|X| = \operatorname{tr}\big(X^{\#}\,dX\big)", det_adj)
-
-    def det_inv(g):
-        X, dX = invertible(g, 4), rn(g, 4, 4)
-        return torch.linalg.det(X) * torch.trace(torch.linalg.solve(X, dX)), \
-            jvp(torch.linalg.det, (X,), (dX,))
-    add("d_det_inverse", "d|X| = |X| tr(X^-1 dX)   (X invertible)",
-        r"d|X| = |X|\,\operatorname{tr}(X^{-1} dX)", det_inv)
-
-    def hadamard(g):
-        X, Y, dX, dY = rn(g, 3, 4), rn(g, 3, 4), rn(g, 3, 4), rn(g, 3, 4)
-        return dX * Y + X * dY, jvp(torch.mul, (X, Y), (dX, dY))
-    add("d_hadamard", "d(X o Y) = dX o Y + X o dY   (o: elementwise product)",
-        r"d(X \odot Y) = dX \odot Y + X \odot dY", hadamard)
-
-    def sigma(g):
-        X, dX = rn(g, 3, 4), rn(g, 3, 4)
-        return dsigmoid(X) * dX, jvp(torch.sigmoid, (X,), (dX,))
-    add("d_elementwise", "d sigma(X) = sigma'(X) o dX   (sigma = logistic sigmoid, applied entrywise)",
-        r"d\,\sigma(X) = \sigma'(X) \odot dX", sigma)
-
-    def sin(g):
-        X, dX = rn(g, 3, 4), rn(g, 3, 4)
-        return torch.cos(X) * dX, jvp(torch.sin, (X,), (dX,))
-    add("d_sin", "d sin(X) = cos(X) o dX", r"d\sin(X) = \cos(X) \odot dX", sin,
-        "notes part 1 §5.3 (example of the elementwise rule)")
+    out.append(Identity("d_det_adjugate", G, "d|X| = tr(adj(X) dX)   (adj(X) = X^#, the adjugate, from cofactors)",
+                        r"d|X| = \operatorname{tr}\big(X^{\#}\,dX\big)", DIFF, "torch.func.jvp", det_adj, src))
+    out += [
+        written("d_det_inverse", G, DIFF,
+                [Claim("X: n x n invertible", "d", "det(X)", "det(X)*tr(inv(X)*dX)")], src),
+        written("d_hadamard", G, DIFF,
+                [Claim("X: m x n; Y: m x n", "d", "X .* Y", "dX .* Y + X .* dY")], src,
+                ".* is the elementwise (Hadamard) product, the notes' o"),
+        written("d_elementwise", G, DIFF,
+                [Claim("X: m x n", "d", "sigma(X)", "sigma(X) .* (matrix(1) - sigma(X)) .* dX")], src,
+                "sigma the logistic sigmoid, entrywise: sigma' = sigma (1 - sigma)"),
+        written("d_sin", G, DIFF, [Claim("X: m x n", "d", "sin(X)", "cos(X) .* dX")],
+                "notes part 1 §5.3 (example of the elementwise rule)"),
+    ]
     return out
 
 
 def _trace_tricks() -> list[Identity]:
     G = "trace tricks"
-    out = []
-
-    def add(key, text, latex, check, source="notes part 1 §5.4; notes part 3 §4.1"):
-        out.append(Identity(key, G, text, latex, NONE, "both sides evaluated", check, source))
-
-    def scalar(g):
-        a = rn(g, 1, 1)
-        return a.reshape(()), torch.trace(a)
-    add("tr_scalar", "a = tr(a) for a scalar a (a 1 x 1 matrix)", r"a = \operatorname{tr}(a)", scalar)
-
-    def tr_t(g):
-        A = rn(g, 4, 4)
-        return torch.trace(A.T), torch.trace(A)
-    add("tr_transpose", "tr(A^T) = tr(A)", r"\operatorname{tr}(A^T) = \operatorname{tr}(A)", tr_t)
-
-    def tr_lin(g):
-        A, B = rn(g, 4, 4), rn(g, 4, 4)
-        return torch.stack([torch.trace(A) + torch.trace(B), torch.trace(A) - torch.trace(B)]), \
-            torch.stack([torch.trace(A + B), torch.trace(A - B)])
-    add("tr_linear", "tr(A +- B) = tr(A) +- tr(B)",
-        r"\operatorname{tr}(A \pm B) = \operatorname{tr}(A) \pm \operatorname{tr}(B)", tr_lin)
-
-    def cyclic(g):
-        A, B = rn(g, 3, 5), rn(g, 5, 3)  # A and B^T the same size; AB 3x3, BA 5x5
-        return torch.trace(A @ B), torch.trace(B @ A)
-    add("tr_cyclic", "tr(AB) = tr(BA)   (A and B^T the same size; both = sum_ij A_ij B_ji)",
-        r"\operatorname{tr}(AB) = \operatorname{tr}(BA)", cyclic)
-
-    def had_swap(g):
-        A, B, C = rn(g, 3, 4), rn(g, 3, 4), rn(g, 3, 4)
-        return torch.trace(A.T @ (B * C)), torch.trace((A * B).T @ C)
-    add("tr_hadamard", "tr(A^T (B o C)) = tr((A o B)^T C)   (A, B, C the same size; both = sum_ij A_ij B_ij C_ij)",
-        r"\operatorname{tr}\big(A^T (B \odot C)\big) = \operatorname{tr}\big((A \odot B)^T C\big)", had_swap)
-
-    def inner_product(g):
-        A, B = rn(g, 3, 4), rn(g, 3, 4)
-        return torch.trace(A.T @ B), (A * B).sum()
-    add("tr_inner", "tr(A^T B) = sum_ij A_ij B_ij   (the matrix inner product)",
-        r"\operatorname{tr}(A^T B) = \sum_{i,j} A_{ij} B_{ij}", inner_product, "notes part 3 §2.2")
-    return out
+    src = "notes part 1 §5.4; notes part 3 §4.1"
+    return [
+        written("tr_scalar", G, NONE, [Claim("a: scalar", "equal", "a", "tr(a)")], src,
+                "a scalar is its own trace (a 1 x 1 matrix)"),
+        written("tr_transpose", G, NONE, [Claim("A: n x n", "equal", "tr(A')", "tr(A)")], src),
+        written("tr_linear", G, NONE, [Claim("A: n x n; B: n x n", "equal", "tr(A + B)", "tr(A) + tr(B)"),
+                                       Claim("A: n x n; B: n x n", "equal", "tr(A - B)", "tr(A) - tr(B)")],
+                src),
+        written("tr_cyclic", G, NONE, [Claim("A: m x n; B: n x m", "equal", "tr(A*B)", "tr(B*A)")], src,
+                "A and B' the same size, m != n: AB is m x m, BA is n x n"),
+        written("tr_hadamard", G, NONE,
+                [Claim("A: m x n; B: m x n; C: m x n", "equal", "tr(A'*(B .* C))", "tr((A .* B)'*C)")], src,
+                "both are sum_ij A_ij B_ij C_ij"),
+        written("tr_inner", G, NONE, [Claim("A: m x n; B: m x n", "equal", "tr(A'*B)", "sum(A .* B)")],
+                "notes part 3 §2.2", "the matrix inner product"),
+    ]
 
 
 def _worked_results() -> list[Identity]:
     G = "worked results"
-    out = []
-
-    def add(key, text, latex, check, source, layout=DENOM, reference="torch.func.grad"):
-        out.append(Identity(key, G, text, latex, layout, reference, check, source))
-
-    def aXb(g):
-        a, X, b = rn(g, 4), rn(g, 4, 3), rn(g, 3)
-        return torch.outer(a, b), grad(lambda Z: a @ Z @ b, X)
-    add("aXb", "d(a^T X b)/dX = a b^T   (X m x n; result m x n)",
-        r"\frac{\partial\, a^T X b}{\partial X} = a b^T", aXb, "notes part 1 §5.1, §5.6 ex. 1; notes part 3 §6 ex. 1")
-
-    def aexpXb(g):
-        a, X, b = rn(g, 4), 0.5 * rn(g, 4, 3), rn(g, 3)
-        return torch.outer(a * torch.exp(X @ b), b), grad(lambda Z: a @ torch.exp(Z @ b), X)
-    add("a_exp_Xb", "d(a^T exp(Xb))/dX = (a o exp(Xb)) b^T",
-        r"\frac{\partial\, a^T \exp(Xb)}{\partial X} = (a \odot \exp(Xb))\, b^T", aexpXb,
-        "notes part 1 §5.6 ex. 2; notes part 3 §6 ex. 2")
-
-    def trYMY(g):
-        W, X, B = rn(g, 3, 4), rn(g, 4, 5), rn(g, 3, 3)
-        M = B + B.T  # symmetric, as the notes assume
-        Y = torch.sigmoid(W @ X)
-        return W.T @ ((2 * M @ Y) * dsigmoid(W @ X)), \
-            grad(lambda Z: torch.trace(torch.sigmoid(W @ Z).T @ M @ torch.sigmoid(W @ Z)), X)
-    add("tr_YMY", "d tr(Y^T M Y)/dX = W^T ((2 M Y) o sigma'(WX)),  Y = sigma(WX), M symmetric",
-        r"\frac{\partial \operatorname{tr}(Y^T M Y)}{\partial X} = W^T\big((2MY) \odot \sigma'(WX)\big),\quad Y = \sigma(WX)",
-        trYMY, "notes part 3 §6 ex. 3 (corrected: no transpose on the bracket)")
-
-    def quad(g):
-        A, x = rn(g, 4, 4), rn(g, 4)
-        return (A + A.T) @ x, grad(lambda z: z @ A @ z, x)
-    add("xAx", "d(x^T A x)/dx = (A + A^T) x   (2Ax only when A is symmetric)",
-        r"\frac{\partial\, x^T A x}{\partial x} = (A + A^T)\, x", quad, "notes part 4")
-
-    def xx(g):
-        x = rn(g, 5)
-        return 2 * x, grad(lambda z: z @ z, x)
-    add("xx", "d(x^T x)/dx = 2x", r"\frac{\partial\, x^T x}{\partial x} = 2x", xx, "notes part 1 §4.3; notes part 4")
-
-    def ax(g):
-        a, x = rn(g, 5), rn(g, 5)
-        return a, grad(lambda z: a @ z, x)
-    add("ax", "d(a^T x)/dx = a", r"\frac{\partial\, a^T x}{\partial x} = a", ax, "notes part 1 §4.1; notes part 4")
-
-    def resid(g):
-        A, b, x = rn(g, 5, 3), rn(g, 5), rn(g, 3)
-        return -2 * A.T @ (b - A @ x), grad(lambda z: (b - A @ z) @ (b - A @ z), x)
-    add("b_minus_Ax", "d||b - Ax||^2/dx = -2 A^T (b - Ax)   (A m x n, result n x 1)",
-        r"\frac{\partial \lVert b - Ax\rVert^2}{\partial x} = -2A^T(b - Ax)", resid, "notes part 4")
-
-    def ls_grad(g):
-        X, y, w = rn(g, 7, 3), rn(g, 7), rn(g, 3)
-        return 2 * X.T @ (X @ w - y), grad(lambda v: (X @ v - y) @ (X @ v - y), w)
-    add("least_squares_gradient", "d||Xw - y||^2/dw = 2 X^T (Xw - y)",
-        r"\frac{\partial \lVert Xw - y\rVert^2}{\partial w} = 2X^T(Xw - y)", ls_grad,
-        "notes part 1 §5.6 ex. 3; notes part 3 §6 ex. 4")
+    out = [
+        written("aXb", G, DENOM, [Claim("a: m; X: m x n; b: n", "grad", "a'*X*b", "a*b'", "X")],
+                "notes part 1 §5.1, §5.6 ex. 1; notes part 3 §6 ex. 1"),
+        written("a_exp_Xb", G, DENOM,
+                [Claim("a: m; X: m x n; b: n", "grad", "a'*exp(X*b)", "(a .* exp(X*b))*b'", "X")],
+                "notes part 1 §5.6 ex. 2; notes part 3 §6 ex. 2"),
+        written("tr_YMY", G, DENOM,
+                [Claim("W: p x m; X: m x n; M: p x p sym", "grad", "tr(sigma(W*X)'*M*sigma(W*X))",
+                       "W'*((2*M*sigma(W*X)) .* sigma(W*X) .* (matrix(1) - sigma(W*X)))", "X")],
+                "notes part 3 §6 ex. 3 (corrected: no transpose on the bracket)",
+                "Y = sigma(W X), M symmetric: W' ((2 M Y) .* sigma'(W X))"),
+        written("xAx", G, DENOM, [Claim("x: n; A: n x n", "grad", "x'*A*x", "(A + A')*x", "x")],
+                "notes part 4", "2 A x only when A is symmetric"),
+        written("xx", G, DENOM, [Claim("x: n", "grad", "x'*x", "2*x", "x")],
+                "notes part 1 §4.3; notes part 4"),
+        written("ax", G, DENOM, [Claim("a: n; x: n", "grad", "a'*x", "a", "x")],
+                "notes part 1 §4.1; notes part 4"),
+        written("b_minus_Ax", G, DENOM,
+                [Claim("A: m x n; b: m; x: n", "grad", "norm2(b - A*x)^2", "-2*A'*(b - A*x)", "x")],
+                "notes part 4", "A m x n, the gradient n x 1"),
+        written("least_squares_gradient", G, DENOM,
+                [Claim("X: n x d; y: n; w: d", "grad", "norm2(X*w - y)^2", "2*X'*(X*w - y)", "w")],
+                "notes part 1 §5.6 ex. 3; notes part 3 §6 ex. 4"),
+    ]
 
     def ls_solution(g):
         X, y = rn(g, 7, 3), rn(g, 7)
         return torch.linalg.solve(X.T @ X, X.T @ y), \
             torch.linalg.lstsq(X, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-    add("least_squares_solution", "w = (X^T X)^-1 X^T y minimises ||Xw - y||^2   (X n x d, full column rank)",
-        r"w^\star = (X^T X)^{-1} X^T y", ls_solution, "notes part 1 §5.6 ex. 3 (notes part 3 writes (X X^T)^-1: see errata)",
-        layout=NONE, reference="torch.linalg.lstsq (SVD-based least squares)")
+    out.append(Identity(
+        "least_squares_solution", G, "w = (X^T X)^-1 X^T y minimises ||Xw - y||^2   (X n x d, full column rank)",
+        r"w^\star = (X^T X)^{-1} X^T y", NONE, "torch.linalg.lstsq (SVD-based least squares)", ls_solution,
+        "notes part 1 §5.6 ex. 3 (notes part 3 writes (X X^T)^-1: see errata)"))
 
     def normal_eq(g):
         X, y = rn(g, 7, 3), rn(g, 7)
         w = torch.linalg.lstsq(X, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
         return torch.zeros(3, dtype=F64), grad(lambda v: (X @ v - y) @ (X @ v - y), w)
-    add("normal_equations", "at the least-squares solution the gradient vanishes: 2 X^T (Xw - y) = 0",
-        r"\frac{\partial l}{\partial w}\Big|_{w^\star} = 2X^T(Xw^\star - y) = 0", normal_eq,
-        "notes part 1 §5.6 ex. 3", reference="torch.func.grad at the lstsq solution")
-
-    def logdet(g):
-        X = invertible(g, 4)
-        return torch.linalg.inv(X).T, grad(lambda Z: torch.linalg.slogdet(Z)[1], X)
-    add("logdet", "d log|X| / dX = X^-T   (X^-1 when X is symmetric)",
-        r"\frac{\partial \log|X|}{\partial X} = X^{-T}", logdet, "notes part 3 §3 (determinant rule), §6 ex. 5")
-
-    def gauss_grad(g):
-        Xs, S0 = rn(g, 9, 3), spd(g, 3)
-        R = Xs - Xs.mean(0)
-        S = R.T @ R / len(Xs)
-        Si = torch.linalg.inv(S0)
-        return Si - Si @ S @ Si, grad(lambda Z: gaussian_nll(Z, Xs), S0)
-    add("gaussian_gradient",
-        "d/dSigma [log|Sigma| + (1/N) sum_i (x_i - xbar)^T Sigma^-1 (x_i - xbar)] = Sigma^-1 - Sigma^-1 S Sigma^-1,"
-        "  S = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T   (at symmetric positive-definite Sigma; entries perturbed independently)",
-        r"\frac{\partial l}{\partial \Sigma} = \Sigma^{-1} - \Sigma^{-1} S \Sigma^{-1},\quad S = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T",
-        gauss_grad, "notes part 3 §6 ex. 5")
+    out.append(Identity(
+        "normal_equations", G, "at the least-squares solution the gradient vanishes: 2 X^T (Xw - y) = 0",
+        r"\frac{\partial l}{\partial w}\Big|_{w^\star} = 2X^T(Xw^\star - y) = 0", DENOM,
+        "torch.func.grad at the lstsq solution", normal_eq, "notes part 1 §5.6 ex. 3"))
+    out += [
+        written("logdet", G, DENOM, [Claim("X: n x n invertible", "grad", "logdet(X)", "inv(X)'", "X")],
+                "notes part 3 §3 (determinant rule), §6 ex. 5", "inv(X) when X is symmetric"),
+        written("gaussian_gradient", G, DENOM,
+                [Claim("Sigma: n x n spd; S: n x n spd", "grad", "logdet(Sigma) + tr(inv(Sigma)*S)",
+                       "inv(Sigma) - inv(Sigma)*S*inv(Sigma)", "Sigma")],
+                "notes part 3 §6 ex. 5",
+                "the notes' log|Sigma| + (1/N) sum_i (x_i - xbar)' Sigma^-1 (x_i - xbar), with "
+                "S = (1/N) sum_i (x_i - xbar)(x_i - xbar)' (a' B a = tr(B a a')); entries of Sigma "
+                "perturbed independently"),
+    ]
 
     def gauss_mle(g):
         Xs = rn(g, 9, 3) @ rn(g, 3, 3)
         return sample_cov(Xs), torch.cov(Xs.T, correction=0)
-    add("gaussian_mle", "Sigma_MLE = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T",
-        r"\hat\Sigma = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T", gauss_mle,
-        "notes part 3 §6 ex. 5 (the notes drop the sum: see errata)", layout=NONE,
-        reference="torch.cov(X^T, correction=0)")
-
-    def softmax_ce(g):
-        W, x, y = rn(g, 4, 3), rn(g, 3), one_hot(g, 4)
-        return torch.outer(softmax(W @ x) - y, x), \
-            grad(lambda V: -(y * torch.log_softmax(V @ x, 0)).sum(), W)
-    add("softmax_ce", "d(-y^T log softmax(Wx))/dW = (softmax(Wx) - y) x^T   (y one-hot, 1^T y = 1)",
-        r"\frac{\partial\,(-y^T \log\operatorname{softmax}(Wx))}{\partial W} = (\operatorname{softmax}(Wx) - y)\,x^T",
-        softmax_ce, "notes part 3 §6 ex. 6")
-
-    def two_layer(g):
-        W1, W2, x, y = rn(g, 5, 3), rn(g, 4, 5), rn(g, 3), one_hot(g, 4)
-
-        def loss(A, B):
-            return -(y * torch.log_softmax(B @ torch.sigmoid(A @ x), 0)).sum()
-        e = softmax(W2 @ torch.sigmoid(W1 @ x)) - y
-        g1, g2 = torch.func.grad(loss, argnums=(0, 1))(W1, W2)
-        claimed = torch.cat([vec(torch.outer(e, torch.sigmoid(W1 @ x))),
-                             vec(torch.outer((W2.T @ e) * dsigmoid(W1 @ x), x))])
-        return claimed, torch.cat([vec(g2), vec(g1)])
-    add("two_layer", "l = -y^T log softmax(W2 sigma(W1 x)):  dl/dW2 = (softmax(a) - y) sigma(W1 x)^T,"
-        "  dl/dW1 = ((W2^T (softmax(a) - y)) o sigma'(W1 x)) x^T,  a = W2 sigma(W1 x)",
-        r"\frac{\partial l}{\partial W_2} = (\operatorname{softmax}(a) - y)\,\sigma(W_1x)^T,\quad \frac{\partial l}{\partial W_1} = \big((W_2^T(\operatorname{softmax}(a) - y)) \odot \sigma'(W_1x)\big)\,x^T",
-        two_layer, "notes part 3 §6 ex. 7 (the notes label the W1 result dl/dW2: see errata)")
-
-    def logistic_grad(g):
-        X, A = rn(g, 8, 3), rn(g, 3)
-        y = (rn(g, 8) > 0).to(F64)
-        p = torch.sigmoid(X @ A)
-        loss = lambda v: (-y * (X @ v) + torch.nn.functional.softplus(X @ v)).sum()  # noqa: E731
-        return -X.T @ (y - p), grad(loss, A)
-    add("logistic_gradient", "l(A) = sum_i [-y_i A^T x_i + log(1 + e^{A^T x_i})]:  dl/dA = -sum_i x_i (y_i - p_i)",
-        r"\frac{\partial l}{\partial A} = -\sum_i x_i\,(y_i - p_i),\quad p_i = \sigma(A^T x_i)",
-        logistic_grad, "notes part 3 §6 ex. 8")
-
-    def logistic_hess(g):
-        X, A = rn(g, 8, 3), rn(g, 3)
-        y = (rn(g, 8) > 0).to(F64)
-        w = dsigmoid(X @ A)
-        loss = lambda v: (-y * (X @ v) + torch.nn.functional.softplus(X @ v)).sum()  # noqa: E731
-        return sum(w[i] * torch.outer(X[i], X[i]) for i in range(8)), torch.func.hessian(loss)(A)
-    add("logistic_hessian", "d^2 l / dA dA^T = sum_i x_i x_i^T p_i (1 - p_i)",
-        r"\frac{\partial^2 l}{\partial A\,\partial A^T} = \sum_i x_i x_i^T\, p_i (1 - p_i)",
-        logistic_hess, "notes part 3 §6 ex. 8", layout="Hessian d x d (symmetric: layouts agree)",
-        reference="torch.func.hessian")
+    out.append(Identity(
+        "gaussian_mle", G, "Sigma_MLE = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T",
+        r"\hat\Sigma = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T", NONE,
+        "torch.cov(X^T, correction=0)", gauss_mle, "notes part 3 §6 ex. 5 (the notes drop the sum: see errata)"))
+    onehot = "Y = y' is one-hot (a 1 x K row: 1' y = 1)"
+    out += [
+        written("softmax_ce", G, DENOM,
+                [Claim("W: K x d; x: d; Y: 1 x K onehot", "grad", "-Y*log(softmax(W*x))",
+                       "(softmax(W*x) - Y')*x'", "W")], "notes part 3 §6 ex. 6", onehot),
+        written("two_layer", G, DENOM,
+                [Claim("W1: h x d; W2: K x h; x: d; Y: 1 x K onehot", "grad",
+                       "-Y*log(softmax(W2*sigma(W1*x)))", "(softmax(W2*sigma(W1*x)) - Y')*sigma(W1*x)'", "W2"),
+                 Claim("W1: h x d; W2: K x h; x: d; Y: 1 x K onehot", "grad",
+                       "-Y*log(softmax(W2*sigma(W1*x)))",
+                       "((W2'*(softmax(W2*sigma(W1*x)) - Y')) .* sigma(W1*x) .* (vector(1) - sigma(W1*x)))*x'",
+                       "W1")],
+                "notes part 3 §6 ex. 7 (the notes label the W1 result dl/dW2: see errata)", onehot),
+        written("logistic_gradient", G, DENOM,
+                [Claim("X: n x d; y: n; A: d", "grad", "-y'*X*A + sum(log(vector(1) + exp(X*A)))",
+                       "-X'*(y - sigma(X*A))", "A")],
+                "notes part 3 §6 ex. 8",
+                "the notes' sum_i [-y_i A' x_i + log(1 + e^(A' x_i))] with the x_i' as the rows of X; "
+                "dl/dA = -sum_i x_i (y_i - p_i), p = sigma(X A)"),
+        written("logistic_hessian", G, "Hessian d x d (symmetric: layouts agree)",
+                [Claim("X: n x d; y: n; A: d", "hess", "-y'*X*A + sum(log(vector(1) + exp(X*A)))",
+                       "X'*diag(sigma(X*A) .* (vector(1) - sigma(X*A)))*X", "A")],
+                "notes part 3 §6 ex. 8", "= sum_i x_i x_i' p_i (1 - p_i)"),
+    ]
     return out
 
 
@@ -483,24 +398,14 @@ def _chain_rules() -> list[Identity]:
 
 def _layouts() -> list[Identity]:
     G = "layouts"
-    out = []
-
-    def ax_num(g):
-        A, x = rn(g, 5, 3), rn(g, 3)
-        return A, torch.func.jacrev(lambda v: A @ v)(x)
-    out.append(Identity(
-        "dAx_numerator", G, "d(Ax)/dx = A   (numerator layout: A is m x n, the Jacobian)",
-        r"\frac{\partial (Ax)}{\partial x} = A \quad (m \times n)", NUMER, "torch.func.jacrev", ax_num,
-        "notes part 1 §6.1 (numerator); notes part 4 writes A^T: see errata"))
-
-    def ax_den(g):
-        A, x = rn(g, 5, 3), rn(g, 3)
-        return A.T, torch.func.jacrev(lambda v: A @ v)(x).T
-    out.append(Identity(
-        "dAx_denominator", G, "d(Ax)/dx = A^T   (denominator layout: the n x m gradient matrix)",
-        r"\frac{\partial (Ax)}{\partial x} = A^T \quad (n \times m)",
-        "denominator: gradient matrix n x m = (Jacobian)^T", "transpose of torch.func.jacrev", ax_den,
-        "notes part 4 (right in this layout); notes part 2 §1.3"))
+    out = [
+        written("dAx_numerator", G, NUMER, [Claim("A: m x n; x: n", "jac", "A*x", "A", "x")],
+                "notes part 1 §6.1 (numerator); notes part 4 writes A^T: see errata",
+                "numerator layout: A is m x n, the Jacobian"),
+        written("dAx_denominator", G, "denominator: gradient matrix n x m = (Jacobian)^T",
+                [Claim("A: m x n; x: n", "jacT", "A*x", "A'", "x")],
+                "notes part 4 (right in this layout); notes part 2 §1.3", "the n x m gradient matrix"),
+    ]
 
     def ax_j(g):
         A, x = rn(g, 5, 3), rn(g, 3)
@@ -512,34 +417,17 @@ def _layouts() -> list[Identity]:
         "dAx_dxj", G, "d(Ax)/dx_j = A[:, j]   (column j of A, an m-vector: a derivative by one scalar)",
         r"\frac{\partial (Ax)}{\partial x_j} = A_{:,j}", "vector by scalar: m x 1 (numerator)",
         "torch.func.jvp along e_j", ax_j, "notes part 1 §6.1 (the notes write A: see errata)"))
-
-    def tanh_num(g):
-        A, x = rn(g, 5, 3), rn(g, 3)
-        return torch.diag(1 - torch.tanh(A @ x) ** 2) @ A, torch.func.jacrev(lambda v: torch.tanh(A @ v))(x)
-    out.append(Identity(
-        "jacobian_numerator", G, "d tanh(Ax)/dx = diag(1 - tanh^2(Ax)) A   (numerator: m x n Jacobian)",
-        r"\frac{\partial \tanh(Ax)}{\partial x} = \operatorname{diag}\big(1 - \tanh^2(Ax)\big)\,A",
-        NUMER, "torch.func.jacrev", tanh_num, "notes part 1 §6; notes part 2 §1.3"))
-
-    def tanh_den(g):
-        A, x = rn(g, 5, 3), rn(g, 3)
-        return A.T @ torch.diag(1 - torch.tanh(A @ x) ** 2), \
-            torch.func.jacrev(lambda v: torch.tanh(A @ v))(x).T
-    out.append(Identity(
-        "jacobian_denominator", G,
-        "the same derivative in denominator layout: A^T diag(1 - tanh^2(Ax)), n x m = (numerator)^T",
-        r"\Big(\frac{\partial \tanh(Ax)}{\partial x}\Big)_{\text{den}} = A^T \operatorname{diag}\big(1 - \tanh^2(Ax)\big) = J^T",
-        "denominator: gradient matrix n x m", "transpose of torch.func.jacrev", tanh_den,
-        "notes part 1 §6; notes part 2 §1.3"))
-
-    def scal_mat_num(g):
-        a, X, b = rn(g, 4), rn(g, 4, 3), rn(g, 3)
-        return torch.outer(b, a), grad(lambda Z: a @ Z @ b, X).T
-    out.append(Identity(
-        "scalar_by_matrix_numerator", G,
-        "d(a^T X b)/dX = b a^T in numerator layout (n x m), the transpose of the denominator a b^T",
-        r"\Big(\frac{\partial\, a^T X b}{\partial X}\Big)_{\text{num}} = b\,a^T \quad (n \times m)",
-        "numerator: n x m for X m x n", "transpose of torch.func.grad", scal_mat_num, "notes part 1 §2; notes part 2 §1.3"))
+    out += [
+        written("jacobian_numerator", G, NUMER,
+                [Claim("A: m x n; x: n", "jac", "tanh(A*x)", "diag(vector(1) - tanh(A*x).^2)*A", "x")],
+                "notes part 1 §6; notes part 2 §1.3", "the m x n Jacobian"),
+        written("jacobian_denominator", G, "denominator: gradient matrix n x m",
+                [Claim("A: m x n; x: n", "jacT", "tanh(A*x)", "A'*diag(vector(1) - tanh(A*x).^2)", "x")],
+                "notes part 1 §6; notes part 2 §1.3", "n x m, the numerator form transposed"),
+        written("scalar_by_matrix_numerator", G, "numerator: n x m for X m x n",
+                [Claim("a: m; X: m x n; b: n", "gradT", "a'*X*b", "b*a'", "X")],
+                "notes part 1 §2; notes part 2 §1.3", "the transpose of the denominator a b'"),
+    ]
 
     def definition(g):
         X, dX, B = rn(g, 3, 4), rn(g, 3, 4), rn(g, 4, 2)
@@ -572,38 +460,22 @@ def _layouts() -> list[Identity]:
 
 def _vec_kron() -> list[Identity]:
     G = "vec and Kronecker"
-    out = []
+    src = "notes part 1 §7.3-7.4"
+    out = [
+        written("vec_AXB", G, NONE,
+                [Claim("A: p x m; X: m x n; B: n x q", "equal", "vec(A*X*B)", "kron(B', A)*vec(X)")], src),
+        written("vec_outer", G, NONE, [Claim("a: m; b: n", "equal", "vec(a*b')", "kron(b, a)")], src),
+        written("vec_hadamard", G, NONE,
+                [Claim("A: m x n; X: m x n", "equal", "vec(A .* X)", "diag(vec(A))*vec(X)")], src),
+        written("kron_transpose", G, NONE, [Claim("A: m x n; B: p x q", "equal", "kron(A, B)'", "kron(A', B')")],
+                src),
+        written("kron_mixed_product", G, NONE,
+                [Claim("A: m x n; B: p x q; C: n x r; D: q x s", "equal", "kron(A, B)*kron(C, D)",
+                       "kron(A*C, B*D)")], src),
+    ]
 
-    def add(key, text, latex, check, layout=NONE, reference="both sides evaluated",
-            source="notes part 1 §7.3-7.4"):
+    def add(key, text, latex, check, layout=NONE, reference="both sides evaluated", source=src):
         out.append(Identity(key, G, text, latex, layout, reference, check, source))
-
-    def vec_axb(g):
-        A, X, B = rn(g, 2, 3), rn(g, 3, 4), rn(g, 4, 5)
-        return kron(B.T, A) @ vec(X), vec(A @ X @ B)
-    add("vec_AXB", "vec(AXB) = (B^T kron A) vec(X)", r"\operatorname{vec}(AXB) = (B^T \otimes A)\operatorname{vec}(X)", vec_axb)
-
-    def vec_outer(g):
-        a, b = rn(g, 3), rn(g, 4)
-        return kron(b, a), vec(torch.outer(a, b))
-    add("vec_outer", "vec(a b^T) = b kron a", r"\operatorname{vec}(a b^T) = b \otimes a", vec_outer)
-
-    def vec_had(g):
-        A, X = rn(g, 3, 4), rn(g, 3, 4)
-        return torch.diag(vec(A)) @ vec(X), vec(A * X)
-    add("vec_hadamard", "vec(A o X) = diag(vec(A)) vec(X)",
-        r"\operatorname{vec}(A \odot X) = \operatorname{diag}(\operatorname{vec} A)\operatorname{vec}(X)", vec_had)
-
-    def kron_t(g):
-        A, B = rn(g, 2, 3), rn(g, 4, 5)
-        return kron(A.T, B.T), kron(A, B).T
-    add("kron_transpose", "(A kron B)^T = A^T kron B^T", r"(A \otimes B)^T = A^T \otimes B^T", kron_t)
-
-    def kron_mixed(g):
-        A, B, C, D = rn(g, 2, 3), rn(g, 4, 2), rn(g, 3, 2), rn(g, 2, 5)
-        return kron(A @ C, B @ D), kron(A, B) @ kron(C, D)
-    add("kron_mixed_product", "(A kron B)(C kron D) = AC kron BD",
-        r"(A \otimes B)(C \otimes D) = AC \otimes BD", kron_mixed)
 
     def comm(g):
         A = rn(g, 3, 4)
@@ -619,13 +491,9 @@ def _vec_kron() -> list[Identity]:
     def comm_t(g):
         return commutation(3, 4).T, commutation(4, 3)
     add("commutation_transpose", "K_mn^T = K_nm", r"K_{mn}^T = K_{nm}", comm_t)
-
-    def d_axb(g):
-        A, X, B = rn(g, 2, 3), rn(g, 3, 4), rn(g, 4, 5)
-        return kron(B, A.T), vec_jacobian(lambda Z: A @ Z @ B, X).T
-    add("dAXB_dX", "F = AXB: dF/dX = B kron A^T   (denominator, mn x pq = 12 x 10; its transpose B^T kron A is the jacrev form)",
-        r"\frac{\partial (AXB)}{\partial X} = B \otimes A^T \quad (mn \times pq)", d_axb, MATMAT,
-        "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7.1-7.3")
+    out.append(written("dAXB_dX", G, MATMAT,
+                       [Claim("A: p x m; X: m x n; B: n x q", "vecjac", "A*X*B", "kron(B, A')", "X")],
+                       "notes part 1 §7.1-7.3", "mn x pq; its transpose kron(B', A) is the jacrev form"))
 
     def d_xt(g):
         X = rn(g, 3, 4)
@@ -633,21 +501,14 @@ def _vec_kron() -> list[Identity]:
     add("dXT_dX", "F = X^T: dF/dX = K_mn^T = K_nm   (denominator, mn x mn)",
         r"\frac{\partial X^T}{\partial X} = K_{mn}^T = K_{nm}", d_xt, MATMAT,
         "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7.3")
-
-    def d_inv(g):
-        X = invertible(g, 3)
-        Xi = torch.linalg.inv(X)
-        return -kron(Xi, Xi.T), vec_jacobian(torch.linalg.inv, X).T
-    add("dXinv_dX", "F = X^-1: dF/dX = -(X^-1 kron X^-T)   (vec(dF) = -(X^-T kron X^-1) vec(dX))",
-        r"\frac{\partial X^{-1}}{\partial X} = -\,X^{-1} \otimes X^{-T}", d_inv, MATMAT,
-        "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7 with notes part 3 §3")
-
-    def d_sigma(g):
-        X = rn(g, 3, 4)
-        return torch.diag(vec(dsigmoid(X))), vec_jacobian(torch.sigmoid, X).T
-    add("dsigma_dX", "F = sigma(X) entrywise: dF/dX = diag(vec(sigma'(X)))   (mn x mn, diagonal)",
-        r"\frac{\partial \sigma(X)}{\partial X} = \operatorname{diag}\big(\operatorname{vec}\sigma'(X)\big)",
-        d_sigma, MATMAT, "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7.3")
+    out += [
+        written("dXinv_dX", G, MATMAT,
+                [Claim("X: n x n invertible", "vecjac", "inv(X)", "-kron(inv(X), inv(X)')", "X")],
+                "notes part 1 §7 with notes part 3 §3", "vec(dF) = -(X^-T kron X^-1) vec(dX)"),
+        written("dsigma_dX", G, MATMAT,
+                [Claim("X: m x n", "vecjac", "sigma(X)", "diag(vec(sigma(X) .* (matrix(1) - sigma(X))))", "X")],
+                "notes part 1 §7.3", "mn x mn, diagonal"),
+    ]
 
     def vec_dF(g):
         X, A, dX = rn(g, 3, 3), rn(g, 3, 3), rn(g, 3, 3)
