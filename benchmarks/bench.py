@@ -31,14 +31,15 @@ from handgrad.fitting.data import Data
 from handgrad.params import flatten, unflatten
 from handgrad.present import io
 
-SECTIONS = ("machine", "logistic", "hessian", "gradients", "least_squares", "covariance",
-            "mixed")
+SECTIONS = ("machine", "logistic", "hessian", "gradients", "derived", "least_squares",
+            "covariance", "mixed")
 
 FULL = {"logistic": [(200_000, 100), (1_000_000, 50)], "hessian": (200_000, 100),
-        "gradients": (200_000, 50), "least_squares": (1_000_000, 100),
+        "gradients": (200_000, 50), "derived": (200_000, 100), "least_squares": (1_000_000, 100),
         "covariance": (1_000_000, 100), "mixed": (200_000, 100), "repeats": 3,
         "autograd_newton": False, "gflops_n": 1500}
 QUICK = {"logistic": [(20_000, 20)], "hessian": (20_000, 20), "gradients": (5_000, 10),
+         "derived": (5_000, 10),
          "least_squares": (20_000, 10), "covariance": (20_000, 10), "mixed": (20_000, 20),
          "repeats": 3, "autograd_newton": True, "gflops_n": 1000}
 
@@ -358,6 +359,48 @@ def bench_gradients(n: int, d: int, repeats: int) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------ derived from an expression
+
+LOGISTIC_EXPR = "sum(log(vector(1) + exp(X*w))) - y'*X*w"
+
+
+def bench_derived(n: int, d: int, repeats: int) -> list[dict]:
+    """The gradient handgrad derives from the logistic loss written as an expression (what
+    `fit --loss` runs: the verified read-off, compiled by handgrad.notation.auto_plan)
+    against derivations/logistic.py's hand gradient, interleaved, least-disturbed times."""
+    from handgrad.fitting import expression
+
+    data = logistic_data(n, d)
+    loss = expression.ExpressionLoss.derive(LOGISTIC_EXPR, "w", data=data, intercept=False)
+    derived_entry = expression.entry(loss)
+    hand_entry = registry.get("logistic")
+    g = torch.Generator().manual_seed(3)
+    runs = max(3, repeats) * 2 + 1
+    # a new point each call: the compiled plan reuses its values at the point it saw last
+    points = [{"w": 0.1 * torch.randn(d, generator=g, dtype=torch.float64)} for _ in range(runs + 1)]
+
+    def derived(p):
+        return derived_entry.derivation.gradient(p, data)["w"]
+
+    def hand(p):
+        return hand_entry.gradient(p, data)["w"]
+    gd, gh = derived(points[-1]), hand(points[-1])
+    td, th = [], []
+    for p in points[:runs]:
+        t = time.perf_counter()
+        derived(p)
+        td.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        hand(p)
+        th.append(time.perf_counter() - t)
+    t_d, t_h = min(td), min(th)
+    scale = float(gh.abs().max()) or 1.0
+    return [_row("derived gradient vs hand", f"logistic {n}x{d}", f"derived from {LOGISTIC_EXPR}",
+                 t_d, "derivations/logistic.py gradient()", t_h, "derived/hand <= 1.5",
+                 bool(t_d <= 1.5 * t_h), derived_over_hand=t_d / t_h,
+                 max_diff=float((gd - gh).abs().max()) / scale)]
+
+
 # -------------------------------------------------------------------------- least squares
 
 
@@ -467,6 +510,7 @@ def run(quick: bool = False, only: tuple[str, ...] = (), sizes: dict | None = No
         ("hessian", lambda: bench_hessian(*cfg["hessian"], cfg["repeats"], rate["best_gflops"],
                                           True)),
         ("gradients", lambda: bench_gradients(*cfg["gradients"], cfg["repeats"])),
+        ("derived", lambda: bench_derived(*cfg["derived"], cfg["repeats"])),
         ("least_squares", lambda: bench_least_squares(*cfg["least_squares"], cfg["repeats"])),
         ("covariance", lambda: bench_covariance(*cfg["covariance"], cfg["repeats"])),
         ("mixed", lambda: bench_mixed(*cfg["mixed"], cfg["repeats"])),
@@ -510,7 +554,8 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         notes = []
         for k in ("iterations", "peer_iterations", "coef_max_diff", "max_diff", "rel_diff",
-                  "floor_ratio", "hand_over_autograd", "gradient_fn_over_autograd", "cond",
+                  "floor_ratio", "hand_over_autograd", "gradient_fn_over_autograd",
+                  "derived_over_hand", "cond",
                   "error"):
             if r.get(k) is not None:
                 v = r[k]

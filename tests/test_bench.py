@@ -14,7 +14,7 @@ from handgrad.bench import bench
 from handgrad import registry
 from tests.conftest import invoke
 
-TINY = {"logistic": [(2_000, 5)], "hessian": (1_000, 5), "gradients": (300, 4),
+TINY = {"logistic": [(2_000, 5)], "hessian": (1_000, 5), "gradients": (300, 4), "derived": (300, 4),
         "least_squares": (2_000, 5), "covariance": (2_000, 5), "mixed": (2_000, 5),
         "repeats": 1, "autograd_newton": True, "gflops_n": 300}
 
@@ -27,7 +27,10 @@ def test_bench_runs_every_section_and_writes_markdown_and_json(tmp_path):
     assert data["machine"]["best_gflops"] > 0 and data["machine"]["cores"] >= 1
     sections = {r["section"] for r in data["rows"]}
     assert {"logistic Newton |g|<1e-8", "one Hessian", "gradient vs autograd",
-            "least squares closed form", "covariance MLE", "mixed precision Newton"} <= sections
+            "least squares closed form", "covariance MLE", "mixed precision Newton",
+            "derived gradient vs hand"} <= sections
+    derived = next(r for r in data["rows"] if r["section"] == "derived gradient vs hand")
+    assert derived["max_diff"] < 1e-12, derived  # the derived read-off is the hand gradient
     assert not [r for r in data["rows"] if r.get("error")], [r for r in data["rows"] if r.get("error")]
     grads = [r for r in data["rows"] if r["section"] == "gradient vs autograd"]
     assert sorted(r["case"].split()[0] for r in grads) == sorted(registry.REGISTRY)

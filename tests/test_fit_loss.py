@@ -201,3 +201,31 @@ def test_plan_is_the_verified_formula_and_stable():
     assert float(e.loss({"w": torch.tensor([1.0])}, big)) == pytest.approx(800.0, rel=1e-15)
     assert float(e.hessian({"w": torch.tensor([1.0])}, Data(torch.tensor([[40.0]]),
                                                             torch.tensor([0.0])))) > 0
+
+
+def test_a_sum_over_rows_is_evaluated_in_row_blocks_with_the_same_values(monkeypatch):
+    """In memory, a loss that is a sum over rows runs its verified formulas block by block
+    (cache-resident X blocks) and sums them: f, gradient and Hessian equal the one-block
+    evaluation (numpy, an independent reference, for the logistic gradient); a loss that is
+    not a sum over rows (the norm, not its square) is never split."""
+    from handgrad.fitting.data import Data
+
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(3000, 5, generator=g, dtype=torch.float64)
+    y = (torch.rand(3000, generator=g) < 0.4).to(torch.float64)
+    data = Data(X, y)
+    loss = expression.ExpressionLoss.derive(LOGISTIC, "w", data=data, intercept=False)
+    e = expression.entry(loss)
+    assert loss.rowwise
+    p = {"w": 0.3 * torch.randn(5, generator=g, dtype=torch.float64)}
+    whole = {k: v.clone() for k, v in loss.evaluate(["f", "grad", "hess"], p, data, "w", "b").items()}
+    monkeypatch.setattr(expression.ExpressionLoss, "BLOCK_BYTES", 256 * 8 * 5)  # 256-row blocks
+    blocks = loss.evaluate(["f", "grad", "hess"], p, data, "w", "b")
+    for k in whole:
+        torch.testing.assert_close(blocks[k], whole[k], rtol=1e-12, atol=1e-12)
+    Xn, yn, wn = X.numpy(), y.numpy(), p["w"].numpy()
+    want = Xn.T @ (1 / (1 + np.exp(-Xn @ wn)) - yn)
+    np.testing.assert_allclose(e.derivation.gradient(p, data)["w"].numpy(), want, rtol=1e-10)
+    norm = expression.ExpressionLoss.derive("norm2(X*w - y)", "w", data=data, intercept=False)
+    expression.entry(norm)
+    assert not norm.rowwise
