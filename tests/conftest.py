@@ -62,3 +62,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def derive_edited_notation(entry, tmp_path, file: str, old: str, new: str, problems) -> dict:
+    """The notation report (lines and link) of a copy of derivations/<file> with ``old``
+    replaced by ``new``, linked to ``entry`` at ``problems``: a planted mistake."""
+    import types
+
+    from handgrad.verify import in_notation
+
+    spec = entry.derivation
+    one = next(x for x in spec.notation if x.file == file)
+    text = open(in_notation.path_of(spec.module, one), encoding="utf-8").read()
+    assert old in text, old
+    (tmp_path / file).write_text(text.replace(old, new), encoding="utf-8")
+    mod = types.SimpleNamespace(__file__=str(tmp_path / f"{entry.name}.py"), __name__=f"edited.{entry.name}")
+    return in_notation.derive(entry, one, mod, problems)

@@ -114,8 +114,10 @@ def test_chain_rule_product_and_extra_transpose_are_undefined_products():
     """Dimension analysis before any number, naming the product that does not conform."""
     for key, names in [("E6_chain_rule_order_003", "-2*(b - A*x) * A: (m x 1) * (m x n) do not conform"),
                        ("E7_trYMY_extra_transpose", ": (m x p) * (n x p) do not conform"),
-                       ("E8_gradient_relation_no_transpose", "A'*cos(A*x) * dx: (n x 1) * (n x 1) do not conform"),
-                       ("E9_kron_symbol_for_hadamard", "A' * kron(B, C): (n x m) * (m*m x n*n) do not conform")]:
+                       ("E8_gradient_relation_no_transpose",
+                        "A'*cos(A*x) * dx: (n x 1) * (n x 1) do not conform"),
+                       ("E9_kron_symbol_for_hadamard",
+                        "A' * kron(B, C): (n x m) * (m*m x n*n) do not conform")]:
         e = next(e for e in er.ERRATA if e.key == key)
         w, _ = _verdicts(e)
         assert w["reason"].startswith("the shapes do not fit: ") and names in w["reason"], (key, w["reason"])

@@ -162,7 +162,8 @@ def test_identities_text_lists_groups_and_errata(runner):
     assert "[notes part 3 §6 example 4; wrong formula]" in r.stdout  # file 002 is part 3
     assert "seed" not in r.stdout.replace("seeds 0, 1, 2", ""), "seed means a random seed"
     assert r.stdout.rstrip().endswith("every erratum rejected and its correction accepted")
-    assert f"{len(WRITTEN)} identities verified in the notation, {len(PYTHON)} Python checks agree" in r.stdout
+    tail = f"{len(WRITTEN)} identities verified in the notation, {len(PYTHON)} Python checks agree"
+    assert tail in r.stdout
 
 
 def test_every_formula_is_valid_latex(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import types
 
 import handgrad.derivations.gaussian as dg
 import handgrad.models.gaussian as mg
@@ -25,7 +24,7 @@ from handgrad.fitting import solvers
 from handgrad.fitting.data import Data, load
 from handgrad.params import flatten
 from handgrad.verify import checker
-from tests.conftest import ROOT, invoke
+from tests.conftest import ROOT, derive_edited_notation, invoke
 
 ENTRY = registry.get("gaussian")
 IRIS = os.path.join(ROOT, "data", "iris.csv")
@@ -76,14 +75,7 @@ def test_every_derivation_line_verified_and_linked_at_every_problem(seed):
 
 def _edited(tmp_path, file, old, new):
     """derive gaussian's report of a copy of derivations/<file> with `old` replaced."""
-    from handgrad.verify import in_notation
-    spec = ENTRY.derivation
-    one = next(x for x in spec.notation if x.file == file)
-    text = open(in_notation.path_of(spec.module, one), encoding="utf-8").read()
-    assert old in text, old
-    (tmp_path / file).write_text(text.replace(old, new), encoding="utf-8")
-    mod = types.SimpleNamespace(__file__=str(tmp_path / "gaussian.py"), __name__="edited.gaussian")
-    return in_notation.derive(ENTRY, one, mod, _problems(0))
+    return derive_edited_notation(ENTRY, tmp_path, file, old, new, _problems(0))
 
 
 @pytest.mark.parametrize("file,old,new,kind", [

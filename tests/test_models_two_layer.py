@@ -5,7 +5,6 @@ minibatch SGD-momentum / Adam on the hand gradient, digits >= 95% held out, the 
 from __future__ import annotations
 
 import os
-import types
 
 import handgrad.derivations.two_layer as dt
 import handgrad.models.two_layer as mt
@@ -21,7 +20,7 @@ from handgrad.fitting import pipeline, solvers
 from handgrad.fitting.data import Data
 from handgrad.params import flatten
 from handgrad.verify import checker
-from tests.conftest import ROOT, invoke
+from tests.conftest import ROOT, derive_edited_notation, invoke
 
 ENTRY = registry.get("two_layer")
 DIGITS = os.path.join(ROOT, "data", "digits.csv")
@@ -77,14 +76,7 @@ def test_every_derivation_line_verified_and_linked(seed):
     ("two_layer_relu.hg", "grad W1 = G1*X' + l2*W1", "grad W1 = G1*X' + 2*l2*W1", "grad W1"),
 ])
 def test_a_planted_mistake_in_the_notation_files_is_caught(tmp_path, file, old, new, where):
-    from handgrad.verify import in_notation
-    spec = ENTRY.derivation
-    one = next(x for x in spec.notation if x.file == file)
-    text = open(in_notation.path_of(spec.module, one), encoding="utf-8").read()
-    assert old in text, old
-    (tmp_path / file).write_text(text.replace(old, new), encoding="utf-8")
-    mod = types.SimpleNamespace(__file__=str(tmp_path / "two_layer.py"), __name__="edited")
-    rep = in_notation.derive(ENTRY, one, mod, _problems(0))
+    rep = derive_edited_notation(ENTRY, tmp_path, file, old, new, _problems(0))
     assert not rep["ok"] and rep["verdict"] == "failed"
     assert rep["first_wrong"]["lhs"] == where, rep["first_wrong"]
 

@@ -34,7 +34,8 @@ def test_true_claims_are_verified(claim):
     # the other order in the product rule: the shapes do not fit
     (Claim("X: m x n; Y: n x p", "d", "X*Y", "Y*dX + X*dY"), "the shapes do not fit: Y * dX"),
     # a wrong-shaped read-off: b a' is n x m, X is m x n
-    (Claim("a: m; X: m x n; b: n", "grad", "a'*X*b", "b*a'", "X"), "is (n x m), but the derivative by X is (m x n)"),
+    (Claim("a: m; X: m x n; b: n", "grad", "a'*X*b", "b*a'", "X"),
+     "is (n x m), but the derivative by X is (m x n)"),
     # the denominator form claimed as the Jacobian
     (Claim("A: m x n; x: n", "jac", "A*x", "A'", "x"), "the claim is"),
     # kron's factors swapped
