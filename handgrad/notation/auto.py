@@ -36,7 +36,7 @@ from handgrad.notation.auto_trace import Term, coefficient, expand, jacobian, mo
 from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import to_text
 from handgrad.notation.shapes import SCALAR, show
-from handgrad.notation.simplify import Ctx, T, fold_defs, is_num, mul, neg, simplify, tidy, total
+from handgrad.notation.simplify import Ctx, T, fold_defs, is_num, mul, neg, simplify, sub, tidy, total
 from handgrad.notation.textfile import parse_text
 from handgrad.notation.verify import verify
 
@@ -230,6 +230,11 @@ def _rewrite(ctx: Ctx, f: Node) -> tuple[Node, list[str]]:
         if isinstance(e, Call) and e.fn == "logdet" and isinstance(e.args[0], Call) and e.args[0].fn == "inv":
             rules.append("logdet(X^-1) = -logdet(X)")
             return neg(Call("logdet", e.args[0].args))
+        if (isinstance(e, Call) and e.fn == "log" and isinstance(e.args[0], Call)
+                and e.args[0].fn == "softmax"):
+            rules.append("log softmax(Z) = Z - 1 logsumexp(Z), column by column")
+            z = e.args[0].args[0]
+            return sub(z, mul(Call("vector", (Num(1.0),)), Call("logsumexp", (z,))))
         if (hasattr(e, "op") and e.op in ("^", ".^") and is_num(e.b, 2) and isinstance(e.a, Call)
                 and e.a.fn == "norm2"):
             u = e.a.args[0]

@@ -49,6 +49,8 @@ RULES = {
     "tanh": "d tanh(U) = (1 - tanh(U)^2) ⊙ dU",
     "sigma": "d σ(U) = σ(U) ⊙ (1 - σ(U)) ⊙ dU",
     "softplus": "d softplus(U) = σ(U) ⊙ dU",
+    "logsumexp": "d logsumexp(U) = 1'(softmax(U) ⊙ dU), column by column",
+    "softmax": "d softmax(U) = S ⊙ dU - S ⊙ (1 1'(S ⊙ dU)), S = softmax(U), column by column",
     "sqrt": "d sqrt(U) = dU ⊘ (2 sqrt(U))",
 }
 
@@ -210,6 +212,10 @@ class Expander:
         if fn == "norm2":
             inner = mul(Transpose(u), du) if self.ctx.column(u) else Call("tr", (mul(Transpose(u), du),))
             return Bin("/", inner, e)
+        if fn in ("logsumexp", "softmax"):  # column by column: 1' sums each column
+            ones = Call("vector", (Num(1.0),))
+            col = mul(Transpose(ones), had(Call("softmax", (u,)), du))
+            return col if fn == "logsumexp" else sub(had(e, du), had(e, mul(ones, col)))
         scalar = self.ctx.scalar(u)
         one = Num(1.0)
         if fn == "log":

@@ -116,6 +116,12 @@ class _Emitter:
             return f"{a}.abs().sum(){one}"
         if fn == "vec":
             return f"{a}.mT.reshape(-1, 1)"
+        if fn == "softmax":  # column by column, as the notation
+            return f"torch.softmax({a}, dim=0)"
+        if fn == "logsumexp":
+            return f"torch.logsumexp({a}, dim=0, keepdim=True)"
+        if fn == "tril":
+            return f"torch.tril({a})"
         if fn == "diag":
             s = self.c.shape(arg)
             if is_scalar(s):
