@@ -216,3 +216,27 @@ def test_a_float32_newton_direction_too_inaccurate_to_trust_is_not_called_a_stal
     W, W32 = np.array(ref["params"]["W"]), np.array(f32["params"]["W"])
     err = np.abs(W32 - W).max() / np.abs(W).max()
     assert not f32["converged"] or err <= 1e-3, (f32["message"], err)
+
+
+def test_a_closed_form_on_huge_units_gets_no_tolerance_warning_and_keeps_its_digits():
+    """Longley with GNP in units 1e6 times smaller: the closed form (scaled QR) has no
+    gradient tolerance to miss, so no 'tolerance cannot be met' warning, and its
+    coefficients are NIST's certified ones (GNP's multiplied back) to 1e-9."""
+    header, values = read_csv("longley.csv")
+    feats = [h for h in header if h != "TOTEMP"]
+    X = values[:, [header.index(f) for f in feats]]
+    X[:, feats.index("GNP")] *= SCALE
+    y = values[:, header.index("TOTEMP")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = handgrad.fit("least_squares", X, y, feature_names=feats).to_dict()
+    assert not any("tolerance cannot be met" in str(w.message) for w in caught)
+    assert not any("tolerance cannot be met" in w for w in out["warnings"]), out["warnings"]
+    for term, want in LONGLEY_COEF.items():
+        got = out["coefficients"][term] * (SCALE if term == "GNP" else 1.0)
+        assert got == pytest.approx(want, rel=1e-9), term
+    # an iterative fit of the same data still gets the warning: there it applies
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handgrad.fit("least_squares", X, y, feature_names=feats, solver="newton")
+    assert any("tolerance cannot be met" in str(w.message) for w in caught)
