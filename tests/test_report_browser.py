@@ -93,3 +93,21 @@ def test_the_probe_sees_untypeset_latex(tmp_path):
     flat = page.replace("<math>", "<span>").replace("</math>", "</span>")
     got = render(flat, tmp_path)
     assert got["fracs"] == 1 and got["stacked"] == 0
+
+
+def test_a_python_step_is_typeset_too_and_marked_not_checked(tmp_path):
+    """A Python-format step (a model added with derivations() instead of a .hg file) has
+    hand-written LaTeX: the page typesets it through latex2mathml, and the row still says
+    its text was not checked."""
+    latex = r"df = \operatorname{tr}\big(((A + A^T) X + X^{-T})^T dX\big) + \frac{1}{2} x^T x"
+    row = {"index": 1, "text": "df = tr(((A + A^T) X + X^-T)^T dX) + x^T x / 2", "latex": latex,
+           "mathml": report.latex_mathml(latex), "why": "collect", "kind": "differential",
+           "source": "my.py:3", "ok": True, "residual": 1e-16, "text_checked": False,
+           "reason": "", "points": 3}
+    assert row["mathml"].startswith("<math")
+    page = report.to_html([("h", 1, "t"), ("steps", [row])], title="t")
+    assert "evaluated; text not checked" in page and '<td class="f"><math' in page
+    got = render(page, tmp_path)
+    assert got["math"] == got["laid_out"] == 1 and got["fracs"] == got["stacked"] == 1, got
+    assert got["sups"] >= 2 and got["raised"] == got["sups"], got
+    assert got["raw_latex"] == [], got
