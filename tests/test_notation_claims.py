@@ -58,6 +58,8 @@ def test_text_and_latex_come_from_the_parsed_trees():
     assert p.latex().startswith("d\\left(X Y\\right) = ")
 
 
-def test_an_unknown_kind_is_refused():
+def test_an_unknown_kind_or_a_missing_variable_is_refused():
     with pytest.raises(ValueError, match="claim kind"):
         Claim("x: n", "integral", "x", "x")
+    with pytest.raises(ValueError, match="by one variable"):
+        Claim("x: n", "grad", "x'*x", "2*x")

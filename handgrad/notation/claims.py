@@ -55,6 +55,8 @@ class Claim:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"claim kind {self.kind!r}; the kinds are {', '.join(KINDS)}")
+        if self.kind not in ("equal", "d") and len([w for w in self.wrt.split(",") if w.strip()]) != 1:
+            raise ValueError(f"a {self.kind} claim is by one variable: give wrt")
 
 
 class Parsed:
