@@ -126,7 +126,10 @@ def test_kron_and_adjugate_by_hand():
     B = torch.tensor([[0.0, 1.0]], dtype=F64)
     assert ids.kron(A, B).tolist() == [[0, 1, 0, 2], [0, 3, 0, 4]]
     assert ids.kron(A.T, B).tolist() == [[0, 1, 0, 3], [0, 2, 0, 4]]  # a transposed factor
-    assert ids.adjugate(A).tolist() == [[4.0, -2.0], [-3.0, 1.0]]  # [[d, -b], [-c, a]]
+    from handgrad.notation.evaluate import adjugate  # the notation's adj(X), from cofactors
+    assert adjugate(A).tolist() == [[4.0, -2.0], [-3.0, 1.0]]  # [[d, -b], [-c, a]]
+    B = torch.tensor([[2.0, 0.0, 1.0], [1.0, 3.0, 0.0], [0.0, 1.0, 4.0]], dtype=F64)
+    assert torch.allclose(adjugate(B) @ B, torch.linalg.det(B) * torch.eye(3, dtype=F64))
 
 
 def test_sample_cov_by_hand():

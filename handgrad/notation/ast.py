@@ -79,6 +79,7 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "tr": (1, "linear"), "sum": (1, "linear"), "vec": (1, "linear"), "diag": (1, "linear"),
     "tril": (1, "linear"),  # the lower triangle, diagonal included (a Cholesky factor's gradient)
     "det": (1, "matrix"), "logdet": (1, "matrix"), "inv": (1, "matrix"),
+    "adj": (1, "matrix"),  # the adjugate (the notes' X^#), from cofactors
     "norm1": (1, "matrix"), "norm2": (1, "matrix"),
     "softmax": (1, "matrix"), "logsumexp": (1, "matrix"),  # column by column, as the notes' z
     "exp": (1, "elementwise"), "log": (1, "elementwise"), "sin": (1, "elementwise"),

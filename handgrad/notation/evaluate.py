@@ -175,6 +175,8 @@ class Evaluator:
             return torch.linalg.slogdet(a)[1].reshape(one)
         if fn == "inv":
             return torch.linalg.inv(a)
+        if fn == "adj":
+            return adjugate(a)
         if fn == "logsumexp":
             return torch.logsumexp(a, dim=0, keepdim=True)
         if fn == "softmax":
@@ -284,3 +286,16 @@ def evaluate(expr: Node | str, values: dict[str, object], diffs: dict[str, objec
         checker.env[name] = checker.infer(d)
     checker.infer(expr)
     return Evaluator(checker, vals, dvals, defs).value(expr)
+
+
+def adjugate(a: torch.Tensor) -> torch.Tensor:
+    """adj(A) = C^T, C_ij = (-1)^(i+j) det(A without row i and column j): from cofactors,
+    never from A^-1 (so d|X| = tr(adj(X) dX) is checked against an independent adj)."""
+    n = a.shape[0]
+    if n == 1:
+        return torch.ones_like(a)
+    def minor(i, j):
+        return a[[r for r in range(n) if r != i]][:, [c for c in range(n) if c != j]]
+    cof = torch.stack([torch.stack([(-1) ** (i + j) * torch.linalg.det(minor(i, j)) for j in range(n)])
+                       for i in range(n)])
+    return cof.mT

@@ -177,6 +177,8 @@ def _latex_call(node: Call) -> str:
         return f"\\log\\lvert {s} \\rvert"
     if fn == "inv":
         return _sup(arg, "-1")
+    if fn == "adj":
+        return _sup(arg, "\\#")
     if fn == "norm2":
         return f"\\lVert {s} \\rVert"
     if fn == "norm1":
@@ -268,6 +270,8 @@ def _ml(node: Node) -> ET.Element:  # noqa: C901 - one case per node kind
             return _el("mrow", _el("mi", text="log"), _mo("|", fence="true"), e, _mo("|", fence="true"))
         if fn == "inv":
             return _msup(arg, _el("mrow", _mo("−"), _el("mn", text="1")))
+        if fn == "adj":
+            return _msup(arg, _el("mo", text="#"))
         if fn in ("norm1", "norm2"):
             body = _el("mrow", _mo("‖", fence="true"), e, _mo("‖", fence="true"))
             return _el("msub", body, _el("mn", text="1")) if fn == "norm1" else body

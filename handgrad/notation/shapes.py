@@ -228,8 +228,8 @@ class ShapeChecker:
         if fn in ("tr", "det", "logdet"):
             self._square(node, arg, s, f"{fn}({_text(arg)})")
             return SCALAR
-        if fn == "inv":
-            self._square(node, arg, s, f"inv({_text(arg)})")
+        if fn in ("inv", "adj"):
+            self._square(node, arg, s, f"{fn}({_text(arg)})")
             return s
         if fn in ("sum", "norm1", "norm2"):
             return SCALAR

@@ -24,8 +24,6 @@ import torch
 from handgrad.notation.claims import Claim
 from handgrad.verify.identities import (
     F64,
-    adjugate,
-    invertible,
     jvp,
     rn,
     sample_cov,
@@ -141,18 +139,6 @@ def _dax_dxj(wrong: bool):
     return check
 
 
-# ---------------------------------------------------------------- E12 d X = tr(X^# dX)
-
-def _det_bars(wrong: bool):
-    def check(g):
-        X, dX = invertible(g, 4), rn(g, 4, 4)
-        rhs = torch.trace(adjugate(X) @ dX)
-        if wrong:  # read as written: the differential of X itself equals the scalar
-            return rhs, jvp(lambda Z: Z, (X,), (dX,))
-        return rhs, jvp(torch.linalg.det, (X,), (dX,))
-    return check
-
-
 _ONEHOT = "Y = y' one-hot (1 x K)"
 _TWO_LAYER = "W1: h x d; W2: K x h; x: d; Y: 1 x K onehot"
 _TWO_LAYER_LOSS = "-Y*log(softmax(W2*sigma(W1*x)))"
@@ -260,11 +246,12 @@ ERRATA: list[Erratum] = [
         "the step -y^T 1 log(1^T exp(Wx)) -> log(1^T exp(Wx)) uses 1^T y = 1 (one-hot or a "
         "distribution) without saying so; for counts y it is wrong",
         "torch.func.grad", wrong_note="for any y", right_note="= (softmax(W x) - y) x' when 1' y = 1"),
-    Erratum(
+    written(
         "E12_determinant_bars_lost", "000 §5.3 (table, determinant row)", "typesetting",
-        "d X = tr(X^# dX)   (as printed: the bars of |X| are lost)", r"d X = \operatorname{tr}(X^{\#} dX)",
-        "d|X| = tr(X^# dX),  X^# = adj(X)", r"d|X| = \operatorname{tr}(X^{\#} dX)",
+        [Claim("X: n x n invertible", "d", "X", "tr(adj(X)*dX)")],
+        [Claim("X: n x n invertible", "d", "det(X)", "tr(adj(X)*dX)")],
         "none (a scalar differential)",
         "as printed the left side is the matrix dX and the right side a scalar",
-        "torch.func.jvp", _det_bars(True), _det_bars(False)),
+        "torch.func.jvp", wrong_note="as printed: the bars of |X| are lost",
+        right_note="X^# = adj(X), from cofactors"),
 ]

@@ -122,18 +122,6 @@ def commutation(m: int, n: int) -> torch.Tensor:
     return K
 
 
-def adjugate(X: torch.Tensor) -> torch.Tensor:
-    """adj(X) = transpose of the cofactor matrix, from minors (never from X^-1)."""
-    n = X.shape[0]
-    C = torch.empty_like(X)
-    for i in range(n):
-        for j in range(n):
-            rows = [r for r in range(n) if r != i]
-            cols = [c for c in range(n) if c != j]
-            C[i, j] = (-1) ** (i + j) * torch.linalg.det(X[rows][:, cols])
-    return C.T
-
-
 def vec_jacobian(F: Callable, X: torch.Tensor) -> torch.Tensor:
     """Numerator form d vec(F) / d vec(X) (pq x mn) from torch.func.jacrev."""
     m, n = X.shape
@@ -190,12 +178,10 @@ def _differential_rules() -> list[Identity]:
                 src),
     ]
 
-    def det_adj(g):
-        X, dX = invertible(g, 4), rn(g, 4, 4)
-        return torch.trace(adjugate(X) @ dX), jvp(torch.linalg.det, (X,), (dX,))
-    out.append(Identity("d_det_adjugate", G, "d|X| = tr(adj(X) dX)   (adj(X) = X^#, the adjugate, from cofactors)",
-                        r"d|X| = \operatorname{tr}\big(X^{\#}\,dX\big)", DIFF, "torch.func.jvp", det_adj, src))
     out += [
+        written("d_det_adjugate", G, DIFF,
+                [Claim("X: n x n invertible", "d", "det(X)", "tr(adj(X)*dX)")], src,
+                "adj(X) = X^#, the adjugate, evaluated from cofactors (never from X^-1)"),
         written("d_det_inverse", G, DIFF,
                 [Claim("X: n x n invertible", "d", "det(X)", "det(X)*tr(inv(X)*dX)")], src),
         written("d_hadamard", G, DIFF,
