@@ -181,7 +181,7 @@ def synthetic(*, n: int = 2000, d: int = 4, seed: int = 0, **_):
     Sigma = B @ B.T / d + 0.5 * torch.eye(d, dtype=torch.float64)
     L = torch.linalg.cholesky(Sigma)
     X = mu + torch.randn(n, d, generator=g, dtype=torch.float64) @ L.T
-    return Data(X, None, source=f"synthetic(n={n}, d={d}, seed={seed})"), {"mu": mu, "Sigma": Sigma}
+    return Data(X, None, source=f"synthetic data, seed {seed}"), {"mu": mu, "Sigma": Sigma}
 
 
 def check_problems(seed: int, dtype=torch.float64, device="cpu"):

@@ -358,7 +358,7 @@ def synthetic(*, n: int = 1000, d: int = 5, seed: int = 0, noise: float = 0.5, *
     w = torch.randn(d, generator=g, dtype=torch.float64)
     b = torch.tensor(1.5, dtype=torch.float64)
     y = X @ w + b + noise * torch.randn(n, generator=g, dtype=torch.float64)
-    return Data(X, y, target="y", source=f"synthetic(n={n}, d={d}, seed={seed})"), {"w": w, "b": b}
+    return Data(X, y, target="y", source=f"synthetic data, seed {seed}"), {"w": w, "b": b}
 
 
 def check_problems(seed: int, dtype=torch.float64, device="cpu"):

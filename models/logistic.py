@@ -80,7 +80,7 @@ def synthetic(*, n: int = 5000, d: int = 5, seed: int = 0, **_):
     b = torch.tensor(-0.5, dtype=torch.float64)
     p = torch.sigmoid(X @ w + b)
     y = (torch.rand(n, generator=g, dtype=torch.float64) < p).to(torch.float64)
-    return Data(X, y, target="y", source=f"synthetic(n={n}, d={d}, seed={seed})"), {"w": w, "b": b}
+    return Data(X, y, target="y", source=f"synthetic data, seed {seed}"), {"w": w, "b": b}
 
 
 def check_problems(seed: int, dtype=torch.float64, device="cpu"):

@@ -103,7 +103,7 @@ def synthetic(*, n: int = 5000, d: int = 5, seed: int = 0, **_):
     w = 0.3 * torch.randn(d, generator=g, dtype=torch.float64)
     b = torch.tensor(0.5, dtype=torch.float64)
     y = torch.poisson(torch.exp(X @ w + b), generator=g)
-    return Data(X, y, target="y", source=f"synthetic(n={n}, d={d}, seed={seed})"), {"w": w, "b": b}
+    return Data(X, y, target="y", source=f"synthetic data, seed {seed}"), {"w": w, "b": b}
 
 
 def check_problems(seed: int, dtype=torch.float64, device="cpu"):

@@ -94,7 +94,7 @@ def synthetic(*, n: int = 2000, d: int = 4, seed: int = 0, k: int = 3, **_):
     W, b = W - W.mean(0), b - b.mean()
     P = torch.softmax(X @ W.T + b, dim=1)
     y = torch.multinomial(P, 1, generator=g).reshape(-1)
-    data = Data(X, y, target="y", source=f"synthetic(n={n}, d={d}, k={k}, seed={seed})")
+    data = Data(X, y, target="y", source=f"synthetic data with {k} classes, seed {seed}")
     return data, {"W": W, "b": b}
 
 

@@ -141,7 +141,7 @@ def synthetic(*, n: int = 3000, d: int = 8, seed: int = 0, k: int = 3, **_):
     truth = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
     _, _, A2 = forward(truth, Data(X, None), TEACHER["activation"])
     y = torch.multinomial(torch.softmax(A2.T, dim=1), 1, generator=g).reshape(-1)
-    return Data(X, y, target="y", source=f"synthetic(n={n}, d={d}, k={k}, seed={seed})"), truth
+    return Data(X, y, target="y", source=f"synthetic data with {k} classes, seed {seed}"), truth
 
 
 def _relu_safe_biases(W1: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
