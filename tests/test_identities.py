@@ -114,7 +114,8 @@ def test_vec_stacks_columns():
 
 def test_commutation_matrix_by_hand():
     # A 2 x 3: vec(A) = [a11 a21 a12 a22 a13 a23], vec(A^T) = [a11 a12 a13 a21 a22 a23]
-    K = ids.commutation(2, 3)
+    from handgrad.notation.evaluate import commutation  # the notation's comm(A), one copy
+    K = commutation(2, 3)
     expected = torch.zeros(6, 6, dtype=F64)
     for row, col in enumerate([0, 2, 4, 1, 3, 5]):
         expected[row, col] = 1.0

@@ -87,6 +87,7 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "sign": (1, "elementwise"), "relu": (1, "elementwise"), "sigma": (1, "elementwise"),
     "softplus": (1, "elementwise"), "sqrt": (1, "elementwise"),
     "vector": (1, "const"), "matrix": (1, "const"), "eye": (0, "const"),
+    "comm": (1, "const"),  # comm(A): the commutation matrix K_mn of A's shape (m x n), K vec(A) = vec(A')
 }
 
 

@@ -177,6 +177,8 @@ class Evaluator:
             return torch.linalg.inv(a)
         if fn == "adj":
             return adjugate(a)
+        if fn == "comm":
+            return commutation(*a.shape, dtype=a.dtype, device=a.device)
         if fn == "logsumexp":
             return torch.logsumexp(a, dim=0, keepdim=True)
         if fn == "softmax":
@@ -299,3 +301,13 @@ def adjugate(a: torch.Tensor) -> torch.Tensor:
     cof = torch.stack([torch.stack([(-1) ** (i + j) * torch.linalg.det(minor(i, j)) for j in range(n)])
                        for i in range(n)])
     return cof.mT
+
+
+def commutation(m: int, n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """K_mn (mn x mn), K_mn vec(A) = vec(A^T) for A m x n (vec stacks columns): row j + i n
+    has its one in column i + j m, since vec(A^T)[j + i n] = A[i, j] = vec(A)[i + j m]."""
+    K = torch.zeros(m * n, m * n, dtype=dtype, device=device)
+    i = torch.arange(m).repeat_interleave(n)
+    j = torch.arange(n).repeat(m)
+    K[(j + i * n).to(K.device), (i + j * m).to(K.device)] = 1.0
+    return K

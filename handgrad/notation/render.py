@@ -106,7 +106,7 @@ def latex_name(name: str) -> str:
 
 _LATEX_FN = {"exp": "\\exp", "log": "\\log", "sin": "\\sin", "cos": "\\cos", "tanh": "\\tanh",
              "sigma": "\\sigma", "tr": "\\operatorname{tr}", "sum": "\\operatorname{sum}",
-             "tril": "\\operatorname{tril}",
+             "tril": "\\operatorname{tril}", "comm": "K",
              "vec": "\\operatorname{vec}", "diag": "\\operatorname{diag}", "abs": "\\operatorname{abs}",
              "sign": "\\operatorname{sign}", "relu": "\\operatorname{relu}",
              "softplus": "\\operatorname{softplus}", "softmax": "\\operatorname{softmax}",

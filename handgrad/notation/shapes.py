@@ -237,6 +237,11 @@ class ShapeChecker:
             return (ONE, s[1])
         if fn in ("softmax", "tril"):  # softmax: exp(z) / 1' exp(z) for each column z
             return s
+        if fn == "comm":  # K_mn: mn x mn for an m x n argument
+            if any(isinstance(d, Unknown) for d in r):
+                raise self.error(node, f"{_text(node)}: the size of {_text(arg)} cannot be inferred")
+            mn = r[0].times(r[1])
+            return (mn, mn)
         if fn == "vec":
             if any(isinstance(d, Unknown) for d in r):
                 raise self.error(node, f"{_text(node)}: the size of {_text(arg)} cannot be inferred")

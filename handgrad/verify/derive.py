@@ -772,8 +772,8 @@ def format_identities(rep: dict, *, ascii_only: bool = False) -> str:
            "handgrad draws (sizes redrawn, generic values and directions), against torch.func",
            f"{EVALUATED} evaluated; text not checked: a Python check (random non-symmetric inputs, "
            f"seeds {', '.join(map(str, rep['seeds']))}, relative tol {rep['tol']:.0e}) ran and agreed, "
-           "but its printed text is free text, not parsed (the commutation matrix, "
-           "an abstract f or chain, a lstsq reference: what the notation cannot write)"]
+           "but its printed text is free text, not parsed (an abstract f or chain, a lstsq "
+           "reference, a derivative by one entry: what the notation cannot write)"]
     group = None
     for e in rep["entries"]:
         if e["group"] != group:

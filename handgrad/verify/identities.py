@@ -113,15 +113,6 @@ def unvec(v: torch.Tensor, m: int, n: int) -> torch.Tensor:
     return v.reshape(n, m).mT
 
 
-def commutation(m: int, n: int) -> torch.Tensor:
-    """K_mn (mn x mn) with K_mn vec(A) = vec(A^T) for A m x n, built from its definition."""
-    K = torch.zeros(m * n, m * n, dtype=F64)
-    for i in range(m):
-        for j in range(n):
-            K[j + i * n, i + j * m] = 1.0  # vec(A^T)[j + i n] = A[i, j] = vec(A)[i + j m]
-    return K
-
-
 def vec_jacobian(F: Callable, X: torch.Tensor) -> torch.Tensor:
     """Numerator form d vec(F) / d vec(X) (pq x mn) from torch.func.jacrev."""
     m, n = X.shape
@@ -463,30 +454,20 @@ def _vec_kron() -> list[Identity]:
     def add(key, text, latex, check, layout=NONE, reference="both sides evaluated", source=src):
         out.append(Identity(key, G, text, latex, layout, reference, check, source))
 
-    def comm(g):
-        A = rn(g, 3, 4)
-        return commutation(3, 4) @ vec(A), vec(A.T)
-    add("commutation", "K_mn vec(A) = vec(A^T)   (A m x n; K_mn the mn x mn commutation matrix)",
-        r"K_{mn} \operatorname{vec}(A) = \operatorname{vec}(A^T)", comm)
-
-    def comm_inv(g):
-        m, n = 3, 4
-        return commutation(m, n) @ commutation(n, m), torch.eye(m * n, dtype=F64)
-    add("commutation_inverse", "K_mn K_nm = I", r"K_{mn} K_{nm} = I", comm_inv)
-
-    def comm_t(g):
-        return commutation(3, 4).T, commutation(4, 3)
-    add("commutation_transpose", "K_mn^T = K_nm", r"K_{mn}^T = K_{nm}", comm_t)
+    note = "comm(A) is K_mn, the mn x mn commutation matrix of A's shape (m x n)"
+    out += [
+        written("commutation", G, NONE, [Claim("A: m x n", "equal", "comm(A)*vec(A)", "vec(A')")], src, note),
+        written("commutation_inverse", G, NONE, [Claim("A: m x n", "equal", "comm(A)*comm(A')", "eye")], src,
+                "K_mn K_nm = I"),
+        written("commutation_transpose", G, NONE, [Claim("A: m x n", "equal", "comm(A)'", "comm(A')")], src,
+                "K_mn' = K_nm"),
+    ]
     out.append(written("dAXB_dX", G, MATMAT,
                        [Claim("A: p x m; X: m x n; B: n x q", "vecjac", "A*X*B", "kron(B, A')", "X")],
                        "notes part 1 §7.1-7.3", "mn x pq; its transpose kron(B', A) is the jacrev form"))
 
-    def d_xt(g):
-        X = rn(g, 3, 4)
-        return commutation(4, 3), vec_jacobian(lambda Z: Z.T, X).T
-    add("dXT_dX", "F = X^T: dF/dX = K_mn^T = K_nm   (denominator, mn x mn)",
-        r"\frac{\partial X^T}{\partial X} = K_{mn}^T = K_{nm}", d_xt, MATMAT,
-        "transpose of torch.func.jacrev of vec(F) by vec(X)", "notes part 1 §7.3")
+    out.append(written("dXT_dX", G, MATMAT, [Claim("X: m x n", "vecjac", "X'", "comm(X')", "X")],
+                       "notes part 1 §7.3", "dF/dX = K_mn' = K_nm (mn x mn)"))
     out += [
         written("dXinv_dX", G, MATMAT,
                 [Claim("X: n x n invertible", "vecjac", "inv(X)", "-kron(inv(X), inv(X)')", "X")],
