@@ -165,7 +165,7 @@ class ExpressionLoss:
         vals = _data_point(self.derivation, data, intercept)
         sizes = _sizes(self.derivation, vals)
         self.plan.check_against(vals, sizes, self.derivation.defs, self.formulas)
-        self.plan._memo, self.plan._point = {}, None
+        self.plan.forget()
 
     # -- evaluating ----------------------------------------------------------------------
     def _inputs(self, params: dict, data: Data, wname: str, bname: str):
@@ -205,7 +205,7 @@ class ExpressionLoss:
             got = self.plan.run(part, wanted, {**sizes, "n": part["X"].shape[0]})
             for k, v in got.items():
                 out[k] = v.clone() if k not in out else out[k].add_(v)
-        self.plan._memo, self.plan._point = {}, None  # block views: nothing to reuse
+        self.plan.forget()  # block views: nothing to reuse
         return out
 
 
@@ -338,12 +338,12 @@ def fit(expr: str, wrt: str = "w", *, data_path=None, target=None, features=None
         probe = _probe(data_path, target, features)
     if loss is None:
         loss = ExpressionLoss.derive(expr, wrt, data=probe, intercept=intercept)
-    if fit_kw.get("chunk_rows") or fit_kw.get("distributed_run"):
-        check_sum_over_rows(loss, intercept)
+    e = entry(loss)  # checks once whether f is a sum over rows (loss.rowwise)
+    if (fit_kw.get("chunk_rows") or fit_kw.get("distributed_run")) and not loss.rowwise:
+        check_sum_over_rows(loss, intercept)  # raises, naming the rows where it is not
     if loss.uses_y and data is None and data_path and target is None and \
             not str(data_path).lower().endswith((".npz", ".npy")):
         raise UserError("the loss uses y: name the target column with --target.")
-    e = entry(loss)
     out = pipeline.fit(e, data_path=data_path, target=target, features=features,
                        intercept=intercept, data=data, **fit_kw)
     out["loss_expression"] = describe(loss, intercept)

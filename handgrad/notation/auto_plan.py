@@ -316,14 +316,18 @@ class Plan:
             memo.pop(j)
         return out
 
+    def forget(self) -> None:
+        """Drop the values kept from the last point (after views that will not recur)."""
+        self._memo, self._point = {}, None
+
     def check_against(self, values: dict[str, torch.Tensor], sizes: dict[str, int],
                       defs: dict[str, Node], outputs: dict[str, Node], rtol: float = 1e-9) -> None:
         """The plan against the notation Evaluator at one point (float64): raise if apart."""
         from handgrad.notation.render import to_text
         vals = {k: v.to(torch.float64) for k, v in values.items()}
-        self._memo, self._point = {}, None
+        self.forget()
         mine = self.run(vals, list(outputs), sizes)
-        self._memo, self._point = {}, None
+        self.forget()
         ref_checker = ShapeChecker(dict(self.decls))
         for name, body in defs.items():
             ref_checker.env[name] = ref_checker.infer(body)

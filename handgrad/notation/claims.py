@@ -144,7 +144,7 @@ def _unvec(v: torch.Tensor, shape) -> torch.Tensor:
     return v.reshape(shape[1], shape[0]).mT
 
 
-def _truth_and_claim(p: Parsed, vals, sizes, gen):
+def _truth_and_claim(p: Parsed, vals, sizes, dgen):
     """(claimed, truth, scale) at one point."""
     c = p.claim
 
@@ -158,7 +158,7 @@ def _truth_and_claim(p: Parsed, vals, sizes, gen):
         e = ev(vals)
         return e.value(p.rhs), e.value(p.lhs), e.magnitude(p.rhs) + e.magnitude(p.lhs)
     if c.kind == "d":
-        dirs = {w: draw_direction(p.decls[w], vals[w], gen) for w in p.wrt}
+        dirs = {w: draw_direction(p.decls[w], vals[w], dgen) for w in p.wrt}
         e = ev(vals, dirs)
 
         def fn(*xs):
@@ -188,14 +188,15 @@ def check(claim: Claim, *, points: int = POINTS, seed: int | None = None) -> dic
         return {**out, "verdict": "failed", "residual": float("inf"), "tol": 0.0,
                 "reason": f"the shapes do not fit: {p.shape_error}"}
     base = zlib.crc32(f"{claim.decls}|{claim.lhs}|{claim.rhs}".encode()) if seed is None else seed
-    gen = torch.Generator().manual_seed(0x636C61696D + base)  # "claim": its own stream
+    gen = torch.Generator().manual_seed(0x636C61696D + base)  # "claim": values and sizes
+    dgen = torch.Generator().manual_seed(0x64636C61 + base)  # directions: a stream of their own
     letters = sorted({ch for d in p.decls.values() for dim in d.shape for ch in dim.letters})
     trials: list[_Trial] = []
     for k in range(points):
         sizes = draw_sizes(letters, gen)
         vals = {n: draw_value(d, sizes, gen) for n, d in p.decls.items()}
         try:
-            got, truth, scale = _truth_and_claim(p, vals, sizes, gen)
+            got, truth, scale = _truth_and_claim(p, vals, sizes, dgen)
         except (RuntimeError, ValueError, NotationError, IndexError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             trials.append(_Trial("error", reason=f"evaluation error at point {k}: {msg}", point=k))

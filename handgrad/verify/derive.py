@@ -762,14 +762,16 @@ def notes_part(where: str) -> str:
 
 
 def format_identities(rep: dict, *, ascii_only: bool = False) -> str:
+    from handgrad.notation.claims import POINTS
+
     ok_mark, bad_mark = marks(ascii_only)
     n_py = rep["count"] - rep["in_notation"]
     out = [f"{rep['count']} identities: {rep['in_notation']} written in the notation, "
            f"{sum(e['verified'] for e in rep['entries'] if e['text_checked'])} verified; "
            f"{n_py} Python checks, {sum(e['verified'] for e in rep['entries'] if not e['text_checked'])} "
            "agree",
-           f"{ok_mark} verified: the printed formula is the parsed one that was checked, at 3 points "
-           "handgrad draws (sizes redrawn, generic values and directions), against torch.func",
+           f"{ok_mark} verified: the printed formula is the parsed one that was checked, at {POINTS} "
+           "points handgrad draws (sizes redrawn, generic values and directions), against torch.func",
            f"{EVALUATED} evaluated; text not checked: a Python check (random non-symmetric inputs, "
            f"seeds {', '.join(map(str, rep['seeds']))}, relative tol {rep['tol']:.0e}) ran and agreed, "
            "but its printed text is free text, not parsed (an abstract f or chain, a lstsq "

@@ -1,12 +1,13 @@
 """The notes' known-wrong statements, each beside its correction, both checked.
 
-The source documents (/work/shared/seeds, see DESIGN.md) teach the differential method
-well but contain mistakes.  Each :class:`Erratum` keeps the notes' statement exactly as
-written (read literally, in the layout the notes use around it) and the corrected one.
-Both go through the same check as the identity catalog (handgrad.verify.steps.compare against
-torch.func or an independent computation): the wrong statement must be rejected with a
-reason (a shape mismatch, or the worst entry with both values) and the correction
-accepted.  Inputs are random, non-symmetric, and non-square where a square matrix would
+The notes teach the differential method well but contain mistakes.  Each
+:class:`Erratum` keeps the notes' statement (read literally, in the layout the notes use
+around it) and the corrected one.  Both go through the same check as the identity
+catalog: written in the notation, as claims (handgrad.notation.claims; the wrong one is
+rejected by dimension analysis, naming the product that does not conform, or by value),
+or, where the notation cannot write them, as Python checks (handgrad.verify.steps.compare
+against torch.func or an independent computation).  The wrong statement must be rejected
+with a reason and the correction accepted.  Inputs are random, non-symmetric, and non-square where a square matrix would
 hide the mistake; two entries (E5, E10) use square matrices on purpose, to show that a
 wrong transpose is still caught there, by value.
 

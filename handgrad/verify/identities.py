@@ -1,12 +1,15 @@
 """The matrix-calculus catalog the notes teach, each entry checked numerically.
 
-Every entry states a formula (plain text and LaTeX), the layout it is written in, and a
-check: a function of a seeded torch.Generator returning (claimed, truth), where the claim
-is the formula evaluated by hand and the truth comes from torch.func (jvp for
+Every entry states a formula (plain text and LaTeX), the layout it is written in, and how
+it is checked.  Most are written in the notation (:func:`written`): one-line claims
+(handgrad.notation.claims) whose text and LaTeX are printed from the parsed trees that
+are evaluated, at points and sizes handgrad draws, against torch.func (jvp for
 differentials, grad for scalar-by-matrix results, jacrev for Jacobians and
-matrix-by-matrix derivatives) or, for algebraic identities, from evaluating the other
-side directly.  Inputs are random, non-symmetric and (where it matters) non-square: a
-symmetric or square test matrix hides a missing transpose.
+matrix-by-matrix derivatives) or the other side of an equality: verified.  The rest (an
+abstract function or chain, a least-squares solver as the reference, a derivative by one
+entry) keep a Python check, a function of a seeded torch.Generator returning (claimed,
+truth): evaluated, their text not checked.  Inputs are random, non-symmetric and (where
+it matters) non-square: a symmetric or square test matrix hides a missing transpose.
 
 Layouts (DESIGN.md, and the notes part 1 section 2 table):
 
