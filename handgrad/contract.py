@@ -166,6 +166,9 @@ class DerivationSpec:
     flat_directions: Callable | None = field(repr=False, default=None)
     linear: object | None = field(repr=False, default=None)  # LinearLoss, or None
     notation: tuple | None = field(repr=False, default=None)  # InNotation files, or None
+    # who wrote the derivatives fit runs: "hand" (derivations/) or "handgrad-derived" (the
+    # deriver, verified: fit --loss); said on fit's first line and in --json "derivatives"
+    origin: str = "hand"
 
 
 def _where(mod: ModuleType) -> str:

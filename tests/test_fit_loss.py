@@ -103,6 +103,10 @@ def test_cli_fit_loss_json_matches_builtin(runner):
     assert le["gradient"] == "X'*(sigma(X*w) - y)" and le["verdict"] == "verified"
     assert "column of ones" in le["intercept"]
     assert le["checked_at_data"]["ok"]
+    # what it says is true: these derivatives were derived by handgrad, not written by hand
+    assert out["derivatives"] == "handgrad-derived" and ref["derivatives"] == "hand"
+    text, _ = invoke(runner, "fit", "--loss", LOGISTIC, *args[:-1])
+    assert "with handgrad-derived derivatives" in text.stdout.splitlines()[2]
 
 
 def test_config_loss_key(runner, tmp_path):

@@ -318,7 +318,7 @@ def entry(loss: ExpressionLoss) -> registry.Entry:
                   check_note="", module=mod, init_params=init_params, loss=f,
                   synthetic=synthetic, check_problems=no_problems)
     spec = DerivationSpec(mod, gradient, hessian if loss.has_hessian else None,
-                          lambda: [], None, None)
+                          lambda: [], None, None, origin="handgrad-derived")
     return registry.Entry(NAME, model, spec)
 
 

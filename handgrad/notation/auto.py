@@ -125,8 +125,8 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     except NotationError as e:
         raise DeriveError(f"{expr}: {e.message}") from None
     if fshape != SCALAR:
-        raise DeriveError(f"vector-valued f ({show(fshape)}): Jacobians are not derived yet; the verifier "
-                          "reads off gradients of a scalar f only")
+        raise DeriveError(f"vector-valued f {show(fshape)}: Jacobians are not derived yet (the deriver "
+                          "reads off gradients of a scalar f only)")
     fname = _fname(taken)
     ex = Expander(ctx, taken | {fname})
     w = _Writer(ctx)
