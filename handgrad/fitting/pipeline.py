@@ -212,7 +212,8 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         if hint:
             res.message += f"; {hint}" if res.converged else f" ({hint})"
     out = {
-        "model": entry.name, "solver": solver, "derivatives": "autograd" if autograd else entry.derivation.origin,
+        "model": entry.name, "solver": solver,
+        "derivatives": "autograd" if autograd else entry.derivation.origin,
         "device": str(dev), "dtype": dtype_name, "converged": res.converged,
         "iterations": res.iterations, "loss": res.loss, "grad_norm": res.grad_norm,
         "seconds": seconds, "message": res.message, "history": res.history,
