@@ -63,3 +63,56 @@ def test_an_unknown_kind_or_a_missing_variable_is_refused():
         Claim("x: n", "integral", "x", "x")
     with pytest.raises(ValueError, match="by one variable"):
         Claim("x: n", "grad", "x'*x", "2*x")
+
+
+# --- named subexpressions, eye(n), and claimed minimisers ----------------------------------
+
+LS = "X: 7 x d; y: 7; w: d"
+COV = "X: 9 x d; Sigma: d x d spd; one = vector(1); N = one'*one; C = X - one*one'*X/N"
+
+
+def test_named_subexpressions_are_evaluated_and_printed_after_the_claim():
+    right = Claim("A: m x n; c: m; x: n; y = tanh(A*x)", "grad", "c'*y + y'*y",
+                  "(diag(vector(1) - y.^2)*A)'*(c + 2*y)", "x")
+    got = check(right)
+    assert got["verdict"] == "verified", got
+    assert got["text"].endswith("   where y = tanh(A*x)")
+    assert "\\text{where } y = \\tanh" in got["latex"]
+    # the chain rule with dz/dy missing its factor 2: the named y is re-evaluated at each x
+    wrong = check(Claim(right.decls, "grad", right.lhs, "(diag(vector(1) - y.^2)*A)'*(c + y)", "x"))
+    assert wrong["verdict"] == "failed" and wrong["reason"].startswith("at point"), wrong
+
+
+def test_eye_with_a_size():
+    ok = check(Claim("X: n x n; A: n x n", "vecjac", "X*A*X", "kron(A*X, eye(n)) + kron(eye(n), (X*A)')", "X"))
+    assert ok["verdict"] == "verified" and "I_{n}" in ok["latex"], ok
+    swapped = check(Claim("X: n x n; A: n x n", "vecjac", "X*A*X", "kron(X*A, eye(n)) + kron(eye(n), (A*X)')", "X"))
+    assert swapped["verdict"] == "failed", swapped
+    assert "(3 x 3) * (4 x 4) do not conform" in check(Claim("X: 3 x 3", "equal", "X*eye(4)", "X"))["reason"]
+    stray = check(Claim("X: 3 x 3", "equal", "tr(eye(k))", "tr(X)"))
+    assert stray["verdict"] == "error" and "k is not the size of any declared name" in stray["reason"], stray
+    from handgrad.notation.parser import NotationError, parse
+    with pytest.raises(NotationError, match="eye\\(n\\) takes a size"):
+        parse("eye(n + 1)")
+
+
+def test_a_claimed_minimiser_is_verified_and_each_way_to_be_wrong_is_named():
+    assert check(Claim(LS, "argmin", "norm2(X*w - y)^2", "inv(X'*X)*X'*y", "w"))["verdict"] == "verified"
+    assert check(Claim(COV, "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "C'*C/N", "Sigma"))[
+        "verdict"] == "verified"
+    cases = [  # (claim, the reason's words)
+        (Claim(LS, "argmin", "norm2(X*w - y)^2", "inv(X*X')*X'*y", "w"), "(7 x 7) * (d x 7) do not conform"),
+        (Claim(LS, "argmin", "norm2(X*w - y)^2", "1.000001*inv(X'*X)*X'*y", "w"),
+         "the gradient at the claimed minimiser is"),
+        (Claim(LS, "argmin", "-norm2(X*w - y)^2", "inv(X'*X)*X'*y", "w"), "not a minimum (a maximum or a saddle)"),
+        (Claim(COV, "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "X'*X/N", "Sigma"),  # not centred
+         "the gradient at the claimed minimiser is"),
+        (Claim(COV + "; e: 1 x 9 onehot", "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "(e*C)'*(e*C)/N",
+               "Sigma"), "is not positive definite"),
+        (Claim(COV + "; B: d x d", "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "C'*C/N + B - B'", "Sigma"),
+         "is not symmetric"),
+    ]
+    for claim, words in cases:
+        got = check(claim)
+        assert got["verdict"] == "failed" and words in got["reason"], (claim.rhs, got)
+    assert check(Claim("x: n", "argmin", "0*x'*x", "x", "x"))["verdict"] == "inconclusive"  # flat: nothing to tell

@@ -11,7 +11,7 @@ equality.
     Neg(x)                   -x
     Transpose(x)             x'  (also written x^T)
     Bin(op, a, b)            op in BINARY: + - * .* ./ / ^ .^ kron
-    Call(fn, args)           tr(X), inv(X), vector(1), eye, ... (FUNCTIONS)
+    Call(fn, args)           tr(X), inv(X), vector(1), eye, eye(n), ... (FUNCTIONS)
 
 ``|X|`` parses to ``Call("det", (X,))`` and ``X^-1`` to ``Bin("^", X, Num(-1))``: the
 notes' forms are spellings of the same tree, not separate nodes.
@@ -110,7 +110,7 @@ def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, Bin):
         return (node.a, node.b)
     if isinstance(node, Call):
-        return node.args
+        return () if node.fn == "eye" else node.args  # eye(n)'s argument is a size, not a value
     return ()
 
 

@@ -12,9 +12,16 @@ are printed from the trees that are evaluated:
     jacT     the same in the denominator layout: J^T (n x m)
     vecjac   dF/dX = M          the notes' matrix-by-matrix derivative, denominator via vec:
                                 vec(dF) = M^T vec(dX), M is mn x pq (X m x n, F p x q)
+    argmin   argmin_w f = W     W minimises f over w: W has w's shape (and its declared
+                                properties: spd, sym, positive), torch.func.grad of f at W
+                                is 0 to rounding of its terms (|H| |W|, H = torch.func.hessian;
+                                for a symmetric w its symmetric part), and the curvature
+                                along drawn directions is positive
 
-Declarations are those of a .hg file (``X: m x n invertible; A: n x n sym``); sizes that
-are letters are drawn anew at each point.  Values and directions are drawn by handgrad
+Declarations are those of a .hg file (``X: m x n invertible; A: n x n sym``), and named
+subexpressions as in a .hg ``let``  (``N = one'*one``: evaluated from the declared values,
+printed after the claim as "where N = ...").  Sizes that are letters are drawn anew at each
+point; ``eye(n)`` is the identity of a stated size.  Values and directions are drawn by handgrad
 (handgrad.notation.sampling: generic, from a stream no user code shares) and compared by
 the one verifier's rule (handgrad.notation.verify: the tolerance scaled to the terms'
 size, "inconclusive" at rounding level, at least two conclusive points for "verified").
@@ -29,21 +36,22 @@ from dataclasses import dataclass
 
 import torch
 
+from handgrad.notation.ast import Node
 from handgrad.notation.evaluate import Evaluator
 from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import latex_name, to_latex, to_text
 from handgrad.notation.sampling import draw_direction, draw_sizes, draw_value
 from handgrad.notation.shapes import ShapeChecker, show
 from handgrad.notation.textfile import Decl, _parse_shape
-from handgrad.notation.verify import _compare, _Trial, _verdict
+from handgrad.notation.verify import FLOOR, RTOL, _compare, _Trial, _verdict
 
-KINDS = ("equal", "d", "grad", "gradT", "hess", "jac", "jacT", "vecjac")
+KINDS = ("equal", "d", "grad", "gradT", "hess", "jac", "jacT", "vecjac", "argmin")
 POINTS = 3
 
 
 @dataclass(frozen=True)
 class Claim:
-    """``lhs``: A (equal), E (d), f (grad, gradT, hess), y (jac, jacT), F (vecjac);
+    """``lhs``: A (equal), E (d), f (grad, gradT, hess, argmin), y (jac, jacT), F (vecjac);
     ``rhs``: the claimed value; ``wrt``: the variable (d: the variables, default all)."""
 
     decls: str
@@ -59,24 +67,53 @@ class Claim:
             raise ValueError(f"a {self.kind} claim is by one variable: give wrt")
 
 
+def _is_definition(part: str) -> bool:
+    name, colon, _ = part.partition(":")
+    return not colon or "=" in name
+
+
+def declarations(decls: str) -> str:
+    """The shape declarations of a claim's ``decls``, without its named subexpressions
+    (those are printed after the claim, as "where ...")."""
+    return "; ".join(p.strip() for p in decls.split(";") if p.strip() and not _is_definition(p))
+
+
 class Parsed:
     """A claim's declarations and trees, shapes inferred (or the reason they do not fit)."""
 
     def __init__(self, claim: Claim):
         self.claim = claim
         self.decls: dict[str, Decl] = {}
+        self.defs: dict[str, Node] = {}  # named subexpressions, in the order given
+        self.checker = ShapeChecker({})
+        self.shape_error = None
+        where = f"claim {claim.lhs!r}"
         for part in filter(None, (p.strip() for p in claim.decls.split(";"))):
             name, _, spec = part.partition(":")
+            if _is_definition(part):  # N = one'*one: a named subexpression
+                name, _, body = part.partition("=")
+                name = name.strip()
+                self.defs[name] = parse(body.strip(), set(self.decls) | set(self.defs))
+                if self.shape_error is None:
+                    try:
+                        self.checker.env[name] = self.checker.infer(self.defs[name])
+                    except NotationError as e:
+                        self.shape_error = f"{name} = {to_text(self.defs[name])}: {e}"
+                continue
             name = name.strip()
-            shape, props = _parse_shape(spec, f"claim {claim.lhs!r}", part)
+            shape, props = _parse_shape(spec, where, part)
             self.decls[name] = Decl(name, shape, props, part)
-        names = set(self.decls)
+            self.checker.env[name] = shape
+        names = set(self.decls) | set(self.defs)
         self.lhs = parse(claim.lhs, names)
         self.rhs = parse(claim.rhs, names)
         self.wrt = ([w.strip() for w in claim.wrt.split(",") if w.strip()]
-                    or (sorted(names) if claim.kind == "d" else []))
-        self.checker = ShapeChecker({n: d.shape for n, d in self.decls.items()})
-        self.shape_error = None
+                    or (sorted(self.decls) if claim.kind == "d" else []))
+        for w in self.wrt:
+            if w not in self.decls:
+                raise ValueError(f"{w} is not declared with a shape in {claim.decls!r}")
+        if self.shape_error:
+            return
         try:
             ls, rs = self.checker.infer(self.lhs), self.checker.infer(self.rhs)
         except NotationError as e:
@@ -91,7 +128,7 @@ class Parsed:
         k = self.claim.kind
         if k in ("equal", "d"):
             return ls
-        if k in ("grad",):
+        if k in ("grad", "argmin"):
             return self.decls[self.wrt[0]].shape
         if k == "gradT":
             s = self.decls[self.wrt[0]].shape
@@ -104,13 +141,20 @@ class Parsed:
             return to_text(self.lhs)
         if k == "d":
             return f"d({to_text(self.lhs)})"
+        if k == "argmin":
+            return c.wrt
         return f"the derivative by {c.wrt}"
 
     # -- printing, from the trees
     def text(self) -> str:
+        where = "; ".join(f"{n} = {to_text(e)}" for n, e in self.defs.items())
+        return self._text() + (f"   where {where}" if where else "")
+
+    def _text(self) -> str:
         k, v = self.claim.kind, self.claim.wrt
         lhs, rhs = to_text(self.lhs), to_text(self.rhs)
         return {"equal": f"{lhs} = {rhs}",
+                "argmin": f"argmin_{v} {lhs} = {rhs}",
                 "d": f"d({lhs}) = {rhs}",
                 "grad": f"d({lhs})/d{v} = {rhs}",
                 "gradT": f"d({lhs})/d{v} = {rhs}   (numerator layout)",
@@ -120,6 +164,10 @@ class Parsed:
                 "vecjac": f"F = {lhs}:  dF/d{v} = {rhs}"}[k]
 
     def latex(self) -> str:
+        where = ",\\ ".join(f"{latex_name(n)} = {to_latex(e)}" for n, e in self.defs.items())
+        return self._latex() + (f",\\quad \\text{{where }} {where}" if where else "")
+
+    def _latex(self) -> str:
         k = self.claim.kind
         lhs, rhs = to_latex(self.lhs), to_latex(self.rhs)
         v = latex_name(self.claim.wrt) if self.claim.wrt else ""
@@ -131,6 +179,8 @@ class Parsed:
             return f"\\frac{{\\partial^2 \\left({lhs}\\right)}}{{\\partial {v}\\,\\partial {v}^T}} = {rhs}"
         if k == "vecjac":
             return f"F = {lhs}:\\ \\frac{{\\partial F}}{{\\partial {v}}} = {rhs}"
+        if k == "argmin":
+            return f"\\operatorname*{{arg\\,min}}_{{{v}}} \\left({lhs}\\right) = {rhs}"
         tag = {"gradT": "\\ \\text{(numerator)}", "jac": "\\ \\text{(numerator)}",
                "jacT": "\\ \\text{(denominator)}"}.get(k, "")
         return f"\\frac{{\\partial \\left({lhs}\\right)}}{{\\partial {v}}} = {rhs}{tag}"
@@ -149,7 +199,7 @@ def _truth_and_claim(p: Parsed, vals, sizes, dgen):
     c = p.claim
 
     def ev(values, diffs=None):
-        return Evaluator(p.checker, values, diffs, {}, sizes)
+        return Evaluator(p.checker, values, diffs, p.defs, sizes)
 
     def value_with(node, **subst):
         return ev({**vals, **subst}).value(node)
@@ -179,6 +229,68 @@ def _truth_and_claim(p: Parsed, vals, sizes, dgen):
     return (claim, J, mag) if c.kind == "jac" else (claim, J.mT, mag)
 
 
+def _outside(decl: Decl, w: torch.Tensor) -> str | None:
+    """Why w is not a value the declaration admits (spd, sym, positive), or None."""
+    p, big = decl.props, float(w.abs().max())
+    if ("sym" in p or "spd" in p) and float((w - w.mT).abs().max()) > FLOOR * big:
+        return "is not symmetric"
+    if "spd" in p:
+        ev = torch.linalg.eigvalsh((w + w.mT) / 2)
+        if float(ev[0]) <= FLOOR * float(ev[-1].abs()):  # singular to rounding counts as not definite
+            return f"is not positive definite (eigenvalues {float(ev[0]):.3g} to {float(ev[-1]):.3g})"
+    if "positive" in p and not bool((w > 0).all()):
+        return "has an entry that is not positive"
+    return None
+
+
+def _argmin_trials(p: Parsed, vals, sizes, dgen, k: int) -> list[_Trial]:
+    """argmin_w f = W at one point: W admissible, grad f(W) = 0 to rounding of its terms
+    (|H| |vec W|), and positive curvature along two drawn directions."""
+    v = p.wrt[0]
+    decl = p.decls[v]
+    W = Evaluator(p.checker, vals, None, p.defs, sizes).value(p.rhs)
+    if not bool(torch.isfinite(W).all()):
+        return [_Trial("error", reason=f"the claimed minimiser is not finite (nan/inf) at point {k}", point=k)]
+    why = _outside(decl, W)
+    if why:
+        return [_Trial("fail", float("inf"), 0.0, f"at point {k} the claimed minimiser {why}, but {v} is "
+                       f"declared {' '.join(sorted(decl.props))}", k)]
+
+    def f(t):
+        return Evaluator(p.checker, {**vals, v: _unvec(t, W.shape)}, None, p.defs, sizes).value(p.lhs).reshape(())
+    w = _vec(W)
+    g, H = torch.func.grad(f)(w), torch.func.hessian(f)(w)
+    if "sym" in decl.props or "spd" in decl.props:  # a symmetric w: only the symmetric part must vanish
+        G = _unvec(g, W.shape)
+        g = _vec((G + G.mT) / 2)
+    if not (bool(torch.isfinite(g).all()) and bool(torch.isfinite(H).all())):
+        return [_Trial("error", reason=f"the gradient or Hessian at the claimed minimiser is not finite at "
+                                       f"point {k}", point=k)]
+    scale = H.abs() @ w.abs()
+    tol = RTOL * scale + FLOOR * scale.max()
+    j = int((g.abs() / tol.clamp_min(1e-300)).argmax())
+    if float(scale.max()) == 0.0:
+        trials = [_Trial("inconclusive", float(g.abs().max()), 0.0,
+                         f"at point {k} the gradient's terms vanish at the claimed minimiser", k)]
+    elif bool((g.abs() > tol).any()):
+        return [_Trial("fail", float(g[j].abs()), float(tol[j]),
+                       f"at point {k} the gradient at the claimed minimiser is {float(g[j]):.6g} (entry {j} of "
+                       f"vec({v})), not 0 (its terms are {float(scale[j]):.3g})", k)]
+    else:
+        trials = [_Trial("pass", float(g[j].abs()), float(tol[j]), None, k)]
+    for _ in range(2):
+        dw = _vec(draw_direction(decl, W, dgen))
+        curv, size = float(dw @ H @ dw), float(dw.abs() @ H.abs() @ dw.abs())
+        if size == 0.0:
+            trials.append(_Trial("inconclusive", 0.0, 0.0, f"at point {k} the curvature is 0 along a drawn "
+                                 "direction: a minimum cannot be told", k))
+        elif curv <= RTOL * size:
+            trials.append(_Trial("fail", -curv, RTOL * size,
+                                 f"at point {k} the curvature along a drawn direction is {curv:.3g}: not a "
+                                 "minimum (a maximum or a saddle)", k))
+    return trials
+
+
 def check(claim: Claim, *, points: int = POINTS, seed: int | None = None) -> dict:
     """The claim's verdict (verified / failed / inconclusive / error), with the worst
     residual and its tolerance, the reason it failed, and its text and LaTeX."""
@@ -196,6 +308,9 @@ def check(claim: Claim, *, points: int = POINTS, seed: int | None = None) -> dic
         sizes = draw_sizes(letters, gen)
         vals = {n: draw_value(d, sizes, gen) for n, d in p.decls.items()}
         try:
+            if claim.kind == "argmin":
+                trials += _argmin_trials(p, vals, sizes, dgen, k)
+                continue
             got, truth, scale = _truth_and_claim(p, vals, sizes, dgen)
         except (RuntimeError, ValueError, NotationError, IndexError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__

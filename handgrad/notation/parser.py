@@ -204,6 +204,17 @@ class _Parser:
         if value in FUNCTIONS or value == "kron":
             if value == "eye" and not is_call:
                 return Call("eye", (), pos=pos)
+            if value == "eye":  # eye(n), eye(3): the identity of a stated size (a size, not a formula)
+                self.next()
+                kind, size, at = tok2 = self.next()
+                if kind not in ("num", "ident") or (kind == "num" and not size.isdigit()):
+                    raise self.error("eye(n) takes a size: a whole number or a size letter", tok2)
+                if self.peek()[1] != ")":
+                    raise self.error("eye(n) takes a size: a whole number or a size letter, then ')'",
+                                     self.peek())
+                self.next()
+                return Call("eye", (Num(float(size), pos=at) if kind == "num" else Sym(size, pos=at),),
+                            pos=pos)
             if not is_call:
                 raise self.error(f"{value} needs its argument in parentheses: {value}(...)", tok)
             self.next()

@@ -84,7 +84,7 @@ def to_text(node: Node) -> str:
         return _text_child(node.a, node, "a") + sep + _text_child(node.b, node, "b")
     if isinstance(node, Call):
         if node.fn == "eye":
-            return "eye"
+            return f"eye({_size_text(node.args[0])})" if node.args else "eye"
         return f"{node.fn}({', '.join(to_text(a) for a in node.args)})"
     raise TypeError(f"not a notation node: {node!r}")
 
@@ -165,10 +165,15 @@ def to_latex(node: Node) -> str:
     raise TypeError(f"not a notation node: {node!r}")
 
 
+def _size_text(a: Node) -> str:
+    """eye(n)'s size: a letter or a whole number."""
+    return f"{int(a.value)}" if isinstance(a, Num) else a.name
+
+
 def _latex_call(node: Call) -> str:
     fn = node.fn
     if fn == "eye":
-        return "I"
+        return f"I_{{{_size_text(node.args[0])}}}" if node.args else "I"
     (arg,) = node.args
     s = to_latex(arg)
     if fn == "det":
@@ -261,7 +266,9 @@ def _ml(node: Node) -> ET.Element:  # noqa: C901 - one case per node kind
     if isinstance(node, Call):
         fn = node.fn
         if fn == "eye":
-            return _el("mi", text="I", mathvariant="normal")
+            eye = _el("mi", text="I", mathvariant="normal")
+            n = _size_text(node.args[0]) if node.args else ""
+            return _el("msub", eye, _el("mn" if n.isdigit() else "mi", text=n)) if n else eye
         (arg,) = node.args
         e = _ml(arg)
         if fn == "det":

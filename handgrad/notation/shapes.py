@@ -35,6 +35,9 @@ class Size:
         return Size(self.coef * other.coef, tuple(sorted(self.letters + other.letters)))
 
     def value(self, sizes: dict[str, int]) -> int:
+        missing = [k for k in self.letters if k not in sizes]
+        if missing:
+            raise NotationError(f"{missing[0]} is not the size of any declared name")
         return self.coef * math.prod(sizes[k] for k in self.letters)
 
 
@@ -60,6 +63,14 @@ def size(text: str | int) -> Size:
     if not text.isidentifier():
         raise NotationError(f"a size is a number or a letter, not {text!r}")
     return Size(1, (text,))
+
+
+def eye_size(node: Call) -> Size | None:
+    """The stated size of eye(n) / eye(3); None for a bare eye (its size from the context)."""
+    if not node.args:
+        return None
+    (a,) = node.args
+    return Size(int(a.value)) if isinstance(a, Num) else Size(1, (a.name,))
 
 
 def show(shape: Shape) -> str:
@@ -215,7 +226,7 @@ class ShapeChecker:
     def _call(self, node: Call) -> Shape:
         fn = node.fn
         if fn == "eye":
-            d = self.fresh()
+            d = eye_size(node) or self.fresh()
             return (d, d)
         (s,) = [self.infer(a) for a in node.args]
         (arg,) = node.args
