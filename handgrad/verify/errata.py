@@ -3,13 +3,13 @@
 The notes teach the differential method well but contain mistakes.  Each
 :class:`Erratum` keeps the notes' statement (read literally, in the layout the notes use
 around it) and the corrected one.  Both go through the same check as the identity
-catalog: written in the notation, as claims (handgrad.notation.claims; the wrong one is
-rejected by dimension analysis, naming the product that does not conform, or by value),
-or, where the notation cannot write them, as Python checks (handgrad.verify.steps.compare
-against torch.func or an independent computation).  The wrong statement must be rejected
-with a reason and the correction accepted.  Inputs are random, non-symmetric, and non-square where a square matrix would
-hide the mistake; two entries (E5, E10) use square matrices on purpose, to show that a
-wrong transpose is still caught there, by value.
+catalog: written in the notation, as claims (handgrad.notation.claims), so both texts are
+printed from the parsed trees that are checked; the wrong one is rejected by dimension
+analysis (naming the product that does not conform), by value, or, for a claimed
+minimiser, by its gradient, curvature or domain.  The wrong statement must be rejected
+with a reason and the correction accepted.  Inputs are random, non-symmetric, and
+non-square where a square matrix would hide the mistake; two entries (E5, E10) use square
+matrices on purpose, to show that a wrong transpose is still caught there, by value.
 
 The notes, four parts (handgrad cites them as "notes part 1" to "part 4"): 000 (矩阵向量求导, notes after Liu Jianping and 长躯鬼侠), 001 (矩阵的求导, CSDN),
 002 (标量函数矩阵求导方法), 003 (梯度计算中常用的矩阵微积分公式).
@@ -17,29 +17,16 @@ The notes, four parts (handgrad cites them as "notes part 1" to "part 4"): 000 (
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from handgrad.notation.claims import Claim
-from handgrad.verify.identities import (
-    F64,
-    jvp,
-    rn,
-    sample_cov,
-)
-
-
-class ShapeError(ValueError):
-    """A claim that cannot even be formed: its factors' shapes do not fit."""
 
 
 @dataclass(frozen=True)
 class Erratum:
-    """The notes' statement and its correction.  Written in the notation (``wrong_claims``,
+    """The notes' statement and its correction, written in the notation (``wrong_claims``,
     ``right_claims``): the texts are printed from the parsed claims and checked by
-    handgrad.notation.claims.  Otherwise Python checks returning (claimed, truth)."""
+    handgrad.notation.claims."""
 
     key: str
     where: str  # the notes' file number and section ("002 §6 example 4"; notes_part() names it)
@@ -51,14 +38,8 @@ class Erratum:
     layout: str
     note: str  # what goes wrong, in a sentence
     reference: str  # what both are checked against
-    check_wrong: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None
-    check_right: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None
     wrong_claims: tuple = ()
     right_claims: tuple = ()
-
-    @property
-    def in_notation(self) -> bool:
-        return bool(self.wrong_claims)
 
 
 def written(key, where, kind, wrong, right, layout, note, reference, *, wrong_note="",
@@ -75,71 +56,14 @@ def written(key, where, kind, wrong, right, layout, note, reference, *, wrong_no
         return ",\\qquad ".join(Parsed(c).latex() for c in claims)
     wrong, right = tuple(wrong), tuple(right)
     return Erratum(key, where, kind, text(wrong, wrong_note), latex(wrong), text(right, right_note),
-                   latex(right), layout, note, reference, None, None, wrong, right)
+                   latex(right), layout, note, reference, wrong, right)
 
 
-def mm(a: tuple[str, torch.Tensor], b: tuple[str, torch.Tensor]) -> torch.Tensor:
-    """Matrix product with a named shape check (1-D tensors are columns), as written on paper."""
-    (na, A), (nb, B) = a, b
-    A2 = A.reshape(-1, 1) if A.dim() == 1 else A
-    B2 = B.reshape(-1, 1) if B.dim() == 1 else B
-    if A2.shape[1] != B2.shape[0]:
-        raise ShapeError(f"{na} is {A2.shape[0]} x {A2.shape[1]} but {nb} is "
-                         f"{B2.shape[0]} x {B2.shape[1]}: the product is undefined")
-    return A2 @ B2
-
-
-# ---------------------------------------------------------------- E1 least-squares solution
-
-def ls_wrong(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Notes part 3's w = (X X^T)^-1 X^T y, literally."""
-    XXt = X @ X.T
-    Xty = X.T @ y
-    mm(("(X X^T)^-1", XXt), ("X^T y", Xty))  # fails for n != d before any inverse is taken
-    return torch.linalg.solve(XXt, Xty)
-
-
-def ls_right(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.solve(X.T @ X, X.T @ y)
-
-
-def ls_truth(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.lstsq(X, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-
-
-def _ls(claim):
-    def check(g):
-        X, y = rn(g, 7, 3), rn(g, 7)
-        return claim(X, y), ls_truth(X, y)
-    return check
-
-
-# ---------------------------------------------------------------- E2 covariance MLE
-
-def _cov(sum_dropped: bool):
-    def check(g):
-        Xs = rn(g, 9, 3) @ rn(g, 3, 3)
-        xbar = Xs.mean(0)
-        if sum_dropped:  # (1/N)(x_i - xbar)(x_i - xbar)^T has a free index i: read at i = 1
-            claim = torch.outer(Xs[0] - xbar, Xs[0] - xbar) / len(Xs)
-        else:
-            claim = sample_cov(Xs)
-        return claim, torch.cov(Xs.T, correction=0)
-    return check
-
-
-# ---------------------------------------------------------------- E4 dAx/dx_j
-
-def _dax_dxj(wrong: bool):
-    def check(g):
-        A, x = rn(g, 5, 3), rn(g, 3)
-        j = 2
-        e = torch.zeros(3, dtype=F64)
-        e[j] = 1.0
-        return (A if wrong else A[:, j]), jvp(lambda v: A @ v, (x,), (e,))
-    return check
-
-
+_LS = "X: 7 x d; y: 7; w: d"
+_COV = "X: 9 x d; Sigma: d x d spd; one = vector(1); N = one'*one; C = X - one*one'*X/N"
+_COV_F = "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N"
+_AXJ = "A: m x n; x: n; e: 1 x n onehot; t: scalar"
+_ARGMIN = "torch.func.grad (0 at a minimiser) and torch.func.hessian (positive curvature)"
 _ONEHOT = "Y = y' one-hot (1 x K)"
 _TWO_LAYER = "W1: h x d; W2: K x h; x: d; Y: 1 x K onehot"
 _TWO_LAYER_LOSS = "-Y*log(softmax(W2*sigma(W1*x)))"
@@ -149,23 +73,24 @@ _TRYMY_F = "tr(sigma(W*X)'*M*sigma(W*X))"
 _TRYMY_G = "(2*M*sigma(W*X)) .* sigma(W*X) .* (matrix(1) - sigma(W*X))"
 
 ERRATA: list[Erratum] = [
-    Erratum(
+    written(
         "E1_least_squares_solution", "002 §6 example 4", "wrong formula",
-        "w = (X X^T)^-1 X^T y", r"w = (XX^T)^{-1}X^T y",
-        "w = (X^T X)^-1 X^T y   (solve the normal equations; handgrad uses QR)",
-        r"w = (X^TX)^{-1}X^T y", "none (a solution, d x 1)",
+        [Claim(_LS, "argmin", "norm2(X*w - y)^2", "inv(X*X')*X'*y", "w")],
+        [Claim(_LS, "argmin", "norm2(X*w - y)^2", "inv(X'*X)*X'*y", "w")],
+        "none (a solution, d x 1)",
         "X X^T is n x n (and rank d < n, singular) while X^T y has d entries: the product is "
         "undefined for n != d; for square invertible X it gives X^-T X^-1 X^T y, not X^-1 y",
-        "torch.linalg.lstsq (SVD-based least squares)", _ls(ls_wrong), _ls(ls_right)),
-    Erratum(
+        _ARGMIN, wrong_note="w = (X X^T)^-1 X^T y, the notes' formula",
+        right_note="solve the normal equations; handgrad's fit uses QR"),
+    written(
         "E2_covariance_mle_sum_dropped", "002 §6 example 5", "wrong formula",
-        "Sigma = (1/N) (x_i - xbar)(x_i - xbar)^T   (the sum over i dropped; read at i = 1)",
-        r"\Sigma = \frac{1}{N}(x_i - \bar x)(x_i - \bar x)^T",
-        "Sigma = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T",
-        r"\Sigma = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T", "none (a d x d matrix)",
+        [Claim(_COV + "; e: 1 x 9 onehot", "argmin", _COV_F, "(e*C)'*(e*C)/N", "Sigma")],
+        [Claim(_COV, "argmin", _COV_F, "C'*C/N", "Sigma")],
+        "none (a d x d matrix)",
         "without the sum the right side depends on a free index i and is a rank-1 (singular) "
         "matrix, so log|Sigma| = -inf: it cannot be the maximiser",
-        "torch.cov(X^T, correction=0)", _cov(True), _cov(False)),
+        _ARGMIN, wrong_note="(1/N)(x_i - xbar)(x_i - xbar)', the sum over i dropped; e*C is the row c_i'",
+        right_note="(1/N) sum_i (x_i - xbar)(x_i - xbar)' = C'C/N"),
     written(
         "E3_two_layer_W1_labelled_W2", "002 §6 example 7, second bullet", "wrong label",
         [Claim(_TWO_LAYER, "grad", _TWO_LAYER_LOSS, _TWO_LAYER_W1, "W2")],
@@ -175,15 +100,14 @@ ERRATA: list[Erratum] = [
         "the formula differentiates through W1 (it ends in x^T and has W1's shape h x d); "
         "the derivation two lines above takes dW1, so the label should be dl/dW1",
         "torch.func.grad of the two-layer loss", wrong_note=_ONEHOT, right_note=_ONEHOT),
-    Erratum(
+    written(
         "E4_dAx_dxj", "000 §6.1, step 2", "wrong formula",
-        "d(Ax)/dx_j = A", r"\frac{\partial Ax}{\partial x_j} = A",
-        "d(Ax)/dx_j = A[:, j] (column j); d(Ax)/dx = A (numerator layout, all columns)",
-        r"\frac{\partial Ax}{\partial x_j} = A_{:,j},\qquad \frac{\partial Ax}{\partial x} = A",
+        [Claim(_AXJ, "d", "A*(x + t*e')", "A*dt", "t")], [Claim(_AXJ, "d", "A*(x + t*e')", "A*e'*dt", "t")],
         "numerator (vector by scalar: a column)",
         "a derivative by one scalar x_j is a vector (column j of A); the whole matrix A is the "
         "derivative by the vector x, which is what step 1 set out to assemble",
-        "torch.func.jvp along e_j", _dax_dxj(True), _dax_dxj(False)),
+        "torch.func.jvp", wrong_note="d(Ax)/dx_j = A; x_j moved by t, e = e_j' one-hot",
+        right_note="d(Ax)/dx_j = A e_j = A[:, j], column j"),
     written(
         "E5_dAx_dx_AT_as_jacobian", "003 (vector by vector)", "wrong layout",
         [Claim("A: n x n; x: n", "jac", "A*x", "A'", "x")],

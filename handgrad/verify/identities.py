@@ -1,15 +1,14 @@
 """The matrix-calculus catalog the notes teach, each entry checked numerically.
 
-Every entry states a formula (plain text and LaTeX), the layout it is written in, and how
-it is checked.  Most are written in the notation (:func:`written`): one-line claims
-(handgrad.notation.claims) whose text and LaTeX are printed from the parsed trees that
-are evaluated, at points and sizes handgrad draws, against torch.func (jvp for
-differentials, grad for scalar-by-matrix results, jacrev for Jacobians and
-matrix-by-matrix derivatives) or the other side of an equality: verified.  The rest (an
-abstract function or chain, a least-squares solver as the reference, a derivative by one
-entry) keep a Python check, a function of a seeded torch.Generator returning (claimed,
-truth): evaluated, their text not checked.  Inputs are random, non-symmetric and (where
-it matters) non-square: a symmetric or square test matrix hides a missing transpose.
+Every entry is written in the notation (:func:`written`): one-line claims
+(handgrad.notation.claims) whose text and LaTeX are printed from the parsed trees that are
+evaluated, at points and sizes handgrad draws, against torch.func (jvp for differentials,
+grad for scalar-by-matrix results, jacrev for Jacobians and matrix-by-matrix derivatives,
+grad and hessian at a claimed minimiser) or the other side of an equality.  A rule about
+an abstract f or chain (the chain rules, the gradient's definition) is checked on an
+instance: its intermediate results named subexpressions, the note says which.  Inputs are
+random, non-symmetric and (where it matters) non-square: a symmetric or square test matrix
+hides a missing transpose.
 
 Layouts (DESIGN.md, and the notes part 1 section 2 table):
 
@@ -27,19 +26,15 @@ worked examples, 6 vector-by-vector, 7 matrix-by-matrix), 002 (sections 3-6), 00
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from handgrad.notation.claims import Claim
-
-F64 = torch.float64
 
 DENOM = "denominator: the gradient has the shape of the variable"
 NUMER = "numerator: Jacobian dy/dx is m x n (rows follow y), as torch.func.jacrev"
 MATMAT = "denominator, via vec: dF/dX is mn x pq (X m x n, F p x q), vec(dF) = (dF/dX)^T vec(dX)"
 NONE = "none: an equality of matrices (no derivative is laid out)"
+ARGMIN = "none: a minimiser, shaped like its variable (no derivative is laid out)"
 DIFF = "none: an equality of differentials (same shape as the function's value)"
 
 GROUPS = ("differential rules", "trace tricks", "worked results", "chain rules", "layouts",
@@ -48,9 +43,8 @@ GROUPS = ("differential rules", "trace tricks", "worked results", "chain rules",
 
 @dataclass(frozen=True)
 class Identity:
-    """One entry.  Written in the notation (``claims``): its text and LaTeX are printed from
-    the parsed claims and checked by handgrad.notation.claims (verified).  Otherwise a
-    Python ``check`` returning (claimed, truth): evaluated, its text not checked."""
+    """One entry, written in the notation (``claims``): its text and LaTeX are printed from
+    the parsed claims and checked by handgrad.notation.claims."""
 
     key: str
     group: str
@@ -58,20 +52,16 @@ class Identity:
     latex: str
     layout: str
     reference: str  # what the claim is checked against
-    check: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None  # -> (claimed, truth)
     source: str = ""  # where the notes state it
     claims: tuple = ()  # handgrad.notation.claims.Claim, one or more
     note: str = ""  # a remark printed beside the formula (free text, like a .hg comment)
-
-    @property
-    def in_notation(self) -> bool:
-        return bool(self.claims)
 
 
 _REFERENCE = {"equal": "both sides evaluated", "d": "torch.func.jvp", "grad": "torch.func.grad",
               "gradT": "transpose of torch.func.grad", "hess": "torch.func.hessian",
               "jac": "torch.func.jacrev", "jacT": "transpose of torch.func.jacrev",
-              "vecjac": "transpose of torch.func.jacrev of vec(F) by vec(X)"}
+              "vecjac": "transpose of torch.func.jacrev of vec(F) by vec(X)",
+              "argmin": "torch.func.grad (0 there) and torch.func.hessian (positive curvature) at the minimiser"}
 
 
 def written(key: str, group: str, layout: str, claims, source: str, note: str = "") -> Identity:
@@ -82,79 +72,8 @@ def written(key: str, group: str, layout: str, claims, source: str, note: str = 
     parsed = [Parsed(c) for c in claims]
     ref = ", ".join(dict.fromkeys(_REFERENCE[c.kind] for c in claims))
     return Identity(key, group, ";  ".join(p.text() for p in parsed),
-                    ",\\quad ".join(p.latex() for p in parsed), layout, ref, None, source,
+                    ",\\quad ".join(p.latex() for p in parsed), layout, ref, source,
                     claims, note)
-
-
-# ---------------------------------------------------------------- helpers (no autograd in claims)
-
-def rn(g: torch.Generator, *shape: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=g, dtype=F64)
-
-
-def invertible(g: torch.Generator, n: int) -> torch.Tensor:
-    """Random non-symmetric, well-conditioned n x n matrix."""
-    return rn(g, n, n) + n * torch.eye(n, dtype=F64)
-
-
-def spd(g: torch.Generator, n: int) -> torch.Tensor:
-    B = rn(g, n, n)
-    return B @ B.T / n + torch.eye(n, dtype=F64)
-
-
-def kron(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Kronecker product A kron B = [A_ij B] (torch.kron on contiguous copies)."""
-    return torch.kron(A.contiguous(), B.contiguous())
-
-
-def vec(X: torch.Tensor) -> torch.Tensor:
-    """Stack the columns (column-major), as the notes' vec."""
-    return X.mT.reshape(-1)
-
-
-def unvec(v: torch.Tensor, m: int, n: int) -> torch.Tensor:
-    return v.reshape(n, m).mT
-
-
-def vec_jacobian(F: Callable, X: torch.Tensor) -> torch.Tensor:
-    """Numerator form d vec(F) / d vec(X) (pq x mn) from torch.func.jacrev."""
-    m, n = X.shape
-    return torch.func.jacrev(lambda v: vec(F(unvec(v, m, n))))(vec(X))
-
-
-def jvp(f: Callable, primals: tuple, tangents: tuple) -> torch.Tensor:
-    return torch.func.jvp(f, primals, tangents)[1]
-
-
-def grad(f: Callable, x: torch.Tensor) -> torch.Tensor:
-    return torch.func.grad(f)(x)
-
-
-def dsigmoid(z: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(z) * torch.sigmoid(-z)
-
-
-def softmax(z: torch.Tensor) -> torch.Tensor:
-    e = torch.exp(z - z.max())
-    return e / e.sum()
-
-
-def one_hot(g: torch.Generator, k: int) -> torch.Tensor:
-    y = torch.zeros(k, dtype=F64)
-    y[int(torch.randint(k, (1,), generator=g))] = 1.0
-    return y
-
-
-def gaussian_nll(Sigma: torch.Tensor, Xs: torch.Tensor) -> torch.Tensor:
-    """The notes' l(Sigma) = log|Sigma| + (1/N) sum_i (x_i - xbar)^T Sigma^-1 (x_i - xbar)."""
-    R = Xs - Xs.mean(0)
-    return torch.linalg.slogdet(Sigma)[1] + (R * torch.linalg.solve(Sigma, R.T).T).sum() / len(Xs)
-
-
-def sample_cov(Xs: torch.Tensor) -> torch.Tensor:
-    """(1/N) sum_i (x_i - xbar)(x_i - xbar)^T, written as the notes' sum."""
-    xbar = Xs.mean(0)
-    return sum(torch.outer(x - xbar, x - xbar) for x in Xs) / len(Xs)
 
 
 # ---------------------------------------------------------------- the catalog
@@ -237,23 +156,13 @@ def _worked_results() -> list[Identity]:
                 "notes part 1 §5.6 ex. 3; notes part 3 §6 ex. 4"),
     ]
 
-    def ls_solution(g):
-        X, y = rn(g, 7, 3), rn(g, 7)
-        return torch.linalg.solve(X.T @ X, X.T @ y), \
-            torch.linalg.lstsq(X, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-    out.append(Identity(
-        "least_squares_solution", G, "w = (X^T X)^-1 X^T y minimises ||Xw - y||^2   (X n x d, full column rank)",
-        r"w^\star = (X^T X)^{-1} X^T y", NONE, "torch.linalg.lstsq (SVD-based least squares)", ls_solution,
-        "notes part 1 §5.6 ex. 3 (notes part 3 writes (X X^T)^-1: see errata)"))
-
-    def normal_eq(g):
-        X, y = rn(g, 7, 3), rn(g, 7)
-        w = torch.linalg.lstsq(X, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-        return torch.zeros(3, dtype=F64), grad(lambda v: (X @ v - y) @ (X @ v - y), w)
-    out.append(Identity(
-        "normal_equations", G, "at the least-squares solution the gradient vanishes: 2 X^T (Xw - y) = 0",
-        r"\frac{\partial l}{\partial w}\Big|_{w^\star} = 2X^T(Xw^\star - y) = 0", DENOM,
-        "torch.func.grad at the lstsq solution", normal_eq, "notes part 1 §5.6 ex. 3"))
+    ls = "X: 7 x d; y: 7; w: d"
+    out.append(written(
+        "least_squares_solution", G, ARGMIN,
+        [Claim(ls, "argmin", "norm2(X*w - y)^2", "inv(X'*X)*X'*y", "w")],
+        "notes part 1 §5.6 ex. 3 (notes part 3 writes (X X^T)^-1: see errata)",
+        "the normal equations: the gradient 2 X'(X w - y) vanishes at w* and the curvature 2 X'X is "
+        "positive (X 7 x d, d < 7: full column rank)"))
     out += [
         written("logdet", G, DENOM, [Claim("X: n x n invertible", "grad", "logdet(X)", "inv(X)'", "X")],
                 "notes part 3 §3 (determinant rule), §6 ex. 5", "inv(X) when X is symmetric"),
@@ -266,13 +175,14 @@ def _worked_results() -> list[Identity]:
                 "perturbed independently"),
     ]
 
-    def gauss_mle(g):
-        Xs = rn(g, 9, 3) @ rn(g, 3, 3)
-        return sample_cov(Xs), torch.cov(Xs.T, correction=0)
-    out.append(Identity(
-        "gaussian_mle", G, "Sigma_MLE = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T",
-        r"\hat\Sigma = \frac{1}{N}\sum_{i=1}^N (x_i - \bar x)(x_i - \bar x)^T", NONE,
-        "torch.cov(X^T, correction=0)", gauss_mle, "notes part 3 §6 ex. 5 (the notes drop the sum: see errata)"))
+    out.append(written(
+        "gaussian_mle", G, ARGMIN,
+        [Claim("X: 9 x d; Sigma: d x d spd; one = vector(1); N = one'*one; C = X - one*one'*X/N", "argmin",
+               "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "C'*C/N", "Sigma")],
+        "notes part 3 §6 ex. 5 (the notes drop the sum: see errata)",
+        "the rows of X are the samples x_i', C = X - 1 xbar' their centred rows, so "
+        "C'C/N = (1/N) sum_i (x_i - xbar)(x_i - xbar)'; Sigma ranges over symmetric positive definite "
+        "matrices"))
     onehot = "Y = y' is one-hot (a 1 x K row: 1' y = 1)"
     out += [
         written("softmax_ce", G, DENOM,
@@ -301,79 +211,37 @@ def _worked_results() -> list[Identity]:
 
 
 def _chain_rules() -> list[Identity]:
+    """The chain rules for an abstract f or chain, each checked on an instance: the
+    intermediate results are named subexpressions, the claimed derivative is the rule's
+    product of their derivatives, written out."""
     G = "chain rules"
-    out = []
-
-    def scalar_vec(g):
-        A, c, x = rn(g, 5, 4), rn(g, 5), rn(g, 4)
-
-        def y(v):
-            return torch.tanh(A @ v)
-
-        def z(u):
-            return c @ u + u @ u
-        J = torch.func.jacrev(y)(x)  # numerator: 5 x 4
-        return J.T @ (c + 2 * y(x)), grad(lambda v: z(y(v)), x)
-    out.append(Identity(
-        "chain_scalar_vectors", G,
-        "x -> y -> z (z scalar): dz/dx = (dy/dx)^T dz/dy   (dy/dx the m x n Jacobian; dz/dx, dz/dy gradients)",
-        r"\frac{\partial z}{\partial x} = \Big(\frac{\partial y}{\partial x}\Big)^T \frac{\partial z}{\partial y}",
-        "gradients denominator, Jacobian numerator (m x n)", "torch.func.grad of z(y(x)); Jacobian from jacrev",
-        scalar_vec, "notes part 1 §4.4"))
-
-    def multi(g):
-        A1, A2, x = rn(g, 5, 4), rn(g, 3, 5), rn(g, 4)
-        f1, f2, f3 = (lambda v: A1 @ v), torch.tanh, (lambda v: A2 @ v)  # noqa: E731
-        y1 = f1(x)
-        y2 = f2(y1)
-        y3 = f3(y2)
-        J1 = torch.func.jacrev(f1)(x)
-        J2 = torch.func.jacrev(f2)(y1)
-        J3 = torch.func.jacrev(f3)(y2)
-        return (J3 @ J2 @ J1).T @ (2 * y3), grad(lambda v: (f3(f2(f1(v))) ** 2).sum(), x)
-    out.append(Identity(
-        "chain_many_vectors", G,
-        "y1 -> y2 -> ... -> yn -> z: dz/dy1 = (dyn/dyn-1 ... dy2/dy1)^T dz/dyn",
-        r"\frac{\partial z}{\partial y_1} = \Big(\frac{\partial y_n}{\partial y_{n-1}} \cdots \frac{\partial y_2}{\partial y_1}\Big)^T \frac{\partial z}{\partial y_n}",
-        "gradients denominator, Jacobians numerator", "torch.func.grad of the composition", multi,
-        "notes part 1 §4.4"))
-
-    def vec_vec(g):
-        A, B, x = rn(g, 5, 4), rn(g, 3, 5), rn(g, 4)
-
-        def y(v):
-            return torch.tanh(A @ v)
-
-        def z(u):
-            return torch.sin(B @ u)
-        return torch.func.jacrev(z)(y(x)) @ torch.func.jacrev(y)(x), torch.func.jacrev(lambda v: z(y(v)))(x)
-    out.append(Identity(
-        "chain_vector_vector", G, "x -> y -> z (vectors): dz/dx = (dz/dy)(dy/dx)   (Jacobians, 3 x 5 times 5 x 4)",
-        r"\frac{\partial z}{\partial x} = \frac{\partial z}{\partial y}\,\frac{\partial y}{\partial x}",
-        NUMER, "torch.func.jacrev of the composition", vec_vec, "notes part 1 §6.2"))
-
-    def axb(g):
-        A, X, B = rn(g, 3, 4), rn(g, 4, 5), rn(g, 5, 2)
-
-        def f(Y):
-            return torch.sin(Y).sum() + (Y ** 2).sum()
-        Y = A @ X @ B
-        dfdY = torch.cos(Y) + 2 * Y
-        return A.T @ dfdY @ B.T, grad(lambda Z: f(A @ Z @ B), X)
-    out.append(Identity(
-        "chain_AXB", G, "Y = AXB, f scalar: df/dX = A^T (df/dY) B^T",
-        r"Y = AXB:\quad \frac{\partial f}{\partial X} = A^T \frac{\partial f}{\partial Y} B^T",
-        DENOM, "torch.func.grad of f(AXB)", axb, "notes part 3 §5"))
-
-    def scalar_scalar(g):
-        A = rn(g, 3, 4)
-        gA = (A * A).sum()
-        return (1 / gA) * 2 * A, grad(lambda Z: torch.log((Z * Z).sum()), A)
-    out.append(Identity(
-        "chain_scalar_of_scalar", G, "f(g(A)) with f, g scalar: df/dA = (df/dg) dg/dA   (here f = log, g = tr(A^T A))",
-        r"\frac{\partial f}{\partial A} = \frac{\partial f}{\partial g}\,\frac{\partial g}{\partial A}",
-        DENOM, "torch.func.grad", scalar_scalar, "notes part 3 §5"))
-    return out
+    return [
+        written("chain_scalar_vectors", G, "gradients denominator, Jacobian numerator (m x n)",
+                [Claim("A: m x n; c: m; x: n; y = tanh(A*x)", "grad", "c'*y + y'*y",
+                       "(diag(vector(1) - y.^2)*A)'*(c + 2*y)", "x")],
+                "notes part 1 §4.4",
+                "x -> y -> z (z scalar): dz/dx = (dy/dx)' dz/dy, here dy/dx = diag(1 - y.^2) A (m x n), "
+                "dz/dy = c + 2 y"),
+        written("chain_many_vectors", G, "gradients denominator, Jacobians numerator",
+                [Claim("A1: m x n; A2: p x m; x: n; y1 = A1*x; y2 = tanh(y1); y3 = A2*y2", "grad", "y3'*y3",
+                       "(A2*diag(vector(1) - y2.^2)*A1)'*(2*y3)", "x")],
+                "notes part 1 §4.4",
+                "x -> y1 -> y2 -> y3 -> z: dz/dx = (dy3/dy2 dy2/dy1 dy1/dx)' dz/dy3, the Jacobians "
+                "A2, diag(1 - y2.^2), A1"),
+        written("chain_vector_vector", G, NUMER,
+                [Claim("A: m x n; B: p x m; x: n; y = tanh(A*x)", "jac", "sin(B*y)",
+                       "diag(cos(B*y))*B*diag(vector(1) - y.^2)*A", "x")],
+                "notes part 1 §6.2",
+                "x -> y -> z (vectors): dz/dx = (dz/dy)(dy/dx), p x m times m x n"),
+        written("chain_AXB", G, DENOM,
+                [Claim("A: p x m; X: m x n; B: n x q; Y = A*X*B", "grad", "sum(sin(Y)) + sum(Y.^2)",
+                       "A'*(cos(Y) + 2*Y)*B'", "X")],
+                "notes part 3 §5", "Y = AXB, f scalar: df/dX = A' (df/dY) B', here df/dY = cos(Y) + 2 Y"),
+        written("chain_scalar_of_scalar", G, DENOM,
+                [Claim("A: m x n; g = tr(A'*A)", "grad", "log(g)", "(1/g)*(2*A)", "A")],
+                "notes part 3 §5", "f(g(A)) with f, g scalar: df/dA = (df/dg) dg/dA, here f = log, "
+                "dg/dA = 2 A"),
+    ]
 
 
 def _layouts() -> list[Identity]:
@@ -387,16 +255,12 @@ def _layouts() -> list[Identity]:
                 "notes part 4 (right in this layout); notes part 2 §1.3", "the n x m gradient matrix"),
     ]
 
-    def ax_j(g):
-        A, x = rn(g, 5, 3), rn(g, 3)
-        j = 1
-        e = torch.zeros(3, dtype=F64)
-        e[j] = 1.0
-        return A[:, j], jvp(lambda v: A @ v, (x,), (e,))
-    out.append(Identity(
-        "dAx_dxj", G, "d(Ax)/dx_j = A[:, j]   (column j of A, an m-vector: a derivative by one scalar)",
-        r"\frac{\partial (Ax)}{\partial x_j} = A_{:,j}", "vector by scalar: m x 1 (numerator)",
-        "torch.func.jvp along e_j", ax_j, "notes part 1 §6.1 (the notes write A: see errata)"))
+    out.append(written(
+        "dAx_dxj", G, "vector by scalar: m x 1 (numerator)",
+        [Claim("A: m x n; x: n; e: 1 x n onehot; t: scalar", "d", "A*(x + t*e')", "A*e'*dt", "t")],
+        "notes part 1 §6.1 (the notes write A: see errata)",
+        "a derivative by one scalar: x_j moved by t (e = e_j', one-hot), so d(Ax)/dx_j = A e_j = "
+        "A[:, j], column j of A, an m-vector"))
     out += [
         written("jacobian_numerator", G, NUMER,
                 [Claim("A: m x n; x: n", "jac", "tanh(A*x)", "diag(vector(1) - tanh(A*x).^2)*A", "x")],
@@ -409,32 +273,17 @@ def _layouts() -> list[Identity]:
                 "notes part 1 §2; notes part 2 §1.3", "the transpose of the denominator a b'"),
     ]
 
-    def definition(g):
-        X, dX, B = rn(g, 3, 4), rn(g, 3, 4), rn(g, 4, 2)
-
-        def f(Z):
-            return (torch.sin(Z) @ B).sum() + torch.trace(Z @ Z.T @ Z @ Z.T)
-        G_ = grad(f, X)
-        return torch.trace(G_.T @ dX), jvp(f, (X,), (dX,))
-    out.append(Identity(
-        "gradient_definition", G,
-        "df = tr((df/dX)^T dX)   (what makes df/dX the gradient, shaped like X)",
-        r"df = \operatorname{tr}\Big(\Big(\frac{\partial f}{\partial X}\Big)^T dX\Big)",
-        DENOM, "torch.func.jvp (gradient from torch.func.grad)", definition,
-        "notes part 1 §5.2; notes part 3 §2.2"))
-
-    def definition_vec(g):
-        A, x, dx = rn(g, 4, 4), rn(g, 4), rn(g, 4)
-
-        def f(v):
-            return torch.sin(A @ v).sum()
-        return grad(f, x) @ dx, jvp(f, (x,), (dx,))
-    out.append(Identity(
-        "gradient_definition_vector", G,
-        "df = (df/dx)^T dx   (df/dx a column, n x 1)",
-        r"df = \Big(\frac{\partial f}{\partial x}\Big)^T dx",
-        DENOM, "torch.func.jvp (gradient from torch.func.grad)", definition_vec,
-        "notes part 1 §4.3 (notes part 3 §2.1 drops the transpose: see errata)"))
+    out += [
+        written("gradient_definition", G, DENOM,
+                [Claim("X: m x n", "d", "tr(X'*X*X'*X)", "tr((4*X*X'*X)'*dX)", "X")],
+                "notes part 1 §5.2; notes part 3 §2.2",
+                "df = tr((df/dX)' dX) is what makes df/dX the gradient, shaped like X; here "
+                "f = tr(X'X X'X), df/dX = 4 X X'X"),
+        written("gradient_definition_vector", G, DENOM,
+                [Claim("A: m x n; x: n", "d", "sum(sin(A*x))", "(A'*cos(A*x))'*dx", "x")],
+                "notes part 1 §4.3 (notes part 3 §2.1 drops the transpose: see errata)",
+                "df = (df/dx)' dx, df/dx a column (n x 1); here df/dx = A' cos(A x)"),
+    ]
     return out
 
 
@@ -454,8 +303,6 @@ def _vec_kron() -> list[Identity]:
                        "kron(A*C, B*D)")], src),
     ]
 
-    def add(key, text, latex, check, layout=NONE, reference="both sides evaluated", source=src):
-        out.append(Identity(key, G, text, latex, layout, reference, check, source))
 
     note = "comm(A) is K_mn, the mn x mn commutation matrix of A's shape (m x n)"
     out += [
@@ -480,14 +327,14 @@ def _vec_kron() -> list[Identity]:
                 "notes part 1 §7.3", "mn x mn, diagonal"),
     ]
 
-    def vec_dF(g):
-        X, A, dX = rn(g, 3, 3), rn(g, 3, 3), rn(g, 3, 3)
-        eye = torch.eye(3, dtype=F64)
-        dFdX = (kron((A @ X).T, eye) + kron(eye, X @ A)).T  # denominator mn x pq
-        return dFdX.T @ vec(dX), vec(jvp(lambda Z: Z @ A @ Z, (X,), (dX,)))
-    add("vec_dF", "vec(dF) = (dF/dX)^T vec(dX);  F = XAX: dF/dX = ((AX)^T kron I + I kron XA)^T",
-        r"\operatorname{vec}(dF) = \Big(\frac{\partial F}{\partial X}\Big)^T \operatorname{vec}(dX),\quad F = XAX",
-        vec_dF, MATMAT, "torch.func.jvp", "notes part 1 §7.2")
+    xax = "X: n x n; A: n x n"
+    dF = "kron(A*X, eye(n)) + kron(eye(n), (X*A)')"
+    out.append(written(
+        "vec_dF", G, MATMAT,
+        [Claim(xax, "d", "vec(X*A*X)", f"({dF})'*vec(dX)", "X"), Claim(xax, "vecjac", "X*A*X", dF, "X")],
+        "notes part 1 §7.2",
+        "vec(dF) = (dF/dX)' vec(dX); F = XAX: dF = dX A X + X A dX, so vec(dF) = ((AX)' kron I + "
+        "I kron XA) vec(dX)"))
     return out
 
 
