@@ -31,7 +31,7 @@ from handgrad.fitting.data import Data
 from handgrad.params import flatten, unflatten
 from handgrad.present import io
 
-SECTIONS = ("machine", "logistic", "hessian", "gradients", "derived", "least_squares",
+SECTIONS = ("machine", "startup", "logistic", "hessian", "gradients", "derived", "least_squares",
             "covariance", "mixed")
 
 FULL = {"logistic": [(200_000, 100), (1_000_000, 50)], "hessian": (200_000, 100),
@@ -460,6 +460,28 @@ def bench_covariance(n: int, d: int, repeats: int) -> list[dict]:
                  bool(t_np / t_o >= 1.5 and rel <= 1e-12), rel_diff=rel)]
 
 
+# -------------------------------------------------------------------------------- start-up
+
+
+def bench_startup(repeats: int) -> list[dict]:
+    """Wall time of `handgrad --help` and `handgrad list` in a fresh interpreter, beside
+    `python -c "import torch"` (what every command cost while the CLI imported torch)."""
+    import subprocess
+    import sys
+
+    def wall(args):
+        def once():
+            subprocess.run([sys.executable, *args], check=True, capture_output=True, timeout=120)
+        return timeit(once, repeats)[0]
+    torch_s = wall(["-c", "import torch"])
+    rows = []
+    for args in (["--help"], ["list"]):
+        t = wall(["-m", "handgrad.cli", *args])
+        rows.append(_row("CLI start-up", "fresh interpreter", f"handgrad {' '.join(args)}", t,
+                         "python -c 'import torch'", torch_s, "under 1 s", bool(t < 1.0)))
+    return rows
+
+
 # -------------------------------------------------------------------------- mixed precision
 
 
@@ -510,6 +532,7 @@ def run(quick: bool = False, only: tuple[str, ...] = (), sizes: dict | None = No
     log(f"matmul float64: torch {rate['torch_gflops']:.1f} GFLOP/s, numpy "
         f"{rate['numpy_gflops']:.1f} GFLOP/s")
     jobs = [
+        ("startup", lambda: bench_startup(cfg["repeats"])),
         ("logistic", lambda: bench_logistic(cfg["logistic"], cfg["repeats"],
                                             cfg["autograd_newton"])),
         ("hessian", lambda: bench_hessian(*cfg["hessian"], cfg["repeats"], rate["best_gflops"],

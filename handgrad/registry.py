@@ -103,9 +103,62 @@ def get(name: str) -> Entry:
                         ) from None
 
 
-def describe() -> dict:
-    """The registered models, JSON-ready (``list``)."""
-    return {"models": [
-        {"name": e.name, "title": e.title, "hessian": e.has_hessian, "solvers": list(e.solvers),
-         "target": e.model.target.value, "summary": e.model.summary}
-        for e in REGISTRY.values()]}
+def describe(*, load_models: bool = False) -> dict:
+    """The registered models, JSON-ready (``list``).
+
+    Read from the model and derivation modules' source (their literal NAME, TITLE, SOLVERS,
+    TARGET and docstring; a ``hessian`` function or LINEAR, whose per-sample pieces give
+    one) without importing them, so ``list`` imports no torch; a module whose constants
+    are not literals is loaded instead.  ``load_models=True`` loads every pair through the
+    contract (tests check that both give the same)."""
+    out = []
+    for name in NAMES:
+        row = None if load_models else _read_source(name)
+        if row is None:
+            e = REGISTRY[name]
+            row = {"name": e.name, "title": e.title, "hessian": e.has_hessian, "solvers": list(e.solvers),
+                   "target": e.model.target.value, "summary": e.model.summary}
+        out.append(row)
+    return {"models": out}
+
+
+def _module_ast(modname: str):
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(modname)
+    if spec is None or not (spec.origin or "").endswith(".py"):
+        return None
+    with open(spec.origin, encoding="utf-8") as fh:
+        return ast.parse(fh.read())
+
+
+def _read_source(name: str) -> dict | None:
+    """describe()'s row for one model from its modules' source, or None if it cannot be
+    read that way (then the modules are loaded)."""
+    import ast
+
+    from handgrad.contract import Target
+
+    model, deriv = _module_ast(f"handgrad.models.{name}"), _module_ast(f"handgrad.derivations.{name}")
+    if model is None or deriv is None:
+        return None
+    consts = {}
+    for node in model.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            key, value = node.targets[0].id, node.value
+            if key == "TARGET" and isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) \
+                    and value.value.id == "Target" and value.attr in Target.__members__:
+                consts[key] = Target[value.attr].value
+            elif key in ("NAME", "TITLE", "SOLVERS"):
+                try:
+                    consts[key] = ast.literal_eval(value)
+                except ValueError:
+                    return None
+    if set(consts) != {"NAME", "TITLE", "SOLVERS", "TARGET"} or consts["NAME"] != name:
+        return None
+    defined = {n.name for n in deriv.body if isinstance(n, ast.FunctionDef)}
+    defined |= {t.id for n in deriv.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    doc = (ast.get_docstring(model, clean=False) or consts["TITLE"]).strip().splitlines()[0]
+    return {"name": name, "title": consts["TITLE"], "hessian": bool({"hessian", "LINEAR"} & defined),
+            "solvers": list(consts["SOLVERS"]), "target": consts["TARGET"], "summary": doc}

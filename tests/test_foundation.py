@@ -244,6 +244,39 @@ def test_cli_list(runner):
     assert {m["name"] for m in out["models"]} >= set(LINEAR)
 
 
+def test_list_reads_the_same_as_the_loaded_contract_and_imports_no_torch():
+    """list reads each pair's constants from source: the same rows as loading the modules
+    through the contract, and no torch import (what makes it start fast)."""
+    import subprocess
+    import sys
+
+    from handgrad import registry
+    assert registry.describe() == registry.describe(load_models=True)
+    code = ("import sys; from click.testing import CliRunner; from handgrad.cli import main; "
+            "r = CliRunner().invoke(main, ['list']); assert r.exit_code == 0, r.output; "
+            "print(r.output); print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Logistic regression" in run.stdout and run.stdout.split()[-1] == "False"
+
+
+def test_list_falls_back_to_loading_when_a_constant_is_not_a_literal(monkeypatch):
+    import ast
+
+    from handgrad import registry
+    real = registry._module_ast
+
+    def computed(modname):  # SOLVERS built by code: the source reader must not guess it
+        tree = real(modname)
+        if modname == "handgrad.models.logistic":
+            tree = ast.parse(ast.unparse(tree).replace("SOLVERS = ('newton', 'gd')",
+                                                       "SOLVERS = tuple(['newton', 'gd'])"))
+        return tree
+    monkeypatch.setattr(registry, "_module_ast", computed)
+    assert registry._read_source("logistic") is None and registry._read_source("poisson") is not None
+    assert registry.describe() == registry.describe(load_models=True)  # logistic's row loaded
+
+
 def test_cli_check_json(runner):
     r, out = invoke(runner, "check", "logistic", "least_squares", "--json", "--seed", "1")
     assert r.exit_code == 0 and out["ok"] is True
