@@ -31,7 +31,7 @@ def format_text(report: dict) -> str:
     prev, lhs_width = "value", len(fn["name"])
     texts = []
     for r in rows:
-        cont = r["kind"] == prev and r["kind"] in ("value", "df", "d2f")
+        cont = r["kind"] == prev and r["kind"] in ("value", "df", "d2f", "vecdf")
         prev = r["kind"]
         if not cont:
             lhs_width = len(r["lhs"])

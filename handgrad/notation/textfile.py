@@ -11,8 +11,11 @@
     df = tr(dX'*A*X + X'*A*dX) + tr(inv(X)*dX)   # product rule   (the comment is the rule)
        = tr(((A + A')*X + inv(X)')' * dX)   continuation lines start with '='
     d2f = 2*tr(dX'*A*dX)                    optional: the second differential (same dX twice)
+    vec(dF) = kron(B', A)*vec(dX)           a matrix-valued F's differential, vectorised (notes part 1 §7)
     grad X = (A + A')*X + inv(X)'           the read-off (also: df/dX = ...)
     hess w = X'*X                           optional: the Hessian (vec convention below)
+    jac x = A*diag(exp(x))                  a vector-valued f's Jacobian, numerator layout:
+    jacT x = diag(exp(x))*A'                df = J dx, J m x n; jacT the denominator n x m
 
 Sizes are numbers or letters (``3 x 5``, ``n x d``).  Properties: sym, spd, orthogonal,
 invertible, diagonal, positive; lower (lower triangular: a Cholesky factor; with
@@ -53,7 +56,7 @@ class Decl:
 
 @dataclass
 class Line:
-    """One checked line.  kind: value, df, d2f, grad, hess."""
+    """One checked line.  kind: value, df, d2f, vecdf (vec(df) = ...), grad, hess, jac, jacT."""
 
     kind: str
     lhs: str
@@ -89,9 +92,10 @@ class Derivation:
         return sorted(out)
 
 
+_VEC_DF = re.compile(r"^vec\(\s*d([A-Za-z_]\w*)\s*\)\s*=(.*)$")
 _LET_SHAPE = re.compile(r"^let\s+([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.+)$")
 _LET_DEF = re.compile(r"^let\s+([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
-_ASSIGN = re.compile(r"^(?:(grad|hess)\s+([A-Za-z_]\w*)|d([A-Za-z_]\w*)\s*/\s*d([A-Za-z_]\w*)|"
+_ASSIGN = re.compile(r"^(?:(grad|hess|jacT|jac)\s+([A-Za-z_]\w*)|d([A-Za-z_]\w*)\s*/\s*d([A-Za-z_]\w*)|"
                      r"([A-Za-z_][A-Za-z0-9_]*))\s*=(.*)$")
 
 
@@ -194,10 +198,19 @@ def parse_text(text: str, path: str = "<text>") -> Derivation:
                 raise NotationError("a line starting with '=' continues a formula, but none came before",
                                     source=where)
             body = stripped[1:]
-            lhs = {"value": fname, "df": "d" + str(fname), "d2f": "d2" + str(fname)}.get(kind)
+            lhs = {"value": fname, "df": "d" + str(fname), "d2f": "d2" + str(fname),
+                   "vecdf": f"vec(d{fname})"}.get(kind)
             if lhs is None:
                 raise NotationError(f"'=' cannot continue a {kind} line", source=where)
             lines.append(Line(kind, lhs, formula(body, raw, where), body.strip(), where, comment))
+            continue
+        mv = _VEC_DF.match(stripped)
+        if mv:
+            if fname is None or mv.group(1) != fname:
+                raise NotationError(f"vec(d{mv.group(1)}) = ...: the function is {fname}", source=where)
+            kind = "vecdf"
+            lines.append(Line(kind, f"vec(d{fname})", formula(mv.group(2), raw, where), mv.group(2).strip(),
+                              where, comment))
             continue
         m = _ASSIGN.match(stripped)
         if not m:
@@ -268,6 +281,15 @@ def _check_line(d: Derivation, line: Line) -> None:
     fshape = checker.shape(d.f)
     if line.kind in ("value", "df", "d2f"):
         want, what = fshape, f"{d.fname} is {show(fshape)}"
+    elif line.kind == "vecdf":
+        want = (fshape[0].times(fshape[1]), ONE)
+        what = f"{d.fname} is {show(fshape)}, so vec(d{d.fname}) is {show(want)}"
+    elif line.kind in ("jac", "jacT"):
+        vshape = d.decls[line.wrt].shape
+        rows, cols = fshape[0].times(fshape[1]), vshape[0].times(vshape[1])
+        want = (rows, cols) if line.kind == "jac" else (cols, rows)
+        what = (f"{d.fname} is {show(fshape)} and {line.wrt} {show(vshape)}: the Jacobian is {show(want)} in "
+                f"the {'numerator' if line.kind == 'jac' else 'denominator'} layout")
     else:
         if fshape != SCALAR:
             line.shape_error = (f"{line.lhs}: {d.fname} is {show(fshape)}, not a scalar; "

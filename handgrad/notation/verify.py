@@ -44,6 +44,7 @@ from handgrad.notation.sampling import (
 from handgrad.notation.textfile import Derivation, Line, parse_text
 
 RTOL = 1e-9
+READOFFS = ("grad", "hess", "jac", "jacT")
 INCONCLUSIVE = 1e-7
 FLOOR = 1e3 * torch.finfo(torch.float64).eps
 LAYOUT = ("denominator layout: df = tr(G^T dX) gives grad X = G, with X's shape (what autograd "
@@ -152,6 +153,10 @@ def _project(props, x, g, mag):
 
 def _conventions(d: Derivation) -> list[str]:
     out = [LAYOUT]
+    if any(ln.kind in ("jac", "jacT") for ln in d.lines):
+        out.append("jac x is the Jacobian in the numerator layout, vec(df) = J vec(dx): one row per entry of "
+                   f"{d.fname}, one column per entry of x (as torch.func.jacrev); jacT x is J^T, the denominator "
+                   "layout")
     for v in d.wrt:
         p = d.decls[v].props
         if p & {"sym", "spd"}:
@@ -240,12 +245,14 @@ def _check_line(d, line: Line, k, vals, ev, fun, fval, dirs, truth, truth2, tmag
     if line.kind == "value":
         base = ev()
         return [_compare(base.value(e), fval, base.magnitude(e) + base.magnitude(d.f), k)]
-    if line.kind in ("df", "d2f"):
+    if line.kind in ("df", "d2f", "vecdf"):
         out = _homogeneity(line, ev, dirs, k)  # first: "not linear" says more than a mismatch
-        ref = truth if line.kind == "df" else truth2
+        ref = truth if line.kind != "d2f" else truth2
         for dd, t, tm in zip(dirs, ref, tmag):
             x = ev(diffs=dd)
-            scale = x.magnitude(e) + (tm if line.kind == "df" else 0)
+            if line.kind == "vecdf":  # the column-major vec of df, as the notes' vec
+                t, tm = t.mT.reshape(-1, 1), tm.mT.reshape(-1, 1)
+            scale = x.magnitude(e) + (tm if line.kind != "d2f" else 0)
             out.append(_compare(x.value(e), t, scale, k))
         return out
     v = line.wrt
@@ -268,6 +275,24 @@ def _check_line(d, line: Line, k, vals, ev, fun, fval, dirs, truth, truth2, tmag
         pg, _ = _project(d.decls[v].props, vals[v], g, g.abs())
         scale = pm + _grad_scale(d, ev, v, vals)
         return [_compare(pc, pg, scale, k, "")]
+    if line.kind in ("jac", "jacT"):
+        fshape = fval.shape
+        want_j = (fval.numel(), vals[v].numel())
+        if line.kind == "jacT":
+            want_j = want_j[::-1]
+        if claim.shape != want_j:
+            return [_Trial("fail", reason=f"{line.lhs} has shape {tuple(claim.shape)} at point {k}, the "
+                                           f"Jacobian ({'numerator' if line.kind == 'jac' else 'denominator'} "
+                                           f"layout) is {want_j}", point=k)]
+        r, c = vals[v].shape
+
+        def fvec(t):  # column-major vec in, column-major vec out, as the notes' vec
+            p = [vals[w] for w in d.wrt]
+            p[idx] = t.reshape(c, r).mT
+            return fun(*p).reshape(fshape).mT.reshape(-1)
+
+        J = torch.func.jacrev(fvec)(vals[v].mT.reshape(-1))
+        return [_compare(claim, J if line.kind == "jac" else J.mT, mag, k)]
     n = vals[v].numel()
     if claim.shape != (n, n):
         return [_Trial("fail", reason=f"{line.lhs} has shape {tuple(claim.shape)} at point {k}, the "
@@ -296,7 +321,7 @@ def _homogeneity(line, ev, dirs, k):
     """df lines are linear in the differentials, d2f lines quadratic."""
     e = line.expr
     d1, d2 = dirs[0], dirs[1]
-    deg = 1 if line.kind == "df" else 2
+    deg = 2 if line.kind == "d2f" else 1
     x1, x2 = ev(diffs=d1), ev(diffs=d2)
     xs = ev(diffs={v: 2 * d1[v] for v in d1})
     out = []
@@ -340,15 +365,21 @@ def _lhs_latex(line: Line, fname: str = "f") -> str:
         return f"\\frac{{\\partial {f}}}{{\\partial {latex_name(line.wrt)}}}"
     if line.kind == "hess":
         return f"\\frac{{\\partial^2 {f}}}{{\\partial \\operatorname{{vec}}({latex_name(line.wrt)})^2}}"
+    if line.kind == "jac":
+        return f"\\frac{{\\partial {f}}}{{\\partial {latex_name(line.wrt)}^T}}"
+    if line.kind == "jacT":
+        return f"\\frac{{\\partial {f}^T}}{{\\partial {latex_name(line.wrt)}}}"
     if line.kind == "d2f":
         return f"\\mathrm{{d}}^2 {f}"
+    if line.kind == "vecdf":
+        return f"\\operatorname{{vec}}(\\mathrm{{d}}{f})"
     return f"\\mathrm{{d}}{f}" if line.kind == "df" else f
 
 
 def _report(d: Derivation, pts, trials, f_errors, ndir) -> dict:
     rows = [_line_dict(i, line, trials[i], f_errors, d.fname) for i, line in enumerate(d.lines)]
-    lines = [r for r in rows if r["kind"] not in ("grad", "hess")]
-    readoff = [dict(r, wrt=d.lines[r["index"] - 1].wrt) for r in rows if r["kind"] in ("grad", "hess")]
+    lines = [r for r in rows if r["kind"] not in READOFFS]
+    readoff = [dict(r, wrt=d.lines[r["index"] - 1].wrt) for r in rows if r["kind"] in READOFFS]
     verdicts = [r["verdict"] for r in rows]
     failed = "failed" in verdicts
     errored = "error" in verdicts or bool(f_errors)
@@ -373,7 +404,9 @@ def _report(d: Derivation, pts, trials, f_errors, ndir) -> dict:
         "checked_at": {"points": [{"origin": o, "sizes": s} for o, s, _ in pts],
                        "directions_per_point": max(ndir, 2), "input_seed": INPUT_SEED,
                        "direction_seed": DIRECTION_SEED, "rtol": RTOL, "inconclusive_below": INCONCLUSIVE,
-                       "reference": "torch.func.jvp / grad / hessian of f, float64"},
+                       "reference": "torch.func.jvp / grad / hessian" + (
+                           " / jacrev" if any(ln.kind in ("jac", "jacT") for ln in d.lines) else "")
+                       + " of f, float64"},
     }
 
 
