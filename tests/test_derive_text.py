@@ -50,8 +50,8 @@ def test_derive_expr_writes_and_verifies_the_steps_and_emits_torch(runner):
 
 
 def test_derive_expr_outside_the_deriver_is_one_line_exit_2(runner):
-    r, _ = invoke(runner, "derive", "--expr", "A*exp(x)", "--let", "A: m x n; x: n", "--wrt", "x")
-    assert r.exit_code == 2 and "Jacobians are not derived yet" in r.stderr
+    r, _ = invoke(runner, "derive", "--expr", "kron(X, A)", "--let", "A: m x m; X: n x n", "--wrt", "X")
+    assert r.exit_code == 2 and "vec of this term is not read off" in r.stderr
     r, _ = invoke(runner, "derive", "--expr", "norm1(x)", "--let", "x: n", "--wrt", "x")
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
     r, _ = invoke(runner, "derive", "logistic", "--wrt", "w")

@@ -16,12 +16,14 @@ names the first wrong line).  The steps:
   3. df collected into tr(G' dX) per variable, and ``grad X = G`` read off, simplified;
   Hessian (``hessian=True``, one vector or scalar variable): ``let g = G``,
   d2f = dw' dg expanded by the same rules, ``hess w = H`` read off dg = H dw.
+  A vector-valued f (a column; vector or scalar variables): no trace, df is collected
+  into J dx and ``jac x = J`` (numerator layout) and ``jacT x = J'`` are read off.
 
-Out of scope, each a one-line ``DeriveError`` (a NotationError): a vector- or
-matrix-valued f (Jacobians are not derived yet: the verifier reads off gradients of a
-scalar only), abs/norm1/relu/sign (kinks), a variable in an exponent, matrix powers
-other than X^-1 and X^k, d moved out of vec/kron, Hessians over a matrix variable or
-over several variables at once.  Sizes that do not conform (inv of a non-square
+Out of scope, each a one-line ``DeriveError`` (a NotationError): a matrix-valued f or a
+Jacobian by a matrix variable (the vec/Kronecker form), abs/norm1/relu/sign (kinks), a
+variable in an exponent, matrix powers
+other than X^-1 and X^k, d moved out of vec/kron, Hessians over several variables at
+once.  Sizes that do not conform (inv of a non-square
 expression) are one-line NotationErrors from the shape checker; syntax errors keep the
 parser's caret.
 """
@@ -124,9 +126,11 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
         fshape = ctx.shape(f)
     except NotationError as e:
         raise DeriveError(f"{expr}: {e.message}") from None
-    if fshape != SCALAR:
-        raise DeriveError(f"vector-valued f {show(fshape)}: Jacobians are not derived yet (the deriver "
-                          "reads off gradients of a scalar f only)")
+    vector_valued = fshape != SCALAR
+    if vector_valued and hessian:
+        raise DeriveError(f"--hessian: f is {show(fshape)}; a Hessian is of a scalar f")
+    by_vec = vector_valued and not (ctx.column(f) and all(ctx.scalar(Sym(v)) or ctx.column(Sym(v))
+                                                           for v in wrt_names))
     fname = _fname(taken)
     ex = Expander(ctx, taken | {fname})
     w = _Writer(ctx)
@@ -150,6 +154,8 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     del ex.lets["__f"]
     if not expand(ctx, cur):
         raise DeriveError(f"{expr} does not depend on {', '.join(wrt_names)}")
+    if vector_valued:
+        return _jacobians(ctx, ex, w, f, fname, cur, wrt_names, decl_lines, values, by_vec)
 
     # step 2: the trace trick
     terms = []
@@ -214,6 +220,58 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     return "\n".join(text) + "\n", out
 
 
+def _jacobians(ctx: Ctx, ex: Expander, w: _Writer, f: Node, fname: str, cur: Node, wrt: list[str],
+               decl_lines: list[str], values, by_vec: bool) -> tuple[str, dict]:
+    """Steps 2-3 for a vector-valued f: df collected into J dx per variable (no trace: df
+    is a column); for a matrix-valued f or a matrix variable, vectorised first (notes
+    part 1 §7: vec(dF) = J vec(dX), Kronecker products).  ``jac x = J`` (numerator layout,
+    d vec(f) / d vec(x)) and ``jacT x = J'`` (denominator layout) are read off."""
+    from handgrad.notation.ast import differentials
+    from handgrad.notation.auto_trace import jacobian as read_off
+    from handgrad.notation.auto_vec import R_LINEAR, transposed, vec_coefficient, vec_jacobian
+
+    signed = expand(ctx, cur)
+    if by_vec:
+        lhs = f"vec(d{fname})"
+
+        def vec(e):
+            return Call("vec", (e,))
+        if len(signed) > 1:
+            w.line(lhs, total([vec(t) if s > 0 else neg(vec(t)) for s, t in signed]), [R_LINEAR])
+        rules: list[str] = []
+        parts = []
+        for s, t in signed:
+            v = next(iter(differentials(t)))
+            m = mul(vec_coefficient(ctx, t, v, rules), vec(Diff(v)))
+            parts.append(m if s > 0 else neg(m))
+        w.line(lhs, total(parts), rules)
+        jacs = {v: vec_jacobian(ctx, signed, v, []) for v in wrt}
+        w.line(lhs, total([mul(j, vec(Diff(v))) for v, j in jacs.items() if j is not None]),
+               ["collect: vec(df) = J vec(dX), J the Jacobian (numerator layout)"])
+    else:
+        jacs = {}
+        for v in wrt:
+            mine = [t if s > 0 else neg(t) for s, t in signed if v in differentials(t)]
+            jacs[v] = read_off(ctx, total(mine), v) if mine else None
+        w.line("=", total([mul(j, Diff(v)) for v, j in jacs.items() if j is not None]),
+               ["read off df = J dx, J the Jacobian (numerator layout)"])
+    zero = Call("matrix", (Num(0.0),))
+    readoffs = [(v, j if j is not None else zero) for v, j in jacs.items()]
+    lets = [f"let {k} = {to_text(b)}" for k, b in ex.lets.items()]
+    text = [f"# {fname} = {to_text(f)}   (derived by handgrad)", *decl_lines, *lets, f"wrt {', '.join(wrt)}",
+            f"{fname} = {to_text(f)}"]
+    for g, rs in values:
+        text.append(f"{'':>{len(fname)}} = {to_text(g):<56} # {'; '.join(rs)}")
+    text += w.render()
+    denominator = {v: transposed(ctx, j) for v, j in readoffs}
+    for v, j in readoffs:
+        text.append(f"jac {v} = {to_text(j)}")
+        text.append(f"jacT {v} = {to_text(denominator[v])}")
+    out = {"gradient": {}, "hessian": {}, "jacobian": {v: to_text(j) for v, j in readoffs},
+           "jacobian_denominator": {v: to_text(j) for v, j in denominator.items()}}
+    return "\n".join(text) + "\n", out
+
+
 def _terms_node(terms: list[Term]) -> Node:
     return total([t.node() for t in terms])
 
@@ -250,24 +308,35 @@ def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, ou
     if len(wrt) != 1:
         raise DeriveError("hessian: one variable at a time (the verifier's d2f is along every wrt variable)")
     v = wrt[0]
-    if not (ctx.scalar(Sym(v)) or ctx.column(Sym(v))):
-        raise DeriveError(f"hessian: {v} is a matrix; the vec/Kronecker Hessian of a matrix variable is not "
-                          "derived yet (vector and scalar variables only)")
+    matrix = not (ctx.scalar(Sym(v)) or ctx.column(Sym(v)))
     g = grads[v]
     gname = next(n for n in ("g", "g1", "g2", "gw", "grad1") if n not in ex.taken and "d" + n not in ex.taken)
     ex.taken.add(gname)
     ex.lets[gname] = g
     ctx.checker.env[gname] = ctx.shape(g)
     dv = Diff(v)
-    head = T(dv) if ctx.column(dv) else dv
+    head = T(dv) if ctx.column(dv) or matrix else dv
+
+    def d2(dg):  # d2f = dw' dg, or tr(dX' dG) for a matrix X
+        return Call("tr", (mul(head, dg),)) if matrix else mul(head, dg)
     w = _Writer(ctx)
     cur = Diff(gname)
-    w.line("d2" + fname, mul(head, cur), ["d2f = dw' dg, g the gradient"])
+    w.line("d2" + fname, d2(cur), ["d2f = tr(dX' dG), G the gradient" if matrix else "d2f = dw' dg, g the gradient"])
     for _ in range(MAX_LINES):
         if not ex.pending(cur):
             break
         cur = tidy(ctx, ex.expand_line(cur))
-        w.line("d2" + fname, mul(head, cur), ex.rules)
+        w.line("d2" + fname, d2(cur), ex.rules)
+    if matrix:  # vec(dG) = H vec(dX) (notes part 1 §7), so d2f = vec(dX)' H vec(dX)
+        from handgrad.notation.auto_vec import vec_jacobian
+        rules: list[str] = []
+        h = vec_jacobian(ctx, expand(ctx, cur), v, rules)
+        if h is None:
+            h = Call("matrix", (Num(0.0),))
+        vdx = Call("vec", (dv,))
+        w.line("d2" + fname, mul(mul(T(vdx), h), vdx), rules + ["read off vec(dG) = H vec(dX)"])
+        out["hessian"][v] = to_text(h)
+        return w.render() + [f"hess {v} = {to_text(h)}"]
     h = jacobian(ctx, cur, v)
     if is_num(h, 0):
         h = Call("matrix", (Num(0.0),))

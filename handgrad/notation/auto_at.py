@@ -106,14 +106,15 @@ def _check_props(path, name, what, decl, t) -> None:
 
 
 def evaluate_at(d: Derivation, values: dict, sizes: dict) -> dict:
-    """f, the gradient read-offs and the Hessian read-offs at the point (2-D lists)."""
+    """f, the gradient, Hessian (and a vector-valued f's Jacobian) read-offs at the point (2-D lists)."""
     ev = Evaluator(d.checker, values, None, d.defs, sizes)
     out = {"value_at": float(ev.value(d.f).reshape(-1)[0]) if ev.value(d.f).numel() == 1 else
            ev.value(d.f).tolist(), "gradient_at": {}, "hessian_at": {}}
+    keys = {"grad": "gradient_at", "hess": "hessian_at", "jac": "jacobian_at"}
     for line in d.lines:
-        if line.kind in ("grad", "hess"):
-            key = "gradient_at" if line.kind == "grad" else "hessian_at"
-            out[key][line.wrt] = Evaluator(d.checker, values, None, d.defs, sizes).value(line.expr).tolist()
+        if line.kind in keys:
+            val = Evaluator(d.checker, values, None, d.defs, sizes).value(line.expr).tolist()
+            out.setdefault(keys[line.kind], {})[line.wrt] = val
     if not out["hessian_at"]:
         out["hessian_at"] = None
     return out
@@ -157,7 +158,7 @@ def format_at(out: dict) -> str:
     lines = ["", f"at {g['file']}" + (f" ({size})" if size else "") + ":"]
     lines.append(f"  f = {out['value_at']!r}" if isinstance(out["value_at"], float) else
                  f"  f = {out['value_at']}")
-    for key, head in (("gradient_at", "grad"), ("hessian_at", "hess")):
+    for key, head in (("gradient_at", "grad"), ("hessian_at", "hess"), ("jacobian_at", "jac")):
         for v, val in (out.get(key) or {}).items():
             text = np.array2string(np.array(val), precision=10, max_line_width=100,
                                    threshold=200)

@@ -122,6 +122,10 @@ class _Emitter:
             return f"torch.logsumexp({a}, dim=0, keepdim=True)"
         if fn == "tril":
             return f"torch.tril({a})"
+        if fn == "comm":  # K_mn of arg's shape: K vec(A) = vec(A'), rows of the identity permuted
+            rows, cols = (self.dim(d) for d in self.c.shape(arg))
+            return (f"torch.eye({rows} * {cols}, dtype=torch.float64)"
+                    f"[torch.arange({rows} * {cols}).reshape({cols}, {rows}).T.reshape(-1)]")
         if fn == "diag":
             s = self.c.shape(arg)
             if is_scalar(s):
@@ -146,8 +150,9 @@ def _derivation(x) -> Derivation:
 
 def emit_torch(report_or_derivation, *, name: str = "gradient") -> str:
     """Python source of ``def gradient(<declared names>)`` (and ``def hessian`` when the
-    derivation reads off a Hessian), using only torch.  Accepts derive_expression's
-    report, a Derivation, or .hg text; needs ``grad`` read-offs."""
+    derivation reads off a Hessian; ``def jacobian`` for a vector-valued f's ``jac``
+    read-offs, in the numerator layout), using only torch.  Accepts derive_expression's
+    report, a Derivation, or .hg text; needs ``grad`` or ``jac`` read-offs."""
     d = _derivation(report_or_derivation)
     em = _Emitter(d)
     args = ", ".join(d.decls)
@@ -162,26 +167,30 @@ def emit_torch(report_or_derivation, *, name: str = "gradient") -> str:
     user_defs = [(k, v) for k, v in d.defs.items() if k != d.fname and k in _used_defs(d)]
     head += [f"    {k} = {em.code(v)}" for k, v in user_defs]
     out = ["import torch", ""]
-    for kind, fname in (("grad", name), ("hess", "hessian")):
+    if not any(ln.kind in ("grad", "jac") for ln in d.lines):
+        raise NotationError("emit_torch: the derivation has no grad (or jac) read-off")
+    for kind, fname in (("grad", name), ("hess", "hessian"), ("jac", "jacobian")):
         lines = [ln for ln in d.lines if ln.kind == kind]
         if not lines:
-            if kind == "grad":
-                raise NotationError("emit_torch: the derivation has no grad read-off")
             continue
         res = [em.code(ln.expr) for ln in lines]
         what = ", ".join(ln.wrt for ln in lines)
         out += [f"def {fname}({args}):",
-                f'    """{"Gradient" if kind == "grad" else "Hessian over vec"} of {d.fname} = '
+                f'    """{_WHAT[kind]} of {d.fname} = '
                 f'{d.f_text} with respect to {what} (derived and verified by handgrad)."""']
         out += head
         out += [f"    return {res[0] if len(res) == 1 else '(' + ', '.join(res) + ')'}", "", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
+_WHAT = {"grad": "Gradient", "hess": "Hessian over vec",
+         "jac": "Jacobian d vec(f) / d vec(x) (numerator layout: vec(df) = J vec(dx), column-major vec)"}
+
+
 def _used_defs(d: Derivation) -> set[str]:
     from handgrad.notation.ast import symbols
     used: set[str] = set()
-    todo = [ln.expr for ln in d.lines if ln.kind in ("grad", "hess")]
+    todo = [ln.expr for ln in d.lines if ln.kind in ("grad", "hess", "jac")]
     while todo:
         for s in symbols(todo.pop()):
             if s in d.defs and s not in used and s != d.fname:

@@ -268,20 +268,32 @@ def _kids(node: Node) -> tuple[Node, ...]:
 
 
 def evaluate(expr: Node | str, values: dict[str, object], diffs: dict[str, object] | None = None,
-             defs: dict[str, Node] | None = None) -> torch.Tensor:
-    """Evaluate a formula at concrete values (shapes are taken from the tensors).
+             defs: dict[str, Node] | None = None, sizes: dict[str, int] | None = None) -> torch.Tensor:
+    """Evaluate a formula at concrete values (shapes are taken from the tensors; ``sizes``
+    gives the letters of sized identities, eye(n)).
 
     >>> evaluate("tr(X'*X)", {"X": torch.eye(2)}).item()
     2.0
     """
     from handgrad.notation.parser import parse
     from handgrad.notation.shapes import Size
+    from handgrad.notation.simplify import _rebuild
 
     vals = {k: as_matrix(v) for k, v in values.items()}
     dvals = {k: as_matrix(v) for k, v in (diffs or {}).items()}
     defs = dict(defs or {})
     if isinstance(expr, str):
         expr = parse(expr, set(vals) | set(defs))
+
+    def sized(e: Node) -> Node:  # eye(n) -> eye(4) from ``sizes``
+        e = _rebuild(e, sized)
+        if isinstance(e, Call) and e.fn == "eye" and e.args and isinstance(e.args[0], Sym):
+            name = e.args[0].name
+            if name not in (sizes or {}):
+                raise NotationError(f"eye({name}): give the size {name} (sizes={{'{name}': ...}})")
+            return Call("eye", (Num(float(sizes[name])),))
+        return e
+    expr = sized(expr)
     env = {k: (Size(v.shape[0]), Size(v.shape[1])) for k, v in vals.items()}
     checker = ShapeChecker(env)
     for name, d in defs.items():

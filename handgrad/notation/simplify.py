@@ -55,6 +55,8 @@ class Ctx:
         return s[1] == ONE and s[0] != ONE
 
     def symmetric(self, e: Node) -> bool:
+        if isinstance(e, Call) and e.fn == "diag" and self.column(e.args[0]):
+            return True  # diag(v): a diagonal matrix
         return isinstance(e, Sym) and bool(self.props.get(e.name, frozenset()) & {"sym", "spd", "diagonal"})
 
     def depends(self, e: Node) -> bool:
