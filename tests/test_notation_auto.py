@@ -112,6 +112,14 @@ CASES = {
                         lambda: dict(W1=randn(5, 3, seed=1), W2=randn(4, 5, seed=2), X=randn(3, 6, seed=3),
                                      Y=torch.eye(4, dtype=D)[:, [1, 0, 3, 3, 2, 0]]),
                         lambda W1, W2, X, Y: -(Y * torch.log_softmax(W2 @ sig(W1 @ X), 0)).sum()),
+    "notes_two_layer_biases": ("-sum(Y' .* log(softmax(W2*sigma(W1*X + b1*vector(1)') + b2*vector(1)')))",
+                               "W1: h x d; b1: h; W2: K x h; b2: K; X: d x N; Y: N x K onehot",
+                               "W1, b1, W2, b2", False,
+                               lambda: dict(W1=randn(5, 3, seed=1), b1=randn(5, 1, seed=5), W2=randn(4, 5, seed=2),
+                                            b2=randn(4, 1, seed=6), X=randn(3, 6, seed=3),
+                                            Y=torch.eye(4, dtype=D)[[1, 0, 3, 3, 2, 0]]),
+                               lambda W1, b1, W2, b2, X, Y: -(Y.T * torch.log_softmax(
+                                   W2 @ sig(W1 @ X + b1) + b2, 0)).sum()),
     "elementwise_mix": ("sum(tanh(X*w) .* cos(X*w)) + sum(sqrt(exp(X*w)))", "X: m x n; w: n", "w", True,
                         lambda: dict(X=randn(5, 3, seed=1), w=randn(3, 1, seed=2)),
                         lambda X, w: (torch.tanh(X @ w) * torch.cos(X @ w)).sum()
@@ -440,3 +448,30 @@ def test_emitted_torch_for_kronecker_read_offs_runs_and_matches_autograd():
     A, Xr, B = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((2, 4), (4, 3), (3, 5)))
     auto = torch.func.jacrev(lambda v: _vec(A @ v.reshape(3, 4).mT @ B))(_vec(Xr))
     assert torch.allclose(ns["jacobian"](A, Xr, B), auto, rtol=1e-12, atol=1e-12)
+
+
+# --- labels declared onehot: the simplification they allow, and only where declared ---------
+
+def test_one_hot_labels_simplify_softmax_to_the_notes_form():
+    one = derive_expression("-y'*log(softmax(W*x))", "W: K x d; x: d; y: K onehot", "W")
+    assert one["ok"] and one["gradient"]["W"] == "(softmax(W*x) - y)*x'"  # the notes' 002 §6 ex. 6
+    many = derive_expression("-sum(Y' .* log(softmax(W*X)))", "W: K x d; X: d x N; Y: N x K onehot", "W")
+    assert many["ok"] and many["gradient"]["W"] == "(softmax(W*X) - Y')*X'"
+    general = derive_expression("-y'*log(softmax(W*x))", "W: K x d; x: d; y: K", "W")
+    assert general["ok"] and general["gradient"]["W"] == "(softmax(W*x)*sum(y) - y)*x'"  # any y (errata E11)
+    # planted: the one-hot result claimed for a y that is not declared one-hot is rejected
+    wrong = one["hg"].replace("let y: K onehot", "let y: K")
+    rep = verify(parse_text(wrong, path="<planted>"))
+    assert rep["verdict"] == "failed", rep["first_wrong"]
+
+
+def test_a_one_hot_column_is_drawn_one_hot():
+    from handgrad.notation.claims import Claim, check
+    from handgrad.notation.sampling import draw_value
+    from handgrad.notation.textfile import parse_text as pt
+    d = pt("let y: K onehot\nlet x: K\nwrt x\nf = y'*x\n").decls["y"]
+    for k in range(5):
+        y = draw_value(d, {"K": 4}, torch.Generator().manual_seed(k))
+        assert y.shape == (4, 1) and sorted(y.reshape(-1).tolist()) == [0.0, 0.0, 0.0, 1.0]
+    assert check(Claim("y: K onehot", "equal", "vector(1)'*y", "1"))["verdict"] == "verified"
+    assert check(Claim("y: K", "equal", "vector(1)'*y", "1"))["verdict"] == "failed"

@@ -11,7 +11,8 @@ measure-zero sets (no orthogonal, symmetric or zero values by accident):
     sym          (B + B^T)/2                  spd          B B^T / n + I
     orthogonal   Q of a QR, signs fixed       diagonal     diag(randn)  (invertible: |d| >= 0.5)
     positive     exp(randn) entrywise         sym + invertible: (B + B^T)/(2 sqrt(n)) + 2 I
-    onehot       a one in a random column of each row (labels), zeros elsewhere
+    onehot       a one in a random column of each row (labels), zeros elsewhere;
+                 a column vector: a one in a random row (one label)
     lower        tril(randn, -1)/sqrt(n) + diag(d), |d| >= 0.5 (positive: d = exp(randn))
 
 Directions stay in the set a variable lives in: lower triangular for lower, symmetric for
@@ -45,6 +46,8 @@ def draw_value(decl: Decl, sizes: dict[str, int], gen: torch.Generator) -> torch
     r, c = (d.value(sizes) for d in decl.shape)
     p = decl.props
     if "onehot" in p:
+        if c == 1 and r > 1:  # a one-hot column vector (one label): a one in a random row
+            return torch.nn.functional.one_hot(torch.randint(0, r, (1,), generator=gen), r).to(DTYPE).mT
         cls = torch.randint(0, c, (r,), generator=gen)
         return torch.nn.functional.one_hot(cls, c).to(DTYPE)
     if "spd" in p:

@@ -210,6 +210,9 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
         if push and isinstance(x, Bin) and x.op == "/":
             return Bin("/", _local(ctx, T(x.a), push), x.b)
         return e
+    if isinstance(e, Call) and e.fn == "sum" and isinstance(e.args[0], Sym) and ctx.column(e.args[0]) \
+            and "onehot" in ctx.props.get(e.args[0].name, frozenset()):
+        return Num(1.0)  # 1' y = 1 for a one-hot y
     if not isinstance(e, Bin):
         return e
     a, b, op = e.a, e.b, e.op
@@ -239,6 +242,15 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
             return Call("diag", (had(_diag(a), _diag(b)),))
         if isinstance(a, Bin) and a.op == "*" and _diag(a.b) is not None and _diag(b) is not None:
             return mul(a.a, Call("diag", (had(_diag(a.b), _diag(b)),)))
+        one_hot = _one_hot_sum(ctx, a, b)
+        if one_hot is not None:
+            return one_hot
+        if isinstance(a, Bin) and a.op == "*":  # (P 1') Y' = P (Y 1)' for rows one-hot
+            inner = _one_hot_sum(ctx, a.b, b)
+            if inner is not None:
+                return _local(ctx, mul(a.a, inner), push)
+        if ones_like(a) and ctx.column(a) and isinstance(b, Transpose) and ones_like(b.x) and ctx.column(b.x):
+            return Call("matrix", (Num(1.0),))  # 1 1' = the matrix of ones
         if ones_like(b) and not ctx.scalar(a) and ctx.shape(a)[0] == ONE:
             return Call("sum", (tidy(ctx, T(a), push=True),))
         if isinstance(a, Transpose) and ones_like(a.x) and ctx.column(b):
@@ -268,6 +280,21 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
     if op in ("^", ".^") and is_num(b, 1):
         return a
     return e
+
+
+def _one_hot_sum(ctx: Ctx, a: Node, b: Node) -> Node | None:
+    """Labels declared onehot sum to one: Y 1 = 1 and 1' Y' = 1' (each row of Y one-hot),
+    1' y = 1 (a one-hot column y).  None when a*b is not one of these."""
+    def onehot(x):
+        return isinstance(x, Sym) and "onehot" in ctx.props.get(x.name, frozenset())
+    ones_row = isinstance(a, Transpose) and ones_like(a.x)
+    if onehot(a) and ones_like(b) and ctx.column(b) and not ctx.column(a):
+        return b
+    if ones_row and isinstance(b, Transpose) and onehot(b.x) and not ctx.column(b.x):
+        return a
+    if ones_row and onehot(b) and ctx.column(b):
+        return Num(1.0)
+    return None
 
 
 def _diag(e: Node) -> Node | None:
