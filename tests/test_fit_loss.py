@@ -124,6 +124,15 @@ def test_config_loss_key(runner, tmp_path):
     assert r.exit_code == 2 and "not both" in r.stderr
 
 
+def test_shipped_expression_config_matches_the_built_in_config(runner):
+    r, out = invoke(runner, "run", "configs/poisson_randhie_expression.toml", "--json", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    r, ref = invoke(runner, "run", "configs/poisson_randhie.toml", "--json", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+    assert out["derivatives"] != ref["derivatives"] == "hand"
+
+
 def _abs(path: str) -> str:
     import os
 
