@@ -45,10 +45,12 @@ def number(v: float) -> str:
 
 
 def _mixed(child: Node, parent: Bin) -> bool:
-    """A product of another kind inside a product (A .* B inside * or the reverse):
-    parenthesised for the reader, though left-to-right parsing would not need it."""
+    """A product of another kind inside a product (A .* B or A ⊗ B inside * or the
+    reverse): parenthesised for the reader, though left-to-right parsing would not need it
+    ((B' ⊗ A) vec(X), as the notes write it)."""
     return (isinstance(child, Bin) and child.op != parent.op and BINARY.get(child.op) == PREC_MUL
-            and BINARY[parent.op] == PREC_MUL and "." in child.op + parent.op)
+            and BINARY[parent.op] == PREC_MUL and ("." in child.op + parent.op
+                                                    or "kron" in (child.op, parent.op)))
 
 
 # ----------------------------------------------------------------------------- text
