@@ -160,3 +160,28 @@ def test_fit_loss_expression_under_two_processes_matches_the_built_in_model(tmp_
     names = list(base["coefficients"])
     assert names == list(b["coefficients"])
     assert max(abs(base["coefficients"][k] - b["coefficients"][k]) for k in names) <= 1e-10
+
+
+@pytest.mark.slow
+def test_chord_steps_stay_in_step_across_processes():
+    """40 features: Newton takes chord steps (a Hessian reused, passes of f and g only);
+    every process decides alike from the all-reduced |g|, so the all-reduces match."""
+    args = ["fit", "logistic", "--newton", "--n-samples", "6000", "--n-features", "40",
+            "--device", "cpu", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    from handgrad.fitting import pipeline
+
+    a = pipeline.fit("logistic", solver="newton", n_samples=6000, n_features=40, device="cpu")
+    assert any("hessian_from" in h for h in a["history"])
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", *args,
+         "--distributed", "--chunk-rows", "1000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    b = json.loads(two.stdout)
+    assert b["distributed"]["world_size"] == 2 and b["converged"]
+    assert [("hessian_from" in h) for h in a["history"]] == [("hessian_from" in h) for h in b["history"]]
+    x_a = np.array(a["params"]["w"] + [a["params"]["b"]])
+    x_b = np.array(b["params"]["w"] + [b["params"]["b"]])
+    assert np.abs(x_a - x_b).max() <= 1e-10

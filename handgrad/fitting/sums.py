@@ -76,7 +76,8 @@ class LinearSums:
     Parameters are the flattened (w[, b]).  Results are cached for the last point; with
     ``speculate`` on (Newton turns it on by asking for a Hessian), evaluating the loss at
     a trial point also forms the gradient and Hessian there in the same pass, so an
-    accepted Newton step costs one pass over the rows.  ``hess_dtype=torch.float32``
+    accepted Newton step costs one pass over the rows (without the Hessian when
+    ``speculate_hess`` is off: a chord step reuses an earlier one).  ``hess_dtype=torch.float32``
     forms the Hessian block in float32 (accumulated in float64), keeping the loss,
     gradient and solution in float64: Newton with an inexact Hessian still converges to
     the float64 optimum, at a linear rate of about cond(H) * 1e-7 per step.
@@ -94,6 +95,7 @@ class LinearSums:
         self.hess_dtype = hess_dtype
         self.reduce = reduce
         self.speculate = False
+        self.speculate_hess = True  # Newton's chord steps turn it off: f and g alone
         self.passes = 0
         self._x: torch.Tensor | None = None
         self._f = self._g = self._H = None
@@ -111,7 +113,7 @@ class LinearSums:
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.speculate
-        self._eval(x, spec, spec)
+        self._eval(x, spec, spec and self.speculate_hess)
         return self._f
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,12 +45,10 @@ def number(v: float) -> str:
 
 
 def _mixed(child: Node, parent: Bin) -> bool:
-    """A product of another kind inside a product (A .* B or A ⊗ B inside * or the
-    reverse): parenthesised for the reader, though left-to-right parsing would not need it
-    ((B' ⊗ A) vec(X), as the notes write it)."""
+    """A product of another kind inside a product (A .* B inside * or the reverse):
+    parenthesised for the reader, though left-to-right parsing would not need it."""
     return (isinstance(child, Bin) and child.op != parent.op and BINARY.get(child.op) == PREC_MUL
-            and BINARY[parent.op] == PREC_MUL and ("." in child.op + parent.op
-                                                    or "kron" in (child.op, parent.op)))
+            and BINARY[parent.op] == PREC_MUL and "." in child.op + parent.op)
 
 
 # ----------------------------------------------------------------------------- text
@@ -120,13 +118,20 @@ def _paren(s: str) -> str:
     return f"\\left({s}\\right)"
 
 
+def _kron_in_product(child: Node, parent: Bin) -> bool:
+    """A ⊗ B beside another product: (B^T ⊗ A) vec(X), as the notes write it (the text
+    form needs nothing: kron(A, B) is a call there)."""
+    return (isinstance(child, Bin) and BINARY[parent.op] == PREC_MUL and child.op != parent.op
+            and "kron" in (child.op, parent.op) and BINARY.get(child.op) == PREC_MUL)
+
+
 def _latex_child(child: Node, parent: Bin, side: str) -> str:
     s = to_latex(child)
     p, c = BINARY[parent.op], precedence(child)
     if parent.op == "*" and side == "b" and c <= PREC_NEG:
         return _paren(s)
     wrap = c < p if side == "a" else c <= p
-    return _paren(s) if wrap or _mixed(child, parent) else s
+    return _paren(s) if wrap or _mixed(child, parent) or _kron_in_product(child, parent) else s
 
 
 def _sup(base: Node, exponent: str) -> str:
@@ -230,7 +235,7 @@ def _mchild(child: Node, parent: Bin, side: str) -> ET.Element:
     e = _ml(child)
     p, c = BINARY[parent.op], precedence(child)
     wrap = (c < p if side == "a" else c <= p) or (parent.op == "*" and side == "b" and c <= PREC_NEG)
-    return _mparen(e) if wrap or _mixed(child, parent) else e
+    return _mparen(e) if wrap or _mixed(child, parent) or _kron_in_product(child, parent) else e
 
 
 def _msup(base: Node, exponent: ET.Element) -> ET.Element:

@@ -63,6 +63,18 @@ def shown_iterations(history: list[dict], cap: int = ITERATION_CAP) -> list[dict
     return [history[j] for j in keep]
 
 
+def _ranges(ks: list[int]) -> str:
+    """[3, 4, 5, 8] -> '3-5, 8'."""
+    out, start = [], None
+    for i, k in enumerate(ks):
+        if start is None:
+            start = k
+        if i + 1 == len(ks) or ks[i + 1] != k + 1:
+            out.append(f"{start}" if start == k else f"{start}-{k}")
+            start = None
+    return ", ".join(out)
+
+
 def fit_text(out: dict, iterations: str = "capped") -> str:
     """A fit's header, iterations, verdict, coefficient table and scores, as text (the
     `fit` command prints it; handgrad.fit(...).summary() returns it).  ``iterations``:
@@ -82,6 +94,12 @@ def fit_text(out: dict, iterations: str = "capped") -> str:
         if len(hist) < len(out["history"]):
             say(f"({len(out['history'])} iterations; {len(hist)} shown: "
                 "--all-iterations prints every one, --json has the full history)")
+        chord = [h for h in out["history"] if "hessian_from" in h]
+        if chord:
+            froms = sorted({h["hessian_from"] for h in chord})
+            say(f"chord steps at iterations {_ranges([h['iteration'] for h in chord])}: the Hessian of "
+                f"iteration {', '.join(map(str, froms))} reused (Newton's quadratic phase; those passes "
+                "form f and g only)")
     if out["solver"] in ("sgd", "adam") and out["converged"]:
         # stochastic: no gradient-norm test at the default tolerance; say what happened
         say(f"finished {out['iterations']} epochs ({out['message']}), "
