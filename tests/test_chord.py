@@ -102,3 +102,18 @@ def test_speculation_is_restored_after_a_fit():
     obj = solvers.Objective(entry, data, like, {"l2": 0.0})
     solvers.newton(obj, flatten(like), tol=1e-8)
     assert isinstance(obj.fast, sums.LinearSums) and obj.fast.speculate_hess
+
+
+def test_the_last_chord_pass_forms_the_hessian_the_standard_errors_need():
+    """A chord step expected to end the fit (|g| times the last chord rate <= tol) forms
+    the Hessian in its pass, so the summary's Hessian at the final point is no extra pass."""
+    data = _data()
+    entry = registry.get("logistic")
+    like = entry.model.init_params(data)
+    obj = solvers.Objective(entry, data, like, {"l2": 0.0})
+    res = solvers.newton(obj, flatten(like), tol=1e-8)
+    assert any("hessian_from" in h for h in res.history) and res.converged
+    passes = obj.fast.passes
+    H = obj.hess(flatten(res.params))
+    assert obj.fast.passes == passes  # from the cache: formed by the solver's last pass
+    assert torch.allclose(H, obj.fast.sums(flatten(res.params))[2], rtol=1e-14, atol=0)

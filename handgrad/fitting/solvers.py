@@ -242,8 +242,8 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         level = min(tol, loss_resolution(f))
         if k == max_iter and gnorm > tol and prev_dec > level:
             break
-        if reused is not None and gnorm > CHORD_RATE * prev_gnorm:
-            reused = None  # the reused Hessian no longer pays: a fresh one
+        if reused is not None and (gnorm > CHORD_RATE * prev_gnorm or fast._hit(x, True, True)):
+            reused = None  # the reused Hessian no longer pays, or this pass formed one: a fresh one
         if reused is not None:
             H, how = reused[0], ""
             d = -torch.cholesky_solve(g.unsqueeze(1), reused[1]).squeeze(1)
@@ -273,9 +273,13 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             break
         if k == max_iter:
             break
+        rate = gnorm / prev_gnorm if reused is not None and "hessian_from" in entry else None
         prev_dec, prev_gnorm = dec, gnorm
         if fast is not None and chord:
-            fast.speculate_hess = reused is None  # a chord step's trial pass: f and g alone
+            # a chord step's trial pass forms f and g alone, unless this step is expected to
+            # end the fit (|g| times the last chord rate <= tol): then the Hessian there too,
+            # which the standard errors need
+            fast.speculate_hess = reused is None or (rate is not None and gnorm * rate <= tol)
         t, f_new = 1.0, obj.value(x + d)
         # a predicted decrease below what f can resolve: Armijo cannot judge the step (it
         # would halve on rounding noise); the decrement is tiny, so the full step is taken
