@@ -111,7 +111,7 @@ def test_the_last_chord_pass_forms_the_hessian_the_standard_errors_need():
     entry = registry.get("logistic")
     like = entry.model.init_params(data)
     obj = solvers.Objective(entry, data, like, {"l2": 0.0})
-    res = solvers.newton(obj, flatten(like), tol=1e-8)
+    res = solvers.newton(obj, flatten(like), tol=1e-8, final_hessian=True)
     assert any("hessian_from" in h for h in res.history) and res.converged
     passes = obj.fast.passes
     H = obj.hess(flatten(res.params))

@@ -191,6 +191,8 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         kw = {"tol": tol, "callback": _both(bar, callback), **solver_kw}
         if max_iter is not None:
             kw["max_iter"] = max_iter
+        if solver == "newton" and solver_fn is None and entry.model.covariance is None:
+            kw.setdefault("final_hessian", True)  # the standard errors need it at the final point
         try:
             res = (solver_fn or solvers.SOLVERS[solver])(obj, flatten(params0), **kw)
         finally:

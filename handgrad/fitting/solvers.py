@@ -195,7 +195,8 @@ def _interruptible(solver):
 
 @_interruptible
 def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int = 50,
-           callback=None, max_halvings: int = 40, chord: bool | None = None) -> FitResult:
+           callback=None, max_halvings: int = 40, chord: bool | None = None,
+           final_hessian: bool = False) -> FitResult:
     """Damped Newton: Cholesky solve, Armijo backtracking, stop on |g| and the decrement.
 
     lambda^2 = g^T H^-1 g is the Newton decrement; lambda^2 / 2 is the decrease the
@@ -214,6 +215,11 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
     invariant); the first keeps the iterations of well-scaled fits.  If the Cholesky factorisation fails,
     a ridge mu I is added (mu growing tenfold) and a warning names the iteration; if the
     step does not descend, a warning is given and the gradient direction is used.
+
+    ``chord`` (default: fused sums with CHORD_MIN_PARAMS parameters or more): chord steps
+    in the quadratic phase, see CHORD_ENTER below.  ``final_hessian``: the caller needs
+    the Hessian at the final point (standard errors), so the chord step expected to end
+    the fit forms it in its own pass.
     """
     tol = default_tol(x0.dtype) if tol is None else tol
     res = FitResult({}, 0, False, solver="newton")
@@ -279,7 +285,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             # a chord step's trial pass forms f and g alone, unless this step is expected to
             # end the fit (|g| times the last chord rate <= tol): then the Hessian there too,
             # which the standard errors need
-            fast.speculate_hess = reused is None or (rate is not None and gnorm * rate <= tol)
+            fast.speculate_hess = reused is None or (final_hessian and rate is not None and gnorm * rate <= tol)
         t, f_new = 1.0, obj.value(x + d)
         # a predicted decrease below what f can resolve: Armijo cannot judge the step (it
         # would halve on rounding noise); the decrement is tiny, so the full step is taken
