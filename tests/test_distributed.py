@@ -70,21 +70,27 @@ def test_two_processes_match_the_one_process_fit(tmp_path):
 
 
 @pytest.mark.slow
+def _torchrun(*args: str) -> dict:
+    """`torchrun --nproc-per-node 2 cli.py ARGS --distributed` (gloo, one thread each):
+    rank 0's --json output."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", *args,
+         "--distributed"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    return json.loads(two.stdout)  # rank 0 alone printed
+
+
 def test_torchrun_cli_fit_matches_one_process(tmp_path):
     """`torchrun --nproc-per-node 2 cli.py fit logistic --newton --distributed` == one process."""
     args = ["fit", "logistic", "--newton", "--n-samples", "4000", "--n-features", "5",
             "--l2", "0.5", "--device", "cpu", "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     from handgrad.fitting import pipeline
 
     a = pipeline.fit("logistic", solver="newton", n_samples=4000, n_features=5, l2=0.5, device="cpu")
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", *args,
-         "--distributed", "--chunk-rows", "700"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
-    assert two.returncode == 0, two.stderr[-2000:]
-    b = json.loads(two.stdout)  # rank 0 alone printed
+    b = _torchrun(*args, "--chunk-rows", "700")
     assert b["distributed"]["world_size"] == 2 and b["converged"]
     x_a = np.array(a["params"]["w"] + [a["params"]["b"]])
     x_b = np.array(b["params"]["w"] + [b["params"]["b"]])
@@ -122,15 +128,8 @@ def test_every_fit_path_gives_the_same_keys_and_numbers(tmp_path):
                {"chunk_rows": 700, "hessian_dtype": "float32"}):
         _same_result(base, pipeline.fit("logistic", solver="newton", data_path=str(path),
                                         device="cpu", **kw))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", "fit",
-         "logistic", "--newton", "--data", str(path), "--device", "cpu", "--json",
-         "--distributed", "--chunk-rows", "400"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
-    assert two.returncode == 0, two.stderr[-2000:]
-    b = json.loads(two.stdout)
+    b = _torchrun("fit", "logistic", "--newton", "--data", str(path), "--device", "cpu", "--json",
+                  "--chunk-rows", "400")
     assert b["distributed"]["world_size"] == 2
     _same_result(base, b)
 
@@ -146,15 +145,8 @@ def test_fit_loss_expression_under_two_processes_matches_the_built_in_model(tmp_
     path = tmp_path / "lg.npz"
     np.savez(path, X=data.X.numpy(), y=data.y.numpy())
     base = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", "fit",
-         "--loss", "sum(log(vector(1) + exp(X*w))) - y'*X*w", "--wrt", "w", "--newton",
-         "--data", str(path), "--device", "cpu", "--json", "--distributed", "--chunk-rows", "400"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
-    assert two.returncode == 0, two.stderr[-2000:]
-    b = json.loads(two.stdout)
+    b = _torchrun("fit", "--loss", "sum(log(vector(1) + exp(X*w))) - y'*X*w", "--wrt", "w", "--newton",
+                  "--data", str(path), "--device", "cpu", "--json", "--chunk-rows", "400")
     assert b["distributed"]["world_size"] == 2 and b["converged"]
     assert b["derivatives"] != "hand"
     names = list(base["coefficients"])
@@ -168,18 +160,11 @@ def test_chord_steps_stay_in_step_across_processes():
     every process decides alike from the all-reduced |g|, so the all-reduces match."""
     args = ["fit", "logistic", "--newton", "--n-samples", "6000", "--n-features", "40",
             "--device", "cpu", "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     from handgrad.fitting import pipeline
 
     a = pipeline.fit("logistic", solver="newton", n_samples=6000, n_features=40, device="cpu")
     assert any("hessian_from" in h for h in a["history"])
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "cli.py", *args,
-         "--distributed", "--chunk-rows", "1000"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
-    assert two.returncode == 0, two.stderr[-2000:]
-    b = json.loads(two.stdout)
+    b = _torchrun(*args, "--chunk-rows", "1000")
     assert b["distributed"]["world_size"] == 2 and b["converged"]
     assert [("hessian_from" in h) for h in a["history"]] == [("hessian_from" in h) for h in b["history"]]
     x_a = np.array(a["params"]["w"] + [a["params"]["b"]])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
 from handgrad.notation.auto_rules import DeriveError
+from handgrad.notation.auto_trace import _t
 from handgrad.notation.shapes import Size, Unknown
 from handgrad.notation.simplify import Ctx, flat, has_diff, mul, neg, prod
 
@@ -23,11 +24,6 @@ R_KRON = "vec(AXB) = (B' ⊗ A) vec(X)"
 R_COMM = "vec(X') = K vec(X), K = comm(X)"
 R_HAD = "vec(A ⊙ X) = diag(vec(A)) vec(X)"
 R_SCALAR = "vec(X c) = c vec(X), c a scalar"
-
-
-def _t(e: Node) -> str:
-    from handgrad.notation.render import to_text
-    return to_text(e)
 
 
 def _eye(ctx: Ctx, d) -> Node:
