@@ -158,7 +158,8 @@ def _read_source(name: str) -> dict | None:
     if set(consts) != {"NAME", "TITLE", "SOLVERS", "TARGET"} or consts["NAME"] != name:
         return None
     defined = {n.name for n in deriv.body if isinstance(n, ast.FunctionDef)}
-    defined |= {t.id for n in deriv.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    defined |= {t.id for n in deriv.body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)}
     doc = (ast.get_docstring(model, clean=False) or consts["TITLE"]).strip().splitlines()[0]
     return {"name": name, "title": consts["TITLE"], "hessian": bool({"hessian", "LINEAR"} & defined),
             "solvers": list(consts["SOLVERS"]), "target": consts["TARGET"], "summary": doc}

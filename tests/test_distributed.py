@@ -116,8 +116,9 @@ def _same_result(a: dict, b: dict, tol: float = 1e-10) -> None:
 def test_every_fit_path_gives_the_same_keys_and_numbers(tmp_path):
     """In memory, --chunk-rows (in memory and streamed from .npz), --hessian-dtype float32 and
     two gloo processes: one pipeline, one summary (coefficients, std errors, LL, AIC, ...)."""
-    from handgrad.fitting import pipeline
     from handgrad.models import logistic
+
+    from handgrad.fitting import pipeline
 
     data, _ = logistic.synthetic(n=3000, d=4, seed=3)
     path = tmp_path / "lg.npz"
@@ -138,8 +139,9 @@ def test_every_fit_path_gives_the_same_keys_and_numbers(tmp_path):
 def test_fit_loss_expression_under_two_processes_matches_the_built_in_model(tmp_path):
     """fit --loss (issue: derived derivatives) is a sum over rows: under torchrun each
     process takes its rows and the derived gradient and Hessian are all-reduced."""
-    from handgrad.fitting import pipeline
     from handgrad.models import logistic
+
+    from handgrad.fitting import pipeline
 
     data, _ = logistic.synthetic(n=3000, d=4, seed=5)
     path = tmp_path / "lg.npz"

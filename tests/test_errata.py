@@ -77,7 +77,8 @@ def test_least_squares_xxt_shape_mismatch_and_square_value_mismatch():
     # the minimiser check against an independent reference: torch.linalg.lstsq's solution
     # is accepted, the same solution scaled by 1 + 1e-6 rejected
     g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(7, 3, generator=g, dtype=torch.float64), torch.randn(7, 1, generator=g, dtype=torch.float64)
+    X = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(7, 1, generator=g, dtype=torch.float64)
     ref = torch.linalg.lstsq(X, y, driver="gelsd").solution
     from handgrad.notation.claims import Parsed
     from handgrad.notation.evaluate import Evaluator
@@ -96,7 +97,8 @@ def test_covariance_without_the_sum_is_rank_one():
     from handgrad.notation.evaluate import Evaluator
     p = Parsed(e.right_claims[0])
     g = torch.Generator().manual_seed(1)
-    Xs = torch.randn(9, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 3, generator=g, dtype=torch.float64)
+    Xs = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    Xs = Xs @ torch.randn(3, 3, generator=g, dtype=torch.float64)
     got = Evaluator(p.checker, {"X": Xs, "Sigma": torch.eye(3, dtype=torch.float64)}, None, p.defs,
                     {"d": 3}).value(p.rhs)
     assert torch.allclose(got, torch.cov(Xs.T, correction=0), rtol=1e-12)
@@ -121,7 +123,8 @@ def test_notes_part_4_AT_is_right_in_denominator_layout_only():
     w, r = _verdicts(e)
     assert w["reason"].startswith("at point 0 entry (") and r["ok"]  # square A: caught by value
     g = torch.Generator().manual_seed(0)
-    A, x = torch.randn(4, 4, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
+    A = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    x = torch.randn(4, generator=g, dtype=torch.float64)
     J = torch.func.jacrev(lambda v: A @ v)(x)
     assert compare(A.T, J.T).ok and not compare(A.T, J).ok
     non_square = _check(e, "wrong", decls="A: m x n; x: n")  # the wrong layout: a shape mismatch

@@ -6,7 +6,6 @@ import dataclasses
 import glob
 import json
 import math
-import types
 
 import handgrad.derivations.least_squares as dls
 import handgrad.derivations.logistic as dlog
@@ -15,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handgrad.contract import DerivationSpec
 from handgrad import registry
+from handgrad.contract import DerivationSpec
 from handgrad.fitting import solvers
 from handgrad.fitting.data import Data
 from handgrad.params import flatten

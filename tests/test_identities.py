@@ -134,7 +134,8 @@ def test_sample_cov_by_hand():
     p = Parsed(dataclasses.replace(claim, decls=claim.decls.replace("X: 9 x d", "X: 3 x d")))
     Xs = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]], dtype=F64)
     # xbar = (1, 1); deviations (-1,-1), (1,-1), (0,2): S = [[2, 0], [0, 6]] / 3
-    got = Evaluator(p.checker, {"X": Xs, "Sigma": torch.eye(2, dtype=F64)}, None, p.defs, {"d": 2}).value(p.rhs)
+    at = {"X": Xs, "Sigma": torch.eye(2, dtype=F64)}
+    got = Evaluator(p.checker, at, None, p.defs, {"d": 2}).value(p.rhs)
     assert torch.allclose(got, torch.tensor([[2.0, 0.0], [0.0, 6.0]], dtype=F64) / 3)
 
 

@@ -36,7 +36,8 @@ def test_a_users_models_py_does_not_shadow_handgrad(tmp_path):
     (tmp_path / "cli.py").write_text("raise SystemExit('the user cli.py was imported')\n")
     code = ("import handgrad, numpy as np; from handgrad import registry\n"
             "assert all(registry.get(n) for n in registry.NAMES)\n"
-            "print(handgrad.fit('least_squares', np.arange(12.).reshape(6, 2) ** 1.5, np.arange(6.)).converged)")
+            "X = np.arange(12.).reshape(6, 2) ** 1.5\n"
+            "print(handgrad.fit('least_squares', X, np.arange(6.)).converged)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr

@@ -115,7 +115,8 @@ CASES = {
     "notes_two_layer_biases": ("-sum(Y' .* log(softmax(W2*sigma(W1*X + b1*vector(1)') + b2*vector(1)')))",
                                "W1: h x d; b1: h; W2: K x h; b2: K; X: d x N; Y: N x K onehot",
                                "W1, b1, W2, b2", False,
-                               lambda: dict(W1=randn(5, 3, seed=1), b1=randn(5, 1, seed=5), W2=randn(4, 5, seed=2),
+                               lambda: dict(W1=randn(5, 3, seed=1), b1=randn(5, 1, seed=5),
+                                            W2=randn(4, 5, seed=2),
                                             b2=randn(4, 1, seed=6), X=randn(3, 6, seed=3),
                                             Y=torch.eye(4, dtype=D)[[1, 0, 3, 3, 2, 0]]),
                                lambda W1, b1, W2, b2, X, Y: -(Y.T * torch.log_softmax(
@@ -286,7 +287,8 @@ def test_derived_gradient_and_hessian_equal_the_built_in_models(name, model, exp
 JACOBIANS = [  # (f, let, wrt, the Jacobian by the first variable, a torch reference for it)
     ("A*exp(x)", "A: m x n; x: n", "x", lambda A, x: A @ torch.diag(torch.exp(x))),
     ("sin(B*tanh(A*x))", "A: m x n; B: p x m; x: n", "x",
-     lambda A, B, x: torch.diag(torch.cos(B @ torch.tanh(A @ x))) @ B @ torch.diag(1 - torch.tanh(A @ x) ** 2) @ A),
+     lambda A, B, x: torch.diag(torch.cos(B @ torch.tanh(A @ x))) @ B
+     @ torch.diag(1 - torch.tanh(A @ x) ** 2) @ A),
     ("W*x + b", "W: m x n; x: n; b: m", "x,b", lambda W, x, b: W),
     ("x .* y", "x: n; y: n", "x,y", lambda x, y: torch.diag(y)),
     ("softmax(W*x)", "W: k x d; x: d", "x", None),
@@ -305,7 +307,8 @@ def test_vector_valued_f_gets_its_jacobian_in_both_layouts(expr, let, wrt, ref):
     kinds = [x["kind"] for x in r["readoff"]]
     assert kinds.count("jac") == kinds.count("jacT") == len(wrt.split(","))
     if expr == "A*exp(x)":  # (for W*x + b, df is already J dx: the read-off line is the same text)
-        assert r["lines"][-1]["text"] == "A*diag(exp(x))*dx" and "read off df = J dx" in r["lines"][-1]["rule"]
+        last = r["lines"][-1]
+        assert last["text"] == "A*diag(exp(x))*dx" and "read off df = J dx" in last["rule"]
     g = torch.Generator().manual_seed(3)
     sizes = {"m": 4, "n": 3, "p": 2, "k": 5, "d": 3}
     vals = {}
@@ -321,9 +324,11 @@ def test_vector_valued_f_gets_its_jacobian_in_both_layouts(expr, let, wrt, ref):
     def f(t):
         return evaluate(expr, {**vals, v: t.reshape(-1, 1)}).reshape(-1)
     auto = torch.func.jacrev(f)(vals[v].reshape(-1))
-    assert torch.allclose(J, auto, rtol=1e-12, atol=1e-12) and torch.allclose(JT, auto.T, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(J, auto, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(JT, auto.T, rtol=1e-12, atol=1e-12)
     if ref is not None:
-        assert torch.allclose(J, ref(*[vals[n].reshape(-1) if vals[n].shape[1] == 1 else vals[n] for n in names]),
+        args = [vals[n].reshape(-1) if vals[n].shape[1] == 1 else vals[n] for n in names]
+        assert torch.allclose(J, ref(*args),
                               rtol=1e-12, atol=1e-12)
 
 
@@ -336,7 +341,8 @@ def test_a_wrong_jacobian_is_caught_in_each_layout():
         text = r["hg"].replace(wrong, why)
         assert text != r["hg"]
         rep = verify(parse_text(text, path="<planted>"))
-        assert rep["verdict"] == "failed" and rep["first_wrong"]["lhs"] == why.split(" =")[0], rep["first_wrong"]
+        assert rep["verdict"] == "failed", rep["first_wrong"]
+        assert rep["first_wrong"]["lhs"] == why.split(" =")[0], rep["first_wrong"]
 
 
 # --- matrix-by-matrix derivatives (notes part 1 §7): vec(dF) = J vec(dX) -----------------------
@@ -414,8 +420,9 @@ def test_hessian_by_a_matrix_in_vec_form(expr, let, wrt):
     vals = _point(let, sizes)
     H = evaluate(r["hessian"][wrt], vals, sizes=sizes)
     shape = vals[wrt].shape
-    auto = torch.func.hessian(lambda t: evaluate(expr, {**vals, wrt: t.reshape(shape[1], shape[0]).mT}).reshape(()))(
-        _vec(vals[wrt]))
+    def f(t):
+        return evaluate(expr, {**vals, wrt: t.reshape(shape[1], shape[0]).mT}).reshape(())
+    auto = torch.func.hessian(f)(_vec(vals[wrt]))
     assert torch.allclose(H, auto, rtol=1e-10, atol=1e-10)
 
 
@@ -428,7 +435,8 @@ def test_a_wrong_kronecker_read_off_is_caught():
         text = r["hg"].replace(wrong, planted)
         assert text != r["hg"]
         rep = verify(parse_text(text, path="<planted>"))
-        assert rep["verdict"] == "failed" and rep["first_wrong"]["text"] == planted.split(" = ")[1], rep["first_wrong"]
+        assert rep["verdict"] == "failed", rep["first_wrong"]
+        assert rep["first_wrong"]["text"] == planted.split(" = ")[1], rep["first_wrong"]
     h = derive_expression("logdet(X)", "X: n x n invertible", "X", hessian=True)
     text = h["hg"].replace("hess X = -(kron(inv(X), inv(X)')*comm(X))", "hess X = -(kron(inv(X), inv(X)'))")
     assert text != h["hg"]

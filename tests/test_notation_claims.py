@@ -84,9 +84,10 @@ def test_named_subexpressions_are_evaluated_and_printed_after_the_claim():
 
 
 def test_eye_with_a_size():
-    ok = check(Claim("X: n x n; A: n x n", "vecjac", "X*A*X", "kron(A*X, eye(n)) + kron(eye(n), (X*A)')", "X"))
+    xax = "X: n x n; A: n x n"
+    ok = check(Claim(xax, "vecjac", "X*A*X", "kron(A*X, eye(n)) + kron(eye(n), (X*A)')", "X"))
     assert ok["verdict"] == "verified" and "I_{n}" in ok["latex"], ok
-    swapped = check(Claim("X: n x n; A: n x n", "vecjac", "X*A*X", "kron(X*A, eye(n)) + kron(eye(n), (A*X)')", "X"))
+    swapped = check(Claim(xax, "vecjac", "X*A*X", "kron(X*A, eye(n)) + kron(eye(n), (A*X)')", "X"))
     assert swapped["verdict"] == "failed", swapped
     assert "(3 x 3) * (4 x 4) do not conform" in check(Claim("X: 3 x 3", "equal", "X*eye(4)", "X"))["reason"]
     stray = check(Claim("X: 3 x 3", "equal", "tr(eye(k))", "tr(X)"))
@@ -104,15 +105,18 @@ def test_a_claimed_minimiser_is_verified_and_each_way_to_be_wrong_is_named():
         (Claim(LS, "argmin", "norm2(X*w - y)^2", "inv(X*X')*X'*y", "w"), "(7 x 7) * (d x 7) do not conform"),
         (Claim(LS, "argmin", "norm2(X*w - y)^2", "1.000001*inv(X'*X)*X'*y", "w"),
          "the gradient at the claimed minimiser is"),
-        (Claim(LS, "argmin", "-norm2(X*w - y)^2", "inv(X'*X)*X'*y", "w"), "not a minimum (a maximum or a saddle)"),
+        (Claim(LS, "argmin", "-norm2(X*w - y)^2", "inv(X'*X)*X'*y", "w"),
+         "not a minimum (a maximum or a saddle)"),
         (Claim(COV, "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "X'*X/N", "Sigma"),  # not centred
          "the gradient at the claimed minimiser is"),
         (Claim(COV + "; e: 1 x 9 onehot", "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "(e*C)'*(e*C)/N",
                "Sigma"), "is not positive definite"),
-        (Claim(COV + "; B: d x d", "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "C'*C/N + B - B'", "Sigma"),
+        (Claim(COV + "; B: d x d", "argmin", "logdet(Sigma) + tr(inv(Sigma)*C'*C)/N", "C'*C/N + B - B'",
+               "Sigma"),
          "is not symmetric"),
     ]
     for claim, words in cases:
         got = check(claim)
         assert got["verdict"] == "failed" and words in got["reason"], (claim.rhs, got)
-    assert check(Claim("x: n", "argmin", "0*x'*x", "x", "x"))["verdict"] == "inconclusive"  # flat: nothing to tell
+    flat = check(Claim("x: n", "argmin", "0*x'*x", "x", "x"))
+    assert flat["verdict"] == "inconclusive"  # flat: nothing to tell

@@ -167,5 +167,6 @@ def test_logsumexp_and_softmax_work_column_by_column_like_scipy():
         checker.infer(e)
         got = Evaluator(checker, {"Z": torch.tensor(Z)}).value(e).numpy()
         assert np.allclose(got, ref, rtol=1e-13, atol=0)
-    wrong = verify(parse_text("let Z: 4 x 6\nwrt Z\nf = sum(logsumexp(Z))\ngrad Z = softmax(Z')'\n"))  # row-wise softmax: the layout slip the notes warn about
+    # row-wise softmax: the layout slip the notes warn about
+    wrong = verify(parse_text("let Z: 4 x 6\nwrt Z\nf = sum(logsumexp(Z))\ngrad Z = softmax(Z')'\n"))
     assert not wrong["ok"] and wrong["readoff"][0]["verdict"] == "failed"

@@ -285,7 +285,8 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             # a chord step's trial pass forms f and g alone, unless this step is expected to
             # end the fit (|g| times the last chord rate <= tol): then the Hessian there too,
             # which the standard errors need
-            fast.speculate_hess = reused is None or (final_hessian and rate is not None and gnorm * rate <= tol)
+            ends = final_hessian and rate is not None and gnorm * rate <= tol
+            fast.speculate_hess = reused is None or ends
         t, f_new = 1.0, obj.value(x + d)
         # a predicted decrease below what f can resolve: Armijo cannot judge the step (it
         # would halve on rounding noise); the decrement is tiny, so the full step is taken

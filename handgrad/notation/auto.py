@@ -321,7 +321,8 @@ def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, ou
         return Call("tr", (mul(head, dg),)) if matrix else mul(head, dg)
     w = _Writer(ctx)
     cur = Diff(gname)
-    w.line("d2" + fname, d2(cur), ["d2f = tr(dX' dG), G the gradient" if matrix else "d2f = dw' dg, g the gradient"])
+    w.line("d2" + fname, d2(cur),
+           ["d2f = tr(dX' dG), G the gradient" if matrix else "d2f = dw' dg, g the gradient"])
     for _ in range(MAX_LINES):
         if not ex.pending(cur):
             break

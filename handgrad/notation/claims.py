@@ -250,14 +250,16 @@ def _argmin_trials(p: Parsed, vals, sizes, dgen, k: int) -> list[_Trial]:
     decl = p.decls[v]
     W = Evaluator(p.checker, vals, None, p.defs, sizes).value(p.rhs)
     if not bool(torch.isfinite(W).all()):
-        return [_Trial("error", reason=f"the claimed minimiser is not finite (nan/inf) at point {k}", point=k)]
+        return [_Trial("error", reason=f"the claimed minimiser is not finite (nan/inf) at point {k}",
+                       point=k)]
     why = _outside(decl, W)
     if why:
         return [_Trial("fail", float("inf"), 0.0, f"at point {k} the claimed minimiser {why}, but {v} is "
                        f"declared {' '.join(sorted(decl.props))}", k)]
 
     def f(t):
-        return Evaluator(p.checker, {**vals, v: _unvec(t, W.shape)}, None, p.defs, sizes).value(p.lhs).reshape(())
+        at = {**vals, v: _unvec(t, W.shape)}
+        return Evaluator(p.checker, at, None, p.defs, sizes).value(p.lhs).reshape(())
     w = _vec(W)
     g, H = torch.func.grad(f)(w), torch.func.hessian(f)(w)
     if "sym" in decl.props or "spd" in decl.props:  # a symmetric w: only the symmetric part must vanish
@@ -274,7 +276,8 @@ def _argmin_trials(p: Parsed, vals, sizes, dgen, k: int) -> list[_Trial]:
                          f"at point {k} the gradient's terms vanish at the claimed minimiser", k)]
     elif bool((g.abs() > tol).any()):
         return [_Trial("fail", float(g[j].abs()), float(tol[j]),
-                       f"at point {k} the gradient at the claimed minimiser is {float(g[j]):.6g} (entry {j} of "
+                       f"at point {k} the gradient at the claimed minimiser is {float(g[j]):.6g} "
+                       f"(entry {j} of "
                        f"vec({v})), not 0 (its terms are {float(scale[j]):.3g})", k)]
     else:
         trials = [_Trial("pass", float(g[j].abs()), float(tol[j]), None, k)]

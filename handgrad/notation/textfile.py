@@ -20,7 +20,8 @@
 Sizes are numbers or letters (``3 x 5``, ``n x d``).  Properties: sym, spd, orthogonal,
 invertible, diagonal, positive; lower (lower triangular: a Cholesky factor; with
 invertible, its diagonal is away from 0); onehot (data: each row one-hot, so Y*vector(1) = 1 — class
-labels; a column vector y: one label, 1'*y = 1; a constant, never differentiated).  Read-offs are in the denominator layout: ``grad X`` has
+labels; a column vector y: one label, 1'*y = 1; a constant, never differentiated).
+Read-offs are in the denominator layout: ``grad X`` has
 X's shape.  ``hess X`` is the (mn x mn) matrix of second derivatives over vec(X), the
 column-major vec of the notes (vec(AXB) = (B^T ⊗ A) vec(X)), so d2f = vec(dX)^T H vec(dX).
 After the f line, f itself may be used as a name (``df = -f*x'*dx``).

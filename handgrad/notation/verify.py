@@ -155,7 +155,8 @@ def _conventions(d: Derivation) -> list[str]:
     out = [LAYOUT]
     if any(ln.kind in ("jac", "jacT") for ln in d.lines):
         out.append("jac x is the Jacobian in the numerator layout, vec(df) = J vec(dx): one row per entry of "
-                   f"{d.fname}, one column per entry of x (as torch.func.jacrev); jacT x is J^T, the denominator "
+                   f"{d.fname}, one column per entry of x (as torch.func.jacrev); jacT x is J^T, the "
+                   "denominator "
                    "layout")
     for v in d.wrt:
         p = d.decls[v].props
@@ -282,7 +283,8 @@ def _check_line(d, line: Line, k, vals, ev, fun, fval, dirs, truth, truth2, tmag
             want_j = want_j[::-1]
         if claim.shape != want_j:
             return [_Trial("fail", reason=f"{line.lhs} has shape {tuple(claim.shape)} at point {k}, the "
-                                           f"Jacobian ({'numerator' if line.kind == 'jac' else 'denominator'} "
+                                           f"Jacobian "
+                                           f"({'numerator' if line.kind == 'jac' else 'denominator'} "
                                            f"layout) is {want_j}", point=k)]
         r, c = vals[v].shape
 

@@ -737,7 +737,6 @@ def notes_part(where: str) -> str:
 
 
 def format_identities(rep: dict, *, ascii_only: bool = False) -> str:
-    from handgrad.notation.claims import POINTS
 
     ok_mark, bad_mark = marks(ascii_only)
     out = [f"{rep['count']} identities, each written in the notation: {rep['verified']} verified",
