@@ -166,8 +166,10 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
 # above: l to the model's loss, grad mu and grad Sigma / grad L to gradient(), hess mu to
 # the mu block of hessian(), and d2l to dP' H dP with the whole (mu, Sigma or L) matrix
 # of hessian(), along directions symmetric in Sigma and lower triangular in L.  (hess
-# Sigma and hess L are not read off: over vec(Sigma) or vec(L) they need the commutation
-# matrix, which the notation does not write.)
+# Sigma and hess L are not read off: no fit uses a Sigma Hessian (there is no Newton
+# solver), and hessian()'s Sigma block is over symmetrised directions, P H P with
+# P = (I + K)/2, where a read-off over vec(Sigma) is over independent entries; d2l along
+# symmetric directions checks that same matrix.)
 
 def _values(params, data, hp) -> dict:
     """The model's point in the files' names; mu is the sample mean when it is not a
