@@ -348,7 +348,28 @@ def _collect(ctx: Ctx, e: Node) -> Node:
     terms = [(c, k) for c, k in terms if c != 0]
     for side in (-1, 0):
         terms = _factor(ctx, terms, side)
+    terms = _factor_hadamard(ctx, terms)
     return _build(terms)
+
+
+def _factor_hadamard(ctx: Ctx, terms):
+    """A .* C - B .* C = (A - B) .* C: a common right operand of elementwise products."""
+    groups: dict[Node, list[int]] = {}
+    for i, (_, k) in enumerate(terms):
+        if len(k) == 1 and isinstance(k[0], Bin) and k[0].op == ".*" and not ctx.scalar(k[0].b):
+            groups.setdefault(k[0].b, []).append(i)
+    out, used = {}, set()
+    for right, idx in groups.items():
+        if len(idx) < 2:
+            continue
+        sub_terms = []
+        for i in idx:
+            c, fs = signed_factors(terms[i][1][0].a)
+            sub_terms.append((terms[i][0] * c, tuple(fs)))
+        inner = _collect(ctx, _build(sub_terms))
+        out[idx[0]] = (1.0, (Bin(".*", inner, right),))
+        used |= set(idx)
+    return [out[i] if i in out else t for i, t in enumerate(terms) if i in out or i not in used]
 
 
 def _factor(ctx: Ctx, terms, side: int):
