@@ -228,7 +228,7 @@ def _jacobians(ctx: Ctx, ex: Expander, w: _Writer, f: Node, fname: str, cur: Nod
     d vec(f) / d vec(x)) and ``jacT x = J'`` (denominator layout) are read off."""
     from handgrad.notation.ast import differentials
     from handgrad.notation.auto_trace import jacobian as read_off
-    from handgrad.notation.auto_vec import R_LINEAR, transposed, vec_coefficient, vec_jacobian
+    from handgrad.notation.auto_vec import R_LINEAR, vec_coefficient, vec_jacobian
 
     signed = expand(ctx, cur)
     if by_vec:
@@ -263,7 +263,7 @@ def _jacobians(ctx: Ctx, ex: Expander, w: _Writer, f: Node, fname: str, cur: Nod
     for g, rs in values:
         text.append(f"{'':>{len(fname)}} = {to_text(g):<56} # {'; '.join(rs)}")
     text += w.render()
-    denominator = {v: transposed(ctx, j) for v, j in readoffs}
+    denominator = {v: simplify(ctx, T(j)) for v, j in readoffs}
     for v, j in readoffs:
         text.append(f"jac {v} = {to_text(j)}")
         text.append(f"jacT {v} = {to_text(denominator[v])}")

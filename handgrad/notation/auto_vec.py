@@ -17,7 +17,7 @@ from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpos
 from handgrad.notation.auto_rules import DeriveError
 from handgrad.notation.auto_trace import _t
 from handgrad.notation.shapes import Size, Unknown
-from handgrad.notation.simplify import Ctx, flat, has_diff, mul, neg, prod
+from handgrad.notation.simplify import Ctx, flat, has_diff, mul, neg, prod, tidy
 
 R_LINEAR = "vec(A + B) = vec(A) + vec(B)"
 R_KRON = "vec(AXB) = (B' ⊗ A) vec(X)"
@@ -36,24 +36,6 @@ def _eye(ctx: Ctx, d) -> Node:
     raise DeriveError(f"an identity of size {d} (a product of sizes) cannot be written as eye(n)")
 
 
-def _transpose(e: Node) -> Node:
-    """e' with the transpose pushed down to the differential (so only dX' remains)."""
-    if isinstance(e, Transpose):
-        return e.x
-    if isinstance(e, Neg):
-        return neg(_transpose(e.x))
-    if isinstance(e, Bin) and e.op == "*":
-        return prod([_transpose(f) if has_diff(f) else Transpose(f) for f in reversed(flat(e))])
-    if isinstance(e, Bin) and e.op in (".*", "./"):
-        return Bin(e.op, _transpose(e.a) if has_diff(e.a) else Transpose(e.a),
-                   _transpose(e.b) if has_diff(e.b) else Transpose(e.b))
-    if isinstance(e, Bin) and e.op == "/":
-        return Bin("/", _transpose(e.a), e.b)
-    if isinstance(e, Diff):
-        return Transpose(e)
-    raise DeriveError(f"{_t(e)}': the transpose cannot be moved to the differential")
-
-
 def vec_coefficient(ctx: Ctx, e: Node, v: str, rules: list[str]) -> Node:  # noqa: C901 - one case per rule
     """M with vec(e) = M vec(dv): e is one term of a differential, linear in dv."""
     def note(r):
@@ -70,7 +52,10 @@ def vec_coefficient(ctx: Ctx, e: Node, v: str, rules: list[str]) -> Node:  # noq
                 return Call("eye", ())  # vec(dx') = dx for a vector
             note(R_COMM)
             return Call("comm", (Sym(e.x.name),))
-        return vec_coefficient(ctx, _transpose(e.x), v, rules)
+        pushed = tidy(ctx, e, push=True)  # the transpose moved down to the differential
+        if pushed == e:
+            raise DeriveError(f"{_t(e)}: the transpose cannot be moved to the differential")
+        return vec_coefficient(ctx, pushed, v, rules)
     if isinstance(e, Call) and e.fn == "vec":
         return vec_coefficient(ctx, e.args[0], v, rules)
     if isinstance(e, Call) and e.fn == "tr":  # tr(Y) = vec(I)' vec(Y)
@@ -121,35 +106,6 @@ def vec_coefficient(ctx: Ctx, e: Node, v: str, rules: list[str]) -> Node:  # noq
                       "elementwise products, traces and sums of the differential)")
 
 
-def transposed(ctx: Ctx, e: Node) -> Node:
-    """J' written the way the notes write the denominator layout: the transpose pushed
-    into sums, products and Kronecker factors (kron(A, B)' = kron(A', B')), comm(X)' =
-    comm(X') (K_mn' = K_nm), diag(v)' = diag(v)."""
-    from handgrad.notation.simplify import simplify
-
-    def t(x: Node) -> Node:
-        if isinstance(x, Neg):
-            return neg(t(x.x))
-        if isinstance(x, Bin) and x.op in "+-":
-            return Bin(x.op, t(x.a), t(x.b))
-        if isinstance(x, Bin) and x.op == "kron":
-            return Bin("kron", t(x.a), t(x.b))
-        if isinstance(x, Bin) and x.op == "*" and not (ctx.scalar(x.a) or ctx.scalar(x.b)):
-            return mul(t(x.b), t(x.a))
-        if isinstance(x, Bin) and x.op in ("*", "/") and ctx.scalar(x.b):
-            return Bin(x.op, t(x.a), x.b)
-        if isinstance(x, Bin) and x.op == "*" and ctx.scalar(x.a):
-            return mul(x.a, t(x.b))
-        if isinstance(x, Transpose):
-            return x.x
-        if isinstance(x, Call) and x.fn == "comm":
-            return Call("comm", (Transpose(x.args[0]),))
-        if isinstance(x, Call) and (x.fn == "eye" or x.fn == "diag" and ctx.column(x.args[0])):
-            return x
-        return Transpose(x)
-    return simplify(ctx, t(e))
-
-
 def vec_jacobian(ctx: Ctx, signed_terms, v: str, rules: list[str]) -> Node | None:
     """J with vec(sum of the terms in dv) = J vec(dv); None when no term has dv."""
     from handgrad.notation.ast import differentials
@@ -160,4 +116,4 @@ def vec_jacobian(ctx: Ctx, signed_terms, v: str, rules: list[str]) -> Node | Non
     return simplify(ctx, total(mine)) if mine else None
 
 
-__all__ = ["transposed", "vec_coefficient", "vec_jacobian"]
+__all__ = ["vec_coefficient", "vec_jacobian"]

@@ -54,6 +54,8 @@ def _mixed(child: Node, parent: Bin) -> bool:
 # ----------------------------------------------------------------------------- text
 def _text_child(child: Node, parent: Bin, side: str) -> str:
     s = to_text(child)
+    if isinstance(child, Bin) and child.op == "kron":
+        return s  # kron(A, B) is a call in the text form: it needs no parentheses
     p, c = BINARY[parent.op], precedence(child)
     if parent.op in RIGHT_ASSOC:
         wrap = c <= p if side == "a" else (c < PREC_NEG and not isinstance(child, Num))

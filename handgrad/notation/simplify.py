@@ -209,6 +209,10 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
             return _local(ctx, Bin(x.op, _local(ctx, T(x.a), push), _local(ctx, T(x.b), push)), push)
         if push and isinstance(x, Bin) and x.op == "/":
             return Bin("/", _local(ctx, T(x.a), push), x.b)
+        if push and isinstance(x, Bin) and x.op == "kron":  # (A ⊗ B)' = A' ⊗ B'
+            return Bin("kron", _local(ctx, T(x.a), push), _local(ctx, T(x.b), push))
+        if isinstance(x, Call) and x.fn == "comm":  # K_mn' = K_nm
+            return Call("comm", (_local(ctx, T(x.args[0]), push),))
         return e
     if isinstance(e, Call) and e.fn == "sum" and isinstance(e.args[0], Sym) and ctx.column(e.args[0]) \
             and "onehot" in ctx.props.get(e.args[0].name, frozenset()):
