@@ -248,7 +248,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         level = min(tol, loss_resolution(f))
         if k == max_iter and gnorm > tol and prev_dec > level:
             break
-        if reused is not None and (gnorm > CHORD_RATE * prev_gnorm or fast._hit(x, True, True)):
+        if reused is not None and (gnorm > CHORD_RATE * prev_gnorm or fast.has_hessian_at(x)):
             reused = None  # the reused Hessian no longer pays, or this pass formed one: a fresh one
         if reused is not None:
             H, how = reused[0], ""

@@ -111,6 +111,10 @@ class LinearSums:
             f, g, H = self.sums(x, need_g=need_g, need_H=need_H)
             self._x, self._f, self._g, self._H = x.detach().clone(), f, g, H
 
+    def has_hessian_at(self, x: torch.Tensor) -> bool:
+        """Whether the last pass formed the Hessian at x (a chord step's pass may have)."""
+        return self._hit(x, True, True)
+
     def value(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.speculate
         self._eval(x, spec, spec and self.speculate_hess)
