@@ -196,7 +196,7 @@ def _interruptible(solver):
 @_interruptible
 def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int = 50,
            callback=None, max_halvings: int = 40, chord: bool | None = None,
-           final_hessian: bool = False) -> FitResult:
+           final_hessian: bool = False, sample: bool = True) -> FitResult:
     """Damped Newton: Cholesky solve, Armijo backtracking, stop on |g| and the decrement.
 
     lambda^2 = g^T H^-1 g is the Newton decrement; lambda^2 / 2 is the decrease the
@@ -219,7 +219,10 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
     ``chord`` (default: fused sums with CHORD_MIN_PARAMS parameters or more): chord steps
     in the quadratic phase, see CHORD_ENTER below.  ``final_hessian``: the caller needs
     the Hessian at the final point (standard errors), so the chord step expected to end
-    the fit forms it in its own pass.
+    the fit forms it in its own pass.  ``sample`` (with chord steps, on enough rows): the
+    damped steps before the quadratic phase solve with a Hessian summed over a sample of
+    the rows, scaled to all of them (the loss, gradient and every stopping test are full;
+    the first step that may end the fit, or whose Hessian needs damping, re-forms it in full).
     """
     tol = default_tol(x0.dtype) if tol is None else tol
     res = FitResult({}, 0, False, solver="newton")
@@ -231,6 +234,11 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         fast.speculate = True
     if chord is None:
         chord = fast is not None and hasattr(fast, "speculate_hess") and x0.numel() >= CHORD_MIN_PARAMS
+    # the damped phase's Hessians summed over a sample of the rows (see SAMPLE_ROWS_PER_PARAM
+    # in handgrad/fitting/sums.py); full ones from the quadratic phase on
+    sampling = bool(chord and sample and fast.sample_stride() > 1)
+    if sampling:
+        fast.sample_hess = True
     reused = None  # (H, its Cholesky factor) while chord steps reuse a Hessian
     f = obj.value(x)
     prev_dec = math.inf  # lambda^2 / 2 at the previous iterate
@@ -255,8 +263,18 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             d = -torch.cholesky_solve(g.unsqueeze(1), reused[1]).squeeze(1)
             entry["hessian_from"] = reused[2]  # a chord step: the Hessian of that iteration
         else:
+            if sampling and prev_full and gnorm <= CHORD_ENTER * prev_gnorm:
+                fast.sample_hess = sampling = False  # the quadratic phase: full Hessians
             H = lift_flat_directions(obj, x, obj.hess(x))
             d, how = _newton_direction(H, g)
+            if sampling and (how or gnorm <= tol or -(g @ d).item() / 2 <= tol):
+                # a sampled Hessian that needs damping, or a step that may end the fit (the
+                # stopping tests read the decrement): the full Hessian decides
+                fast.sample_hess = sampling = False
+                H = lift_flat_directions(obj, x, obj.hess(x))
+                d, how = _newton_direction(H, g)
+            if sampling and fast.hessian_sampled():
+                entry["hessian_chunk_stride"] = fast.sample_stride()  # every k-th row chunk
             if chord and not how and prev_full and gnorm <= CHORD_ENTER * prev_gnorm:
                 L, info = torch.linalg.cholesky_ex(H)  # quadratic phase: reuse H for chord steps
                 if int(info) == 0:
@@ -321,6 +339,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
             callback(k, entry)
     if fast is not None and chord:
         fast.speculate_hess = True
+        fast.sample_hess = False
     return _finish(res, obj, x, t0, max_iter)
 
 

@@ -12,10 +12,12 @@ z = X w + b (logistic regression, least squares), the derivation module offers
     dl/dw = X^T e,  dl/db = 1^T e,  H = X_a^T diag(h) X_a      (e = dl/dz, h = d^2l/dz^2)
 
 which :class:`LinearSums` evaluates in ONE pass per chunk: z_c = X_c w + b is computed
-once, X_c^T [e, h] is one matrix product, and the Hessian block is Xs^T Xs with
-Xs = X_c * sqrt(h) (h >= 0), accumulated chunk by chunk (a symmetric rank-k update
-whose operands stay in cache).  These are the same sums ``gradient()`` / ``hessian()``
-compute in one piece; only the order of the additions differs.
+once, the gradient is X_c^T e_c, and the Hessian block is A^T A with
+A = [X_c * sqrt(h_c), sqrt(h_c)] (h >= 0; the second column only with an intercept, giving
+X^T h and 1^T h in the same product), accumulated chunk by chunk while A is in cache.
+These are the same sums ``gradient()`` / ``hessian()`` compute in one piece; only the
+order of the additions differs.  Newton's damped phase may ask for a sampled Hessian: the
+same sum over every k-th chunk, scaled to all rows (SAMPLE_ROWS_PER_PARAM below).
 
 A ``reduce`` callable (see handgrad/distributed.py) turns the local sums of one
 process into the sums over every process: a Newton iteration then sends 1 + p + p^2
@@ -96,24 +98,33 @@ class LinearSums:
         self.reduce = reduce
         self.speculate = False
         self.speculate_hess = True  # Newton's chord steps turn it off: f and g alone
+        self.sample_hess = False  # Newton's early steps turn it on: a sampled Hessian will do
         self.passes = 0
+        self.last_sampled = False
         self._x: torch.Tensor | None = None
         self._f = self._g = self._H = None
+        self._H_sampled = False
 
     # cache ----------------------------------------------------------------------------
     def _hit(self, x: torch.Tensor, need_g: bool, need_H: bool) -> bool:
         if self._x is None or self._x.shape != x.shape or not torch.equal(self._x, x):
             return False
-        return (not need_g or self._g is not None) and (not need_H or self._H is not None)
+        full = not self._H_sampled or self.sample_hess  # a sampled Hessian only where allowed
+        return (not need_g or self._g is not None) and (not need_H or (self._H is not None and full))
 
     def _eval(self, x: torch.Tensor, need_g: bool, need_H: bool) -> None:
         if not self._hit(x, need_g, need_H):
             f, g, H = self.sums(x, need_g=need_g, need_H=need_H)
             self._x, self._f, self._g, self._H = x.detach().clone(), f, g, H
+            self._H_sampled = self.last_sampled
 
     def has_hessian_at(self, x: torch.Tensor) -> bool:
         """Whether the last pass formed the Hessian at x (a chord step's pass may have)."""
         return self._hit(x, True, True)
+
+    def hessian_sampled(self) -> bool:
+        """Whether the cached Hessian is a sampled one (Newton's early steps)."""
+        return self._H is not None and self._H_sampled
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.speculate
@@ -130,61 +141,68 @@ class LinearSums:
         return self._H
 
     # the pass ---------------------------------------------------------------------------
+    def sample_stride(self) -> int:
+        """The chunk stride of a sampled Hessian: every k-th chunk, at least SAMPLE_ROWS_PER_PARAM
+        rows per parameter (1: too few rows to sample, every chunk)."""
+        n_chunks = -(-self.rows.n // self.chunk_rows)
+        want = -(-SAMPLE_ROWS_PER_PARAM * self.p // self.chunk_rows)  # chunks to sample
+        return max(1, n_chunks // max(1, want))
+
     def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True,
              need_f: bool = True):
         """One pass over the rows: (loss or None, flat gradient or None, Hessian or None).
 
         ``need_f=False`` (gradient alone) skips the per-sample losses: a hand gradient
-        needs no forward value, where reverse-mode autograd must compute it first."""
+        needs no forward value, where reverse-mode autograd must compute it first.  With
+        ``sample_hess`` on (Newton's early steps), the Hessian is the same sum over every
+        k-th chunk (:meth:`sample_stride`) times rows / sampled rows."""
         self.passes += 1
         d, p = self.d, self.p
         w = x[:d]
         b = x[d] if self.intercept else None
         dev, dt = x.device, x.dtype
+        stride = self.sample_stride() if need_H and self.sample_hess else 1
         # the loss is accumulated in float64 even for float32 parameters: Newton's line
         # search compares losses whose difference is far below float32 resolution
         f = torch.zeros((), dtype=torch.float64, device=dev)
         g = torch.zeros(p, dtype=dt, device=dev) if need_g else None
-        Hww = torch.zeros(d, d, dtype=dt, device=dev) if need_H else None
-        Hwb = torch.zeros(d, dtype=dt, device=dev) if need_H else None
-        Hbb = torch.zeros((), dtype=dt, device=dev)
         hdt = self.hess_dtype or dt
-        for _, X, y in self.rows.chunks(self.chunk_rows):
+        H = torch.zeros(p, p, dtype=dt, device=dev) if need_H else None
+        A = None  # per chunk [X_c * sqrt(h_c), sqrt(h_c)] in the Hessian's dtype: H += A^T A
+        rows = rows_H = 0
+        for c, (_, X, y) in enumerate(self.rows.chunks(self.chunk_rows)):
             if X.dtype != dt:
                 X = X.to(dt)
+            m = X.shape[0]
+            rows += m
+            form_H = need_H and c % stride == 0
             z = torch.addmv(b, X, w) if b is not None else X @ w
-            lz, e, h = self.per_sample(z, y, need_g, need_H, need_f)
+            lz, e, h = self.per_sample(z, y, need_g, form_H, need_f)
             if need_f:
                 f += lz.sum(dtype=torch.float64)
-            if need_H and self.intercept:
-                # X^T [e, h] in one product: the gradient and the Hessian's intercept column
-                eh = X.T @ torch.stack([e, h], 1)
-                g[:d] += eh[:, 0]
-                Hwb += eh[:, 1]
-                g[d] += e.sum()
-                Hbb += h.sum()
-            elif need_g:
-                g[:d] += X.T @ e
+            if need_g:
+                g[:d].addmv_(X.T, e)
                 if self.intercept:
                     g[d] += e.sum()
-            if need_H:
-                if bool((h >= 0).all()):
-                    Xs = X * h.sqrt().unsqueeze(1)
-                    if hdt == dt:
-                        Hww.addmm_(Xs.T, Xs)
-                    else:
-                        Xs = Xs.to(hdt)
-                        Hww += (Xs.T @ Xs).to(dt)
-                else:
-                    Hww += (X.T.to(hdt) @ (X * h.unsqueeze(1)).to(hdt)).to(dt)
-        H = None
-        if need_H:
-            H = torch.empty(p, p, dtype=dt, device=dev)
-            H[:d, :d] = Hww
-            if self.intercept:
-                H[:d, d] = Hwb
-                H[d, :d] = Hwb
-                H[d, d] = Hbb
+            if not form_H:
+                continue
+            rows_H += m
+            if bool((h >= 0).all()):
+                # one product per chunk, its operand formed once and used while in cache:
+                # A^T A holds X^T diag(h) X, the intercept column X^T h and 1^T h
+                if A is None or A.shape[0] < m:
+                    A = torch.empty(m, p, dtype=hdt, device=dev)
+                a = A[:m]
+                s = h.sqrt()
+                torch.mul(X, s.unsqueeze(1), out=a[:, :d])
+                if self.intercept:
+                    a[:, d] = s
+                H += (a.T @ a).to(dt) if hdt != dt else a.T @ a
+            else:  # a per-sample curvature below zero: no square root, the general product
+                Xa = torch.cat([X, X.new_ones(m, 1)], 1) if self.intercept else X
+                H += (Xa.T.to(hdt) @ (Xa * h.unsqueeze(1)).to(hdt)).to(dt)
+        if need_H and rows_H < rows:
+            H *= rows / rows_H  # a sampled Hessian, scaled to every row (before the reduction)
         if self.reduce is not None:
             # one message of 1 + p + p^2 numbers (float64, so the loss keeps its digits)
             parts = [f.reshape(1)] + ([g] if need_g else []) + ([H.reshape(-1)] if need_H else [])
@@ -201,7 +219,16 @@ class LinearSums:
             if need_H:
                 idx = torch.arange(d, device=dev)
                 H[idx, idx] += self.l2
+        self.last_sampled = need_H and stride > 1
         return (f if need_f else None), g, H
+
+
+# Newton's early (damped) steps need a direction, not an exact Hessian: a Hessian summed
+# over every k-th chunk with this many rows per parameter or more (a relative error of
+# about 1 / sqrt(SAMPLE_ROWS_PER_PARAM), 5%) moves them as far as the full one at a
+# fraction of its product; the quadratic phase, the chord steps and every Hessian handed
+# out (standard errors, check, derive) are full sums.
+SAMPLE_ROWS_PER_PARAM = 400
 
 
 # ------------------------------------------------------------------ any model, in chunks

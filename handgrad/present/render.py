@@ -94,6 +94,12 @@ def fit_text(out: dict, iterations: str = "capped") -> str:
         if len(hist) < len(out["history"]):
             say(f"({len(out['history'])} iterations; {len(hist)} shown: "
                 "--all-iterations prints every one, --json has the full history)")
+        sampled = [h for h in out["history"] if "hessian_chunk_stride" in h]
+        if sampled:
+            k = sampled[0]["hessian_chunk_stride"]
+            say(f"sampled Hessians at iterations {_ranges([h['iteration'] for h in sampled])}: "
+                f"summed over one row chunk in {k} and scaled to every row (Newton's damped "
+                "phase; the loss, gradient and stopping tests use every row)")
         chord = [h for h in out["history"] if "hessian_from" in h]
         if chord:
             froms = sorted({h["hessian_from"] for h in chord})
