@@ -31,14 +31,14 @@ from handgrad.fitting.data import Data
 from handgrad.params import flatten, unflatten
 from handgrad.present import io
 
-SECTIONS = ("machine", "startup", "logistic", "hessian", "gradients", "derived", "least_squares",
-            "covariance", "mixed")
+SECTIONS = ("machine", "startup", "logistic", "job", "hessian", "gradients", "derived",
+            "least_squares", "covariance", "mixed")
 
-FULL = {"logistic": [(200_000, 100), (1_000_000, 50)], "hessian": (200_000, 100),
+FULL = {"logistic": [(200_000, 100), (1_000_000, 50)], "job": (200_000, 100), "hessian": (200_000, 100),
         "gradients": (200_000, 50), "derived": (200_000, 100), "least_squares": (1_000_000, 100),
         "covariance": (1_000_000, 100), "mixed": (200_000, 100), "repeats": 3,
         "autograd_newton": False, "gflops_n": 1500}
-QUICK = {"logistic": [(20_000, 20)], "hessian": (20_000, 20), "gradients": (5_000, 10),
+QUICK = {"logistic": [(20_000, 20)], "job": (20_000, 20), "hessian": (20_000, 20), "gradients": (5_000, 10),
          "derived": (5_000, 10),
          "least_squares": (20_000, 10), "covariance": (20_000, 10), "mixed": (20_000, 20),
          "repeats": 3, "autograd_newton": True, "gflops_n": 1000}
@@ -119,11 +119,11 @@ def logistic_data(n: int, d: int, seed: int = 0) -> Data:
     return Data(X, y)
 
 
-def hand_newton(data: Data, tol: float = 1e-8, hess_dtype=None):
+def hand_newton(data: Data, tol: float = 1e-8, hess_dtype=None, sample: bool = True):
     entry = registry.get("logistic")
     like = entry.model.init_params(data)
     obj = solvers.Objective(entry, data, like, {"l2": 0.0}, hess_dtype=hess_dtype)
-    res = solvers.newton(obj, flatten(like), tol=tol)
+    res = solvers.newton(obj, flatten(like), tol=tol, sample=sample)
     return res
 
 
@@ -171,6 +171,11 @@ def bench_logistic(sizes, repeats: int, with_autograd: bool) -> list[dict]:
                              bool(t / t_h >= 4 and diff <= 1e-10), coef_max_diff=diff,
                              peer_iterations=it))
         if sk:
+            t_f, r_f = timeit(lambda data=data: hand_newton(data, sample=False), reps, warm)
+            diff_f = float(np.abs(coef - flatten(r_f.params).numpy()).max())
+            rows.append(_row("logistic Newton |g|<1e-8", case, "handgrad newton, every Hessian full",
+                             t_f, "scikit-learn newton-cholesky", t, coef_max_diff=diff_f,
+                             iterations=r_f.iterations, peer_iterations=it))
             t32, r32 = timeit(lambda data=data: hand_newton(data, hess_dtype=torch.float32), reps,
                               warm)
             diff32 = float(np.abs(coef - flatten(r32.params).numpy()).max())
@@ -482,6 +487,37 @@ def bench_startup(repeats: int) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------ whole job
+
+
+def bench_job(n: int, d: int, repeats: int) -> list[dict]:
+    """The whole in-process job, pipeline.fit of a .npz (load, validation, fit, summary with
+    standard errors), against the fit inside it (its ``seconds``: start point, preflight,
+    Newton with the final Hessian the standard errors use), medians over the same runs."""
+    import tempfile
+
+    from handgrad.fitting import pipeline
+    data = logistic_data(n, d)
+    case = f"{n // 1000}k x {d}"
+    t_bare, _ = timeit(lambda: hand_newton(data), repeats)
+    walls, fits = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "X.npz")
+        np.savez(path, X=data.X.numpy(), y=data.y.numpy())
+        for k in range(repeats + 1):  # the first is a warm-up
+            t = time.perf_counter()
+            out = pipeline.fit("logistic", solver="newton", data_path=path, device="cpu")
+            if k:
+                walls.append(time.perf_counter() - t)
+                fits.append(out["seconds"])
+    t_j, t_f = statistics.median(walls), statistics.median(fits)
+    ratio = t_j / t_f
+    return [_row("whole job", case, "pipeline.fit of a .npz (load, validate, fit, summary)", t_j,
+                 "its fit (start point, preflight, Newton with the final Hessian)", t_f,
+                 "job/fit <= 1.5", bool(ratio <= 1.5), job_over_fit=round(ratio, 3),
+                 bare_solver_s=round(t_bare, 4), iterations=out["iterations"])]
+
+
 # -------------------------------------------------------------------------- mixed precision
 
 
@@ -535,6 +571,7 @@ def run(quick: bool = False, only: tuple[str, ...] = (), sizes: dict | None = No
         ("startup", lambda: bench_startup(cfg["repeats"])),
         ("logistic", lambda: bench_logistic(cfg["logistic"], cfg["repeats"],
                                             cfg["autograd_newton"])),
+        ("job", lambda: bench_job(*cfg["job"], cfg["repeats"])),
         ("hessian", lambda: bench_hessian(*cfg["hessian"], cfg["repeats"], rate["best_gflops"],
                                           True)),
         ("gradients", lambda: bench_gradients(*cfg["gradients"], cfg["repeats"])),
@@ -583,7 +620,7 @@ def markdown(result: dict) -> str:
         notes = []
         for k in ("iterations", "peer_iterations", "coef_max_diff", "max_diff", "rel_diff",
                   "floor_ratio", "hand_over_autograd", "gradient_fn_over_autograd",
-                  "derived_over_hand", "gemm_floor_ratio", "cond",
+                  "derived_over_hand", "gemm_floor_ratio", "cond", "job_over_fit", "bare_solver_s",
                   "error"):
             if r.get(k) is not None:
                 v = r[k]

@@ -886,3 +886,18 @@ def test_far_outlier_is_not_called_separated(runner, tmp_path):
     z = X @ np.array([out["coefficients"]["a"], out["coefficients"]["b"]]) + \
         out["coefficients"]["intercept"]
     assert np.abs(z).max() > validate.QUASI_TRIGGER  # the exact test did run
+
+
+def test_column_magnitudes_in_row_blocks_match_numpy():
+    """validate.column_magnitudes reads X in ~4 MB row blocks (no n x d |X| temporary): the
+    same max |x_ij| per column as numpy's, across block edges and for an empty X."""
+    from handgrad.fitting import validate
+    from handgrad.fitting.data import Data
+    g = torch.Generator().manual_seed(0)
+    for n in (0, 3, 150_001):
+        X = torch.randn(n, 9, generator=g, dtype=torch.float64)
+        if n > 100_000:
+            X[149_999, 4] = -77.0  # the extreme in the last block, negative
+        got = validate.column_magnitudes(Data(X, None)).numpy()
+        want = np.abs(X.numpy()).max(axis=0) if n else np.zeros(9)
+        assert np.array_equal(got, want), n

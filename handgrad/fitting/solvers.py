@@ -275,7 +275,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
                 d, how = _newton_direction(H, g)
             if sampling and fast.hessian_sampled():
                 entry["hessian_chunk_stride"] = fast.sample_stride()  # every k-th row chunk
-            if chord and not how and prev_full and gnorm <= CHORD_ENTER * prev_gnorm:
+            if chord and not how and not sampling and prev_full and gnorm <= CHORD_ENTER * prev_gnorm:
                 L, info = torch.linalg.cholesky_ex(H)  # quadratic phase: reuse H for chord steps
                 if int(info) == 0:
                     reused = (H, L, k)

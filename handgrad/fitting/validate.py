@@ -78,7 +78,17 @@ def rescale_remedy() -> str:
 
 
 def column_magnitudes(data: Data) -> torch.Tensor:
-    return data.X.detach().abs().amax(dim=0).to(torch.float64).cpu()
+    """max_i |x_ij| per column, in row blocks of about 4 MB: |X| is never formed whole (an
+    n x d temporary costs more in fresh pages than the pass itself)."""
+    X = data.X.detach()
+    step = max(1, (4 << 20) // max(1, X.shape[1] * X.element_size()))
+    if X.shape[0] <= step:
+        return X.abs().amax(dim=0).to(torch.float64).cpu() if X.shape[0] else X.new_zeros(
+            X.shape[1], dtype=torch.float64).cpu()
+    out = X[:step].abs().amax(dim=0)
+    for i in range(step, X.shape[0], step):
+        torch.maximum(out, X[i:i + step].abs().amax(dim=0), out=out)
+    return out.to(torch.float64).cpu()
 
 
 def scale_problem(data: Data) -> str | None:
