@@ -172,3 +172,41 @@ def test_chord_steps_stay_in_step_across_processes():
     x_a = np.array(a["params"]["w"] + [a["params"]["b"]])
     x_b = np.array(b["params"]["w"] + [b["params"]["b"]])
     assert np.abs(x_a - x_b).max() <= 1e-10
+
+
+def _sampling_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    from handgrad.fitting import sums
+
+    torch.set_num_threads(1)
+    # 4001 rows in chunks of 100: the two shards hold 21 and 20 chunks, so a stride from
+    # each shard's own count (21 // 7 = 3, 20 // 7 = 2) would differ; the shared one is 2
+    sums.SAMPLE_ROWS_PER_PARAM = 17  # 17 * 41 rows = 7 chunks to sample
+    ctx = distributed.init_tcp(rank, world, port)
+    try:
+        entry = registry.get("logistic")
+        data, _ = entry.model.synthetic(n=4001, d=40, seed=7)
+        like = entry.model.init_params(data)
+        rows = source.TensorRows(data.X, data.y).shard(rank, world)
+        obj = solvers.Objective(entry, rows, like, {"l2": 0.0}, chunk_rows=100, reduce=ctx.reduce)
+        res = solvers.newton(obj, flatten(like))
+        torch.save({"x": flatten(res.params), "converged": res.converged, "stride": obj.fast.sample_stride(),
+                    "sampled": [h.get("hessian_chunk_stride") for h in res.history]},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        distributed.shutdown(ctx)
+
+
+def test_sampled_hessians_use_one_stride_on_every_process(tmp_path):
+    """Shards whose own chunk counts would give different sampling strides: every rank uses
+    the shared one, takes the same passes (the all-reduces match: no hang), the same steps,
+    and ends at the one-process optimum."""
+    mp.spawn(_sampling_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert r0["stride"] == r1["stride"] == 2
+    assert r0["sampled"] == r1["sampled"] and r0["sampled"][0] == 2
+    assert torch.equal(r0["x"], r1["x"]) and r0["converged"]
+    entry = registry.get("logistic")
+    data, _ = entry.model.synthetic(n=4001, d=40, seed=7)
+    like = entry.model.init_params(data)
+    ref = solvers.newton(solvers.Objective(entry, data, like, {"l2": 0.0}), flatten(like), sample=False)
+    assert (r0["x"] - flatten(ref.params)).abs().max() <= 1e-10

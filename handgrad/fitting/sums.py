@@ -104,6 +104,7 @@ class LinearSums:
         self._x: torch.Tensor | None = None
         self._f = self._g = self._H = None
         self._H_sampled = False
+        self._stride: int | None = None
 
     # cache ----------------------------------------------------------------------------
     def _hit(self, x: torch.Tensor, need_g: bool, need_H: bool) -> bool:
@@ -143,10 +144,21 @@ class LinearSums:
     # the pass ---------------------------------------------------------------------------
     def sample_stride(self) -> int:
         """The chunk stride of a sampled Hessian: every k-th chunk, at least SAMPLE_ROWS_PER_PARAM
-        rows per parameter (1: too few rows to sample, every chunk)."""
-        n_chunks = -(-self.rows.n // self.chunk_rows)
-        want = -(-SAMPLE_ROWS_PER_PARAM * self.p // self.chunk_rows)  # chunks to sample
-        return max(1, n_chunks // max(1, want))
+        rows per parameter (1: too few rows to sample, every chunk).  Across processes it is
+        one number for all of them (from the mean chunk count, one 2-number all-reduce the
+        first time), so every rank takes the same passes and its all-reduces match."""
+        if self._stride is None:
+            n_chunks = -(-self.rows.n // self.chunk_rows)
+            if self.reduce is not None:
+                tot = self.reduce(torch.tensor([float(n_chunks), 1.0], dtype=torch.float64,
+                                                device=self.rows_device()))
+                n_chunks = int(tot[0].item() // tot[1].item())
+            want = -(-SAMPLE_ROWS_PER_PARAM * self.p // self.chunk_rows)  # chunks to sample
+            self._stride = max(1, n_chunks // max(1, want))
+        return self._stride
+
+    def rows_device(self):
+        return self.like[next(iter(self.like))].device
 
     def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True,
              need_f: bool = True):
