@@ -71,28 +71,39 @@ def test_small_problems_and_other_objectives_take_full_newton_steps():
     assert not any("hessian_from" in h_ for h_ in res.history) and h == passes
 
 
-def test_standard_errors_come_from_the_hessian_at_the_final_point(monkeypatch, tmp_path):
+@pytest.mark.parametrize("marker, module, knob, n", [
+    ("hessian_from", solvers, "CHORD_MIN_PARAMS", 5000),  # chord steps
+    ("hessian_chunk_stride", sums, "SAMPLE_ROWS_PER_PARAM", 70_000),  # sampled Hessians
+])
+def test_standard_errors_come_from_the_hessian_at_the_final_point(monkeypatch, tmp_path, marker,
+                                                                   module, knob, n):
+    """Chord steps and sampled Hessians change the iterations, not the standard errors: the
+    same as a fit with that feature switched off (its knob set out of reach)."""
     import numpy as np
 
     from handgrad.fitting import pipeline
-    data = _data(n=5000, d=40, seed=3)
+    data = _data(n=n, d=40, seed=3)
     path = tmp_path / "d.npz"
     np.savez(path, X=data.X.numpy(), y=data.y.numpy())
-    chord = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
-    assert any("hessian_from" in h for h in chord["history"])
-    monkeypatch.setattr(solvers, "CHORD_MIN_PARAMS", 10 ** 9)
-    full = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
-    assert not any("hessian_from" in h for h in full["history"])
-    for k, v in full["std_errors"].items():
-        assert chord["std_errors"][k] == pytest.approx(v, rel=1e-10), k
+    on = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
+    assert any(marker in h for h in on["history"])
+    monkeypatch.setattr(module, knob, 10 ** 9)
+    off = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
+    assert not any(marker in h for h in off["history"])
+    for k, v in off["std_errors"].items():
+        assert on["std_errors"][k] == pytest.approx(v, rel=1e-9), k
 
 
-def test_the_fit_text_says_which_iterations_reused_a_hessian(runner):
+@pytest.mark.parametrize("n, start, words", [
+    (20_000, "chord steps at iterations", ("reused", "f and g only")),
+    (80_000, "sampled Hessians at iterations", ("one row chunk in", "stopping tests use every row")),
+])
+def test_the_fit_text_says_which_iterations_reused_or_sampled_a_hessian(runner, n, start, words):
     from tests.conftest import invoke
-    r, _ = invoke(runner, "fit", "logistic", "--newton", "--n-samples", "20000", "--n-features", "40")
+    r, _ = invoke(runner, "fit", "logistic", "--newton", "--n-samples", n, "--n-features", "40")
     assert r.exit_code == 0, r.stderr
-    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("chord steps at iterations"))
-    assert "reused" in line and "f and g only" in line
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith(start))
+    assert all(w in line for w in words), line
 
 
 def test_speculation_is_restored_after_a_fit():

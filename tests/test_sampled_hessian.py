@@ -126,25 +126,4 @@ def test_a_sampled_hessian_is_never_handed_out():
     assert torch.allclose(obj.hess(y), ref_y, rtol=1e-10, atol=1e-8)
 
 
-def test_standard_errors_are_unchanged_by_sampling(monkeypatch, tmp_path):
-    import numpy as np
-
-    from handgrad.fitting import pipeline
-    data = _data(n=70_000, seed=3)
-    path = tmp_path / "d.npz"
-    np.savez(path, X=data.X.numpy(), y=data.y.numpy())
-    smp = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
-    assert any("hessian_chunk_stride" in h for h in smp["history"])
-    monkeypatch.setattr(sums, "SAMPLE_ROWS_PER_PARAM", 10 ** 9)  # no sampling
-    full = pipeline.fit("logistic", solver="newton", data_path=str(path), device="cpu")
-    assert not any("hessian_chunk_stride" in h for h in full["history"])
-    for k, v in full["std_errors"].items():
-        assert smp["std_errors"][k] == pytest.approx(v, rel=1e-9), k
-
-
-def test_the_fit_text_says_which_iterations_used_a_sampled_hessian(runner):
-    from tests.conftest import invoke
-    r, _ = invoke(runner, "fit", "logistic", "--newton", "--n-samples", "80000", "--n-features", "40")
-    assert r.exit_code == 0, r.stderr
-    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("sampled Hessians at iterations"))
-    assert "one row chunk in" in line and "stopping tests use every row" in line
+# the standard errors and the fit text: tests/test_chord.py (parametrized over both)
