@@ -150,15 +150,12 @@ class LinearSums:
         if self._stride is None:
             n_chunks = -(-self.rows.n // self.chunk_rows)
             if self.reduce is not None:
-                tot = self.reduce(torch.tensor([float(n_chunks), 1.0], dtype=torch.float64,
-                                                device=self.rows_device()))
+                dev = next(iter(self.like.values())).device
+                tot = self.reduce(torch.tensor([float(n_chunks), 1.0], dtype=torch.float64, device=dev))
                 n_chunks = int(tot[0].item() // tot[1].item())
             want = -(-SAMPLE_ROWS_PER_PARAM * self.p // self.chunk_rows)  # chunks to sample
             self._stride = max(1, n_chunks // max(1, want))
         return self._stride
-
-    def rows_device(self):
-        return self.like[next(iter(self.like))].device
 
     def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True,
              need_f: bool = True):

@@ -82,11 +82,8 @@ def column_magnitudes(data: Data) -> torch.Tensor:
     n x d temporary costs more in fresh pages than the pass itself)."""
     X = data.X.detach()
     step = max(1, (4 << 20) // max(1, X.shape[1] * X.element_size()))
-    if X.shape[0] <= step:
-        return X.abs().amax(dim=0).to(torch.float64).cpu() if X.shape[0] else X.new_zeros(
-            X.shape[1], dtype=torch.float64).cpu()
-    out = X[:step].abs().amax(dim=0)
-    for i in range(step, X.shape[0], step):
+    out = X.new_zeros(X.shape[1])  # |x| >= 0; a NaN still propagates through maximum
+    for i in range(0, X.shape[0], step):
         torch.maximum(out, X[i:i + step].abs().amax(dim=0), out=out)
     return out.to(torch.float64).cpu()
 
