@@ -104,10 +104,12 @@ def test_planted_transposed_factor_fails():
 
 
 def test_planted_wrong_hessian_fails_and_names_entry():
-    def hess_naive_weights(P, D, **hp):  # p instead of p(1 - p)
-        z = D.X @ P["w"] + (P["b"] if "b" in P else 0.0)
-        from handgrad.fitting.linalg import add_ridge, sandwich
-        return add_ridge(sandwich(D.X, torch.sigmoid(z), "b" in P), hp.get("l2", 0.0), D.d)
+    from handgrad.fitting.sums import LinearLoss
+
+    def naive_pieces(z, y, grad=True, hess=True, value=True):  # p instead of p(1 - p)
+        lz, e, _ = dlog.per_sample(z, y, grad, hess, value)
+        return lz, e, torch.sigmoid(z) if hess else None
+    hess_naive_weights = LinearLoss(naive_pieces).hessian
     rep, bad = _first_failure("logistic", _planted(dlog, hessian=hess_naive_weights))
     assert [c.hand_vs for c in bad] == ["autograd", "fd"]
     assert all(c.quantity == "hessian" for c in bad)

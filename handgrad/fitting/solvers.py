@@ -236,7 +236,7 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
         chord = fast is not None and hasattr(fast, "speculate_hess") and x0.numel() >= CHORD_MIN_PARAMS
     # the damped phase's Hessians summed over a sample of the rows (see SAMPLE_ROWS_PER_PARAM
     # in handgrad/fitting/sums.py); full ones from the quadratic phase on
-    sampling = bool(chord and sample and fast.sample_stride() > 1)
+    sampling = bool(chord and sample and hasattr(fast, "sample_stride") and fast.sample_stride() > 1)
     if sampling:
         fast.sample_hess = True
     reused = None  # (H, its Cholesky factor) while chord steps reuse a Hessian

@@ -206,7 +206,10 @@ class LinearSums:
                 torch.mul(X, s.unsqueeze(1), out=a[:, :d])
                 if self.intercept:
                     a[:, d] = s
-                H += (a.T @ a).to(dt) if hdt != dt else a.T @ a
+                if hdt == dt:
+                    H.addmm_(a.T, a)
+                else:  # float32 blocks, each added to the float64 sum
+                    H += (a.T @ a).to(dt)
             else:  # a per-sample curvature below zero: no square root, the general product
                 Xa = torch.cat([X, X.new_ones(m, 1)], 1) if self.intercept else X
                 H += (Xa.T.to(hdt) @ (Xa * h.unsqueeze(1)).to(hdt)).to(dt)
