@@ -259,9 +259,14 @@ def bench_glm(model: str, sizes, repeats: int, with_autograd: bool) -> list[dict
         Xn, yn = data.X.numpy(), data.y.numpy()
         for peer in glm_peers(model, Xn, yn, data):
             sk = peer.name.startswith("scikit-learn")
-            got, matched = peer_rows(section, case, ours_label, t_h, ours, peer, reps, warm,
-                                     ">= 2x faster at matched accuracy" if sk else None,
-                                     2.0 if sk else None)
+            try:
+                got, matched = peer_rows(section, case, ours_label, t_h, ours, peer, reps, warm,
+                                         ">= 2x faster at matched accuracy" if sk else None,
+                                         2.0 if sk else None)
+            except Exception as exc:  # one peer failing (another version's API) loses only its rows
+                rows.append(_row(section, case, ours_label, t_h, peer.name, None,
+                                 error=f"{type(exc).__name__}: {exc}"))
+                continue
             rows.extend(got)
             if sk and matched and model == "logistic":  # handgrad's variants, same peer run
                 for label, kw in (("handgrad newton, every Hessian full", {"sample": False}),

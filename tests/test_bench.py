@@ -150,3 +150,22 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
         assert part in commands, part
     assert all(s["exit"] == 0 for s in res["steps"]), [s for s in res["steps"] if s["exit"]]
     assert res["in_memory_newton"]["converged"]
+
+
+def test_a_failing_peer_loses_only_its_own_rows(monkeypatch):
+    """A peer whose fit raises (say another version's arguments) leaves an error row and
+    the other peers' rows; glum, absent here, leaves none."""
+    pytest.importorskip("sklearn")
+
+    def broken(model, X, y):
+        def run(tol):
+            raise TypeError("unexpected keyword argument 'tol'")
+        return bench.Peer("statsmodels Logit newton", run, defaults="-")
+
+    monkeypatch.setattr(bench, "_statsmodels_peer", broken)
+    rows = bench.bench_glm("logistic", [(500, 3)], 1, False)
+    bad = [r for r in rows if r.get("error")]
+    assert [r["peer"] for r in bad] == ["statsmodels Logit newton"] and "tol" in bad[0]["error"]
+    assert any(r["peer"] == "scikit-learn newton-cholesky" and r["coef_max_diff"] <= bench.MATCH
+               for r in rows)
+    assert not any("glum" in (r["peer"] or "") for r in rows)
