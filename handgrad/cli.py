@@ -430,7 +430,7 @@ def _check_config_values(ctx, cfg: dict, path: str) -> str | None:
               help="Folder for bench.md (markdown table) and bench.json, made in the current "
               "folder; the committed table is refreshed only with --out benchmarks/results.")
 @click.option("--only", multiple=True, help="Run only these sections (repeatable): machine, "
-              "startup, logistic, job, hessian, gradients, derived, least_squares, covariance, "
+              "startup, logistic, poisson, job, hessian, gradients, derived, least_squares, covariance, "
               "mixed.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for torch and numpy's BLAS (1 is fair on a loaded machine).")

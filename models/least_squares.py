@@ -66,8 +66,9 @@ def design(data: Data, intercept: bool) -> torch.Tensor:
 # about 106 bits), so the solution is accurate to about the working precision whenever
 # cond(A D) * eps < 1, even where the data's own condition number is 1e15.
 # "qr" is plain Householder QR (about cond * eps relative error), "normal" the notes'
-# (X^T X)^-1 X^T y by Cholesky (about cond^2 * eps), "svd" numpy.linalg.lstsq's default
-# (SVD, singular values below eps * max(n, p) * s_max dropped).
+# (X^T X)^-1 X^T y by Cholesky (about cond^2 * eps), "svd" numpy's SVD of the column-scaled
+# design (singular values below eps * max(n, p) * s_max dropped; it warns where it differs
+# from the default by more than SVD_AGREES).
 
 CLOSED_SOLVERS = ("closed", "qr", "normal", "svd")
 ILL_CONDITIONED = 1e8  # warn above this condition number (column-scaled design)
@@ -75,6 +76,7 @@ FAST_ROWS = 100_000  # from here on, well-conditioned designs take the Cholesky-
 FAST_MAX_COND = 1e5  # corrected semi-normal equations match Householder QR below this
 _REFINE_ABOVE = 1e3  # below this condition, QR alone is accurate to ~1e-13: skip refinement
 _EPS = float(np.finfo(np.float64).eps)
+SVD_AGREES = 1e-10  # --solver svd warns where it differs from the default by more (relative)
 
 
 def _augmented(data: Data, intercept: bool, l2: float) -> tuple[np.ndarray, np.ndarray]:
@@ -225,20 +227,7 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
     if method == "normal":
         theta = _normal_equations(A, y, warns)
     elif method == "svd":
-        rcond = max(m, p) * _EPS  # numpy's default for rcond=None
-        theta, _, rank, s = np.linalg.lstsq(A, y, rcond=None)
-        extra["rank"] = int(rank)
-        extra["condition_unscaled"] = float(s[0] / s[-1]) if s[-1] > 0 else math.inf
-        extra["rcond"] = rcond
-        if rank < p:  # SVD truncation: singular values below rcond * s_max were set to zero
-            dropped = [float(v) for v in s[s <= rcond * s[0]]]
-            extra["singular_values_dropped"] = dropped
-            shown = ", ".join(f"{v:.3g}" for v in dropped[:4])
-            _warn(f"svd: {p - rank} of {p} singular values are below rcond * s_max = "
-                  f"{rcond * s[0]:.3g} (rcond {rcond:.2g}; dropped {shown}) "
-                  "and were treated as zero: this is the least-squares solution of a truncated "
-                  "design, not of the one given (unscaled columns; the default solver scales "
-                  "them first)", warns)
+        theta = _svd(data, A, y, intercept, l2, names, extra, warns)
     else:
         D = _column_scale(A)
         As = np.asfortranarray(A) / D  # Fortran order: LAPACK's layout, contiguous columns
@@ -280,6 +269,43 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
     if "R" in extra:
         extra["R"] = extra["R"].to(device=dev, dtype=dt)
     return params, extra
+
+
+def _svd(data, A, y, intercept, l2, names, extra, warns) -> np.ndarray:
+    """numpy's SVD solve of the column-scaled design (handgrad.fitting.lstsq.svd_solve),
+    checked against the default solver: where the two differ by more than SVD_AGREES
+    (relative, in any coefficient) it says so, with the difference."""
+    from handgrad.fitting import lstsq
+
+    theta, info = lstsq.svd_solve(A, y)
+    p = A.shape[1]
+    extra.update(rank=info["rank"], condition=info["cond"], rcond=info["rcond"],
+                 condition_unscaled=info["cond_unscaled"], solver="SVD of the column-scaled design")
+    if info["rank"] < p:  # SVD truncation: singular values below rcond * s_max set to zero
+        dropped = extra["singular_values_dropped"] = info["dropped"]
+        shown = ", ".join(f"{v:.3g}" for v in dropped[:4])
+        _warn(f"svd: {p - info['rank']} of {p} singular values are below rcond * s_max "
+              f"(columns scaled to unit norm; rcond {info['rcond']:.2g}; dropped {shown}) and "
+              "were treated as zero: this is the least-squares solution of a truncated design, not "
+              "of the one given; of its solutions, the one of least norm ||theta|| (numpy's/"
+              "pinv's choice) is returned", warns)
+        return theta
+    with warnings.catch_warnings():  # the default's own warnings come with the fit's factor
+        warnings.simplefilter("ignore", HandgradWarning)
+        ref, _ = closed_form(data, intercept=intercept, l2=l2)
+    ref = np.append(ref["w"].detach().cpu().double().numpy(),
+                    [float(ref["b"])] if intercept else [])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.where(theta == ref, 0.0, np.abs(theta - ref) / np.abs(ref))
+    extra["differs_from_default"] = worst = float(gap.max())
+    if worst > SVD_AGREES:
+        j = int(np.argmax(gap))
+        _warn(f"svd: its coefficients differ from the default solver's by up to {worst:.1g} "
+              f"relative (coefficient {names[j]!r}; column-scaled condition "
+              f"{info['cond']:.2g}): an SVD is not refined, and this design needs refinement "
+              "for full precision; the default solver (column-scaled QR with iterative "
+              "refinement) gives it", warns)
+    return theta
 
 
 def _cholesky_qr(data: Data, intercept: bool, l2: float):

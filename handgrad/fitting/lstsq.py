@@ -1,10 +1,12 @@
 """Closed forms over row chunks: the covariance MLE in one shifted pass, and least squares
-(corrected semi-normal equations, or Householder QR / TSQR)."""
+(corrected semi-normal equations, or Householder QR / TSQR); and least squares in memory by
+the SVD of the column-scaled design (``--solver svd``)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from handgrad.errors import UserError
@@ -178,3 +180,47 @@ def _householder(rows, intercept, l2, chunk_rows):
     return theta, R
 
 
+
+
+# ------------------------------------------------------------------ least squares by SVD
+
+
+def column_scale(A: np.ndarray) -> np.ndarray:
+    """Powers of two nearest each column's 2-norm (exact to apply and undo); 1 for zeros."""
+    norms = np.linalg.norm(A, axis=0)
+    return np.where(norms > 0, np.exp2(np.round(np.log2(np.where(norms > 0, norms, 1.0)))), 1.0)
+
+
+def svd_solve(A: np.ndarray, y: np.ndarray, rcond: float | None = None) -> tuple[np.ndarray, dict]:
+    """min ||A theta - y|| by the SVD of the column-scaled design A D^-1 (D: column_scale).
+
+    Scaling the columns first is what keeps the digits on a badly scaled design (a
+    column in cents beside one in years): the SVD's error is about cond(A D^-1) * eps
+    relative instead of cond(A) * eps, and a singular value is dropped only when the
+    columns are (nearly) dependent, not because one column is measured in small units.
+    Singular values of A D^-1 at or below rcond * s_max (numpy's default rcond
+    max(m, p) * eps) are treated as zero; the design is then rank deficient and, of the
+    least-squares solutions of the truncated design, the one of least norm ||theta||
+    (the choice of numpy's lstsq and pinv) is returned.
+
+    Returns (theta, info): ``cond`` (condition of A D^-1), ``cond_unscaled`` (of A),
+    ``rank``, ``rcond``, ``dropped`` (the singular values of A D^-1 treated as zero),
+    ``scale`` (D).
+    """
+    m, p = A.shape
+    eps = float(np.finfo(np.float64).eps)
+    rcond = max(m, p) * eps if rcond is None else float(rcond)
+    D = column_scale(A)
+    U, s, Vt = np.linalg.svd(A / D, full_matrices=False)
+    keep = s > rcond * s[0] if s[0] > 0 else np.zeros(p, dtype=bool)
+    z = Vt[keep].T @ ((U[:, keep].T @ y) / s[keep])
+    theta = z / D
+    if not keep.all():  # remove theta's part in the null space of the truncated design
+        N = Vt[~keep].T / D[:, None]  # that null space, in theta's coordinates
+        Q = np.linalg.qr(N)[0]
+        theta = theta - Q @ (Q.T @ theta)
+    raw = np.linalg.svd(s[:, None] * Vt * D, compute_uv=False)  # A's singular values
+    return theta, {"cond": float(s[0] / s[-1]) if s[-1] > 0 else math.inf,
+                   "cond_unscaled": float(raw[0] / raw[-1]) if raw[-1] > 0 else math.inf,
+                   "rank": int(keep.sum()), "rcond": rcond,
+                   "dropped": [float(v) for v in s[~keep]], "scale": D}
