@@ -234,11 +234,6 @@ class JsonAwareGroup(click.Group):
     {"error", "status"} object.  Every command also takes --debug after its name; Ctrl-C
     anywhere exits 130."""
 
-    def main(self, *args, **kwargs):
-        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        return super().main(*args, **kwargs)
-
     def add_command(self, cmd, name=None):
         if not any(p.name == "debug" for p in cmd.params):
             cmd.params.append(_debug_option())
