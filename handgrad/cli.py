@@ -467,6 +467,10 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         if plot:
             click.echo(f"\nplot: {plot}")
     if out.get("interrupted"):
+        if not out["history"]:  # before the first loss: nothing reached, only the start
+            click.echo(f"interrupted: {out['model']} stopped before its first iteration; "
+                       "nothing was reached (the starting values are shown above)", err=True)
+            return 130
         click.echo(f"interrupted: {out['model']} stopped at iteration {out['iterations']} "
                    f"with loss {out['loss']:.10g}, |g| {out['grad_norm']:.3e} (the parameters "
                    "reached are reported above)", err=True)

@@ -1025,6 +1025,16 @@ def test_ctrl_c_while_parsing_exits_130(runner, monkeypatch):
     assert j.exit_code == 130 and json.loads(j.stdout) == {"error": "interrupted", "status": 130}
 
 
+def test_ctrl_c_before_the_first_iteration_says_nothing_was_reached(runner, monkeypatch):
+    def value(self, x):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(solvers.Objective, "value", value)
+    r = run(runner, "fit", "logistic", "--n-samples", "200")
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.exit_code == 130 and "before its first iteration" in last and "nan" not in last
+
+
 def _sigint_when(marker: str, args: list[str], then: float = 0.0):
     """Start cli.py (-X importtime: a stderr line as each module finishes importing), send
     SIGINT once ``marker`` appears (plus ``then`` seconds); (status, stderr without the
