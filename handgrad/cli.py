@@ -17,7 +17,7 @@ def _interrupted_while_starting(signum, frame):  # pragma: no cover - timing
     raise SystemExit(130)
 
 
-try:  # Ctrl-C while this module's imports run: exit 130 quietly (main() hands Ctrl-C back)
+try:  # Ctrl-C while this module's imports run: exit 130 quietly (handed back at its end)
     _STARTING = signal.getsignal(signal.SIGINT) is signal.default_int_handler and \
         signal.signal(signal.SIGINT, _interrupted_while_starting) is not None
 except ValueError:  # not the main thread: leave signals alone
@@ -351,8 +351,9 @@ FIT_OPTIONS = [
                  "|grad / column scale| <= tol (default 1e-8 in float64, 1e-3 in float32)."),
     click.option("--tf32", is_flag=True, help="Allow TF32 matmuls on CUDA for fits."),
     click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
-                 help="Sum loss/gradient/Hessian over row chunks of this size; .npy/.npz "
-                      "data is then streamed from disk (memory O(chunk*d + d^2))."),
+                 help="Sum loss/gradient/Hessian (the Gaussian's closed form: mean and "
+                      "covariance) over row chunks of this size; .npy/.npz data is then "
+                      "streamed from disk (memory O(chunk*d + d^2))."),
     click.option("--distributed", is_flag=True,
                  help="Under torchrun (refused without it): each process fits its rows, sums "
                       "are all-reduced."),
@@ -877,7 +878,7 @@ def identities_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
 def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json):
-    """One page per MODEL named (or every model with --all; Markdown and HTML): the derivation
+    """One page per MODEL named, or every model with --all (Markdown and HTML): the derivation
     with each step's verdict, the check table (hand vs autograd vs finite differences), a fit
     and its convergence plot."""
     if not models and not all_:
