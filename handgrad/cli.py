@@ -2,21 +2,108 @@
 """handgrad: hand-derived matrix-calculus gradients, checked against torch.autograd.
 
 Exit status: 0 success; 1 a check failed or a fit did not converge; 2 bad usage or
-bad input (a one-line message, no traceback; --debug shows one).
+bad input (a one-line message, no traceback; --debug, before or after the command, shows
+one); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
+import signal
+import sys
 
-import click
 
-from handgrad import config, registry
-from handgrad.errors import HandgradWarning, UserError
-from handgrad.present import io, term
+def _interrupted_while_starting(signum, frame):  # pragma: no cover - timing
+    sys.stderr.write("\ninterrupted\n")
+    raise SystemExit(130)
 
-MODEL = click.Choice(sorted(registry.REGISTRY))
+
+try:  # Ctrl-C while this module's imports run: exit 130 quietly (handed back at its end)
+    _STARTING = signal.getsignal(signal.SIGINT) is signal.default_int_handler and \
+        signal.signal(signal.SIGINT, _interrupted_while_starting) is not None
+except ValueError:  # not the main thread: leave signals alone
+    _STARTING = False
+
+import difflib  # noqa: E402
+import functools  # noqa: E402
+import re  # noqa: E402
+import warnings  # noqa: E402
+
+import click  # noqa: E402
+
+from handgrad import __version__, config, registry  # noqa: E402
+from handgrad.errors import HandgradWarning, UserError, memory_problem  # noqa: E402
+from handgrad.present import io, term  # noqa: E402
+
+MODELS_HELP = ", ".join(sorted(registry.REGISTRY))
+SEED = click.IntRange(0, 2**32 - 1)  # what every seeded generator here (torch, numpy) accepts
+
+
+class ModelName(click.ParamType):
+    """A registered model's name, shown as MODEL in usage lines; a misspelled one gets the
+    nearest names (``logisitc``: did you mean 'logistic'?)."""
+
+    name = "model"
+
+    def get_metavar(self, param, ctx=None):
+        return "MODEL"
+
+    def convert(self, value, param, ctx):
+        if value in registry.REGISTRY:
+            return value
+        near = difflib.get_close_matches(str(value), sorted(registry.REGISTRY), n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, near))}?" if near else f"the models: {MODELS_HELP}"
+        self.fail(f"unknown model {value!r}; {hint}", param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(n) for n in sorted(registry.REGISTRY) if n.startswith(incomplete)]
+
+
+MODEL = ModelName()
+
+
+def needs_model(command: str, extra: str = "") -> UserError:
+    """The one rule for `check`, `derive` and `report`: name the model(s), or --all."""
+    return UserError(f"{command} needs a MODEL ({MODELS_HELP}) or --all{extra}.")
+
+
+def _debugging(ctx) -> bool:
+    root = ctx.find_root()
+    return bool(root.meta.get("handgrad_debug") or (root.params or {}).get("debug"))
+
+
+def _remember_debug(ctx, param, value):
+    if value:
+        ctx.find_root().meta["handgrad_debug"] = True
+    return value
+
+
+def _debug_option() -> click.Option:
+    return click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                        callback=_remember_debug,
+                        help="Show the traceback of an error (also accepted before the command).")
+
+
+_ALLOC = re.compile(r"(?:tried to allocate|Tried to allocate|Unable to allocate)\s+([\d.]+\s*\w+)")
+
+
+def _out_of_memory(exc: BaseException) -> str | None:
+    """An allocation that failed (torch's CPU or CUDA allocator, numpy): a one-line message."""
+    text = str(exc)
+    oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                           or "out of memory" in text.lower()))
+    if not oom:
+        return None
+    m = _ALLOC.search(text)
+    size = m.group(1) if m else None
+    if size and size.split()[-1] == "bytes" and size.split()[0].isdigit():
+        from handgrad.errors import human_bytes
+
+        size = human_bytes(int(size.split()[0]))
+    return ("out of memory" + (f": the computation tried to allocate {size} at once" if size else "")
+            + "; use smaller sizes (rows, columns, --hidden, the sizes in a derivation)")
 
 
 def emit_json(obj: dict) -> None:
@@ -31,7 +118,7 @@ def command(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         as_json = kwargs.get("as_json", False)
-        debug = (ctx.find_root().params or {}).get("debug", False)
+        debug = _debugging(ctx)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", HandgradWarning)
@@ -55,6 +142,12 @@ def command(fn):
             except Exception as exc:  # a bug or an unforeseen numerical fault: no traceback
                 if debug:
                     raise
+                oom = _out_of_memory(exc)
+                if oom:  # a size too large to hold, found by the allocator: a user's remedy
+                    if as_json:
+                        emit_json({"error": oom, "status": 2})
+                    click.echo(f"error: {oom}", err=True)
+                    ctx.exit(2)
                 first = (str(exc).splitlines() or [""])[0]
                 msg = f"internal error ({type(exc).__name__}: {first}); rerun with --debug " \
                       "for the traceback"
@@ -104,27 +197,80 @@ def common(fn):
     return fn
 
 
+def interrupted(as_json: bool = False):
+    """Ctrl-C outside a command's own handling (while parsing, importing, starting): exit
+    130 with one line, as a command does."""
+    if as_json:
+        emit_json({"error": "interrupted", "status": 130})
+    click.echo("\ninterrupted", err=True)
+    return click.exceptions.Exit(130)
+
+
+class OneLineError(click.ClickException):
+    """A usage error (bad option, unknown model, value out of range) shown as every other
+    error is: one 'error: ...' line on stderr naming the help to read, exit 2."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _one_line(exc: click.ClickException) -> click.ClickException:
+    if isinstance(exc, OneLineError) or type(exc).__name__ == "NoArgsIsHelpError":
+        return exc
+    msg = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        msg = msg.rstrip(".") + f" (see '{ctx.command_path} --help')."
+    return OneLineError(msg, exc.exit_code)
+
+
 class JsonAwareGroup(click.Group):
-    """Usage errors (bad option, unknown model, wrong value) exit 2 as click prints them;
-    when --json was given, stdout still gets exactly one {"error", "status"} object."""
+    """Usage errors (bad option, unknown model, wrong value) exit 2 with one 'error: ...'
+    line, like every other error; when --json was given, stdout still gets exactly one
+    {"error", "status"} object.  Every command also takes --debug after its name; Ctrl-C
+    anywhere exits 130."""
+
+    def add_command(self, cmd, name=None):
+        if not any(p.name == "debug" for p in cmd.params):
+            cmd.params.append(_debug_option())
+        super().add_command(cmd, name)
 
     def parse_args(self, ctx, args):
         ctx.meta["handgrad_json"] = "--json" in args
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except KeyboardInterrupt:
+            raise interrupted(ctx.meta["handgrad_json"]) from None
+        except click.ClickException as exc:
+            exc = _one_line(exc)
+            if ctx.meta.get("handgrad_json") and isinstance(exc, OneLineError):
+                emit_json({"error": exc.format_message(), "status": exc.exit_code})
+            raise exc from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise interrupted(ctx.meta.get("handgrad_json", False)) from None
         except click.ClickException as exc:
+            exc = _one_line(exc)
             if ctx.meta.get("handgrad_json"):
-                emit_json({"error": exc.format_message().splitlines()[0],
-                           "status": exc.exit_code})
-            raise
+                emit_json({"error": exc.format_message(), "status": exc.exit_code})
+            raise exc from None
 
 
-@click.group(cls=JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-def main(debug):
+@click.group(cls=JsonAwareGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=f"MODEL is one of: {MODELS_HELP}.")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+              callback=_remember_debug,
+              help="Show the traceback of an error (also accepted after the command).")
+@click.version_option(__version__, "--version", "-V", prog_name="handgrad",
+                      message="%(prog)s %(version)s")
+def main():
     """Hand-derived gradients and Hessians, checked against torch.autograd, used to fit data."""
 
 
@@ -145,12 +291,15 @@ def list_cmd(as_json):
 @main.command("check")
 @click.argument("models", nargs=-1, type=MODEL)
 @click.option("--all", "all_", is_flag=True, help="Check every model.")
-@click.option("--seed", type=int, default=None, help="One seed instead of the default three.")
+@click.option("--seed", type=SEED, default=None, help="One seed instead of the default three.")
 @common
 @command
 def check_cmd(models, all_, seed, device, dtype, as_json):
-    """Hand gradient (and Hessian) vs torch.autograd vs central finite differences."""
-    names = sorted(registry.REGISTRY) if all_ or not models else list(models)
+    """Hand gradient (and Hessian) vs torch.autograd vs central finite differences, for
+    each MODEL named (or every model with --all)."""
+    if not models and not all_:
+        raise needs_model("check")
+    names = sorted(registry.REGISTRY) if all_ else list(dict.fromkeys(models))
     seeds = (seed,) if seed is not None else (0, 1, 2)
     from handgrad.verify import checker
 
@@ -189,7 +338,8 @@ FIT_OPTIONS = [
                       "scale (the standardized ones alongside)."),
     click.option("--l2", type=float, default=0.0, show_default=True,
                  help="L2 penalty (l2/2)*||w||^2 on the weights."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic data."),
+    click.option("--seed", type=SEED, default=0, show_default=True,
+                 help="Seed for synthetic data (0 to 2^32 - 1)."),
     click.option("--n-samples", type=click.IntRange(min=1), default=None,
                  help="Synthetic data: rows."),
     click.option("--n-features", type=click.IntRange(min=1), default=None,
@@ -201,10 +351,12 @@ FIT_OPTIONS = [
                  "|grad / column scale| <= tol (default 1e-8 in float64, 1e-3 in float32)."),
     click.option("--tf32", is_flag=True, help="Allow TF32 matmuls on CUDA for fits."),
     click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
-                 help="Sum loss/gradient/Hessian over row chunks of this size; .npy/.npz "
-                      "data is then streamed from disk (memory O(chunk*d + d^2))."),
+                 help="Sum loss/gradient/Hessian (the Gaussian's closed form: mean and "
+                      "covariance) over row chunks of this size; .npy/.npz data is then "
+                      "streamed from disk (memory O(chunk*d + d^2))."),
     click.option("--distributed", is_flag=True,
-                 help="Under torchrun: each process fits its rows, sums are all-reduced."),
+                 help="Under torchrun (refused without it): each process fits its rows, sums "
+                      "are all-reduced."),
     click.option("--hessian-dtype", type=click.Choice(["float64", "float32"]), default=None,
                  help="Form the Newton Hessian in float32 (gradient, solution stay float64)."),
     click.option("--hidden", type=click.IntRange(min=1), default=None,
@@ -240,14 +392,25 @@ def fit_options(fn):
     return fn
 
 
+LOSS_OPTIONS = [
+    click.option("--loss", "loss_expr", default=None, metavar="EXPR",
+                 help="Fit this loss instead of a MODEL, in the notation: e.g. \"sum(exp(X*w)) - "
+                 "y'*X*w\" (X the design matrix, y the target); handgrad derives and verifies its "
+                 "gradient and Hessian first, and refuses to fit if a line is not verified."),
+    click.option("--wrt", "loss_wrt", default=None, metavar="NAME",
+                 help="With --loss: the coefficient vector's name (default w)."),
+]
+
+
+def loss_options(fn):
+    for opt in reversed(LOSS_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
 @main.command("fit")
 @click.argument("model", type=MODEL, required=False)
-@click.option("--loss", "loss_expr", default=None, metavar="EXPR",
-              help="Fit this loss instead of a MODEL, in the notation: e.g. \"sum(exp(X*w)) - "
-              "y'*X*w\" (X the design matrix, y the target); handgrad derives and verifies its "
-              "gradient and Hessian first, and refuses to fit if a line is not verified.")
-@click.option("--wrt", "loss_wrt", default=None, metavar="NAME",
-              help="With --loss: the coefficient vector's name (default w).")
+@loss_options
 @fit_options
 @common
 @command
@@ -280,6 +443,7 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
                   hyper={k: v for k, v in (("hidden", hidden), ("activation", activation),
                                            ("epochs", epochs), ("batch_size", batch_size),
                                            ("lr", lr)) if v is not None})
+    _check_sizes(model, data, n_samples, n_features, hidden)
     from handgrad.fitting import pipeline
 
     out = pipeline.fit(model, solver="newton" if newton else solver, autograd=autograd,
@@ -304,6 +468,10 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         if plot:
             click.echo(f"\nplot: {plot}")
     if out.get("interrupted"):
+        if not out["history"]:  # before the first loss: nothing reached, only the start
+            click.echo(f"interrupted: {out['model']} stopped before its first iteration; "
+                       "nothing was reached (the starting values are shown above)", err=True)
+            return 130
         click.echo(f"interrupted: {out['model']} stopped at iteration {out['iterations']} "
                    f"with loss {out['loss']:.10g}, |g| {out['grad_norm']:.3e} (the parameters "
                    "reached are reported above)", err=True)
@@ -314,6 +482,34 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
                    f"{out['iterations']} iterations)", err=True)
         return 1
     return 0
+
+
+def _check_sizes(model, data, n_samples, n_features, hidden) -> None:
+    """Sizes given on the command line that the memory available now cannot hold: one line
+    before anything is allocated (the synthetic data set; two_layer's hidden layer)."""
+    import inspect
+
+    if n_samples is None and n_features is None and hidden is None:
+        return
+    defaults = {k: p.default for k, p in
+                inspect.signature(registry.get(model).model.synthetic).parameters.items()
+                if isinstance(p.default, int)}
+    synthetic = data is None
+    n = (n_samples or defaults.get("n", 1)) if synthetic else 1  # a file's rows: read later
+    d = (n_features or defaults.get("d", 1)) if synthetic else 1
+    if synthetic:
+        problem = memory_problem(8.0 * n * (d + 1), f"the synthetic data set ({n:,} rows x "
+                                 f"{d:,} columns in float64)")
+        if problem:
+            raise UserError(f"{problem}: use a smaller --n-samples or --n-features.")
+    if hidden:
+        k = defaults.get("k", 1) if synthetic else 1
+        # weights and their gradient; per row: the activations, their derivative, the backward pass
+        problem = memory_problem(8.0 * hidden * (2 * (d + k + 1) + 3 * n),
+                                 f"--hidden {hidden:,}: the hidden layer"
+                                 + (f" ({n:,} rows x {hidden:,} units)" if synthetic else ""))
+        if problem:
+            raise UserError(f"{problem}: use fewer hidden units.")
 
 
 def _fit_loss(model, expr, wrt, opts: dict) -> int:
@@ -393,7 +589,7 @@ def _fit_key_types() -> dict:
     """Config keys accepted by `run`: the fit command's options plus `model`."""
     types = {"model": str, "loss": str, "wrt": str}  # loss/wrt: fit --loss/--wrt
     for p in fit_cmd.params:
-        if p.name in ("as_json", "loss_expr", "loss_wrt"):
+        if p.name in ("as_json", "loss_expr", "loss_wrt", "debug"):
             continue
         if isinstance(p, click.Option) and p.is_flag:
             types[p.name] = bool
@@ -456,13 +652,20 @@ def bench_cmd(quick, out_dir, only, threads, as_json):
 
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG.toml", type=str)
-@click.option("--device", default=None, help="Override the config's device.")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default=None,
-              help="Override the config's dtype.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@loss_options
+@fit_options
+@common
 @click.pass_context
-def run_cmd(ctx, config_path, device, dtype, as_json):
-    """Run a TOML experiment file (keys mirror `fit`'s flags; flags given here win)."""
+def run_cmd(ctx, config_path, **flags):
+    """Run a TOML experiment file: its keys mirror `fit`'s flags (model = "logistic",
+    max_iter = 50, intercept = false, ...); any `fit` flag given here wins over the file's
+    value (run exp.toml --max-iter 3)."""
+    from click.core import ParameterSource
+
+    given = {k: v for k, v in flags.items()
+             if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
+                                                ParameterSource.ENVIRONMENT)}
+    as_json = bool(flags.get("as_json"))
     try:
         cfg = config.load(config_path, _fit_key_types())
     except UserError as exc:
@@ -471,18 +674,24 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
     model = cfg.pop("model", None)
+    if "loss_expr" in given:  # a loss on the command line replaces the file's model or loss
+        model = None
+        cfg.pop("loss", None), cfg.pop("wrt", None)
     problem = config.loss_keys(cfg, config_path, model)  # loss = "..." (+ wrt) or a model
     if problem:
         pass
-    elif "loss" in cfg:  # fit --loss: the expression's derivation is verified before the fit
-        cfg["loss_expr"], cfg["loss_wrt"] = cfg.pop("loss"), cfg.pop("wrt", None)
+    elif "loss" in cfg or "loss_expr" in given:  # fit --loss: verified before the fit
+        if "loss" in cfg:
+            cfg["loss_expr"], cfg["loss_wrt"] = cfg.pop("loss"), cfg.pop("wrt", None)
         problem = _check_config_values(ctx, cfg, config_path)
     elif model is None:
         problem = (f"{config_path}: the key 'model' is required "
                    f"(one of {', '.join(sorted(registry.REGISTRY))}), or 'loss'.")
     elif model not in registry.REGISTRY:
-        problem = (f"{config_path}: unknown model {model!r}; "
-                   f"available: {', '.join(sorted(registry.REGISTRY))}.")
+        near = difflib.get_close_matches(model, sorted(registry.REGISTRY), n=2, cutoff=0.6)
+        problem = (f"{config_path}: unknown model {model!r}"
+                   + (f"; did you mean {' or '.join(map(repr, near))}?" if near else "")
+                   + f" (available: {', '.join(sorted(registry.REGISTRY))}).")
     else:
         problem = _check_config_values(ctx, cfg, config_path)
     if problem:
@@ -494,9 +703,11 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
         cfg["no_intercept"] = not cfg.pop("intercept")
     if isinstance(cfg.get("features"), list):
         cfg["features"] = ",".join(map(str, cfg["features"]))
-    for key, value in (("device", device), ("dtype", dtype)):
-        if value is not None:
-            cfg[key] = value
+    if "newton" in given:  # --newton on the command line replaces the file's solver
+        cfg.pop("solver", None)
+    if "solver" in given:
+        cfg.pop("newton", None)
+    cfg.update(given)  # flags given here win over the file
     cfg["as_json"] = as_json or cfg.get("as_json", False)
     ctx.invoke(fit_cmd, model=model, **cfg)  # click fills the flags the file leaves out
 
@@ -505,11 +716,13 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
 @click.argument("model", type=MODEL, required=False)
 @click.option("--file", "file_", type=str, default=None, metavar="FILE",
               help="Check your own derivation: a plain-text .hg file in the notation "
-              "(examples/trace_logdet.hg) or a Python file (examples/my_derivation.py).")
+              "(examples/trace_logdet.hg), which is only read, never run; or a Python file "
+              "(examples/my_derivation.py), which is executed as Python, with your "
+              "permissions: run only files you trust.")
 @click.option("--all", "all_", is_flag=True, help="Every registered model.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]),
               default="text", show_default=True, help="How to print the derivation.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed for the check problems and directions (a --file uses its SEEDS).")
 @click.option("--expr", default=None, metavar="EXPR",
               help="Derive this scalar expression yourself, in the notation: e.g. "
@@ -527,12 +740,18 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
 @command
 def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as_json,
                at_path=None):
-    """Print a derivation step by step, each line verified against torch.func.jvp."""
+    """Print a derivation step by step, each line verified against torch.func.jvp: a MODEL's
+    (or every model's with --all), your own (--file), or one handgrad writes (--expr).
+
+    A .hg file and an --expr are parsed, never executed; a .py file is executed as Python."""
     from handgrad.verify import derive
 
-    if sum(bool(x) for x in (model, file_, all_, expr)) != 1:
-        raise UserError("derive needs exactly one of MODEL, --all, --file FILE or --expr EXPR "
-                        f"(models: {', '.join(sorted(registry.REGISTRY))}).")
+    given = sum(bool(x) for x in (model, file_, all_, expr))
+    if given == 0:
+        raise needs_model("derive", ", or your own derivation: --file FILE or --expr EXPR")
+    if given > 1:
+        raise UserError("derive takes one of MODEL, --all, --file FILE or --expr EXPR, not "
+                        "several.")
     if at_path and not (expr or (file_ and not file_.endswith(".py"))):
         raise UserError("--at FILE.npz goes with --expr EXPR or --file F.hg.")
     if expr:
@@ -542,7 +761,12 @@ def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as
     if file_ and not file_.endswith(".py"):  # the plain-text notation (examples/*.hg)
         return _derive_text(file_, fmt, as_json, at_path)
     if file_:
-        out = derive.derive_file(file_)
+        try:
+            out = derive.derive_file(file_)
+        except SystemExit as exc:  # the user's Python called sys.exit (or exit, quit)
+            raise UserError(f"{file_} called sys.exit({exc.code!r}) while it ran; a derivation "
+                            "file defines loss, inputs and STEPS and does not exit (see "
+                            "examples/my_derivation.py).") from None
     elif all_:
         out = derive.derive_models(sorted(registry.REGISTRY), seed=seed)
     else:
@@ -646,7 +870,7 @@ def identities_cmd(as_json):
 @click.option("--all", "all_", is_flag=True, help="Every model, plus an index page.")
 @click.option("--out", "out_dir", default="reports", show_default=True,
               help="Folder for the pages (created if missing; files in it are replaced whole).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed for the check problems, step directions and synthetic data.")
 @click.option("--no-plots", is_flag=True, help="Skip the convergence plots (no matplotlib needed).")
 @click.option("--device", default="auto", show_default=True,
@@ -654,8 +878,11 @@ def identities_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
 def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json):
-    """One page per model (Markdown and HTML): the derivation with each step's verdict, the
-    check table (hand vs autograd vs finite differences), a fit and its convergence plot."""
+    """One page per MODEL named, or every model with --all (Markdown and HTML): the derivation
+    with each step's verdict, the check table (hand vs autograd vs finite differences), a fit
+    and its convergence plot."""
+    if not models and not all_:
+        raise needs_model("report")
     from handgrad.present import report
 
     out = report.run(list(models), out_dir=out_dir, all_models=all_, seed=seed, device=device,
@@ -673,6 +900,9 @@ def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json):
         return 1
     return 0
 
+
+if _STARTING and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # imported, not run: hand it back
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 
@@ -31,8 +32,10 @@ def load(path: str, valid: dict[str, type | tuple]) -> dict:
     for key, value in raw.items():
         k = key.replace("-", "_")
         if k not in valid:
+            near = difflib.get_close_matches(k, sorted(valid), n=1, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
             raise UserError(
-                f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}."
+                f"{path}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(valid))}."
             )
         want = valid[k]
         types = want if isinstance(want, tuple) else (want,)

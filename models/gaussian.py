@@ -112,6 +112,10 @@ def validate(data: Data, l2: float = 0.0) -> None:
                         f"row): its variance is 0, the sample covariance is singular and the "
                         f"Gaussian MLE does not exist; {remedy}.")
     _, S = sample_covariance(data)
+    _dependence(S, remedy)
+
+
+def _dependence(S: torch.Tensor, remedy: str) -> None:
     sd = S.diagonal().sqrt()
     R = S / torch.outer(sd, sd)  # correlation: scale-free test of dependence
     _, info = torch.linalg.cholesky_ex(R)
@@ -144,6 +148,42 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, **_):
     p = {"mu": xbar} if intercept else {}
     p["Sigma"] = S
     return p, {}
+
+
+def closed_form_moments(mean: torch.Tensor, S: torch.Tensor, n: int, names: list[str], *,
+                        intercept: bool = True, l2: float = 0.0):
+    """The closed form from streamed sums (``--chunk-rows``, ``--distributed``): mu = xbar and
+    Sigma = S (+ l2 I), with xbar and S = (1/n) sum_i (x_i - xbar)(x_i - xbar)^T summed over
+    row chunks and processes (handgrad/fitting/lstsq.py ``covariance``).
+
+    Returns (params, data, extra).  ``data`` is 2d rows with exactly this mean and
+    covariance, xbar +- sqrt(d lambda_j) v_j (S = V diag(lambda) V^T): the loss reads the
+    rows only through their mean and (1/N) covariance, so the checked ``gradient`` and
+    ``loss`` evaluated on these rows are those of the whole data set; the fit reports them
+    (and the log-likelihood) without holding the rows."""
+    remedy = "use shrinkage, e.g. --l2 0.01 (Sigma = S + l2 I), or fewer columns"
+    d = S.shape[0]
+    if l2 <= 0:
+        if n <= d:
+            raise UserError(f"The sample covariance is singular: n = {n} samples <= d = {d} "
+                            f"columns, so the Gaussian MLE does not exist; {remedy}.")
+        tiny = (16 * torch.finfo(S.dtype).eps * mean.abs().clamp_min(
+            torch.finfo(S.dtype).tiny)) ** 2
+        const = (S.diagonal() <= tiny).nonzero().reshape(-1)
+        if len(const):
+            j = int(const[0])
+            raise UserError(f"Column {names[j]!r} is constant ({mean[j].item():g} in every row): "
+                            "its variance is 0, the sample covariance is singular and the "
+                            f"Gaussian MLE does not exist; {remedy}.")
+        _dependence(S, remedy)
+    lam, V = torch.linalg.eigh(S)
+    R = (V * (d * lam.clamp_min(0)).sqrt()).T  # row j: sqrt(d lambda_j) v_j^T
+    rows = Data(torch.cat([mean + R, mean - R]), None, feature_names=list(names),
+                source="the streamed mean and covariance")
+    Sigma = S + l2 * torch.eye(d, dtype=S.dtype, device=S.device) if l2 else S
+    params = {"mu": mean} if intercept else {}
+    params["Sigma"] = Sigma
+    return params, rows, {}
 
 
 def estimate(params) -> dict[str, torch.Tensor]:

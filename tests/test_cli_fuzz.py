@@ -254,3 +254,62 @@ def test_arbitrary_text_as_config(text):
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as fh:
             fh.write(text)
         assert_user_error(["run", path])
+
+
+# ------------------------------------- names, sizes and files the command line reads (issue 24)
+
+
+@FUZZ
+@given(st.sampled_from(sorted(VALID - {"model"})).filter(lambda k: len(k) >= 4),
+       st.data())
+def test_near_miss_config_key_gets_a_suggestion(key, data):
+    """A valid key with one letter dropped or doubled: the message names a valid key nearby."""
+    i = data.draw(st.integers(0, len(key) - 1))
+    typo = key[:i] + key[i + 1:] if data.draw(st.booleans()) else key[:i] + key[i] + key[i:]
+    assume(typo not in VALID)
+    with tempfile.TemporaryDirectory() as tmp:
+        msg = assert_user_error(["run", write_config(tmp, {"model": "logistic", typo: 1})])
+    assert "did you mean '" in msg and "valid keys:" in msg
+    suggested = msg.split("did you mean '")[1].split("'")[0]
+    assert suggested in VALID
+
+
+@FUZZ
+@given(st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=14).filter(
+    lambda s: s not in cli.registry.REGISTRY), st.sampled_from(["fit", "check", "derive"]))
+def test_any_unknown_model_is_one_line(name, command):
+    msg = assert_user_error([command, name])
+    assert f"unknown model {name!r}" in msg and "--help" in msg
+
+
+@FUZZ
+@given(st.one_of(st.integers(2**32, 2**80), st.integers(-2**80, -1)))
+def test_seed_out_of_range_is_one_line(seed):
+    assert "--seed" in assert_user_error(["fit", "logistic", "--seed", str(seed)])
+
+
+@FUZZ
+@given(st.integers(10**6, 10**9), st.integers(10**6, 10**9))
+def test_declared_sizes_beyond_memory_are_one_line(r, c):
+    msg = assert_user_error(["derive", "--expr", "tr(A'*A)", "--let", f"A: {r} x {c}",
+                             "--wrt", "A"])
+    assert f"{r} x {c}" in msg and "memory" in msg
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_as_a_notation_file(blob):
+    """No bytes make a derivation that verifies (it needs let, wrt and f = ...): every file
+    is one error line, a binary one named as not text."""
+    assume(b"wrt" not in blob)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "d.hg")
+        with open(path, "wb") as fh:
+            fh.write(blob)
+        msg = assert_user_error(["derive", "--file", path])
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        assert "not a text file" in msg, msg

@@ -356,7 +356,8 @@ def test_missing_or_wrong_kind_of_file(runner, tmp_path):
 @pytest.mark.parametrize("args", [[], ["least_squares", "--all"], ["logistic", "--file", EXAMPLE]])
 def test_derive_usage_errors(runner, args):
     r, _ = invoke(runner, "derive", *args)
-    assert r.exit_code == 2 and "exactly one of MODEL, --all, --file FILE or --expr EXPR" in r.stderr
+    assert r.exit_code == 2 and "MODEL" in r.stderr and "--all" in r.stderr
+    assert "--file FILE or --expr EXPR" in r.stderr
 
 
 def test_unknown_model_is_a_usage_error(runner):

@@ -901,3 +901,288 @@ def test_column_magnitudes_in_row_blocks_match_numpy():
         got = validate.column_magnitudes(Data(X, None)).numpy()
         want = np.abs(X.numpy()).max(axis=0) if n else np.zeros(9)
         assert np.array_equal(got, want), n
+
+
+# ---------------------------------------------------- files, names, sizes, running, Ctrl-C
+# (issue 24: each case used to end in "internal error", a traceback or a misleading line)
+
+
+def test_seed_beyond_what_generators_take(runner):
+    user_error(runner, "fit", "logistic", "--seed", str(2**70), contains=("--seed", "4294967295"))
+    user_error(runner, "check", "logistic", "--seed", "-1", contains=("--seed",))
+
+
+@pytest.mark.parametrize("args, contains", [
+    (["fit", "logistic", "--n-samples", str(10**12)], ("1,000,000,000,000 rows", "--n-samples")),
+    (["fit", "two_layer", "--hidden", str(10**12)], ("--hidden", "fewer hidden units")),
+    (["derive", "--expr", "tr(A)", "--let", "A: 100000 x 100000", "--wrt", "A"],
+     ("100000 x 100000", "memory")),
+])
+def test_sizes_beyond_memory_refused_before_allocating(runner, args, contains):
+    user_error(runner, *args, contains=contains + ("available",))
+
+
+def test_hg_sizes_beyond_memory(runner, tmp_path):
+    big = tmp_path / "big.hg"
+    big.write_text("let A: 100000 x 100000\nwrt A\nf = tr(A)\ndf = tr(dA)\n")
+    user_error(runner, "derive", "--file", big, contains=("big.hg:1", "100000 x 100000"))
+    hess = tmp_path / "hess.hg"  # a small X whose Hessian, (mn)^2 entries, is not small
+    hess.write_text("let X: 300 x 300\nwrt X\nf = tr(X)\ndf = tr(dX)\nhess X = 0*eye\n")
+    user_error(runner, "derive", "--file", hess, contains=("hess.hg:5", "90000 x 90000"))
+
+
+def test_memory_check_reads_what_is_available(runner, monkeypatch):
+    """The check compares with the memory available now: with 1 MB left, 100,000 rows x 5
+    columns (4.8 MB) are refused; when the platform cannot say, nothing is refused."""
+    from handgrad import errors
+
+    monkeypatch.setattr(errors, "available_memory", lambda: 10**6)
+    user_error(runner, "fit", "logistic", "--n-samples", "100000", contains=("4.8 MB", "1.0 MB"))
+    monkeypatch.setattr(errors, "available_memory", lambda: None)
+    assert run(runner, "fit", "logistic", "--n-samples", "300", "-q").exit_code == 0
+
+
+def test_available_memory_is_a_plausible_number():
+    from handgrad import errors
+
+    avail = errors.available_memory()
+    assert avail is None or 10**6 < avail < 10**16
+
+
+def test_allocator_failure_is_a_one_line_error(runner, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 40000000000000 bytes.")
+
+    monkeypatch.setattr(pipeline, "fit", boom)
+    user_error(runner, "fit", "logistic", contains=("out of memory", "40 TB"))
+
+
+def test_binary_hg_file_is_named(runner, tmp_path):
+    f = tmp_path / "b.hg"
+    f.write_bytes(b"let x: n\n\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+    user_error(runner, "derive", "--file", f, contains=("b.hg", "not a text file", "0xd0"))
+    f.write_bytes(b"\x00\x00\x00")
+    user_error(runner, "derive", "--file", f, contains=("not a text file", "NUL"))
+
+
+def test_size_zero_declaration(runner, tmp_path):
+    f = tmp_path / "z.hg"
+    f.write_text("let x: 0\nwrt x\nf = sum(x)\ndf = sum(dx)\n")
+    user_error(runner, "derive", "--file", f, contains=("z.hg:1", ">= 1", "got 0"))
+    user_error(runner, "derive", "--expr", "x'*x", "--let", "x: 0", "--wrt", "x",
+               contains=("got 0",))
+
+
+def test_unknown_function_is_called_one(runner, tmp_path):
+    f = tmp_path / "u.hg"
+    f.write_text("let x: n\nwrt x\nf = sum(exq(x))\ndf = sum(dx)\n")
+    msg = user_error(runner, "derive", "--file", f,
+                     contains=("u.hg:3:9", "unknown function 'exq'", "did you mean 'exp'?"))
+    assert "declare" not in msg
+    f.write_text("let x: n\nwrt x\nf = sum(foo(x))\ndf = sum(dx)\n")
+    assert "logsumexp" in user_error(runner, "derive", "--file", f)  # nothing near: the list
+    f.write_text("let xs: n\nwrt xs\nf = sum(x)\ndf = sum(dxs)\n")  # a name, not a function
+    user_error(runner, "derive", "--file", f,
+               contains=("unknown name 'x'", "did you mean 'xs'?", "declare it with let"))
+
+
+@pytest.mark.parametrize("body", ["import sys\nsys.exit(3)\n", "raise SystemExit('bye')\n",
+                                  "import sys\nsys.exit(0)\n"])
+def test_derive_file_that_exits_is_one_error(runner, tmp_path, body):
+    f = tmp_path / "ex.py"
+    f.write_text(body)
+    user_error(runner, "derive", "--file", f, contains=("ex.py", "sys.exit"))
+
+
+def test_derive_file_that_exits_inside_loss(runner, tmp_path):
+    src = open(os.path.join(os.path.dirname(__file__), "..", "examples",
+                            "my_derivation.py")).read()
+    f = tmp_path / "late.py"
+    f.write_text(src.replace("def loss(P, D):", "def loss(P, D):\n    import sys; sys.exit(5)"))
+    user_error(runner, "derive", "--file", f, contains=("sys.exit(5)",))
+
+
+def test_distributed_without_torchrun_is_refused(runner, monkeypatch):
+    for k in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    user_error(runner, "fit", "logistic", "--n-samples", "100", "--distributed",
+               contains=("torchrun", "drop --distributed"))
+    with pytest.raises(UserError, match="torchrun"):
+        pipeline.fit("logistic", n_samples=100, distributed_run=True)
+
+
+def test_ctrl_c_while_parsing_exits_130(runner, monkeypatch):
+    import handgrad.cli as cli
+
+    def convert(self, value, param, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.ModelName, "convert", convert)
+    r = run(runner, "fit", "logistic")
+    assert r.exit_code == 130 and r.stderr.strip() == "interrupted" and r.stdout == ""
+    j = run(runner, "fit", "logistic", "--json")
+    assert j.exit_code == 130 and json.loads(j.stdout) == {"error": "interrupted", "status": 130}
+
+
+def test_ctrl_c_before_the_first_iteration_says_nothing_was_reached(runner, monkeypatch):
+    def value(self, x):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(solvers.Objective, "value", value)
+    r = run(runner, "fit", "logistic", "--n-samples", "200")
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.exit_code == 130 and "before its first iteration" in last and "nan" not in last
+
+
+def _sigint_when(marker: str, args: list[str], then: float = 0.0):
+    """Start cli.py (-X importtime: a stderr line as each module finishes importing), send
+    SIGINT once ``marker`` appears (plus ``then`` seconds); (status, stderr without the
+    import lines)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    p = subprocess.Popen([sys.executable, "-X", "importtime", "cli.py", *args], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if marker in line:
+            break
+    time.sleep(then)
+    p.send_signal(signal.SIGINT)
+    _, rest = p.communicate(timeout=300)
+    text = "".join(seen) + rest
+    return p.returncode, [ln for ln in text.splitlines() if not ln.startswith("import time:")]
+
+
+@pytest.mark.parametrize("marker, args, then", [
+    ("click.core", ["check", "logistic"], 0.0),              # while handgrad.cli imports
+    ("torch._C", ["check", "logistic"], 0.0),                # inside torch's import
+    ("torch._C", ["fit", "logistic", "--solver", "gd", "--n-samples", "200000",
+                  "--max-iter", "100000"], 2.0),             # later: importing or fitting
+])
+def test_ctrl_c_at_any_moment_exits_130(marker, args, then):
+    status, lines = _sigint_when(marker, args, then)
+    assert status == 130, lines
+    assert not any("Traceback" in ln for ln in lines), lines
+    assert lines and lines[-1].startswith("interrupted"), lines
+
+
+# ---------------------------------------------------------------- Gaussian MLE, streamed
+
+
+def _gaussian_file(tmp_path, n=1001, d=4):
+    rng = np.random.default_rng(11)
+    B = rng.normal(size=(d, d))
+    X = 3.0 + rng.normal(size=(n, d)) @ B.T  # mean 3: far from 0, so a naive sum would cancel
+    path = tmp_path / "g.npy"
+    np.save(path, X)
+    return X, str(path)
+
+
+@needs_gaussian
+@pytest.mark.parametrize("chunk", [1, 97, 5000])
+def test_gaussian_closed_form_streams_with_chunk_rows(tmp_path, chunk):
+    """fit gaussian --chunk-rows: mean and covariance as sums over row chunks, the closed form
+    from them; equal to numpy's mean and biased covariance; the loss and the checked
+    gradient it reports are those of the whole data (autograd of the loss on every row)."""
+    X, path = _gaussian_file(tmp_path)
+    out = pipeline.fit("gaussian", data_path=path, chunk_rows=chunk, device="cpu")
+    C, m = np.cov(X, rowvar=False, bias=True), X.mean(0)
+    S, mu = np.array(out["estimate"]["Sigma"]), np.array(out["estimate"]["mu"])
+    assert np.abs(S - C).max() <= 1e-12 * np.abs(C).max() and np.abs(mu - m).max() <= 1e-12
+    assert out["scale"]["method"].startswith("mean and covariance") and out["data"]["n"] == len(X)
+    entry = REGISTRY["gaussian"]
+    P = {"mu": torch.tensor(mu, requires_grad=True), "Sigma": torch.tensor(S, requires_grad=True)}
+    f = entry.loss(P, Data(torch.tensor(X)))
+    g = torch.autograd.grad(f, list(P.values()))
+    assert abs(f.item() - out["loss"]) <= 1e-12 * abs(f.item())
+    assert out["grad_norm"] <= 1e-10 and torch.cat([t.reshape(-1) for t in g]).norm() <= 1e-10
+    # the held log-likelihood per row, against scipy on every row
+    from scipy.stats import multivariate_normal
+
+    ll = multivariate_normal(mean=m, cov=C).logpdf(X).mean()
+    assert abs(out["train"]["log_likelihood"] - ll) <= 1e-10 * abs(ll)
+    assert out["train"]["n"] == len(X)
+
+
+@needs_gaussian
+def test_gaussian_streamed_through_the_cli_and_in_memory_chunks(runner, tmp_path):
+    X, path = _gaussian_file(tmp_path, n=300, d=3)
+    a = json.loads(run(runner, "fit", "gaussian", "--data", path, "--json").stdout)
+    b = json.loads(run(runner, "fit", "gaussian", "--data", path, "--chunk-rows", "64",
+                       "--json").stdout)
+    csv = write_csv(tmp_path / "g.csv", ["a", "b", "c"], X.tolist())
+    c = json.loads(run(runner, "fit", "gaussian", "--data", csv, "--chunk-rows", "64",
+                       "--json").stdout)
+    for o in (b, c):
+        for k in ("mu", "Sigma"):
+            assert np.abs(np.array(a["estimate"][k]) - np.array(o["estimate"][k])).max() <= 1e-12
+        assert abs(a["loss"] - o["loss"]) <= 1e-12 * abs(a["loss"])
+    assert c["estimate_labels"]["Sigma"]["rows"] == ["a", "b", "c"]
+
+
+@needs_gaussian
+def test_gaussian_streamed_singular_named(runner, tmp_path):
+    X = np.c_[np.random.default_rng(0).normal(size=(50, 2)), np.full(50, 0.1)]
+    np.save(tmp_path / "c.npy", X)
+    user_error(runner, "fit", "gaussian", "--data", tmp_path / "c.npy", "--chunk-rows", "7",
+               contains=("'x2'", "constant", "--l2"))
+    np.save(tmp_path / "s.npy", X[:3])
+    user_error(runner, "fit", "gaussian", "--data", tmp_path / "s.npy", "--chunk-rows", "2",
+               contains=("n = 3", "d = 3"))
+    assert run(runner, "fit", "gaussian", "--data", tmp_path / "c.npy", "--chunk-rows", "7",
+               "--l2", "0.1").exit_code == 0
+    # gradient descent on the per-row average cannot be chunked: said, with the way that can
+    user_error(runner, "fit", "gaussian", "--data", tmp_path / "c.npy", "--chunk-rows", "7",
+               "--solver", "gd", "--l2", "0.1", contains=("--solver closed",))
+
+
+def _gaussian_rank(rank: int, world: int, port: int, path: str, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    out = pipeline.fit("gaussian", data_path=path, chunk_rows=50, distributed_run=True,
+                       device="cpu")
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump({"Sigma": out["estimate"]["Sigma"], "mu": out["estimate"]["mu"],
+                   "n": out["data"]["n"], "world": out["distributed"]["world_size"],
+                   "loss": out["loss"]}, fh)
+
+
+@needs_gaussian
+def test_gaussian_closed_form_across_two_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    X, path = _gaussian_file(tmp_path, n=501, d=3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gaussian_rank, args=(2, port, path, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1))
+    C = np.cov(X, rowvar=False, bias=True)
+    assert r0["world"] == 2 and r0["n"] == 501 and r0 == r1
+    assert np.abs(np.array(r0["Sigma"]) - C).max() <= 1e-12 * np.abs(C).max()
+    assert np.abs(np.array(r0["mu"]) - X.mean(0)).max() <= 1e-12
+
+
+# ------------------------------------------------------------------------- running code
+
+
+def test_help_and_readme_say_a_python_derivation_file_is_executed(runner):
+    import handgrad.cli as cli
+    from tests.conftest import ROOT
+
+    helptext = " ".join(runner.invoke(cli.main, ["derive", "--help"]).stdout.split())
+    assert "executed as Python" in helptext and "never run" in helptext
+    readme = " ".join(open(os.path.join(ROOT, "README.md")).read().split())
+    assert "A `.py` derivation file is executed as Python" in readme
+    assert "only parsed, never executed" in readme

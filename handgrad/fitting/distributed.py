@@ -57,8 +57,18 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+NOT_LAUNCHED = ("--distributed needs a torchrun launch (RANK and WORLD_SIZE are not set, so "
+                "this is one process with nothing to share its rows with): run torchrun "
+                "--nproc-per-node N handgrad fit ... --distributed, or drop --distributed to fit "
+                "in this one process")
+
+
 def init(device: str = "auto") -> Context:
-    """Join the process group torchrun describes (env://); one process when not launched.
+    """Join the process group torchrun describes (env://).
+
+    Without a torchrun launch this refuses (a UserError) rather than fit in one process
+    unannounced: whoever asked for several processes would otherwise wait on one, with
+    the whole data set in it.  (``init_tcp`` joins a group without torchrun.)
 
     Device: CPU -> gloo; CUDA ('auto' with a GPU, or 'cuda') -> nccl on cuda:LOCAL_RANK.
     """
@@ -69,8 +79,7 @@ def init(device: str = "auto") -> Context:
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device} with --distributed, but CUDA is not available.")
     if not launched():
-        dev = torch.device("cuda" if cuda else "cpu")
-        return Context(device=dev)
+        raise UserError(NOT_LAUNCHED + ".")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     if cuda:

@@ -125,7 +125,7 @@ def _check_scaled(entry, solver, autograd, standardize, chunk_rows, distributed_
         raise UserError(f"--solver {solver} is an in-memory comparison; with row chunks or "
                         "processes use --solver closed.")
     if solver == "closed" and entry.model.closed_form is not None and \
-            entry.derivation.linear is None:
+            entry.derivation.linear is None and _moments_fn(entry) is None:
         raise UserError(f"{entry.name}: the closed form runs in memory only; with --chunk-rows "
                         "or --distributed use --solver gd.")
     if hessian_dtype and entry.derivation.linear is None:
@@ -147,7 +147,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     early_warnings: list[str] = []
     if _streamed(data_path, chunk_rows) and data is None:
         rows, names, tname = _file_rows(entry, data_path, target, features, chunk_rows, dev, dt,
-                                        notes)
+                                        notes, by_moments=_by_moments(entry, solver))
         src = data_path
     else:
         if data is None:
@@ -174,6 +174,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     t0 = time.perf_counter()
     extra: dict = {}
     obj = None
+    moments_for_rows = False
     if solver not in entry.model.closed_solvers:
         probe = data if data is not None else _probe(rows, dt, dev)
         params0 = entry.model.init_params(probe, intercept=intercept, seed=seed, **hp)
@@ -198,6 +199,12 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         finally:
             if bar is not None:
                 bar.close()
+    elif _by_moments(entry, solver) and (data is None or chunk_rows or reduce is not None):
+        params, extra, obj, moment_rows = _closed_by_moments(entry, rows, hp, intercept,
+                                                             chunk_rows, reduce, names, dt)
+        if data is None:  # streamed: the scores read the rows' mean and covariance alone
+            data, moments_for_rows = moment_rows, True
+        res = _closed_result(entry, solver, obj, params, extra, hp)
     else:
         params, extra, obj = _closed(entry, solver, data, rows, hp, intercept, chunk_rows, ctx,
                                      chunked=data is None or bool(chunk_rows) or reduce is not None)
@@ -244,6 +251,8 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
     if data is not None:
         _evaluation(out, entry, res.params, data, test, truth, hp, transform)
+        if moments_for_rows and "train" in out:
+            out["train"]["n"] = out["data"]["n"]
     if "estimate" in out:
         out["estimate_labels"] = _estimate_labels(entry, out["estimate"], names, tname)
     out["conventions"] = conventions(entry, out, hp, intercept=intercept,
@@ -274,7 +283,7 @@ def scale_hint(data: Data) -> str | None:
             f"{names[lo]!r}): try --standardize, or --l2 > 0")
 
 
-def _file_rows(entry, path, target, features, chunk_rows, dev, dt, notes):
+def _file_rows(entry, path, target, features, chunk_rows, dev, dt, notes, by_moments=False):
     """A .npy / .npz file read chunk by chunk (never whole): the rows, names, target name."""
     if features:
         raise UserError("--features applies to CSV files; select columns before saving .npz.")
@@ -289,7 +298,11 @@ def _file_rows(entry, path, target, features, chunk_rows, dev, dt, notes):
     elif t in (Target.LABELS, Target.COUNTS):
         raise UserError(f"{entry.name}: streaming a {t.value} target from .npy is not "
                         "supported; load the file in memory (no --chunk-rows) or use a CSV.")
-    elif t is Target.NONE:
+    elif t is Target.NONE and not by_moments:
+        if _moments_fn(entry) is not None:
+            raise UserError(f"{entry.name}: its loss is not a sum over samples, so gradient "
+                            "descent is not streamed in row chunks; its closed form (--solver "
+                            "closed, the default) streams the mean and covariance.")
         raise UserError(f"{entry.name}: its loss is not a sum over samples, so it is not "
                         "streamed in row chunks; fit it in memory.")
     return rows, [f"x{j}" for j in range(rows.d)], target or "y"
@@ -313,6 +326,28 @@ def _maker(data):
 def _global_n(rows, reduce) -> int:
     return int(reduce(torch.tensor([float(rows.n)], dtype=torch.float64,
                                    device=getattr(rows, "device", "cpu")))[0].item())
+
+
+def _moments_fn(entry):
+    """A model whose closed form is a function of the rows' mean and covariance (the
+    Gaussian MLE) provides ``closed_form_moments``; it then streams and all-reduces."""
+    return getattr(entry.model.module, "closed_form_moments", None)
+
+
+def _by_moments(entry, solver) -> bool:
+    return solver == "closed" and _moments_fn(entry) is not None
+
+
+def _closed_by_moments(entry, rows, hp, intercept, chunk_rows, reduce, names, dt):
+    """The closed form from the mean and covariance summed over row chunks (and processes):
+    one pass over the rows, then the model's closed form from those sums."""
+    mean, S, n = lstsq.covariance(rows, chunk_rows=chunk_rows, reduce=reduce)
+    params, moment_rows, extra = _moments_fn(entry)(mean.to(dt), S.to(dt), n, list(names),
+                                                     intercept=intercept,
+                                                     l2=hp.get("l2", 0.0))
+    obj = solvers.Objective(entry, moment_rows, params, hp)
+    return params, {**extra, "method": "mean and covariance summed over row chunks",
+                    "passes": 1}, obj, moment_rows
 
 
 def _closed(entry, solver, data, rows, hp, intercept, chunk_rows, ctx, *, chunked):

@@ -239,7 +239,22 @@ class _Parser:
             return Sym(value, pos=pos)
         if value.startswith("d") and value[1:] in self.declared:
             return Diff(value[1:], pos=pos)
-        raise self.error(f"unknown name {value!r} (declare it with let)", tok)
+        if is_call:  # exq(x): a misspelled function, not a missing declaration
+            near = _near(value, [*FUNCTIONS, "kron"])
+            raise self.error(f"unknown function {value!r}"
+                             + (f"; did you mean {' or '.join(near)}?" if near else "")
+                             + f" (the functions: {', '.join(sorted([*FUNCTIONS, 'kron']))})", tok)
+        near = _near(value, self.declared)
+        raise self.error(f"unknown name {value!r}"
+                         + (f"; did you mean {' or '.join(near)}?" if near else "")
+                         + f" (declare it with let {value}: SHAPE)", tok)
+
+
+def _near(word: str, names: Collection[str]) -> list[str]:
+    """Up to three names close to a misspelled one, closest first."""
+    import difflib
+
+    return [repr(n) for n in difflib.get_close_matches(word, sorted(names), n=3, cutoff=0.6)]
 
 
 def parse(text: str, declared: Collection[str] | None = None) -> Node:

@@ -119,12 +119,36 @@ def _parse_shape(spec: str, where: str, raw: str) -> tuple[Shape, frozenset[str]
     if bad:
         raise NotationError(f"unknown property {bad[0]!r}; the properties are {', '.join(PROPERTIES)}",
                             source=where)
+    for dim in shape:
+        if dim.coef < 1:
+            raise NotationError(f"a size must be a whole number >= 1 or a letter, got {dim.coef} "
+                                f"in {spec.strip()!r} (a letter such as n lets the check pick sizes)",
+                                source=where)
+    _fits_in_memory(shape, "the declaration", where)
     props = frozenset(rest)
     square = ("sym", "spd", "orthogonal", "invertible", "diagonal", "lower")
     if props & set(square) and shape[0] != shape[1]:
         raise NotationError(f"{'/'.join(sorted(props & set(square)))} needs a square shape, "
                             f"got {show(shape)}", source=where)
     return shape, props
+
+
+COPIES = 4  # a drawn point, a direction, a tangent and a result per declared or read-off matrix
+
+
+def _fits_in_memory(shape: Shape, what: str, where: str) -> None:
+    """A shape stated in numbers (``let A: 100000 x 100000``) that the check could not hold in
+    memory is an error before anything is drawn; sizes with letters are drawn small."""
+    from handgrad.errors import memory_problem
+
+    if any(dim.letters for dim in shape):
+        return
+    entries = shape[0].coef * shape[1].coef
+    problem = memory_problem(8 * entries * COPIES, f"{what} ({show(shape)[1:-1]}, {COPIES} "
+                             "float64 copies in the check)")
+    if problem:
+        raise NotationError(f"{problem}: state smaller sizes, or letters (n x n) so the check "
+                            "picks small ones", source=where)
 
 
 def parse_text(text: str, path: str = "<text>") -> Derivation:
@@ -305,13 +329,27 @@ def _check_line(d: Derivation, line: Line) -> None:
             nn = vshape[0].times(vshape[1])
             want = (nn, nn)
             what = f"the Hessian over vec({line.wrt}) is {show(want)}"
+    if line.kind in ("hess", "jac", "jacT"):
+        _fits_in_memory(want, f"the {line.lhs} read-off", line.source)
     if not (checker.unify(got[0], want[0]) and checker.unify(got[1], want[1])):
         line.shape_error = f"{line.lhs} = {to_text(line.expr)} is {show(checker.resolve(got))}, but {what}"
 
 
 def parse_file(path: str) -> Derivation:
-    with open(path, encoding="utf-8") as fh:
-        return parse_text(fh.read(), path=str(path))
+    """Read a .hg file: plain UTF-8 text (a binary file is a one-line error naming it)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotationError(f"{path} is not a text file (byte 0x{raw[exc.start]:02x} at offset "
+                            f"{exc.start} is not UTF-8); a .hg derivation is plain text in the "
+                            "notation") from None
+    if "\x00" in text:
+        raise NotationError(f"{path} is not a text file (it holds a NUL byte at offset "
+                            f"{text.index(chr(0))}); a .hg derivation is plain text in the "
+                            "notation")
+    return parse_text(text.removeprefix("\ufeff"), path=str(path))
 
 
 __all__ = ["Decl", "Derivation", "Line", "PROPERTIES", "Size", "parse_file", "parse_text"]
