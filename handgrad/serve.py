@@ -21,9 +21,9 @@ notation: no Python file is run.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import queue
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -57,8 +57,13 @@ class Refused(Exception):
 # ----------------------------------------------------------------------------- workers
 
 
-def _worker(conn, memory_limit: int) -> None:  # pragma: no cover - runs in the child
-    """A warm worker: imports once, then derives/checks what the server sends."""
+def worker_main(memory_limit: int = MEMORY_LIMIT) -> None:  # pragma: no cover - the child
+    """A warm worker (its own process): imports once, then answers one JSON line per JSON
+    line on stdin: ["ok", the derive JSON text] or ["error", message, HTTP status]."""
+    import os
+
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")  # the answers; stray prints: stderr
+    os.dup2(2, 1)
     try:
         import resource
 
@@ -72,49 +77,79 @@ def _worker(conn, memory_limit: int) -> None:  # pragma: no cover - runs in the 
     from handgrad.verify import derive
 
     warnings.simplefilter("ignore")
+
+    def answer(*reply):
+        proto.write(json.dumps(reply) + "\n")
+        proto.flush()
+
     try:  # the first derivation pays for lazy imports and caches: pay it now
         derive.expression_report("x'*A*x", "x: n; A: n x n", "x", hessian=True, emit="torch")
     except Exception:  # noqa: BLE001 - a warm-up only
         pass
-    conn.send(("ready",))
-    while True:
+    answer("ready")
+    memory = (f"the derivation needs more memory than the page allows ({memory_limit >> 30} "
+              "GiB); smaller sizes, or the command line")
+    for line in sys.stdin:
         try:
-            kind, kwargs = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            if kind == "derive":
-                out = derive.expression_report(**kwargs)
+            job = json.loads(line)
+            if job["kind"] == "derive":
+                out = derive.expression_report(**job["kwargs"])
             else:
-                out = derive.text_report(**kwargs)
-            conn.send(("ok", io.dumps(out)))
+                out = derive.text_report(**job["kwargs"])
+            answer("ok", io.dumps(out))
         except UserError as exc:
-            conn.send(("error", _first(exc) or type(exc).__name__, 400))
+            answer("error", _first(exc) or type(exc).__name__, 400)
         except MemoryError:
-            conn.send(("error", "the derivation needs more memory than the page allows "
-                                f"({memory_limit >> 30} GiB); smaller sizes, or the command line", 400))
+            answer("error", memory, 400)
         except Exception as exc:  # noqa: BLE001 - as the CLI: one line, no traceback
             if "can't allocate memory" in str(exc) or "not enough memory" in str(exc):
-                conn.send(("error", "the derivation needs more memory than the page allows "
-                                    f"({memory_limit >> 30} GiB); smaller sizes, or the command "
-                                    "line", 400))
+                answer("error", memory, 400)
             else:
-                conn.send(("error", f"internal error ({type(exc).__name__}: {_first(exc)})", 500))
+                answer("error", f"internal error ({type(exc).__name__}: {_first(exc)})", 500)
 
 
 def _first(exc: BaseException) -> str:
     return (str(exc).splitlines() or [""])[0]
 
 
+class _Worker:
+    """One worker process and the thread that reads its answers into a queue."""
+
+    def __init__(self, memory_limit: int):
+        code = f"from handgrad.serve import worker_main; worker_main({int(memory_limit)})"
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, encoding="utf-8")
+        self.answers: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.answers.put(json.loads(line))
+            except ValueError:
+                pass
+        self.answers.put(None)  # the process ended
+
+    def send(self, job: dict) -> None:
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
 class Workers:
     """Warm worker processes; ``call`` runs one job on a free one under a deadline."""
 
     def __init__(self, n: int = WORKERS, *, memory_limit: int = MEMORY_LIMIT):
-        self._ctx = multiprocessing.get_context("spawn")
         self._idle: queue.Queue = queue.Queue()
         self._memory_limit = memory_limit
         self._lock = threading.Lock()
-        self._procs: set = set()
+        self._all: set = set()
         self._closed = False
         self.n = n
         self.restarts = 0
@@ -122,36 +157,26 @@ class Workers:
             self._start()
 
     def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker, args=(child, self._memory_limit), daemon=True,
-                                 name="handgrad-serve-worker")
-        proc.start()
-        child.close()
+        w = _Worker(self._memory_limit)
         with self._lock:
-            self._procs.add(proc)
+            self._all.add(w)
 
         def ready():
-            ok = False
             try:
-                ok = parent.poll(START_LIMIT) and parent.recv() == ("ready",)
-            except (EOFError, OSError):
+                ok = w.answers.get(timeout=START_LIMIT) == ["ready"]
+            except queue.Empty:
                 ok = False
             if ok and not self._closed:
-                self._idle.put((proc, parent))
+                self._idle.put(w)
             else:
-                self._kill(proc, parent)
+                self._drop(w)
 
         threading.Thread(target=ready, daemon=True).start()
 
-    def _kill(self, proc, conn) -> None:
-        try:
-            proc.kill()
-            proc.join(5)
-        except (OSError, ValueError):
-            pass
-        conn.close()
+    def _drop(self, w: _Worker) -> None:
+        w.kill()
         with self._lock:
-            self._procs.discard(proc)
+            self._all.discard(w)
 
     def wait_ready(self, timeout: float = START_LIMIT) -> bool:
         """Block until every worker has started (True), or the timeout passed."""
@@ -163,41 +188,42 @@ class Workers:
     def call(self, kind: str, kwargs: dict, time_limit: float) -> str:
         """Run one job; its JSON text.  Refused on bad input, past the deadline, when busy."""
         try:
-            proc, conn = self._idle.get(timeout=time_limit + START_LIMIT)
+            w = self._idle.get(timeout=time_limit + START_LIMIT)
         except queue.Empty:
             raise Refused("the server is busy (every worker is taken); try again", 503,
                           1) from None
         try:
-            conn.send((kind, kwargs))
-            if not conn.poll(time_limit):
-                self._kill(proc, conn)
-                self.restarts += 1
-                self._start()
-                raise Refused(f"the derivation took longer than {time_limit:g} s, the page's "
-                              "limit per request; the command line (handgrad derive) has none")
-            reply = conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            self._kill(proc, conn)
-            self.restarts += 1
-            self._start()
+            w.send({"kind": kind, "kwargs": kwargs})
+            reply = w.answers.get(timeout=time_limit)
+        except queue.Empty:
+            self._replace(w)
+            raise Refused(f"the derivation took longer than {time_limit:g} s, the page's "
+                          "limit per request; the command line (handgrad derive) has none") \
+                from None
+        except OSError:
+            reply = None
+        if reply is None:  # the process ended under the job
+            self._replace(w)
             raise Refused("the worker stopped during the derivation (out of memory?); it has "
-                          "been restarted", 500, 1) from None
-        self._idle.put((proc, conn))
+                          "been restarted", 500, 1)
+        self._idle.put(w)
         if reply[0] == "ok":
             return reply[1]
         _, message, http_status = reply
         raise Refused(message, http_status, 2 if http_status == 400 else 1)
 
+    def _replace(self, w: _Worker) -> None:
+        self._drop(w)
+        self.restarts += 1
+        if not self._closed:
+            self._start()
+
     def close(self) -> None:
         self._closed = True
         with self._lock:
-            procs = list(self._procs)
-        for p in procs:
-            try:
-                p.kill()
-                p.join(5)
-            except (OSError, ValueError):
-                pass
+            workers = list(self._all)
+        for w in workers:
+            w.kill()
 
 
 # ----------------------------------------------------------------------------- limits

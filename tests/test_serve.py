@@ -168,6 +168,19 @@ def test_past_the_time_limit_the_worker_is_replaced_and_the_server_keeps_serving
     assert server.workers.wait_ready(), "the replacement worker did not start"
 
 
+def test_a_worker_that_died_is_replaced_and_the_server_keeps_serving(server):
+    assert server.workers.wait_ready()
+    restarts = server.workers.restarts
+    nxt = server.workers._idle.queue[0]  # the worker the next request gets
+    nxt.proc.kill()
+    nxt.proc.wait()
+    status, body, _ = request(server, derive_path(*TRACE))
+    assert status == 500 and "restarted" in json.loads(body)["error"]
+    assert server.workers.restarts == restarts + 1
+    _still_serving(server)
+    assert server.workers.wait_ready(), "the replacement worker did not start"
+
+
 def test_a_body_over_the_cap_is_413(server):
     status, body, _ = request(server, "/api/check", b"#" * (serve.MAX_BODY + 1))
     assert status == 413 and "at most" in json.loads(body)["error"]
