@@ -299,6 +299,7 @@ def check_args(text: str, name: str = "pasted.hg") -> dict:
 class Handler(BaseHTTPRequestHandler):
     server_version = "handgrad-serve"
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a connection may sit idle or half-sent before it is closed
 
     def log_message(self, fmt, *args):  # quiet unless asked
         if getattr(self.server, "verbose", False):
@@ -390,6 +391,15 @@ class Handler(BaseHTTPRequestHandler):
             self._error_json(Refused(f"no such page: {url.path}", 404))
 
     def _page(self, params: dict) -> None:
+        if params.get("check"):  # /?check=NAME: one of the offered derivations, checked
+            text = page.derivation_text(params["check"])
+            if text is None:
+                self._send(404, page.page(checked=page.error_html(
+                    f"no derivation named {params['check']!r}", "check")),
+                    "text/html; charset=utf-8")
+            else:
+                self._check_page(text)
+            return
         status, derived = 200, ""
         if params.get("expr", "").strip():
             try:

@@ -295,3 +295,21 @@ def test_in_process_latency(server):
         times.append(time.perf_counter() - t)
         assert status == 200
     assert min(times) < 5.0, times
+
+
+def test_the_offered_derivations_check_from_a_link(server):
+    """/?check=NAME checks one of the models' own derivations (or the one with a slip):
+    the same verdicts as derive --file on that file."""
+    from handgrad.verify.derive import text_report
+
+    names = page.derivation_names()
+    assert "wrong" in names and "logistic" in names
+    status, html, _ = request(server, "/?check=logistic")
+    want = text_report(open("derivations/logistic.hg", encoding="utf-8").read(), "x.hg")
+    rows = want["lines"] + want["readoff"]
+    assert status == 200 and want["verdict"] == "verified"
+    assert html.count('data-verdict="verified"') == len(rows)
+    assert "first-wrong\"" not in html
+    status, html, _ = request(server, "/?check=wrong")
+    assert status == 200 and 'class="failed first-wrong" id="check-line-1"' in html
+    assert request(server, "/?check=..%2Fetc%2Fpasswd")[0] == 404

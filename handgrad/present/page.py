@@ -53,6 +53,31 @@ df = tr(A*inv(X)*dX*inv(X))        # wrong sign: d(X^-1) = -X^-1 dX X^-1
 grad X = inv(X)'*A'*inv(X)'
 """
 
+def derivation_names() -> list[str]:
+    """The models' own derivations in the notation (derivations/*.hg, installed with
+    handgrad), offered to the check panel, and "wrong" (WRONG_EXAMPLE)."""
+    import importlib.resources
+
+    try:
+        folder = importlib.resources.files("handgrad.derivations")
+        names = sorted(p.name[:-3] for p in folder.iterdir() if p.name.endswith(".hg"))
+    except (ModuleNotFoundError, OSError):
+        names = []
+    return ["wrong"] + names
+
+
+def derivation_text(name: str) -> str | None:
+    """The text of one of derivation_names(), or None."""
+    if name == "wrong":
+        return WRONG_EXAMPLE
+    if name not in derivation_names():
+        return None
+    import importlib.resources
+
+    return (importlib.resources.files("handgrad.derivations") / f"{name}.hg").read_text(
+        encoding="utf-8")
+
+
 CSS = """
 body { font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1b1f23;
        max-width: 1150px; margin: 1.5em auto; padding: 0 1.5em; }
@@ -145,11 +170,16 @@ def _form(values: dict) -> str:
 
 
 def _check_form(text: str) -> str:
+    tries = ", ".join(
+        f'<a href="/?check={_e(urllib.parse.quote(n))}#check-result">'
+        + ("a derivation with a slip" if n == "wrong" else f"{_e(n)}.hg") + "</a>"
+        for n in derivation_names())
     return ('<form id="check-form" method="post" action="/#check-result" '
             "onsubmit=\"working('check-working')\">"
             f'<textarea id="hg" name="hg" rows="12" spellcheck="false">{_e(text)}</textarea>'
             '<button type="submit">Check every line</button> '
             '<span id="check-working" hidden>working...</span></form>'
+            f'<p class="note">Try: {tries} (the models\' derivations, as derive reads them).</p>'
             '<p class="note">The .hg format: <code>let</code> declarations, <code>wrt</code>, '
             "<code>f = ...</code>, then <code>df = ...</code> lines (a line starting with "
             "<code>=</code> continues the one above), <code>grad X = ...</code>, "
@@ -210,7 +240,8 @@ def result_html(report: dict, *, panel: str) -> str:
                "<th>verdict</th><th>where</th></tr></thead><tbody>")
     defs = "".join(f'<div class="def">let {_e(d["name"])} = <code>{_e(d["text"])}</code></div>'
                    for d in report.get("definitions", []))
-    fmath = fn.get("mathml") or _e(f"{fn['name']} = {fn['text']}")
+    fmath = (f"{_e(fn['name'])} = {fn['mathml']}" if fn.get("mathml")
+             else _e(f"{fn['name']} = {fn['text']}"))
     ferr = "".join(f'<div class="why">{_e(x)}</div>' for x in fn.get("errors", [])[:1])
     out.append(f'<tr class="function"><td class="n"></td><td>{defs}{fmath}{ferr}</td>'
                f'<td></td><td></td><td class="src">{_e(_where(fn))}</td></tr>')
