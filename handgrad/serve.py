@@ -43,6 +43,7 @@ TIME_LIMIT = 20.0  # seconds of work per request
 MEMORY_LIMIT = 4 << 30  # bytes of address space per worker
 WORKERS = 2
 START_LIMIT = 120.0  # seconds for a worker to import torch and handgrad
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Refused(Exception):
@@ -352,7 +353,22 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.do_GET()
 
+    def _host_ok(self) -> bool:
+        """On a loopback address, only requests addressed to it (a page on another site
+        whose name resolves here, DNS rebinding, gets 403)."""
+        if self.server.server_address[0] not in LOOPBACK:
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name in LOOPBACK or name in ("[::1]",):
+            return True
+        self._error_json(Refused(f"this server answers requests to 127.0.0.1 or localhost, "
+                                 f"not {host or 'no Host'}", 403))
+        return False
+
     def do_GET(self):
+        if not self._host_ok():
+            return
         url = urllib.parse.urlsplit(self.path)
         params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query,
                                                               keep_blank_values=True).items()}
@@ -369,6 +385,9 @@ class Handler(BaseHTTPRequestHandler):
             self._error_json(Refused(f"no such page: {url.path}", 404))
 
     def do_POST(self):
+        if not self._host_ok():
+            self.close_connection = True
+            return
         url = urllib.parse.urlsplit(self.path)
         params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query,
                                                               keep_blank_values=True).items()}
@@ -455,7 +474,7 @@ def run(host: str = "127.0.0.1", port: int = 8765, *, say=print, **kw) -> None:
         if not server.workers.wait_ready():
             say("warning: the workers did not start in time; requests will wait for them")
         say(f"handgrad serve: open {server.url}  (Ctrl-C stops it)")
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if host not in LOOPBACK:
             say(f"note: listening on {host}, reachable from other machines")
         server.serve_forever()
     except KeyboardInterrupt:

@@ -201,6 +201,19 @@ def test_a_python_derivation_is_never_run(server, tmp_path):
     assert not marker.exists()
 
 
+def test_requests_addressed_to_another_host_are_refused(server):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches the
+    server with Host: evil.example; it gets 403, a request to 127.0.0.1 or localhost
+    does not."""
+    status, body, _ = request(server, derive_path(*TRACE), headers={"Host": "evil.example"})
+    assert status == 403 and "evil.example" in json.loads(body)["error"]
+    port = server.server_address[1]
+    status, _, _ = request(server, "/api/check", b"x", {"Host": f"evil.example:{port}"})
+    assert status == 403
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert request(server, "/", headers={"Host": host})[0] == 200
+
+
 def test_unknown_paths_and_methods(server):
     assert request(server, "/nope")[0] == 404
     assert request(server, "/api/check")[0] == 405

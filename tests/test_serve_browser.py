@@ -71,9 +71,15 @@ app.onload = function () {
       found.working_shown = !doc.getElementById('working').hidden;
     } else if (step == 1) {
       found.typed = measure(doc, '#derive-result');
-      step = 2;  // paste a wrong derivation, submit it
-      doc.getElementById('hg').value = WRONG;
-      doc.getElementById('check-form').requestSubmit();
+      step = 2;
+      const copy = doc.getElementById('copy-torch');
+      copy.click();  // the torch code's copy button answers
+      setTimeout(function () {
+        found.copy_button = copy.textContent;
+        // paste a wrong derivation, submit it
+        doc.getElementById('hg').value = WRONG;
+        doc.getElementById('check-form').requestSubmit();
+      }, 500);
     } else if (step == 2) {
       found.pasted = measure(doc, '#check-result');
       step = 3;  // a shared URL, loaded afresh
@@ -140,6 +146,7 @@ def test_type_paste_and_share_in_a_browser(server):
     assert t["math"] >= len(t["marks"]) and t["laid_out"] == t["math"], t
     assert t["sups"] > 0 and t["raised"] == t["sups"], t  # X^T raised: typeset, not text
     assert all(x.startswith("\u2713") for x in t["mark_text"]) and t["torch"]
+    assert got["copy_button"] in ("copied", "select the code and copy it"), got
     # pasted: the sign slip on line 1 is the one highlighted line, with the point and values
     p = got["pasted"]
     assert p["first_wrong"] == ["check-line-1"], p

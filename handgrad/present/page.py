@@ -118,12 +118,14 @@ function working(id) { var w = document.getElementById(id); if (w) { w.hidden = 
 function copyText(id, button) {
   var text = document.getElementById(id).textContent;
   function done() { button.textContent = 'copied'; }
-  if (navigator.clipboard && window.isSecureContext) {
-    navigator.clipboard.writeText(text).then(done);
-  } else {
+  function fallback() {
     var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t);
-    t.select(); document.execCommand('copy'); document.body.removeChild(t); done();
+    t.select(); var ok = document.execCommand('copy'); document.body.removeChild(t);
+    if (ok) { done(); } else { button.textContent = 'select the code and copy it'; }
   }
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text).then(done, fallback);
+  } else { fallback(); }
 }
 """
 
@@ -271,7 +273,7 @@ def result_html(report: dict, *, panel: str) -> str:
         items += "".join(f"<li>hess {_e(k)} = <code>{_e(v)}</code></li>" for k, v in hess.items())
         out.append(f"<ul>{items}</ul>")
     if report.get("torch"):
-        out.append('<h3>torch code</h3><p><button type="button" '
+        out.append('<h3>torch code</h3><p><button type="button" id="copy-torch" '
                    "onclick=\"copyText('torch', this)\">copy</button> a standalone function for "
                    "the gradient (and Hessian) derived above.</p>"
                    f'<pre id="torch">{_e(report["torch"])}</pre>')
