@@ -8,6 +8,7 @@ starts and stops.
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import re
 import threading
@@ -258,6 +259,11 @@ def test_shared_url_derives_on_load(server):
     assert html.count('data-verdict="verified"') == len(rows)
     assert api["torch"].split("\n")[0] in html and 'id="torch"' in html
     assert 'download="derivation.hg"' in html
+    hidden = re.search(r'<input type="hidden" name="hg" value="([^"]*)">', html)
+    assert hidden and htmllib.unescape(hidden.group(1)) == api["hg"]  # "check it" posts it
+    saved = re.search(r'download="derivation.hg" href="data:text/plain;charset=utf-8,([^"]*)"',
+                      html)
+    assert urllib.parse.unquote(htmllib.unescape(saved.group(1))) == api["hg"]
     assert 'value="tr(A*X&#x27;*B*X*C)"' in html  # the form keeps what was asked
     assert not re.search(r"""(src|href|action)=["']?(https?:)?//""", html)  # nothing fetched
 

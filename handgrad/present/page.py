@@ -282,7 +282,11 @@ def result_html(report: dict, *, panel: str) -> str:
         out.append('<h3>The derivation as a .hg file</h3>'
                    f'<p><a id="save-hg" download="derivation.hg" href="{_e(href)}">save '
                    "derivation.hg</a> (check it again with <code>handgrad derive --file "
-                   "derivation.hg</code>, or paste it below).</p>"
+                   "derivation.hg</code>, or in the panel below).</p>"
+                   '<form method="post" action="/#check-result">'
+                   f'<input type="hidden" name="hg" value="{_e(report["hg"])}">'
+                   '<button type="submit" id="check-derived">check it in the panel below'
+                   "</button></form>"
                    f'<pre id="hg-text">{_e(report["hg"])}</pre>')
     return "\n".join(out)
 
