@@ -53,29 +53,34 @@ df = tr(A*inv(X)*dX*inv(X))        # wrong sign: d(X^-1) = -X^-1 dX X^-1
 grad X = inv(X)'*A'*inv(X)'
 """
 
-def derivation_names() -> list[str]:
-    """The models' own derivations in the notation (derivations/*.hg, installed with
-    handgrad), offered to the check panel, and "wrong" (WRONG_EXAMPLE)."""
-    import importlib.resources
+def _model_derivations() -> dict[str, str]:
+    """{name: path} of the models' own derivations in the notation (derivations/*.hg, as
+    the registry lists them)."""
+    from handgrad import registry
+    from handgrad.verify.in_notation import path_of
 
-    try:
-        folder = importlib.resources.files("handgrad.derivations")
-        names = sorted(p.name[:-3] for p in folder.iterdir() if p.name.endswith(".hg"))
-    except (ModuleNotFoundError, OSError):
-        names = []
-    return ["wrong"] + names
+    out = {}
+    for entry in registry.REGISTRY.values():
+        for spec in entry.derivation.notation or ():
+            path = path_of(entry.derivation.module, spec)
+            out[spec.file[:-3] if spec.file.endswith(".hg") else spec.file] = path
+    return dict(sorted(out.items()))
+
+
+def derivation_names() -> list[str]:
+    """The derivations the check panel offers: "wrong" (WRONG_EXAMPLE) and the models'."""
+    return ["wrong"] + list(_model_derivations())
 
 
 def derivation_text(name: str) -> str | None:
     """The text of one of derivation_names(), or None."""
     if name == "wrong":
         return WRONG_EXAMPLE
-    if name not in derivation_names():
+    path = _model_derivations().get(name)
+    if path is None:
         return None
-    import importlib.resources
-
-    return (importlib.resources.files("handgrad.derivations") / f"{name}.hg").read_text(
-        encoding="utf-8")
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
 
 
 CSS = """
