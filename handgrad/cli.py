@@ -785,32 +785,13 @@ def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as
 def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json, at_path=None) -> int:
     """derive --expr: handgrad writes the derivation in the notes' steps, the one verifier
     checks every line it wrote."""
-    from handgrad import notation
-    from handgrad.notation.auto import derive_expression, emit_torch
+    from handgrad.verify.derive import expression_report
 
-    if not wrt:
-        raise UserError("--expr needs --wrt (the variables to differentiate by, e.g. --wrt X).")
-    try:
-        out = derive_expression(expr, let_ or "", wrt, hessian=hessian)
-        code = emit_torch(out) if emit else None
-        if at_path:
-            out = _at(out, notation.parse_text(out["hg"], path="<derived>"), at_path)
-    except notation.NotationError as exc:
-        raise UserError(str(exc).splitlines()[0]) from None
-    if code is not None:
-        out["torch"] = code
-    out["path"] = f"wrt {wrt}"
+    out = expression_report(expr, let_, wrt, hessian=hessian, emit=emit, at_path=at_path)
     _print_notation(out, fmt, as_json)
-    if code is not None and not as_json:
-        click.echo("\n# --emit torch\n" + code)
+    if "torch" in out and not as_json:
+        click.echo("\n# --emit torch\n" + out["torch"])
     return 0 if out["ok"] else 1
-
-
-def _at(report: dict, derivation, path: str) -> dict:
-    """derive --at FILE.npz: the read-offs at the user's arrays, verified there too."""
-    from handgrad.notation.auto_at import at
-
-    return at(report, derivation, path)
 
 
 def _print_notation(out: dict, fmt: str, as_json: bool) -> None:
@@ -834,18 +815,15 @@ def _derive_text(path: str, fmt: str, as_json: bool, at_path: str | None = None)
     """derive --file F.hg: parse the notation file, verify every line, print it."""
     import os
 
-    from handgrad import notation
+    from handgrad.verify.derive import text_report
 
     if not os.path.exists(path):
         raise UserError(f"Derivation file not found (no such file): {path}")
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory; --file takes a .hg text file or a .py file.")
-    try:
-        out = notation.derive_text_file(path)
-        if at_path:
-            out = _at(out, notation.parse_file(path), at_path)
-    except notation.NotationError as exc:
-        raise UserError(str(exc).splitlines()[0]) from None
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    out = text_report(text, path, at_path=at_path)
     _print_notation(out, fmt, as_json)
     return 0 if out["ok"] else 1
 
@@ -898,6 +876,24 @@ def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json):
         click.echo(f"error: the pages are written, but {', '.join(bad)} did not pass "
                    "(see the verdicts on the page)", err=True)
         return 1
+    return 0
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (127.0.0.1: this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port (0: any free one).")
+@command
+def serve_cmd(host, port):
+    """A local web page: type an expression or paste a derivation (.hg) and see each line
+    derived and verified; JSON at /api/derive and /api/check."""
+    from handgrad import serve
+
+    try:
+        serve.run(host, port, say=click.echo)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0
 
 

@@ -156,3 +156,108 @@ def test_every_registered_model_gets_a_page(name, tmp_path):
     assert "## Derivation" in md and "## Check" in md and "## Fit" in md
     assert ("Hessian: hand vs autograd" in md) == entry.has_hessian
     assert f"| solver | {entry.model.default_solver} with hand derivatives |" in md
+
+
+# ----------------------------------------------------------------- the page worth reading
+
+
+def _module_docstring(name: str) -> str:
+    """models/<name>.py's docstring, read from the file (not through the registry)."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    with open(f"{ROOT}/models/{name}.py", encoding="utf-8") as fh:
+        return ast.get_docstring(ast.parse(fh.read()))
+
+
+@pytest.mark.parametrize("name", sorted(registry.REGISTRY))
+def test_the_model_section_is_the_models_own_description(name):
+    """Every page once showed the contract record's docstring ("A model as the shared code
+    sees it"): the section is the model module's own docstring."""
+    entry = registry.get(name)
+    rec = {"model": name, "title": entry.title, "seed": 0, "errors": {}, "derivations": [],
+           "check": None, "fit": None, "compare": None, "plot": None,
+           "summary": {"steps_verified": 0, "steps_evaluated": 0, "steps_total": 0,
+                       "check_problems_ok": 0, "check_problems": 0}}
+    md = report.to_markdown(report.page(rec))
+    own = _module_docstring(name)
+    assert own.splitlines()[0] in md
+    assert "as the shared code sees it" not in md
+    section = md.split("## The model\n\n```text\n", 1)[1].split("\n```", 1)[0]
+    assert section == own.strip()
+
+
+def test_logistic_page_shows_its_description(logistic_pages):
+    out, _ = logistic_pages
+    md = (out / "logistic.md").read_text()
+    assert "Logistic regression, the notes' worked example 8" in md
+    assert "as the shared code sees it" not in md
+
+
+def _md_table_after(md: str, header_start: str) -> tuple[list[str], list[list[str]]]:
+    lines = md.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(header_start))
+    head = [c.strip() for c in re.split(r"(?<!\\)\|", lines[i])[1:-1]]
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return head, rows
+
+
+def test_fit_table_has_z_p_and_intervals_equal_to_statsmodels(tmp_path):
+    """The page's coefficient table on real data (breast_cancer.csv) against statsmodels'
+    Logit, at the digits the page prints: estimate, std err, z, P>|z|, the 95% interval."""
+    sm = pytest.importorskip("statsmodels.api")
+    import numpy as np
+
+    from tests.test_statsmodels import BREAST_FEATURES, _read
+
+    fit_kw = {"data_path": "data/breast_cancer.csv", "target": "malignant",
+              "features": BREAST_FEATURES}
+    res = report.write("logistic", str(tmp_path), plots=False, compare_max_iter=3,
+                       fit_kw=fit_kw, check_seeds=(0,))
+    assert not res["errors"], res["errors"]
+    md = (tmp_path / "logistic.md").read_text()
+    head, rows = _md_table_after(md, "| term | coef | std err | z |")
+    assert head[:7] == ["term", "coef", "std err", "z", "P>\\|z\\|", "[95%", "interval]"]
+    X, y, feats = _read("breast_cancer.csv", "malignant", BREAST_FEATURES)
+    ref = sm.Logit(y, sm.add_constant(X, prepend=False)).fit(method="newton", tol=1e-10,
+                                                             maxiter=100, disp=0)
+    assert [r[0] for r in rows] == feats + ["intercept"]
+    got = np.array([[float(c) for c in r[1:7]] for r in rows])
+    ci = ref.conf_int()
+    want = np.column_stack([ref.params, ref.bse, ref.tvalues, ref.pvalues, ci[:, 0], ci[:, 1]])
+    # printed digits: coef 10, std err 5, z 3 decimals, P 3, interval 6 significant
+    np.testing.assert_allclose(got[:, 0], want[:, 0], rtol=1e-8)
+    np.testing.assert_allclose(got[:, 1], want[:, 1], rtol=1e-4)
+    np.testing.assert_allclose(got[:, 2], want[:, 2], atol=6e-4)
+    np.testing.assert_allclose(got[:, 3], want[:, 3], rtol=6e-3, atol=6e-4)
+    np.testing.assert_allclose(got[:, 4:], want[:, 4:], rtol=1e-5)
+    # the statistics lines under the table, as `fit` prints them
+    ll = re.search(r"^log-likelihood (\S+)   AIC (\S+)", md, flags=re.M)
+    assert ll and float(ll.group(1)) == pytest.approx(ref.llf, rel=1e-8)
+    assert float(ll.group(2)) == pytest.approx(ref.aic, rel=1e-5)
+
+
+def test_least_squares_table_says_t(tmp_path):
+    res = report.write("least_squares", str(tmp_path), plots=False, compare_max_iter=3,
+                       fit_kw=SMALL, check_seeds=(0,))
+    assert not res["errors"], res["errors"]
+    md = (tmp_path / "least_squares.md").read_text()
+    head, rows = _md_table_after(md, "| term | coef | std err |")
+    assert head[3:5] == ["t", "P>\\|t\\|"] and len(rows) >= 2
+    assert "R^2 " in md
+
+
+def test_rule_texts_are_typeset_on_the_html_page(logistic_pages):
+    out, _ = logistic_pages
+    page = (out / "logistic.html").read_text()
+    cells = re.findall(r'<td class="rule">(.*?)</td>', page)
+    assert cells, "no rule column"
+    typeset = [c for c in cells if "<math" in c]
+    assert len(typeset) >= len([c for c in cells if "=" in re.sub(r"<[^>]+>", "", c)])
+    # "tr(AB) = tr(BA)" is MathML: tr applied to a product, not the letters as text
+    assert any("<mi>tr</mi><mo>\u2061</mo>" in c for c in typeset)

@@ -23,6 +23,7 @@ from handgrad import registry
 from handgrad.errors import UserError
 from handgrad.fitting import compare, pipeline
 from handgrad.present.io import write_text
+from handgrad.present.rules import rule_html
 from handgrad.verify import checker, derive
 
 STEP_RTOL = derive.RTOL
@@ -186,7 +187,9 @@ def page(rec: dict) -> list[tuple]:
     b.append(("p", "; ".join(verdict) + "."))
     for section, msg in rec["errors"].items():
         b.append(("p", f"**{section} could not be produced:** {msg}"))
-    doc = textwrap.dedent(entry.model.__doc__ or "").strip()
+    # the model's module docstring (entry.model is the contract's Model record, whose own
+    # docstring describes the record, not the model)
+    doc = model_description(entry)
     if doc:
         b.append(("h", 2, "The model"))
         b.append(("pre", doc))
@@ -248,6 +251,11 @@ def page(rec: dict) -> list[tuple]:
         b.append(("table", ["solver", "iterations", "converged", "loss", "loss - best",
                             "|grad|", "seconds"], rows, "lrlrrrr"))
     return b
+
+
+def model_description(entry) -> str:
+    """What the model's own module says about it (models/<name>.py's docstring)."""
+    return textwrap.dedent(entry.model.module.__doc__ or "").strip()
 
 
 def _check_blocks(rec: dict) -> list[tuple]:
@@ -313,7 +321,9 @@ def _fit_blocks(rec: dict) -> list[tuple]:
                 [str(h["iteration"]), f"{h['loss']:.15g}", _e(h["grad_norm"], ".3e"),
                  _e(h.get("step"), ".3g")] for h in shown]
         out.append(("table", ["iteration", "loss", "|grad|", "step"], rows, "rrrr"))
-    if "coefficients" in fit:
+    if "summary" in fit:  # the statistics table `fit` prints (handgrad/fitting/inference.py)
+        out += _summary_blocks(fit)
+    elif "coefficients" in fit:
         se = fit.get("std_errors") or {}
         truth = fit.get("true_coefficients") or {}
         rows = []
@@ -337,6 +347,42 @@ def _fit_blocks(rec: dict) -> list[tuple]:
             rows.append([k, val])
         out.append(("table", ["parameter", "estimate"], rows, "ll"))
     return out
+
+
+def _summary_blocks(fit: dict) -> list[tuple]:
+    """The coefficient table as `fit` prints it: estimate, standard error, z (or t), P and
+    the interval, then the fit statistics lines (the same text as the terminal's)."""
+    from handgrad.fitting import inference
+
+    s = fit["summary"]
+    stat = s["statistic"]
+    pct = f"{s.get('level', inference.LEVEL):.0%}"
+    truth = fit.get("true_coefficients") or {}
+    std = s.get("standardized_coef")
+    headers = (["term", "coef", "std err", stat, f"P>|{stat}|", f"[{pct}", "interval]"]
+               + (["coef (std)"] if std else []) + (["true (synthetic)"] if truth else []))
+    rows = []
+    for t in s["terms"]:
+        row = [t["term"], f"{t['coef']:.10g}", _g(t["std_err"], ".5g"), _g(t["stat"], ".3f"),
+               _g(t["p_value"], ".3g"), _g(t["ci_low"], ".6g"), _g(t["ci_high"], ".6g")]
+        if std:
+            row.append(_g(std.get(t["term"]), ".6g"))
+        if truth:
+            row.append(_g(truth.get(t["term"]), ".4g"))
+        rows.append(row)
+    out = [("table", headers, rows, "l" + "r" * (len(headers) - 1))]
+    lines = inference.format_summary(s)
+    stats = lines[lines.index("") + 1:] if "" in lines else []
+    if stats:
+        out.append(("pre", "\n".join(stats)))
+    return out
+
+
+def _g(x, spec: str) -> str:
+    """A table number; blank where there is none (NaN standard errors print as nan)."""
+    if x is None:
+        return ""
+    return format(x, spec) if isinstance(x, (int, float)) else str(x)
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -488,7 +534,8 @@ def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
                 rows.append(
                     f'<tr><td class="r">{r["index"]}</td>'
                     f'<td class="f">{math}</td>'
-                    f'<td>{_inline(r["why"])}</td><td class="r">{_e(r["residual"])}</td>'
+                    f'<td class="rule">{rule_html(r["why"])}</td>'
+                    f'<td class="r">{_e(r["residual"])}</td>'
                     f'<td><span class="{cls}">{html.escape(v)}</span></td></tr>')
             out.append("<table><thead><tr><th>#</th><th>step</th><th>rule</th>"
                        "<th>residual</th><th>verdict</th></tr></thead><tbody>"

@@ -398,6 +398,48 @@ def derive_file(path: str) -> dict:
     return report
 
 
+def expression_report(expr: str, let: str, wrt: str, *, hessian: bool = False,
+                      emit: str | None = None, at_path: str | None = None) -> dict:
+    """``derive --expr EXPR --let DECLS --wrt VARS [--hessian] [--emit torch] [--at F]``: the
+    object its --json prints (``serve`` returns the same).  Bad input is a UserError whose
+    message is one line."""
+    from handgrad import notation
+    from handgrad.notation.auto import derive_expression, emit_torch
+
+    if not wrt:
+        raise UserError("--expr needs --wrt (the variables to differentiate by, e.g. --wrt X).")
+    try:
+        out = derive_expression(expr, let or "", wrt, hessian=hessian)
+        code = emit_torch(out) if emit else None
+        if at_path:
+            from handgrad.notation.auto_at import at
+
+            out = at(out, notation.parse_text(out["hg"], path="<derived>"), at_path)
+    except notation.NotationError as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    if code is not None:
+        out["torch"] = code
+    out["path"] = f"wrt {wrt}"
+    return out
+
+
+def text_report(text: str, path: str, *, at_path: str | None = None) -> dict:
+    """``derive --file F.hg [--at F.npz]`` on the file's text: the object its --json prints
+    (``serve`` returns the same for a pasted derivation; ``path`` only names it)."""
+    from handgrad import notation
+
+    try:
+        derivation = notation.parse_text(text, path=str(path))
+        out = notation.verify(derivation)
+        if at_path:
+            from handgrad.notation.auto_at import at
+
+            out = at(out, derivation, at_path)
+    except notation.NotationError as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    return out
+
+
 # ---------------------------------------------------------------- identities and errata
 
 def _claims_verdict(claims) -> dict:
