@@ -15,7 +15,7 @@ tolerance each row used and how far its coefficients are from handgrad's.  Direc
 (least squares, covariance) have no tolerance: "direct".
 
 Sizes are configurable: --quick uses small problems (seconds in all); the default sizes
-are the issue's (200k x 100 and 1M x 50 logistic and Poisson, 1M x 100 least
+are (200k x 100 and 1M x 50 logistic and Poisson, 1M x 100 least
 squares/covariance).
 """
 

@@ -621,7 +621,9 @@ def _check_config_values(ctx, cfg: dict, path: str) -> str | None:
 
 
 @main.command("bench")
-@click.option("--quick", is_flag=True, help="Small sizes (seconds); default: the issue's sizes.")
+@click.option("--quick", is_flag=True,
+              help="Small sizes (seconds); default: the full sizes (200k x 100 and 1M x 50 fits, "
+              "minutes).")
 @click.option("--out", "out_dir", default="bench-results", show_default=True,
               help="Folder for bench.md (markdown table) and bench.json, made in the current "
               "folder; the committed table is refreshed only with --out benchmarks/results.")

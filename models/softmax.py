@@ -85,7 +85,7 @@ def evaluate(params, data: Data, **_) -> dict:
 def synthetic(*, n: int = 2000, d: int = 4, seed: int = 0, k: int = 3, **_):
     """Labels drawn from softmax(W* x + b*), X standard normal; returns (data, true params).
 
-    The true parameters are shown in the gauge the fit reports (rows of W* and b* summing
+    The true parameters are normalised as the fit reports them (rows of W* and b* summing
     to zero), since only differences between classes are identified."""
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g, dtype=torch.float64)

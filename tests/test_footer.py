@@ -116,7 +116,7 @@ def test_the_default_hold_out_is_stated_and_an_explicit_one_is_not_a_silent_choi
     assert "held out" not in none and out0["data"]["n"] == n
 
 
-def test_softmax_weights_print_with_feature_and_class_labels_in_the_stated_gauge(runner):
+def test_softmax_weights_print_with_feature_and_class_labels_normalised_as_stated(runner):
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     text, out = fit(runner, "softmax", "--data", IRIS, "--target", "species", "--l2", "1",
                     "--test-fraction", "0")
@@ -128,7 +128,7 @@ def test_softmax_weights_print_with_feature_and_class_labels_in_the_stated_gauge
         row = lines[i + 2 + k].split()
         assert row[0] == f"species={k}"
         np.testing.assert_allclose([float(v) for v in row[1:]], W[k], rtol=1e-5)
-    assert any("sum-to-zero gauge" in ln for ln in footer(text))
+    assert any("normalised to sum to zero over classes" in ln for ln in footer(text))
     np.testing.assert_allclose(W.sum(0), 0, atol=1e-10 * np.abs(W).max())
     np.testing.assert_allclose(sum(out["params"]["b"]), 0, atol=1e-10)
 

@@ -578,8 +578,8 @@ def conventions(entry, out: dict, hp: dict, *, intercept: bool, standardize: boo
     """The choices behind this fit's numbers that differ from what statsmodels or
     scikit-learn would do by default, one sentence each (the summary's footer): where L2
     acts and on what scale, the null model of pseudo R^2 and the LR test without an
-    intercept, R^2 without an intercept, a held-out share taken by default, the gauge of
-    a multi-class model's weights, the divisor of a fitted covariance."""
+    intercept, R^2 without an intercept, a held-out share taken by default, the
+    normalisation of a multi-class model's weights, the divisor of a fitted covariance."""
     model = entry.model
     roles = set(model.params.values())
     lines: list[str] = []
@@ -623,7 +623,7 @@ def conventions(entry, out: dict, hp: dict, *, intercept: bool, standardize: boo
                      "(statsmodels and scikit-learn fit every row given; --test-fraction 0 "
                      "does too)")
     if Role.CLASS_WEIGHTS in roles and "estimate" in out:
-        lines.append("weights and biases in the sum-to-zero gauge (over classes, each feature's "
+        lines.append("weights and biases normalised to sum to zero over classes (each feature's "
                      "weights and the biases sum to 0; only differences between classes are "
                      "identified); statsmodels' MNLogit fixes the first class at 0 instead")
     if Role.COVARIANCE in roles and "Sigma" in (out.get("estimate") or {}):
