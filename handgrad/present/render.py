@@ -98,14 +98,14 @@ def fit_text(out: dict, iterations: str = "capped") -> str:
         if sampled:
             k = sampled[0]["hessian_chunk_stride"]
             say(f"sampled Hessians at iterations {_ranges([h['iteration'] for h in sampled])}: "
-                f"summed over one row chunk in {k} and scaled to every row (Newton's damped "
-                "phase; the loss, gradient and stopping tests use every row)")
+                f"summed over one row chunk in {k} and scaled to every row (while Newton is still "
+                "far from the optimum; the loss, gradient and stopping tests use every row)")
         chord = [h for h in out["history"] if "hessian_from" in h]
         if chord:
             froms = sorted({h["hessian_from"] for h in chord})
             say(f"chord steps at iterations {_ranges([h['iteration'] for h in chord])}: the Hessian of "
-                f"iteration {', '.join(map(str, froms))} reused (Newton's quadratic phase; those passes "
-                "form f and g only)")
+                f"iteration {', '.join(map(str, froms))} reused instead of a new one (near the optimum, "
+                "while each step still cuts |grad| fourfold; those passes form f and g only)")
     if out["solver"] in ("sgd", "adam") and out["converged"]:
         # stochastic: no gradient-norm test at the default tolerance; say what happened
         say(f"finished {out['iterations']} epochs ({out['message']}), "
