@@ -43,7 +43,10 @@ from handgrad.notation.render import latex_name, to_latex, to_text
 from handgrad.notation.sampling import draw_direction, draw_sizes, draw_value
 from handgrad.notation.shapes import ShapeChecker, show
 from handgrad.notation.textfile import Decl, _parse_shape
-from handgrad.notation.verify import FLOOR, RTOL, _compare, _Trial, _verdict
+from handgrad.notation.tolerance import FLOOR, RTOL
+from handgrad.notation.tolerance import Trial as _Trial
+from handgrad.notation.tolerance import judge as _compare
+from handgrad.notation.tolerance import verdict as _verdict
 
 KINDS = ("equal", "d", "grad", "gradT", "hess", "jac", "jacT", "vecjac", "argmin")
 POINTS = 3

@@ -42,60 +42,12 @@ from handgrad.notation.sampling import (
     perturb,
 )
 from handgrad.notation.textfile import Derivation, Line, parse_text
+from handgrad.notation.tolerance import INCONCLUSIVE, RTOL, Trial, judge, verdict
 
-RTOL = 1e-9
 READOFFS = ("grad", "hess", "jac", "jacT")
-INCONCLUSIVE = 1e-7
-FLOOR = 1e3 * torch.finfo(torch.float64).eps
 LAYOUT = ("denominator layout: df = tr(G^T dX) gives grad X = G, with X's shape (what autograd "
           "returns); hess X is over vec(X), column-major as in vec(AXB) = (B^T ⊗ A) vec(X)")
-
-
-class _Trial:
-    __slots__ = ("status", "residual", "tol", "reason", "point")
-
-    def __init__(self, status, residual=0.0, tol=0.0, reason=None, point=None):
-        self.status, self.residual, self.tol, self.reason, self.point = status, residual, tol, reason, point
-
-
-def _compare(claim, truth, scale, point, what="", sides=("claim", "autograd")) -> _Trial:
-    """Entrywise comparison; scale has claim's shape (terms of claim and truth, summed)."""
-    if not bool(torch.isfinite(claim).all()):
-        return _Trial("error", reason=f"the line is not finite (nan/inf) at point {point}", point=point)
-    if not bool(torch.isfinite(truth).all()):
-        return _Trial("error", reason=f"the reference (autograd) is not finite at point {point}", point=point)
-    scale = scale + truth.abs()
-    tol = RTOL * scale + FLOOR * scale.max()
-    res = (claim - truth).abs()
-    ratio = res / tol.clamp_min(1e-300)
-    k = int(ratio.argmax())
-    worst_res, worst_tol = float(res.reshape(-1)[k]), float(tol.reshape(-1)[k])
-    if bool((res > tol).any()):
-        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(k), res.shape))
-        where = "" if res.numel() == 1 else f" entry {idx}"
-        return _Trial("fail", worst_res, worst_tol,
-                      f"{what}at point {point}{where}: {sides[0]} {float(claim.reshape(-1)[k]):.6g}, "
-                      f"{sides[1]} {float(truth.reshape(-1)[k]):.6g}", point)
-    if float(truth.abs().max()) <= INCONCLUSIVE * float(scale.max()):
-        return _Trial("inconclusive", worst_res, worst_tol,
-                      f"at point {point} the value is at rounding level relative to its terms", point)
-    return _Trial("pass", worst_res, worst_tol, None, point)
-
-
-def _verdict(trials: list[_Trial]) -> tuple[str, _Trial | None]:
-    for status, verdict in (("error", "error"), ("fail", "failed")):
-        bad = [t for t in trials if t.status == status]
-        if bad:
-            return verdict, bad[0]
-    conclusive = {t.point for t in trials if t.status == "pass"}
-    worst = max(trials, key=lambda t: t.residual / max(t.tol, 1e-300), default=None)
-    if len(conclusive) >= 2:
-        return "verified", worst
-    t = next((t for t in trials if t.status == "inconclusive"), None)
-    if t is None:
-        t = _Trial("inconclusive", worst.residual if worst else 0.0, worst.tol if worst else 0.0,
-                   f"conclusive at {len(conclusive)} point(s) only; verified needs 2")
-    return "inconclusive", t
+_Trial, _compare, _verdict = Trial, judge, verdict  # the names claims.py and older callers use
 
 
 def _points(d: Derivation, inputs, points: int, perturbations: int, seed: int | None):
