@@ -47,6 +47,8 @@ def format_text(report: dict) -> str:
     out.append(f"  {report['verdict']}: {len(pts)} points ({sizes}), "
                f"{report['checked_at']['directions_per_point']} directions each, against "
                f"{report['checked_at']['reference']}")
+    for r in report["checked_at"].get("redrawn") or []:
+        out.append(f"  replaced: {r}")
     if report["first_wrong"]:
         fw = report["first_wrong"]
         out.append(f"  first wrong line: {fw['source']}: {fw['lhs']} = {fw['text']}")

@@ -16,8 +16,9 @@ How the terms are measured depends on what is compared, never the rule:
   Hilbert matrix inv(H) moves by cond(H) times its size, and the tolerance with it.
 
 A trial whose truth is below ``INCONCLUSIVE`` times its scale (rounding level: a factor 2
-or a sign cannot be told) is *inconclusive*; a non-finite value or an exception is an
-*error* (never "wrong"); a line is *verified* when no trial failed or errored and trials
+or a sign cannot be told) is *inconclusive*; a line that is not finite where the truth is
+fails (log(det(X)) written for logdet(X) where det X < 0); an exception, or a truth that is
+not finite, is an *error* (never "wrong"); a line is *verified* when no trial failed or errored and trials
 at 2 or more points were conclusive, *failed* on one failing trial.
 """
 
@@ -55,10 +56,12 @@ def judge(claim, truth, scale, point, what="", sides=("claim", "autograd"), *, r
     """Compare ``claim`` with ``truth`` (same shape); ``scale``: the terms of both, entrywise
     (broadcast to claim's shape); |truth| is added here.  ``point`` names where."""
     at = f"point {point}" if isinstance(point, int) else str(point)
-    if not bool(torch.isfinite(claim).all()):
-        return Trial("error", reason=f"the line is not finite (nan/inf) at {at}", point=point)
     if not bool(torch.isfinite(truth).all()):
         return Trial("error", reason=f"the reference (autograd) is not finite at {at}", point=point)
+    if not bool(torch.isfinite(claim).all()):  # evidence: the truth is a number there, the line is not
+        return Trial("fail", float("inf"), 0.0, f"{what}at {at}: the line is not finite (nan/inf) where "
+                     f"the reference is ({float(truth.reshape(-1)[0]) if truth.numel() == 1 else 'finite'})",
+                     point)
     scale = (torch.as_tensor(scale, dtype=truth.dtype).abs() + truth.abs()).expand_as(truth)
     scale = torch.where(torch.isfinite(scale), scale, torch.full_like(scale, float("inf")))
     tol = tolerance(scale, rtol, floor)
