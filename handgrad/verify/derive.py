@@ -1,10 +1,12 @@
 """Run derivations step by step, run the identity catalog and the notes' errata, and format.
 
-``derive`` checks every line of a derivation at several random, non-symmetric problems
-(each model's ``check_problems``; for a user file, its ``inputs(seed)``) and random
-directions dP against torch.func.jvp of the loss (or of its gradient, for a Hessian
-derivation).  The report keeps, per line: the verdict, the largest residual seen, where the
-step is written (file:line) and, for a failed line, the problem and the reason.
+``derive`` checks every line of a derivation at several problems (each model's
+``check_problems``; for a user file, its ``inputs(seed)``), at random moves of their
+variables and along directions from handgrad's own stream, against torch.func.jvp of the
+loss (or of its gradient, for a Hessian derivation), by the one verifier core
+(handgrad.verify.steps on handgrad.notation.tolerance).  The report keeps, per line: the
+verdict, the largest residual seen, where the step is written (file:line) and, for a line
+not verified, the point and the reason.
 
 Formats: plain text (terminal), Markdown, a standalone LaTeX document, and JSON (the
 report dicts themselves).  Every printed derivative states its layout.
@@ -205,7 +207,11 @@ A derivation file is Python.  Required names:
                                        value for a direction dP (same keys as P)
 Optional: TITLE, LAYOUT, TARGET ("loss": lines are df; "gradient": lines are d(grad f)),
   ASSUMPTIONS (list of str), gradient(P, D) -> dict like P (checked entry by entry
-  against torch.func.grad), SEEDS (default (0, 1, 2))."""
+  against torch.func.grad), SEEDS (default (0, 1, 2)).
+Every line is judged at each inputs(seed) point and at 2 random moves of its variables P
+(a move where the loss is not finite is redrawn, and said), along 2 directions handgrad
+draws from its own stream, by the notation's rule: tolerance scaled to the terms' size at
+the point, "inconclusive" at rounding level, an exception in a line an evaluation error."""
 
 
 @dataclass
