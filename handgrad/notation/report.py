@@ -75,6 +75,8 @@ def format_markdown(report: dict) -> str:
         reason = f" ({r['reason']})" if r["verdict"] != "verified" and r["reason"] else ""
         out += [f"$${r['latex']}$$", "",
                 f"{_MD[r['verdict']]}{reason}{rule}", ""]
+    for r in report["checked_at"].get("redrawn") or []:
+        out += ["Replaced: " + r.replace("*", "\\*").replace("_", "\\_") + ".", ""]
     out.append(f"**{report['verdict']}**; " + " ".join(report["conventions"]))
     return "\n".join(out) + "\n"
 

@@ -128,7 +128,7 @@ def undefined(d: Derivation, vals, sizes) -> tuple[str, str] | None:
         if a.dim() == 2 and a.shape[0] == a.shape[1]:
             cond = float(torch.linalg.cond(a))
             if not cond < SINGULAR:
-                return (f"{to_text(arg)} is singular (condition number {cond:.1e})",
+                return (f"{to_text(arg)} is singular (condition number above {SINGULAR:.0e})",
                         _singular_hint(d, arg))
     if not bool(torch.isfinite(fval).all()):
         return f"{d.fname} is not finite (nan/inf)", _log_hint(d, ev)

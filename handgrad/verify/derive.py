@@ -701,6 +701,9 @@ def format_markdown(obj: dict) -> str:
             for a in d["assumptions"]:
                 out.append(f"*Assumption:* {_md(a)}")
                 out.append("")
+            for note in d.get("redrawn") or []:
+                out.append(f"*Redrawn:* {_md(note)}.")
+                out.append("")
             if d.get("final_line_is_fitted") is not None:
                 out.append("The last line is the gradient/Hessian that `fit` uses: "
                            + ("**yes**." if d["final_line_is_fitted"] else "**NO**."))
