@@ -239,3 +239,21 @@ def test_an_exception_in_a_line_is_an_evaluation_error(tmp_path):
     hg = "let X: n x n invertible\nwrt X\nf = logdet(X)\ndf = tr(inv(X - X)*dX)\n   = tr(inv(X)*dX)\n"
     rep = verify_hg(hg)
     assert _verdicts_hg(rep) == ["error", "verified"] and rep["first_wrong"] is None
+
+
+# --- the three-way checker uses the same tolerance function ---------------------------------
+
+def test_checker_tolerance_is_relative_not_an_absolute_floor_of_one():
+    """f = 1e-12 x^T x has gradient 2e-12 x (hand); 3e-12 x misses by 1e-12 |x|, below the
+    old floor atol * max(1, |ref|) = 1e-11, and must fail against autograd."""
+    from handgrad.verify import checker
+
+    x = torch.randn(5, generator=torch.Generator().manual_seed(2), dtype=F64)
+
+    def f(x):
+        return 1e-12 * (x @ x)
+    right = checker.check_function(f, lambda x: 2e-12 * x, {"x": x})
+    wrong = checker.check_function(f, lambda x: 3e-12 * x, {"x": x})
+    assert right.ok
+    bad = {(c.quantity, c.hand_vs) for c in wrong.comparisons if not c.ok}
+    assert ("gradient", "autograd") in bad
