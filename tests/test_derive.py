@@ -328,6 +328,7 @@ def test_tuple_steps_and_three_argument_functions_work(runner, tmp_path):
      r"inputs\(0\) raised ValueError, line 4: no data"),
     (GOOD.replace('return {"x"', 'return 5  # {"x"'), r"inputs\(0\) must return a pair"),
     (GOOD + "\nTARGET = 'hessian'\n", r"TARGET must be 'loss' or 'gradient'"),
+    (GOOD + "\nSYMMETRIC = ['x']\n", r"SYMMETRIC names 'x', but inputs\(0\) gives no symmetric"),
     (GOOD.replace("def loss(P, D):", "loss = 3\ndef _loss(P, D):"), r"loss must be a function"),
 ])
 def test_bad_user_file_is_a_one_line_error(runner, tmp_path, body, expect):

@@ -97,6 +97,12 @@ def test_special_given_point_is_not_the_only_evidence(tmp_path):
     given = [{"X": B + B.T}]
     assert _verdicts_hg(verify_hg(hg.format("2*tr(X'*dX)"), inputs=given))[0] == "failed"
     assert _verdicts_hg(verify_hg(hg.format("2*tr(X*dX)"), inputs=given)) == ["verified"] * 2
+    # declared symmetric (SYMMETRIC in Python, `sym` in the notation), X^T = X is no slip
+    declared = _py(tmp_path, SPECIAL.replace("DF", '2 * torch.trace(P["X"].T @ dP["X"])')
+                   + 'SYMMETRIC = ["X"]\n')
+    assert declared["ok"] and _verdicts_py(declared) == ["verified"]
+    sym = hg.replace("n x n", "n x n sym")
+    assert _verdicts_hg(verify_hg(sym.format("2*tr(X'*dX)"), inputs=given)) == ["verified"] * 2
 
 
 # --- 3. tiny scale: the tolerance is relative to the terms, never max(1, |truth|) ---------

@@ -77,7 +77,7 @@ def run_derivation(derivation: Derivation, problems: Sequence, loss: Callable, *
         skip = [False] * len(problems)
     used = [p for p, s in zip(problems, skip) if not s]
     skipped = [p[0] for p, s in zip(problems, skip) if s]
-    pts, redrawn = points(used, loss, seed=seed)
+    pts, redrawn = points(used, loss, seed=seed, symmetric=derivation.symmetric)
     trials = judge_points(derivation, loss, pts, seed=seed)
     steps = []
     for i, (step, ts) in enumerate(zip(derivation.steps, trials), start=1):
@@ -208,7 +208,9 @@ A derivation file is Python.  Required names:
                                        value for a direction dP (same keys as P)
 Optional: TITLE, LAYOUT, TARGET ("loss": lines are df; "gradient": lines are d(grad f)),
   ASSUMPTIONS (list of str), gradient(P, D) -> dict like P (checked entry by entry
-  against torch.func.grad), SEEDS (default (0, 1, 2)).
+  against torch.func.grad), SEEDS (default (0, 1, 2)), SYMMETRIC (names of square
+  variables that are symmetric, as `sym` in the notation: their moves and directions are
+  symmetric; undeclared, a variable is moved and differentiated in every direction).
 Every line is judged at each inputs(seed) point and at 2 random moves of its variables P
 (a move where the loss is not finite is redrawn, and said), along 2 directions handgrad
 draws from its own stream, by the notation's rule: tolerance scaled to the terms' size at
@@ -343,7 +345,10 @@ def load_user_file(path: str) -> UserDerivation:
     if (not isinstance(seeds, (list, tuple)) or not seeds
             or not all(isinstance(s, int) for s in seeds)):
         raise _bad(path, "SEEDS must be a non-empty list of ints")
-    deriv = Derivation(title, target, layout, steps, list(assumptions))
+    symmetric = ns.get("SYMMETRIC", ())
+    if (not isinstance(symmetric, (list, tuple)) or not all(isinstance(k, str) for k in symmetric)):
+        raise _bad(path, "SYMMETRIC must be a list of variable names")
+    deriv = Derivation(title, target, layout, steps, list(assumptions), tuple(symmetric))
     return UserDerivation(path, title, deriv, ns["loss"], ns["inputs"], gradient, tuple(seeds))
 
 
@@ -364,6 +369,11 @@ def _user_problems(ud: UserDerivation) -> list:
             if not isinstance(v, torch.Tensor) or not v.is_floating_point():
                 raise _bad(ud.path, f"inputs({s}): P[{k!r}] must be a floating-point tensor")
         P = {k: v.to(torch.float64) for k, v in P.items()}
+        odd = [k for k in ud.derivation.symmetric if k not in P or P[k].dim() != 2
+               or P[k].shape[0] != P[k].shape[1] or not torch.equal(P[k], P[k].mT)]
+        if odd:
+            raise _bad(ud.path, f"SYMMETRIC names {odd[0]!r}, but inputs({s}) gives no symmetric "
+                                "square matrix by that name in P")
         try:
             value = ud.loss(P, D)
         except Exception as exc:
@@ -385,7 +395,7 @@ def _user_gradient_check(ud: UserDerivation, problems) -> dict:
 
     def loss(P, D, **_):
         return ud.loss(P, D)
-    pts, _ = points(problems, loss)
+    pts, _ = points(problems, loss, symmetric=ud.derivation.symmetric)
     gen = torch.Generator().manual_seed(PROBE_SEED)
     verdicts = []
     for pt in pts:

@@ -79,6 +79,7 @@ class Derivation:
     layout: str
     steps: list[Step]
     assumptions: list[str] = field(default_factory=list)
+    symmetric: tuple[str, ...] = ()  # variables declared symmetric: moved and differentiated as such
 
 
 @dataclass
@@ -225,6 +226,11 @@ def perturb_value(v: torch.Tensor, gen: torch.Generator, shrink: float = 1.0, ke
     return v + s * b
 
 
+def _direction(v: torch.Tensor, gen: torch.Generator, symmetric: bool) -> torch.Tensor:
+    b = torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.device, v.dtype)
+    return (b + b.mT) / 2 if symmetric and v.dim() == 2 else b
+
+
 @dataclass
 class Point:
     label: str  # "seed 0", "seed 0, moved 1"
@@ -242,7 +248,8 @@ def _finite_loss(loss, P, D, hp) -> bool:
         return False
 
 
-def points(problems, loss, *, seed: int = 0, perturbations: int = 2) -> tuple[list[Point], list[str]]:
+def points(problems, loss, *, seed: int = 0, perturbations: int = 2, symmetric=()
+           ) -> tuple[list[Point], list[str]]:
     """Each given problem, then ``perturbations`` random moves of its variables (handgrad's
     own stream), so a special given point (a symmetric X, an optimum, x = 0) is not the only
     evidence.  A move where the loss is not finite is redrawn closer (up to 4 times); the
@@ -257,7 +264,8 @@ def points(problems, loss, *, seed: int = 0, perturbations: int = 2) -> tuple[li
         for j in range(perturbations):
             for attempt in range(6):  # generic, then in the given values' set, then closer
                 keep = attempt % 2 == 1
-                moved = {k: perturb_value(v, gen, 0.5 ** (attempt // 2), keep) for k, v in P.items()}
+                moved = {k: perturb_value(v, gen, 0.5 ** (attempt // 2), keep or k in symmetric)
+                         for k, v in P.items()}
                 if _finite_loss(loss, moved, D, hp):
                     if attempt:
                         notes.append(f"{label}, moved {j + 1}: redrawn {attempt} time(s)"
@@ -357,8 +365,8 @@ def judge_points(derivation: Derivation, loss, pts: list[Point], *, seed: int = 
     pgen = torch.Generator().manual_seed(PROBE_SEED + seed)
     trials: list[list[Trial]] = [[] for _ in derivation.steps]
     for pt in pts:
-        dirs = [{k: torch.randn(v.shape, generator=dgen, dtype=torch.float64).to(v.device, v.dtype)
-                 for k, v in pt.params.items()} for _ in range(max(directions, 2))]
+        dirs = [{k: _direction(v, dgen, k in derivation.symmetric) for k, v in pt.params.items()}
+                for _ in range(max(directions, 2))]
         refs = [_references(derivation, loss, pt, dP, pgen) for dP in dirs]
         for i, step in enumerate(derivation.steps):
             for dP, ((value, vscale), (ref, rscale)) in zip(dirs, refs):
