@@ -539,8 +539,7 @@ def _failure_line(s: dict) -> str:
         return f"line {s['line']}{where} inconclusive: {s['reason']}"
     f = max(fails, key=lambda f: f["residual"])  # the worst trial
     more = f" (and {len(fails) - 1} more trials)" if len(fails) > 1 else ""
-    head = ("could not be evaluated (an evaluation error, not a wrong line)" if s["verdict"] == "error"
-            else "FAILED")
+    head = "not evaluated (an error, not a wrong line)" if s["verdict"] == "error" else "FAILED"
     return f"line {s['line']}{where} {head}: {f['reason']}{more}"
 
 
@@ -582,8 +581,29 @@ def _all_python(obj: dict) -> list[dict]:
     return [d for rep in _reports(obj) for d in rep.get("derivations") or [] if d.get("format") == "python"]
 
 
+def _why_not_ok(obj: dict) -> str:
+    """'failed' when some line (or link, or gradient) is wrong, else 'error' or 'inconclusive'."""
+    kinds = set()
+    for rep in _reports(obj):
+        if not (rep.get("gradient_check") or {"ok": True})["ok"]:
+            kinds.add("failed")
+        for d in rep.get("derivations") or []:
+            if d.get("ok"):
+                continue
+            link_bad = "link" in d and not d["link"]["ok"]
+            v = d.get("verdict")
+            kinds.add("failed" if link_bad or v not in ("error", "inconclusive", "verified") else
+                      "inconclusive" if v == "verified" else v)
+    return "failed" if "failed" in kinds or not kinds else "error" if "error" in kinds else "inconclusive"
+
+
 def _verdict_line(obj: dict) -> str:
     if not obj["ok"]:
+        why = _why_not_ok(obj)
+        if why == "error":
+            return "DERIVATION NOT VERIFIED: a line could not be evaluated (an error, not a wrong line)"
+        if why == "inconclusive":
+            return "DERIVATION NOT VERIFIED: inconclusive (no line is wrong; too few conclusive points)"
         return "DERIVATION CHECK FAILED"
     py = _all_python(obj)
     if not py:
