@@ -42,8 +42,6 @@ import torch
 from handgrad.notation.tolerance import RTOL, judge
 from handgrad.params import flatten, slices
 
-LINK_RTOL = RTOL  # the one rule: the read-off and the fitted derivative differ by rounding only
-
 
 @dataclass(frozen=True)
 class InNotation:
@@ -202,7 +200,7 @@ def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
     return {"rows": out, "ok": bool(out) and all(r["ok"] for r in out),
             "problems": [p[0] for p in problems if p[0] not in skipped], "skipped_problems": skipped,
             "skipped_because": why,
-            "rtol": LINK_RTOL}
+            "rtol": RTOL}  # the one rule: the read-off and the fitted derivative differ by rounding
 
 
 def _text(node) -> str:
