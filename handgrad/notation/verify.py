@@ -15,14 +15,21 @@ from an independent stream:
   entry against torch.func.grad; ``hess X = H`` entry by entry against
   torch.func.hessian over the column-major vec(X).
 
-Tolerance, entry by entry: |claim - truth| <= RTOL * (|terms of the claim| + |terms of
-the truth| + |truth|) + FLOOR * (largest of those), where "|terms|" is the sum of the
-absolute values of what floating point adds up (Evaluator.magnitude and
-tangent_magnitude), never max(1, |truth|).  A trial whose truth is below
-INCONCLUSIVE times that scale (rounding level, or too small to tell a factor 2 or a sign)
-is inconclusive.  A line is verified when no trial fails and trials at 2 or more points
-were conclusive; otherwise inconclusive.  NaN/inf is an error naming the line; a torch
-error while evaluating a line is an evaluation error, not a wrong line.
+A drawn point where f is not defined (an argument of inv or logdet in f with condition
+number above SINGULAR, such as X'*X for m < n, or a non-finite f, such as a log of a
+negative) is replaced by another draw (other sizes, other values), up to TRIES draws per
+point; the report groups the replaced draws by reason with the declaration that would help
+(``checked_at.redrawn``).  With no defined draw, the lines are an error saying so, never
+failed.  A given point's perturbation that leaves f's domain is redrawn closer.
+
+Tolerance, entry by entry, by the one rule (handgrad.notation.tolerance): |claim - truth|
+<= RTOL * (|terms of the claim| + |terms of the truth| + |truth|) + FLOOR * (largest of
+those), where "|terms|" is the sum of the absolute values of what floating point adds up
+(Evaluator.magnitude and tangent_magnitude), never max(1, |truth|).  A trial whose truth
+is below INCONCLUSIVE times that scale (rounding level, or too small to tell a factor 2 or
+a sign) is inconclusive.  A line is verified when no trial fails and trials at 2 or more
+points were conclusive; otherwise inconclusive.  A line that is NaN/inf where f is finite
+fails; a torch error while evaluating a line is an evaluation error, not a wrong line.
 """
 
 from __future__ import annotations
