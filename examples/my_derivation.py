@@ -4,15 +4,18 @@
 
 f(X) = tr(X^T A X) + log|X|   (X square and invertible, A any square matrix)
 
-The file format (handgrad/derive.py, FILE_FORMAT):
+The file format (handgrad/verify/derive.py, FILE_FORMAT):
   loss(P, D)      the function in plain torch: the reference every line is checked against
-  inputs(seed)    random inputs (P: the variables, a dict of float64 tensors; D: constants)
+  inputs(seed)    inputs (P: the variables, a dict of float64 tensors; D: constants); every
+                  line is judged at these points and at random moves of their variables,
+                  along directions handgrad draws from its own stream
   STEPS           the derivation, one Step per line: plain text, LaTeX, a torch function
                   fn(P, D, dP) giving that line's value along a direction dP, and the rule
   gradient(P, D)  optional: the result, also compared entry by entry with torch.func.grad
   TITLE, LAYOUT   optional: what is printed above the steps
 
-Use random non-symmetric inputs: with a symmetric A the mistake "df/dX = 2AX" would pass.
+Use random non-symmetric constants: with a symmetric A the mistake "df/dX = 2AX" would pass
+(the variables are moved by handgrad; the constants in D are used as given).
 """
 
 import torch

@@ -249,12 +249,19 @@ def test_transposed_factor_in_user_derivation_is_caught():
     assert rep["failed_lines"] == [3]
 
 
-def test_shape_error_in_a_line_is_a_failed_line_not_a_crash():
+def test_shape_error_in_a_line_is_an_evaluation_error_not_a_crash_nor_a_wrong_line():
     ud = derive.load_user_file(EXAMPLE)
     bad = _plant(ud.derivation, 4, lambda P, D, dP, hp: (D["A"] @ P["X"][:2]).sum())  # (n x n)(2 x n)
     rep = derive.run_derivation(bad, derive._user_problems(ud), lambda P, D, **_: ud.loss(P, D))
-    assert rep["failed_lines"] == [4]
-    assert "RuntimeError" in rep["steps"][3]["failures"][0]["reason"]
+    assert rep["failed_lines"] == [] and rep["error_lines"] == [4] and not rep["ok"]
+    assert rep["steps"][3]["verdict"] == "error" and "RuntimeError" in rep["steps"][3]["reason"]
+
+
+def test_a_line_of_the_wrong_size_that_runs_is_a_wrong_line():
+    ud = derive.load_user_file(EXAMPLE)
+    bad = _plant(ud.derivation, 4, lambda P, D, dP, hp: (D["A"] @ P["X"]).sum(0))  # n values, not 1
+    rep = derive.run_derivation(bad, derive._user_problems(ud), lambda P, D, **_: ud.loss(P, D))
+    assert rep["failed_lines"] == [4] and "the reference is scalar" in rep["steps"][3]["reason"]
 
 
 # --- user files ---------------------------------------------------------------------------
@@ -321,6 +328,7 @@ def test_tuple_steps_and_three_argument_functions_work(runner, tmp_path):
      r"inputs\(0\) raised ValueError, line 4: no data"),
     (GOOD.replace('return {"x"', 'return 5  # {"x"'), r"inputs\(0\) must return a pair"),
     (GOOD + "\nTARGET = 'hessian'\n", r"TARGET must be 'loss' or 'gradient'"),
+    (GOOD + "\nSYMMETRIC = ['x']\n", r"SYMMETRIC names 'x', but inputs\(0\) gives no symmetric"),
     (GOOD.replace("def loss(P, D):", "loss = 3\ndef _loss(P, D):"), r"loss must be a function"),
 ])
 def test_bad_user_file_is_a_one_line_error(runner, tmp_path, body, expect):
@@ -484,22 +492,20 @@ def test_json_is_one_object(runner):
 
 # --- the verifier's API stays compatible ---------------------------------------------------
 
-def test_verify_backward_compatible_fields():
+def test_steps_api_and_directions_independent_of_the_users_stream():
+    """A Step remembers where it was written; the references are torch.func's; directions
+    come from handgrad's own stream, not from manual_seed(k) that inputs(k) draws from."""
     ud = derive.load_user_file(EXAMPLE)
     label, P, D, hp = derive._user_problems(ud)[0]
 
     def loss(p):
         return ud.loss(p, D)
-    res = steps.verify(ud.derivation, loss, P, D, hp, seed=3)
-    r = res[0]
-    assert (r.index, r.ok, r.error) == (1, True, None)
-    assert isinstance(r.value, float) and isinstance(r.reference, float) and r.tol == 1e-9
-    old = steps.StepResult(1, "t", 0.0, 0.0, 0.0, 1e-9, True)  # positional, as before
-    assert old.reason == "" and old.worst is None
     s = steps.Step("a", "a", lambda P, D, dP, hp: 0.0)
     assert s.source.startswith("tests/test_derive.py:") and s.kind == "differential"
     v, dl, dg = steps.references(loss, P, steps.random_direction(P, 0))
     assert dg.shape == flatten(P).shape
+    user = torch.randn(P["X"].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert not torch.allclose(steps.random_direction(P, 0)["X"], user)
 
 
 def test_problems_a_derivation_does_not_apply_to_are_skipped_not_failed():
@@ -519,5 +525,5 @@ def test_problems_a_derivation_does_not_apply_to_are_skipped_not_failed():
     broken = dataclasses.replace(d, steps=[dataclasses.replace(s, fn=lambda P, D, dP, hp: P["nope"])
                                            for s in d.steps])
     rep = derive.run_derivation(broken, problems, loss)
-    assert not rep["ok"] and rep["skipped_problems"] == [] and rep["first_failed_line"] == 1
-    assert "KeyError" in rep["steps"][0]["failures"][0]["reason"]
+    assert not rep["ok"] and rep["skipped_problems"] == [] and rep["first_error_line"] == 1
+    assert rep["failed_lines"] == [] and "KeyError" in rep["steps"][0]["failures"][0]["reason"]

@@ -43,7 +43,7 @@ EXPECTED = {
     "wrong_least_squares_readoff.hg": ("failed", 8),
     "wrong_not_linear.hg": ("failed", 5),
     "wrong_hessian_row_major.hg": ("failed", 8),
-    "error_not_finite.hg": ("error", None),
+    "inconclusive_undefined.hg": ("inconclusive", None),
     "error_evaluation.hg": ("error", None),
     "inconclusive_zero.hg": ("inconclusive", None),
 }
@@ -111,9 +111,19 @@ def test_errors_name_the_line(reports):
     assert r["first_error"]["source"].endswith("error_evaluation.hg:5")
     assert r["first_error"]["reason"].startswith("evaluation error")
     assert [row["verdict"] for row in r["lines"] + r["readoff"]] == ["error", "verified", "verified"]
-    nan = reports["error_not_finite.hg"]
-    assert "not finite" in nan["function"]["errors"][0]
-    assert all(row["verdict"] == "error" for row in nan["lines"] + nan["readoff"])
+
+
+
+def test_draws_where_f_is_undefined_are_replaced_with_the_declaration_that_helps(reports):
+    """log(x) for x not declared positive: a random x has a negative entry at most draws;
+    those are replaced, said, with the hint, and no line is called wrong."""
+    r = reports["inconclusive_undefined.hg"]
+    assert not r["function"]["errors"] and r["first_wrong"] is None
+    assert all(row["verdict"] in ("verified", "inconclusive") for row in r["lines"] + r["readoff"])
+    said = " ".join(r["checked_at"]["redrawn"])
+    assert "f is not finite" in said and "declare x positive" in said
+    fixed = verify(open(EXAMPLES / "inconclusive_undefined.hg").read().replace("x: n", "x: n positive"))
+    assert fixed["verdict"] == "verified" and not fixed["checked_at"]["redrawn"]
 
 
 def test_rounding_level_line_is_inconclusive(reports):
@@ -265,9 +275,10 @@ def test_non_conforming_line_fails_without_numbers():
      ["verified", "verified"]),
     ("let x: n\nlet A: n x n\nwrt x\nf = x'*A*x\nd2f = 4*dx'*A*dx", ["failed"]),
     ("let x: n\nlet A: n x n\nwrt x\nf = x'*A*x\nd2f = 2*dx'*A*x", ["failed"]),
-    # a line that is nan while f is fine is an error on that line only
+    # a line that is not finite while f is fine is wrong on that line only (evidence: f is a
+    # number there), an exception in a line is an evaluation error (examples/error_evaluation.hg)
     ("let x: n\nwrt x\nf = x'*x\ndf = 2*x'*dx\n   = sum(log(x - x)) + 2*x'*dx\ngrad x = 2*x",
-     ["verified", "error", "verified"]),
+     ["verified", "failed", "verified"]),
 ])
 def test_properties_second_differentials_and_nan_lines(body, verdicts):
     r = verify(body)

@@ -43,7 +43,10 @@ from handgrad.notation.render import latex_name, to_latex, to_text
 from handgrad.notation.sampling import draw_direction, draw_sizes, draw_value
 from handgrad.notation.shapes import ShapeChecker, show
 from handgrad.notation.textfile import Decl, _parse_shape
-from handgrad.notation.verify import FLOOR, RTOL, _compare, _Trial, _verdict
+from handgrad.notation.tolerance import FLOOR, RTOL, tolerance
+from handgrad.notation.tolerance import Trial as _Trial
+from handgrad.notation.tolerance import judge as _compare
+from handgrad.notation.tolerance import verdict as _verdict
 
 KINDS = ("equal", "d", "grad", "gradT", "hess", "jac", "jacT", "vecjac", "argmin")
 POINTS = 3
@@ -269,7 +272,7 @@ def _argmin_trials(p: Parsed, vals, sizes, dgen, k: int) -> list[_Trial]:
         return [_Trial("error", reason=f"the gradient or Hessian at the claimed minimiser is not finite at "
                                        f"point {k}", point=k)]
     scale = H.abs() @ w.abs()
-    tol = RTOL * scale + FLOOR * scale.max()
+    tol = tolerance(scale)
     j = int((g.abs() / tol.clamp_min(1e-300)).argmax())
     if float(scale.max()) == 0.0:
         trials = [_Trial("inconclusive", float(g.abs().max()), 0.0,
@@ -309,7 +312,7 @@ def check(claim: Claim, *, points: int = POINTS, seed: int | None = None) -> dic
     trials: list[_Trial] = []
     for k in range(points):
         sizes = draw_sizes(letters, gen)
-        vals = {n: draw_value(d, sizes, gen) for n, d in p.decls.items()}
+        vals = {n: draw_value(d, sizes, gen, negative_det=k % 2 == 1) for n, d in p.decls.items()}
         try:
             if claim.kind == "argmin":
                 trials += _argmin_trials(p, vals, sizes, dgen, k)

@@ -253,6 +253,10 @@ class Evaluator:
                 return self.apply(node, tm[0], va[1]) + self.apply(node, va[0], tm[1])
             if node.op in ("./", "/"):
                 return tm[0] / va[1] + va[0] * tm[1] / va[1] ** 2
+            if (node.op == ".^" or node.op == "^" and self.scalar(node.a)) and not bool(tm[1].any()):
+                # a constant power: |p| |a|^(p-1) |da| (the generic jvp below takes log(a): nan for a < 0)
+                p = self.value(kids[1])
+                return torch.where(tm[0] == 0, torch.zeros_like(tm[0]), p.abs() * va[0] ** (p - 1) * tm[0])
         if isinstance(node, Call) and node.fn in ("inv", "logdet", "det"):
             inv = torch.linalg.inv(self.value(kids[0])).abs()
             if node.fn == "inv":

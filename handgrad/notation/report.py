@@ -47,6 +47,8 @@ def format_text(report: dict) -> str:
     out.append(f"  {report['verdict']}: {len(pts)} points ({sizes}), "
                f"{report['checked_at']['directions_per_point']} directions each, against "
                f"{report['checked_at']['reference']}")
+    for r in report["checked_at"].get("redrawn") or []:
+        out.append(f"  replaced: {r}")
     if report["first_wrong"]:
         fw = report["first_wrong"]
         out.append(f"  first wrong line: {fw['source']}: {fw['lhs']} = {fw['text']}")
@@ -73,6 +75,8 @@ def format_markdown(report: dict) -> str:
         reason = f" ({r['reason']})" if r["verdict"] != "verified" and r["reason"] else ""
         out += [f"$${r['latex']}$$", "",
                 f"{_MD[r['verdict']]}{reason}{rule}", ""]
+    for r in report["checked_at"].get("redrawn") or []:
+        out += ["Replaced: " + r.replace("*", "\\*").replace("_", "\\_") + ".", ""]
     out.append(f"**{report['verdict']}**; " + " ".join(report["conventions"]))
     return "\n".join(out) + "\n"
 

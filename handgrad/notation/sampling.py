@@ -7,13 +7,17 @@ points, one for directions, so a direction is never a function of the point.
 Points are generic: non-symmetric unless declared, well-conditioned and away from
 measure-zero sets (no orthogonal, symmetric or zero values by accident):
 
-    (none)       randn                        invertible   randn/sqrt(n) + 2 I
+    (none)       randn                        invertible   randn/sqrt(n) + 2 I (*)
     sym          (B + B^T)/2                  spd          B B^T / n + I
     orthogonal   Q of a QR, signs fixed       diagonal     diag(randn)  (invertible: |d| >= 0.5)
-    positive     exp(randn) entrywise         sym + invertible: (B + B^T)/(2 sqrt(n)) + 2 I
+    positive     exp(randn) entrywise         sym + invertible: (B + B^T)/(2 sqrt(n)) + 2 I (*)
     onehot       a one in a random column of each row (labels), zeros elsewhere;
                  a column vector: a one in a random row (one label)
     lower        tril(randn, -1)/sqrt(n) + diag(d), |d| >= 0.5 (positive: d = exp(randn))
+
+(*) at every other point one row (symmetric: one eigenvalue) is negated, so det < 0 is
+drawn as often as det > 0.  A draw where f is not defined is replaced by the verifier
+(handgrad.notation.verify), which says so.
 
 Directions stay in the set a variable lives in: lower triangular for lower, symmetric for
 sym/spd, diagonal for diagonal, X K with K skew for orthogonal, randn otherwise.
@@ -42,9 +46,40 @@ def _randn(shape, gen):
     return torch.randn(*shape, generator=gen, dtype=DTYPE)
 
 
-def draw_value(decl: Decl, sizes: dict[str, int], gen: torch.Generator) -> torch.Tensor:
+def _negate_one(x: torch.Tensor, gen: torch.Generator, sym: bool = False) -> torch.Tensor:
+    """x with the sign of its determinant flipped, as generic as x: one row negated (a
+    symmetric x: one eigenvalue negated, so it stays symmetric)."""
+    n = x.shape[0]
+    i = int(torch.randint(0, n, (1,), generator=gen))
+    if sym:
+        lam, v = torch.linalg.eigh(x)
+        lam = lam.clone()
+        lam[i] = -lam[i]
+        return (v * lam) @ v.mT
+    s = torch.ones(n, 1, dtype=x.dtype)
+    s[i] = -1
+    return s * x
+
+
+def draw_value(decl: Decl, sizes: dict[str, int], gen: torch.Generator,
+               negative_det: bool | None = None) -> torch.Tensor:
+    """A generic value for the declaration.  ``negative_det``: for an invertible (not
+    definite, not triangular) square matrix, whether its determinant is negative; None
+    draws the sign.  The verifier alternates it from point to point, so both signs are
+    always drawn: |det X| written for det X, or log(det(X)) for logdet(X), is caught."""
     r, c = (d.value(sizes) for d in decl.shape)
     p = decl.props
+    x = _draw(decl, r, c, p, gen)
+    flip = ("invertible" in p and not p & {"spd", "positive", "diagonal", "lower", "orthogonal"}
+            and r == c)
+    if flip:
+        neg = bool(torch.randint(0, 2, (1,), generator=gen)) if negative_det is None else negative_det
+        if neg:
+            x = _negate_one(x, gen, sym="sym" in p)
+    return x
+
+
+def _draw(decl: Decl, r: int, c: int, p, gen: torch.Generator) -> torch.Tensor:
     if "onehot" in p:
         if c == 1 and r > 1:  # a one-hot column vector (one label): a one in a random row
             return torch.nn.functional.one_hot(torch.randint(0, r, (1,), generator=gen), r).to(DTYPE).mT
@@ -98,10 +133,11 @@ def draw_direction(decl: Decl, value: torch.Tensor, gen: torch.Generator) -> tor
     return b
 
 
-def perturb(decl: Decl, value: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A random generic point near a given one, still satisfying the declared properties."""
+def perturb(decl: Decl, value: torch.Tensor, gen: torch.Generator, shrink: float = 1.0) -> torch.Tensor:
+    """A random generic point near a given one, still satisfying the declared properties
+    (``shrink`` < 1: closer, when a farther move left the domain of f)."""
     r, c = value.shape
-    s = 0.3 * max(value.pow(2).mean().sqrt().item(), 0.3)
+    s = 0.3 * shrink * max(value.pow(2).mean().sqrt().item(), 0.3)
     b = _randn((r, c), gen)
     p = decl.props
     if "spd" in p:
@@ -110,7 +146,8 @@ def perturb(decl: Decl, value: torch.Tensor, gen: torch.Generator) -> torch.Tens
         q, rr = torch.linalg.qr(value + s * b)
         return q * torch.sign(torch.diagonal(rr)).reshape(1, -1)
     if "positive" in p:
-        return value * (0.3 * b).exp() if "sym" not in p else value * (0.15 * (b + b.mT)).exp()
+        return (value * (0.3 * shrink * b).exp() if "sym" not in p
+                else value * (0.15 * shrink * (b + b.mT)).exp())
     if "diagonal" in p:
         return value + s * torch.diag(torch.diagonal(b))
     if "sym" in p:

@@ -15,14 +15,21 @@ from an independent stream:
   entry against torch.func.grad; ``hess X = H`` entry by entry against
   torch.func.hessian over the column-major vec(X).
 
-Tolerance, entry by entry: |claim - truth| <= RTOL * (|terms of the claim| + |terms of
-the truth| + |truth|) + FLOOR * (largest of those), where "|terms|" is the sum of the
-absolute values of what floating point adds up (Evaluator.magnitude and
-tangent_magnitude), never max(1, |truth|).  A trial whose truth is below
-INCONCLUSIVE times that scale (rounding level, or too small to tell a factor 2 or a sign)
-is inconclusive.  A line is verified when no trial fails and trials at 2 or more points
-were conclusive; otherwise inconclusive.  NaN/inf is an error naming the line; a torch
-error while evaluating a line is an evaluation error, not a wrong line.
+A drawn point where f is not defined (an argument of inv or logdet in f with condition
+number above SINGULAR, such as X'*X for m < n, or a non-finite f, such as a log of a
+negative) is replaced by another draw (other sizes, other values), up to TRIES draws per
+point; the report groups the replaced draws by reason with the declaration that would help
+(``checked_at.redrawn``).  With no defined draw, the lines are an error saying so, never
+failed.  A given point's perturbation that leaves f's domain is redrawn closer.
+
+Tolerance, entry by entry, by the one rule (handgrad.notation.tolerance): |claim - truth|
+<= RTOL * (|terms of the claim| + |terms of the truth| + |truth|) + FLOOR * (largest of
+those), where "|terms|" is the sum of the absolute values of what floating point adds up
+(Evaluator.magnitude and tangent_magnitude), never max(1, |truth|).  A trial whose truth
+is below INCONCLUSIVE times that scale (rounding level, or too small to tell a factor 2 or
+a sign) is inconclusive.  A line is verified when no trial fails and trials at 2 or more
+points were conclusive; otherwise inconclusive.  A line that is NaN/inf where f is finite
+fails; a torch error while evaluating a line is an evaluation error, not a wrong line.
 """
 
 from __future__ import annotations
@@ -42,77 +49,145 @@ from handgrad.notation.sampling import (
     perturb,
 )
 from handgrad.notation.textfile import Derivation, Line, parse_text
+from handgrad.notation.tolerance import INCONCLUSIVE, RTOL, Trial, judge, verdict
 
-RTOL = 1e-9
 READOFFS = ("grad", "hess", "jac", "jacT")
-INCONCLUSIVE = 1e-7
-FLOOR = 1e3 * torch.finfo(torch.float64).eps
 LAYOUT = ("denominator layout: df = tr(G^T dX) gives grad X = G, with X's shape (what autograd "
           "returns); hess X is over vec(X), column-major as in vec(AXB) = (B^T ⊗ A) vec(X)")
+_Trial, _compare, _verdict = Trial, judge, verdict  # the names claims.py and older callers use
 
 
-class _Trial:
-    __slots__ = ("status", "residual", "tol", "reason", "point")
-
-    def __init__(self, status, residual=0.0, tol=0.0, reason=None, point=None):
-        self.status, self.residual, self.tol, self.reason, self.point = status, residual, tol, reason, point
+SINGULAR = 1e10  # an inverse or logdet argument with a larger condition number: f is not defined there
+TRIES = 8  # draws per point asked for, before saying no draw is defined
 
 
-def _compare(claim, truth, scale, point, what="", sides=("claim", "autograd")) -> _Trial:
-    """Entrywise comparison; scale has claim's shape (terms of claim and truth, summed)."""
-    if not bool(torch.isfinite(claim).all()):
-        return _Trial("error", reason=f"the line is not finite (nan/inf) at point {point}", point=point)
-    if not bool(torch.isfinite(truth).all()):
-        return _Trial("error", reason=f"the reference (autograd) is not finite at point {point}", point=point)
-    scale = scale + truth.abs()
-    tol = RTOL * scale + FLOOR * scale.max()
-    res = (claim - truth).abs()
-    ratio = res / tol.clamp_min(1e-300)
-    k = int(ratio.argmax())
-    worst_res, worst_tol = float(res.reshape(-1)[k]), float(tol.reshape(-1)[k])
-    if bool((res > tol).any()):
-        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(k), res.shape))
-        where = "" if res.numel() == 1 else f" entry {idx}"
-        return _Trial("fail", worst_res, worst_tol,
-                      f"{what}at point {point}{where}: {sides[0]} {float(claim.reshape(-1)[k]):.6g}, "
-                      f"{sides[1]} {float(truth.reshape(-1)[k]):.6g}", point)
-    if float(truth.abs().max()) <= INCONCLUSIVE * float(scale.max()):
-        return _Trial("inconclusive", worst_res, worst_tol,
-                      f"at point {point} the value is at rounding level relative to its terms", point)
-    return _Trial("pass", worst_res, worst_tol, None, point)
+def _inverted(d: Derivation):
+    """Every argument of inv, logdet or X^-1 in f and the lets: where one is singular, f is
+    not defined (a line's own inverse of a singular matrix is that line's error)."""
+    from handgrad.notation.ast import Call, Diff, walk
+    from handgrad.notation.evaluate import _is_inverse
+
+    seen = []
+    for root in [d.f, *d.defs.values()]:
+        for node in walk(root):
+            arg = _is_inverse(node)
+            if arg is None and isinstance(node, Call) and node.fn == "logdet":
+                arg = node.args[0]
+            if arg is not None and arg not in seen and not any(isinstance(n, Diff) for n in walk(arg)):
+                seen.append(arg)
+    return seen
 
 
-def _verdict(trials: list[_Trial]) -> tuple[str, _Trial | None]:
-    for status, verdict in (("error", "error"), ("fail", "failed")):
-        bad = [t for t in trials if t.status == status]
-        if bad:
-            return verdict, bad[0]
-    conclusive = {t.point for t in trials if t.status == "pass"}
-    worst = max(trials, key=lambda t: t.residual / max(t.tol, 1e-300), default=None)
-    if len(conclusive) >= 2:
-        return "verified", worst
-    t = next((t for t in trials if t.status == "inconclusive"), None)
-    if t is None:
-        t = _Trial("inconclusive", worst.residual if worst else 0.0, worst.tol if worst else 0.0,
-                   f"conclusive at {len(conclusive)} point(s) only; verified needs 2")
-    return "inconclusive", t
+def _singular_hint(d: Derivation, arg) -> str:
+    from handgrad.notation.ast import Bin, Sym, Transpose
+
+    if isinstance(arg, Sym) and arg.name in d.decls:
+        return f"declare {arg.name} spd or invertible"
+    if isinstance(arg, Bin) and arg.op == "*":
+        a, b = arg.a, arg.b
+        if isinstance(a, Transpose) and isinstance(a.x, Sym) and a.x == b and b.name in d.decls:
+            r, c = d.decls[b.name].shape
+            return f"{r} >= {c} is needed for {to_text(arg)} to be invertible"
+        if isinstance(b, Transpose) and isinstance(b.x, Sym) and b.x == a and a.name in d.decls:
+            r, c = d.decls[a.name].shape
+            return f"{c} >= {r} is needed for {to_text(arg)} to be invertible"
+    return ""
+
+
+def _log_hint(d: Derivation, ev) -> str:
+    """Why f is not finite: the first log or sqrt of a value that is not positive, and the
+    declaration that would help."""
+    from handgrad.notation.ast import Call, Sym, walk
+
+    for root in [d.f, *d.defs.values()]:
+        for node in walk(root):
+            if not (isinstance(node, Call) and node.fn in ("log", "sqrt") and node.args):
+                continue
+            arg = node.args[0]
+            try:
+                v = ev.value(arg)
+            except (RuntimeError, ValueError, NotationError, IndexError):
+                continue
+            if bool((v > 0).all()):
+                continue
+            if isinstance(arg, Call) and arg.fn == "det" and isinstance(arg.args[0], Sym):
+                x = arg.args[0].name
+                return (f"{node.fn}(det({x})) needs det {x} > 0: declare {x} spd, or write "
+                        f"logdet({x}) for log|det {x}|")
+            if isinstance(arg, Sym) and arg.name in d.decls:
+                return f"{node.fn}({arg.name}) needs {arg.name} > 0: declare {arg.name} positive"
+            return f"{to_text(arg)} is not positive there"
+    return ""
+
+
+def undefined(d: Derivation, vals, sizes) -> tuple[str, str] | None:
+    """(why f is not defined at the point, the declaration that would help), or None."""
+    ev = Evaluator(d.checker, vals, None, d.defs, sizes)
+    try:
+        fval = ev.value(d.f)
+    except (RuntimeError, ValueError, NotationError, IndexError) as e:
+        return f"evaluating {d.fname} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}", ""
+    for arg in _inverted(d):
+        try:
+            a = ev.value(arg)
+        except (RuntimeError, ValueError, NotationError, IndexError):
+            continue
+        if a.dim() == 2 and a.shape[0] == a.shape[1]:
+            cond = float(torch.linalg.cond(a))
+            if not cond < SINGULAR:
+                return (f"{to_text(arg)} is singular (condition number above {SINGULAR:.0e})",
+                        _singular_hint(d, arg))
+    if not bool(torch.isfinite(fval).all()):
+        return f"{d.fname} is not finite (nan/inf)", _log_hint(d, ev)
+    return None
+
+
+def _say(bad: list) -> list[str]:
+    """The replaced draws, one line per reason: how many, at which sizes, why, what helps."""
+    groups: dict[tuple[str, str], list] = {}
+    for sizes, why, hint in bad:
+        groups.setdefault((why, hint), []).append(sizes)
+    out = []
+    for (why, hint), all_sizes in groups.items():
+        shown = list(dict.fromkeys("; ".join(f"{k} = {v}" for k, v in z.items()) or "fixed sizes"
+                                   for z in all_sizes))
+        where = ", ".join(f"({x})" for x in shown[:4]) + (", ..." if len(shown) > 4 else "")
+        n = len(all_sizes)
+        out.append(f"{n} draw{'s' if n != 1 else ''} at {where}: {why}" + (f" ({hint})" if hint else ""))
+    return out
+
+
+def _draw_points(d: Derivation, points: int, gen: torch.Generator):
+    """``points`` points where f is defined; a draw where it is not (a singular X'X, a log of
+    a negative) is replaced by another (other sizes, other values), and said.  Invertible
+    matrices alternate the sign of their determinant from draw to draw."""
+    out, seen, redrawn, hints = [], [], [], []
+    for attempt in range(TRIES * points):
+        if len(out) == points:
+            break
+        sizes = draw_sizes(d.letters, gen)
+        for _ in range(20):  # sizes differ from point to point (a size-specific slip shows)
+            if sizes not in seen:
+                break
+            sizes = draw_sizes(d.letters, gen)
+        seen.append(sizes)
+        vals = {n: draw_value(dc, sizes, gen, negative_det=attempt % 2 == 1) for n, dc in d.decls.items()}
+        bad = undefined(d, vals, sizes)
+        if bad is None:
+            out.append(("drawn", sizes, vals))
+            continue
+        redrawn.append((sizes, *bad))
+        if bad[1] and bad[1] not in hints:
+            hints.append(bad[1])
+    return out, _say(redrawn), hints
 
 
 def _points(d: Derivation, inputs, points: int, perturbations: int, seed: int | None):
     gen = torch.Generator().manual_seed(INPUT_SEED if seed is None else seed)
     if inputs is None:
-        out, seen = [], []
-        for _ in range(points):
-            sizes = draw_sizes(d.letters, gen)
-            for _ in range(20):  # sizes differ from point to point (a size-specific slip shows)
-                if sizes not in seen:
-                    break
-                sizes = draw_sizes(d.letters, gen)
-            seen.append(sizes)
-            out.append(("drawn", sizes, {n: draw_value(dc, sizes, gen) for n, dc in d.decls.items()}))
-        return out
+        return _draw_points(d, points, gen)
     pgen = torch.Generator().manual_seed(PERTURB_SEED if seed is None else seed + 1)
-    out = []
+    out, redrawn = [], []
     for k, given in enumerate(inputs):
         missing = [n for n in d.decls if n not in given]
         if missing:
@@ -129,11 +204,17 @@ def _points(d: Derivation, inputs, points: int, perturbations: int, seed: int | 
                                         f"its declaration ({dc.source})")
         out.append((f"given {k}", sizes, vals))
         for j in range(perturbations):
-            moved = dict(vals)
-            for v in d.wrt:
-                moved[v] = perturb(d.decls[v], vals[v], pgen)
-            out.append((f"perturbed {j + 1} from given {k}", sizes, moved))
-    return out
+            for attempt in range(4):  # a move that leaves f's domain is redrawn closer
+                moved = dict(vals)
+                for v in d.wrt:
+                    moved[v] = perturb(d.decls[v], vals[v], pgen, 0.5 ** attempt)
+                bad = undefined(d, moved, sizes)
+                if bad is None:
+                    out.append((f"perturbed {j + 1} from given {k}", sizes, moved))
+                    break
+                redrawn.append(f"perturbation {j + 1} of given {k}: {bad[0]}"
+                               + (" (redrawn closer)" if attempt < 3 else " (not used)"))
+    return out, redrawn, []
 
 
 def _project(props, x, g, mag):
@@ -184,13 +265,20 @@ def verify(derivation, inputs=None, *, points: int = 3, directions: int = 2, per
     ``perturbations`` random generic perturbations of its variables.
     """
     d = derivation if isinstance(derivation, Derivation) else parse_text(derivation)
-    pts = _points(d, inputs, points, perturbations, seed)
+    pts, redrawn, hints = _points(d, inputs, points, perturbations, seed)
     dgen = torch.Generator().manual_seed(DIRECTION_SEED if seed is None else seed + 2)
     trials: dict[int, list[_Trial]] = {i: [] for i in range(len(d.lines))}
     f_errors: list[str] = []
+    if not pts:
+        f_errors.append(f"no draw where {d.fname} is defined in {TRIES * points} tries: "
+                        + (redrawn[0] if redrawn else "no point"))
     for k, (_, sizes, vals) in enumerate(pts):
         _check_point(d, k, sizes, vals, dgen, directions, trials, f_errors)
-    return _report(d, pts, trials, f_errors, directions)
+    rep = _report(d, pts, trials, f_errors, directions)
+    rep["checked_at"]["redrawn"] = redrawn
+    rep["checked_at"]["hints"] = hints
+    rep["checked_at"]["no_defined_draw"] = not pts
+    return rep
 
 
 def _check_point(d, k, sizes, vals, dgen, ndir, trials, f_errors):

@@ -50,6 +50,7 @@ def step_verdicts(entry, *, seed: int = 0, rtol: float = STEP_RTOL) -> list[dict
                          "mathml": latex_mathml(s["latex"]),
                          "why": s["why"], "kind": s["kind"], "source": s["source"],
                          "ok": s["ok"], "residual": s["residual"], "text_checked": False,
+                         "verdict": s.get("verdict", "verified" if s["ok"] else "failed"),
                          "reason": f"{fail['problem']}: {fail['reason']}" if fail else "",
                          "points": len(rep["problems"])})
         out.append({"title": d["title"], "target": d["target"], "layout": d["layout"],
@@ -201,9 +202,9 @@ def page(rec: dict) -> list[tuple]:
                    "`torch.func` (jvp, grad, hessian of f); then, at the model's check problems "
                    f"(seed {rec['seed']}), f is compared with the model's loss and each read-off "
                    "with the gradient and Hessian that `fit` runs. A derivation written as Python "
-                   "steps is evaluated the same way against `torch.func.jvp` (tolerance "
-                   f"{STEP_RTOL:g} relative to max(1, |truth|)), but its printed text is free "
-                   "text: its lines are marked *evaluated; text not checked*."))
+                   "steps is judged by the same rule against `torch.func.jvp` (tolerance "
+                   f"{STEP_RTOL:g} relative to the terms' size at the point), but its printed text "
+                   "is free text: its lines are marked *evaluated; text not checked*."))
     ddoc = textwrap.dedent(entry.derivation.module.__doc__ or "").strip()
     if ddoc:
         b.append(("pre", ddoc))

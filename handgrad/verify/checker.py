@@ -22,6 +22,7 @@ import torch
 
 from handgrad import registry
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
+from handgrad.notation.tolerance import tolerance
 from handgrad.params import flatten, slices, unflatten
 
 # (rtol, atol) for hand vs autograd, and for anything vs finite differences.
@@ -56,7 +57,8 @@ class ProblemReport:
 
 def _compare(hand: torch.Tensor, ref: torch.Tensor, rtol: float, atol: float, names, quantity,
              against) -> Comparison:
-    """Elementwise |hand - ref| <= atol*scale + rtol*|ref|, scale = max(1, max|ref|)."""
+    """Elementwise by the one rule (handgrad.notation.tolerance.tolerance): |hand - ref| <=
+    rtol*|ref| + atol*max|ref| (atol: the floor, relative to the largest entry)."""
     hand = hand.detach().to(torch.float64).cpu().reshape(-1)
     ref = ref.detach().to(torch.float64).cpu().reshape(-1)
     if hand.shape != ref.shape:
@@ -65,9 +67,8 @@ def _compare(hand: torch.Tensor, ref: torch.Tensor, rtol: float, atol: float, na
             "hand": f"{hand.numel()} entries", "reference": f"{ref.numel()} entries",
             "abs_err": None, "rel_err": None, "tol": None,
             "message": f"shape mismatch: hand has {hand.numel()} entries, reference {ref.numel()}"})
-    scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
     err = (hand - ref).abs()
-    tol = atol * scale + rtol * ref.abs()
+    tol = tolerance(ref.abs(), rtol, atol)
     bad = ~(err <= tol)  # NaN counts as bad
     ratio = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err / tol)
     k = int(torch.argmax(ratio)) if ratio.numel() else 0

@@ -1,10 +1,12 @@
 """Run derivations step by step, run the identity catalog and the notes' errata, and format.
 
-``derive`` checks every line of a derivation at several random, non-symmetric problems
-(each model's ``check_problems``; for a user file, its ``inputs(seed)``) and random
-directions dP against torch.func.jvp of the loss (or of its gradient, for a Hessian
-derivation).  The report keeps, per line: the verdict, the largest residual seen, where the
-step is written (file:line) and, for a failed line, the problem and the reason.
+``derive`` checks every line of a derivation at several problems (each model's
+``check_problems``; for a user file, its ``inputs(seed)``), at random moves of their
+variables and along directions from handgrad's own stream, against torch.func.jvp of the
+loss (or of its gradient, for a Hessian derivation), by the one verifier core
+(handgrad.verify.steps on handgrad.notation.tolerance).  The report keeps, per line: the
+verdict, the largest residual seen, where the step is written (file:line) and, for a line
+not verified, the point and the reason.
 
 Formats: plain text (terminal), Markdown, a standalone LaTeX document, and JSON (the
 report dicts themselves).  Every printed derivative states its layout.
@@ -24,71 +26,90 @@ from dataclasses import dataclass, field
 import torch
 
 from handgrad.errors import UserError
+from handgrad.notation.tolerance import RTOL, verdict
 from handgrad.params import flatten
 from handgrad.verify.steps import (
+    PROBE_SEED,
     Derivation,
     Step,
-    StepResult,
     Verdict,
     compare,
     inner,
+    judge_points,
     param_namer,
+    points,
     random_direction,
-    verify,
+    relative,
 )
-
-RTOL = 1e-9  # float64 steps agree with jvp to ~1e-15; a wrong step misses by O(1)
-FITTED_RTOL = 1e-12  # the final line must be the module's own gradient / Hessian
-
 
 # ---------------------------------------------------------------- running a derivation
 
+def _applies(derivation: Derivation, problem) -> bool:
+    """False when every line raises KeyError at the problem: it is about parameters this
+    derivation does not use (another parametrisation of the model)."""
+    label, P, D, hp = problem
+    dP = random_direction(P, 0)
+    for step in derivation.steps:
+        try:
+            step.fn(P, D, dP, hp)
+        except KeyError:
+            continue
+        except Exception:  # noqa: BLE001 - judged (as an evaluation error) later
+            return True
+        return True
+    return False
+
+
 def run_derivation(derivation: Derivation, problems: Sequence, loss: Callable, *, seed: int = 0,
                    rtol: float = RTOL) -> dict:
-    """Verify every step of ``derivation`` at every problem (label, params, data, hp).
+    """Verify every step of ``derivation`` at every problem (label, params, data, hp) and at
+    2 random moves of each problem's variables, along 2 directions from handgrad's own
+    stream, by the one rule (handgrad.notation.tolerance).
 
     ``loss(params, data, **hp)`` is the reference.  Returns a JSON-ready dict with one
-    entry per line: ok, the worst residual over the problems, and the failures."""
-    per_line: list[list[tuple[str, StepResult]]] = [[] for _ in derivation.steps]
-    runs = []
-    for k, (label, params, data, hp) in enumerate(problems):
-        runs.append((label, verify(derivation, lambda p, data=data, hp=hp: loss(p, data, **hp),
-                                   params, data, hp, seed=1000 * seed + k, rtol=rtol)))
-
-    # A problem where every line raises KeyError is about parameters this derivation does
-    # not use (another parametrisation of the model): skipped, unless no problem applies,
-    # in which case those are plain failures.
-    skip = [all((r.error or "").startswith("KeyError") for r in res) for _, res in runs]
+    entry per line: its verdict (verified, inconclusive, failed, error), the worst residual
+    (in units of its terms' size), and the trials that were not verified."""
+    skip = [not _applies(derivation, p) for p in problems]
     if all(skip):
-        skip = [False] * len(runs)
-    used = [label for (label, _), s in zip(runs, skip) if not s]
-    skipped = [label for (label, _), s in zip(runs, skip) if s]
-    for (label, results), s in zip(runs, skip):
-        if not s:
-            for r in results:
-                per_line[r.index - 1].append((label, r))
+        skip = [False] * len(problems)
+    used = [p for p, s in zip(problems, skip) if not s]
+    skipped = [p[0] for p, s in zip(problems, skip) if s]
+    pts, redrawn = points(used, loss, seed=seed, symmetric=derivation.symmetric)
+    trials = judge_points(derivation, loss, pts, seed=seed)
     steps = []
-    for i, (step, rs) in enumerate(zip(derivation.steps, per_line), start=1):
-        failures = [{"problem": label, "residual": r.residual, "reason": r.reason or r.error or "",
-                     "value": r.value, "reference": r.reference, "worst": r.worst}
-                    for label, r in rs if not r.ok]
+    for i, (step, ts) in enumerate(zip(derivation.steps, trials), start=1):
+        v, t = verdict(ts)
+        bad = [x for x in ts if x.status in ("fail", "error")]
         steps.append({
             "line": i, "kind": step.kind, "text": step.text, "latex": step.latex, "why": step.why,
-            "source": step.source, "ok": not failures and bool(rs),
-            "residual": max((r.residual for _, r in rs), default=0.0), "tol": rtol,
-            "failures": failures,
+            "source": step.source, "verdict": v, "ok": v == "verified",
+            "residual": max((relative(x) for x in ts if x.status != "error"), default=0.0)
+            if v != "error" else math.inf,
+            "tol": rtol, "reason": "" if v == "verified" or t is None else (t.reason or ""),
+            "failures": [{"problem": x.point, "residual": relative(x), "reason": x.reason or "",
+                          "verdict": "error" if x.status == "error" else "failed"} for x in bad],
         })
-    failed = [s["line"] for s in steps if not s["ok"]]
+    failed = [s["line"] for s in steps if s["verdict"] == "failed"]
+    errors = [s["line"] for s in steps if s["verdict"] == "error"]
+    inconclusive = [s["line"] for s in steps if s["verdict"] == "inconclusive"]
     first = steps[failed[0] - 1] if failed else None
+    first_err = steps[errors[0] - 1] if errors else None
+    overall = ("failed" if failed else "error" if errors else
+               "inconclusive" if inconclusive else "verified")
+    ok = not failed and not errors and bool(steps) and steps[-1]["verdict"] == "verified"
     return {
         "format": "python", "text_checked": False,  # a Python step's text is not parsed
         "title": derivation.title, "target": derivation.target, "layout": derivation.layout,
         "reference": ("torch.func.jvp of the loss (value lines: the loss itself)"
                       if derivation.target == "loss" else "torch.func.jvp of torch.func.grad of the loss"),
-        "assumptions": list(derivation.assumptions), "ok": not failed, "failed_lines": failed,
-        "problems": used, "skipped_problems": skipped,
+        "assumptions": list(derivation.assumptions), "ok": ok, "verdict": overall,
+        "failed_lines": failed, "error_lines": errors, "inconclusive_lines": inconclusive,
+        "problems": [p[0] for p in used], "skipped_problems": skipped,
+        "points": [p.label for p in pts], "redrawn": redrawn,
         "first_failed_line": failed[0] if failed else None,
         "first_failed_source": first["source"] if first else None,
+        "first_error_line": errors[0] if errors else None,
+        "first_error_source": first_err["source"] if first_err else None,
         "steps": steps,
     }
 
@@ -124,7 +145,7 @@ def _final_is_fitted(entry, derivation: Derivation, problem, seed: int) -> bool 
             want = entry.hessian(params, data, **hp) @ flatten(dP)
         else:
             return None
-        return compare(got.reshape(-1), want.reshape(-1), rtol=FITTED_RTOL).ok
+        return compare(got.reshape(-1), want.reshape(-1), rtol=RTOL).ok
     except Exception:
         return False
 
@@ -184,7 +205,13 @@ A derivation file is Python.  Required names:
                                        value for a direction dP (same keys as P)
 Optional: TITLE, LAYOUT, TARGET ("loss": lines are df; "gradient": lines are d(grad f)),
   ASSUMPTIONS (list of str), gradient(P, D) -> dict like P (checked entry by entry
-  against torch.func.grad), SEEDS (default (0, 1, 2))."""
+  against torch.func.grad), SEEDS (default (0, 1, 2)), SYMMETRIC (names of square
+  variables that are symmetric, as `sym` in the notation: their moves and directions are
+  symmetric; undeclared, a variable is moved and differentiated in every direction).
+Every line is judged at each inputs(seed) point and at 2 random moves of its variables P
+(a move where the loss is not finite is redrawn, and said), along 2 directions handgrad
+draws from its own stream, by the notation's rule: tolerance scaled to the terms' size at
+the point, "inconclusive" at rounding level, an exception in a line an evaluation error."""
 
 
 @dataclass
@@ -315,7 +342,10 @@ def load_user_file(path: str) -> UserDerivation:
     if (not isinstance(seeds, (list, tuple)) or not seeds
             or not all(isinstance(s, int) for s in seeds)):
         raise _bad(path, "SEEDS must be a non-empty list of ints")
-    deriv = Derivation(title, target, layout, steps, list(assumptions))
+    symmetric = ns.get("SYMMETRIC", ())
+    if (not isinstance(symmetric, (list, tuple)) or not all(isinstance(k, str) for k in symmetric)):
+        raise _bad(path, "SYMMETRIC must be a list of variable names")
+    deriv = Derivation(title, target, layout, steps, list(assumptions), tuple(symmetric))
     return UserDerivation(path, title, deriv, ns["loss"], ns["inputs"], gradient, tuple(seeds))
 
 
@@ -336,6 +366,11 @@ def _user_problems(ud: UserDerivation) -> list:
             if not isinstance(v, torch.Tensor) or not v.is_floating_point():
                 raise _bad(ud.path, f"inputs({s}): P[{k!r}] must be a floating-point tensor")
         P = {k: v.to(torch.float64) for k, v in P.items()}
+        odd = [k for k in ud.derivation.symmetric if k not in P or P[k].dim() != 2
+               or P[k].shape[0] != P[k].shape[1] or not torch.equal(P[k], P[k].mT)]
+        if odd:
+            raise _bad(ud.path, f"SYMMETRIC names {odd[0]!r}, but inputs({s}) gives no symmetric "
+                                "square matrix by that name in P")
         try:
             value = ud.loss(P, D)
         except Exception as exc:
@@ -350,27 +385,44 @@ def _user_problems(ud: UserDerivation) -> list:
 
 
 def _user_gradient_check(ud: UserDerivation, problems) -> dict:
+    """gradient(P, D) against torch.func.grad of the loss, entry by entry, at the points the
+    steps are judged at (each given point and its moves), by the one rule: the scale is the
+    rounding scale of both (handgrad.notation.tolerance.sensitivity)."""
+    from handgrad.notation.tolerance import sensitivity
+
+    def loss(P, D, **_):
+        return ud.loss(P, D)
+    pts, _ = points(problems, loss, symmetric=ud.derivation.symmetric)
+    gen = torch.Generator().manual_seed(PROBE_SEED)
     verdicts = []
-    for label, P, D, _ in problems:
+    for pt in pts:
+        P, D = pt.params, pt.data
         try:
             G = ud.gradient(P, D)
             if not isinstance(G, dict) or set(G) != set(P):
                 raise ValueError(f"gradient(P, D) must return a dict with keys {sorted(P)}")
-            truth = flatten(torch.func.grad(lambda p, D=D: ud.loss(p, D))(P))
-            got = torch.cat([torch.as_tensor(G[k], dtype=torch.float64).reshape(-1) for k in P])
             shapes = [k for k in P if tuple(torch.as_tensor(G[k]).shape) != tuple(P[k].shape)]
             if shapes:
                 k = shapes[0]
                 v = Verdict(False, math.inf, RTOL, f"shape mismatch: gradient[{k!r}] is "
                             f"{tuple(torch.as_tensor(G[k]).shape)}, {k} is {tuple(P[k].shape)}")
             else:
-                v = compare(got, truth, rtol=RTOL, namer=param_namer(P))
-        except Exception as exc:
+                def truth_fn(P, D):
+                    return flatten(torch.func.grad(lambda p: ud.loss(p, D))(P))
+
+                def hand_fn(P, D):
+                    G = ud.gradient(P, D)
+                    return torch.cat([torch.as_tensor(G[k], dtype=torch.float64).reshape(-1) for k in P])
+                truth, got = truth_fn(P, D).detach(), hand_fn(P, D).detach()
+                scale = (sensitivity(truth_fn, (P, D), truth, gen) + sensitivity(hand_fn, (P, D), got, gen)
+                         + got.abs())
+                v = compare(got, truth, rtol=RTOL, namer=param_namer(P), scale=scale)
+        except Exception as exc:  # noqa: BLE001 - reported as the reason
             v = Verdict(False, math.inf, RTOL, f"{type(exc).__name__}: {exc}".splitlines()[0])
-        verdicts.append((label, v))
+        verdicts.append((pt.label, v))
     bad = [(label, v) for label, v in verdicts if not v.ok]
     return {"ok": not bad, "residual": max(v.residual for _, v in verdicts), "tol": RTOL,
-            "reference": "torch.func.grad of loss",
+            "reference": "torch.func.grad of loss", "points": [label for label, _ in verdicts],
             "failures": [{"problem": label, "reason": v.reason, "worst": v.worst} for label, v in bad]}
 
 
@@ -507,25 +559,55 @@ def _header(rep: dict) -> str:
 
 
 def _checked_at(rep: dict) -> str:
-    where = (f"check_problems(seed={rep['seed']})" if rep.get("model")
-             else "inputs(seed) for seeds " + ", ".join(str(s) for s in rep["seed"]))
-    return (f"checked at {len(rep['problems'])} random problems from {where}: "
-            + "; ".join(rep["problems"]) + "; each at a random direction dP")
+    if rep.get("model"):
+        where = f"check_problems(seed={rep['seed']})"
+    else:
+        where = "inputs(seed) for seeds " + ", ".join(str(s) for s in rep["seed"])
+    n = len(rep["problems"])
+    moved = sum(len(d.get("points") or []) for d in rep["derivations"] if d.get("format") == "python")
+    moved = max(moved - n, 0) // max(sum(d.get("format") == "python" for d in rep["derivations"]), 1)
+    return (f"checked at {n} problem{'s' if n != 1 else ''} from {where} ({'; '.join(rep['problems'])})"
+            + (f" and {moved} random moves of their variables" if moved else "")
+            + ", 2 random directions each from handgrad's own stream (not the inputs' stream)")
 
 
 def _failure_line(s: dict) -> str:
-    f = max(s["failures"], key=lambda f: f["residual"])  # the worst problem
+    fails = [f for f in s["failures"] if f.get("verdict", "failed") == s["verdict"]] or s["failures"]
     where = f" ({s['source']})" if s["source"] else ""
-    more = f" (and {len(s['failures']) - 1} more problems)" if len(s["failures"]) > 1 else ""
-    return f"line {s['line']}{where} FAILED at problem {f['problem']}: {f['reason']}{more}"
+    if not fails:  # inconclusive: the reason, no failure
+        return f"line {s['line']}{where} inconclusive: {s['reason']}"
+    f = max(fails, key=lambda f: f["residual"])  # the worst trial
+    more = f" (and {len(fails) - 1} more trials)" if len(fails) > 1 else ""
+    head = "not evaluated (an error, not a wrong line)" if s["verdict"] == "error" else "FAILED"
+    return f"line {s['line']}{where} {head}: {f['reason']}{more}"
 
 
 def _first_failed(d: dict) -> str:
-    if d["ok"]:
-        return ""
-    src = f" ({d['first_failed_source']})" if d["first_failed_source"] else ""
-    return (f"; the first wrong line is {d['first_failed_line']}{src}"
-            " (the lines after it may only carry the mistake forward)")
+    out = ""
+    if d.get("first_failed_line"):
+        src = f" ({d['first_failed_source']})" if d["first_failed_source"] else ""
+        out += (f"; the first wrong line is {d['first_failed_line']}{src}"
+                " (the lines after it may only carry the mistake forward)")
+    if d.get("first_error_line"):
+        src = f" ({d['first_error_source']})" if d["first_error_source"] else ""
+        out += f"; line {d['first_error_line']}{src} raised an error (fix it to have it judged)"
+    return out
+
+
+def _counts(d: dict) -> str:
+    n = len(d["steps"])
+    ok = sum(s["verdict"] == "verified" for s in d["steps"])
+    extra = [f"{len(d.get(k) or [])} {w}" for k, w in (("inconclusive_lines", "inconclusive"),
+                                                       ("error_lines", "evaluation error(s)"))
+             if d.get(k)]
+    return f"{ok}/{n} lines evaluated and agree" + (f" ({', '.join(extra)})" if extra else "")
+
+
+PY_MARKS = {"verified": "~", "inconclusive": "?", "failed": None, "error": "!"}
+
+
+def _py_mark(s: dict, bad_mark: str) -> str:
+    return PY_MARKS.get(s.get("verdict", "verified" if s["ok"] else "failed")) or bad_mark
 
 
 EVALUATED = "~"  # a Python step that agreed: its formula ran, its printed text is not parsed
@@ -538,13 +620,38 @@ def _all_python(obj: dict) -> list[dict]:
     return [d for rep in _reports(obj) for d in rep.get("derivations") or [] if d.get("format") == "python"]
 
 
+def _why_not_ok(obj: dict) -> str:
+    """'failed' when some line (or link, or gradient) is wrong, else 'error' or 'inconclusive'."""
+    kinds = set()
+    for rep in _reports(obj):
+        if not (rep.get("gradient_check") or {"ok": True})["ok"]:
+            kinds.add("failed")
+        for d in rep.get("derivations") or []:
+            if d.get("ok"):
+                continue
+            link_bad = "link" in d and not d["link"]["ok"]
+            v = d.get("verdict")
+            kinds.add("failed" if link_bad or v not in ("error", "inconclusive", "verified") else
+                      "inconclusive" if v == "verified" else v)
+    return "failed" if "failed" in kinds or not kinds else "error" if "error" in kinds else "inconclusive"
+
+
 def _verdict_line(obj: dict) -> str:
     if not obj["ok"]:
+        why = _why_not_ok(obj)
+        if why == "error":
+            return "DERIVATION NOT VERIFIED: a line could not be evaluated (an error, not a wrong line)"
+        if why == "inconclusive":
+            return "DERIVATION NOT VERIFIED: inconclusive (no line is wrong; too few conclusive points)"
         return "DERIVATION CHECK FAILED"
     py = _all_python(obj)
     if not py:
         return "all lines verified"
     n = sum(len(d["steps"]) for d in py)
+    unsure = sum(len(d.get("inconclusive_lines") or []) for d in py)
+    if unsure:
+        return (f"no line disagrees with autograd; {unsure} Python line(s) inconclusive (rounding level "
+                "at every point), the others evaluated and agree; their text is not checked")
     return (f"every line agrees with autograd; {n} Python line(s) evaluated, their text not checked"
             if len(py) < sum(len(r.get("derivations") or []) for r in _reports(obj))
             else "all lines evaluated and agree; their text is not checked (Python steps)")
@@ -599,7 +706,7 @@ def format_text(obj: dict, *, ascii_only: bool = False) -> str:
             out.append(f"  layout: {d['layout']}")
             out.append(f"  each line vs {d['reference']}, tol {d['steps'][0]['tol']:.0e} (relative)")
             for s in d["steps"]:
-                mark = EVALUATED if s["ok"] else bad_mark
+                mark = _py_mark(s, bad_mark)
                 res = "  error " if math.isinf(s["residual"]) else f"{s['residual']:.1e}"
                 out.append(f"  {s['line']:>3} {mark:<4} {res:>8}  {s['text']}")
                 if s["why"]:
@@ -609,11 +716,12 @@ def format_text(obj: dict, *, ascii_only: bool = False) -> str:
             if d.get("final_line_is_fitted") is not None:
                 out.append("  last line = the gradient/Hessian `fit` uses: "
                            + ("yes" if d["final_line_is_fitted"] else "NO"))
+            for note in d.get("redrawn") or []:
+                out.append(f"  redrawn: {note}")
             for s in d["steps"]:
                 if not s["ok"]:
                     out.append("  " + _failure_line(s))
-            n_ok = sum(s["ok"] for s in d["steps"])
-            out.append(f"  {n_ok}/{len(d['steps'])} lines evaluated and agree" + _first_failed(d))
+            out.append("  " + _counts(d) + _first_failed(d))
             out.append(f"  {EVALUATED_NOTE}")
         gc = rep.get("gradient_check")
         if gc:
@@ -652,7 +760,8 @@ def format_markdown(obj: dict) -> str:
                        f"{_md(d['reference'])}, relative tolerance {d['steps'][0]['tol']:.0e}.")
             out.append("")
             for s in d["steps"]:
-                mark = "~ evaluated, text not checked" if s["ok"] else f"{bad_mark} **FAILED**"
+                mark = {"verified": "~ evaluated, text not checked", "inconclusive": "? inconclusive",
+                        "error": "! evaluation error"}.get(s.get("verdict", ""), f"{bad_mark} **FAILED**")
                 res = "error" if math.isinf(s["residual"]) else f"{s['residual']:.1e}"
                 why = f" — {_md(s['why'])}" if s["why"] else ""
                 out.append(f"{s['line']}. {mark} residual `{res}`{why}")
@@ -661,6 +770,9 @@ def format_markdown(obj: dict) -> str:
                 out.append("")
             for a in d["assumptions"]:
                 out.append(f"*Assumption:* {_md(a)}")
+                out.append("")
+            for note in d.get("redrawn") or []:
+                out.append(f"*Redrawn:* {_md(note)}.")
                 out.append("")
             if d.get("final_line_is_fitted") is not None:
                 out.append("The last line is the gradient/Hessian that `fit` uses: "
@@ -737,7 +849,8 @@ def format_latex(obj: dict) -> str:
                        + f", relative tolerance ${_tex_num(d['steps'][0]['tol'])}$." + r"\par")
             out.append(r"\begin{enumerate}")
             for s in d["steps"]:
-                mark = r"evaluated, text not checked:" if s["ok"] else r"\textbf{FAILED}"
+                mark = {"verified": r"evaluated, text not checked:", "inconclusive": r"inconclusive:",
+                        "error": r"\textbf{evaluation error}"}.get(s.get("verdict", ""), r"\textbf{FAILED}")
                 res = "error" if math.isinf(s["residual"]) else f"${_tex_num(s['residual'])}$"
                 why = (r" \quad \textit{" + tex_escape(s["why"]) + "}") if s["why"] else ""
                 out.append(r"\item " + mark + " residual " + res + why)

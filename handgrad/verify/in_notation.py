@@ -39,10 +39,8 @@ from dataclasses import dataclass
 
 import torch
 
+from handgrad.notation.tolerance import RTOL, judge
 from handgrad.params import flatten, slices
-
-LINK_RTOL = 1e-10  # the read-off and the fitted derivative are the same formula: rounding only
-_FLOOR = 1e3 * torch.finfo(torch.float64).eps
 
 
 @dataclass(frozen=True)
@@ -115,17 +113,17 @@ def _colmajor(shape) -> torch.Tensor:
 
 
 def _agree(claim, truth, mag) -> tuple[bool, float]:
+    """The one rule (handgrad.notation.tolerance): (not wrong, residual in units of the terms).
+    Rounding level (a gradient at an optimum) is no evidence of a mismatch."""
     claim, truth = claim.reshape(-1).to(torch.float64), truth.reshape(-1).to(torch.float64)
     if claim.shape != truth.shape:
         return False, math.inf
-    if not (torch.isfinite(claim).all() and torch.isfinite(truth).all()):
-        return False, math.inf
-    scale = torch.maximum(mag.reshape(-1).to(torch.float64).abs(), truth.abs())
-    top = float(scale.max()) if scale.numel() else 0.0
-    err = (claim - truth).abs()
-    tol = LINK_RTOL * scale + _FLOOR * top
-    residual = float((err / (scale + _FLOOR * top + 1e-300)).max()) if err.numel() else 0.0
-    return bool((err <= tol).all()), residual
+    mag = mag.reshape(-1).to(torch.float64).abs().expand_as(truth)
+    mag = torch.where(torch.isfinite(mag), mag, claim.abs())  # no terms measured: the claim's size
+    t = judge(claim, truth, mag, "the problem")
+    if t.status in ("fail", "error"):
+        return False, math.inf if t.status == "error" or not t.tol else t.residual / t.tol * RTOL
+    return True, t.residual / t.tol * RTOL if t.tol else 0.0
 
 
 def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
@@ -202,7 +200,7 @@ def link(entry, spec: InNotation, d, problems, *, seed: int = 0) -> dict:
     return {"rows": out, "ok": bool(out) and all(r["ok"] for r in out),
             "problems": [p[0] for p in problems if p[0] not in skipped], "skipped_problems": skipped,
             "skipped_because": why,
-            "rtol": LINK_RTOL}
+            "rtol": RTOL}  # the one rule: the read-off and the fitted derivative differ by rounding
 
 
 def _text(node) -> str:
