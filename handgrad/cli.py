@@ -179,10 +179,18 @@ FIT_OPTIONS = [
     click.option("--autograd", is_flag=True,
                  help="Drive the solver with autograd derivatives instead (for comparison)."),
     click.option("--data", "data", type=str, default=None,
-                 help="CSV with a header row, .npz with arrays X and y, or X.npy."),
-    click.option("--target", type=str, default=None, help="Target column of the CSV."),
+                 help="CSV with a header row (gzip'd too: F.csv.gz), .npz with arrays X and y, "
+                      "or X.npy."),
+    click.option("--target", type=str, default=None,
+                 help="Target column of the CSV (text labels such as yes/no are re-encoded "
+                      "for classifiers, and the output says which is 1)."),
     click.option("--features", type=str, default=None,
                  help="Comma-separated feature columns (default: all but the target)."),
+    click.option("--exclude", type=str, default=None, metavar="COLS",
+                 help="Comma-separated columns to leave out (an ID or a text column)."),
+    click.option("--dropna", is_flag=True,
+                 help="Drop rows with a missing value (empty, NA, NaN, ...) in a used column "
+                      "and say how many (default: a missing value is an error naming it)."),
     click.option("--no-intercept", is_flag=True, help="Fit without an intercept."),
     click.option("--standardize", is_flag=True,
                  help="Fit on standardized columns; coefficients are reported on the original "
@@ -256,7 +264,8 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
             activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
             chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False,
-            quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None):
+            quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None, exclude=None,
+            dropna=False):
     """Fit MODEL (or a loss written as an expression, --loss) with its hand-derived
     gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
@@ -272,7 +281,9 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         plots.preflight(plot, solver or ("newton" if newton else
                                          registry.get(model).model.default_solver), compare)
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    excl = [f.strip() for f in exclude.split(",") if f.strip()] if exclude else None
     fit_kw = dict(data_path=data, target=target, features=feats, intercept=not no_intercept,
+                  exclude=excl, dropna=dropna,
                   l2=l2, standardize=standardize, device=device, dtype=dtype, seed=seed,
                   n_samples=n_samples, n_features=n_features, max_iter=max_iter, tol=tol,
                   tf32=tf32, test_fraction=test_fraction, chunk_rows=chunk_rows,
@@ -326,7 +337,8 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
     if not opts["data"]:
         raise UserError("fit --loss needs data: --data FILE (a CSV with --target, .npz, .npy).")
     for flag, given in (("--compare", opts["compare"]), ("--autograd", opts["autograd"]),
-                        ("--plot", opts["plot"]), ("--standardize", opts["standardize"])):
+                        ("--plot", opts["plot"]), ("--standardize", opts["standardize"]),
+                        ("--exclude", opts["exclude"]), ("--dropna", opts["dropna"])):
         if given:
             raise UserError(f"{flag} is not available with --loss yet.")
     unused = [f"--{k.replace('_', '-')}" for k in ("hidden", "activation", "n_samples",
@@ -406,6 +418,7 @@ def _fit_key_types() -> dict:
     types["intercept"] = bool  # `intercept = false` reads better than `no_intercept = true`
     types.pop("no_intercept", None)
     types["features"] = (str, list)
+    types["exclude"] = (str, list)
     return types
 
 
@@ -492,8 +505,9 @@ def run_cmd(ctx, config_path, device, dtype, as_json):
         ctx.exit(2)
     if "intercept" in cfg:
         cfg["no_intercept"] = not cfg.pop("intercept")
-    if isinstance(cfg.get("features"), list):
-        cfg["features"] = ",".join(map(str, cfg["features"]))
+    for key in ("features", "exclude"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = ",".join(map(str, cfg[key]))
     for key, value in (("device", device), ("dtype", dtype)):
         if value is not None:
             cfg[key] = value

@@ -111,19 +111,29 @@ def _npy_header(fh, path: str) -> tuple[int, tuple, np.dtype, bool]:
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    except ValueError as exc:
-        raise UserError(f"Cannot read {path}: {exc}") from None
+    except (ValueError, EOFError) as exc:
+        raise UserError(f"Cannot read {path}: {str(exc) or 'the file ends early'}") from None
     return fh.tell(), shape, dtype, fortran
 
 
 def _open_npy(path: str) -> _Array:
+    from handgrad.fitting.data import check_numpy_file
+
+    check_numpy_file(path)
     with open(path, "rb") as fh:
         off, shape, dtype, fortran = _npy_header(fh, path)
     return _Array(path, off, shape, dtype, fortran)
 
 
 def _open_npz_member(path: str, name: str) -> _Array | None:
-    with zipfile.ZipFile(path) as zf:
+    from handgrad.fitting.data import check_numpy_file
+
+    check_numpy_file(path)  # a zip archive, or one line saying what the file is
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise UserError(f"{path} is not a readable NumPy .npz archive ({exc}).") from None
+    with zf:
         if name + ".npy" not in zf.namelist():
             return None
         info = zf.getinfo(name + ".npy")
