@@ -665,15 +665,42 @@ def identities_cmd(as_json):
 @click.option("--no-plots", is_flag=True, help="Skip the convergence plots (no matplotlib needed).")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--data", "data", type=str, default=None,
+              help="Fit your own data on the page (as `fit --data`): a CSV, .npz or X.npy.")
+@click.option("--target", type=str, default=None, help="With --data: the CSV's target column.")
+@click.option("--features", type=str, default=None,
+              help="With --data: comma-separated feature columns (default: all but the target).")
+@click.option("--exclude", type=str, default=None, metavar="COLS",
+              help="With --data: comma-separated columns to leave out.")
+@click.option("--dropna", is_flag=True, help="With --data: drop rows with a missing value.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
-def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json):
+def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json, data=None, target=None,
+               features=None, exclude=None, dropna=False):
     """One page per model (Markdown and HTML): the derivation with each step's verdict, the
-    check table (hand vs autograd vs finite differences), a fit and its convergence plot."""
+    check table (hand vs autograd vs finite differences), a fit and its convergence plot
+    (on the model's synthetic data, or on yours with --data)."""
     from handgrad.present import report
 
+    fit_kw = None
+    if data is not None:
+        if all_ or len(models) != 1:
+            raise UserError("report --data makes the page of one model: name it "
+                            "(e.g. report logistic --data F.csv --target y).")
+        def split(v):
+            return [f.strip() for f in v.split(",") if f.strip()] if v else None
+
+        fit_kw = {"data_path": data, "target": target, "features": split(features),
+                  "exclude": split(exclude), "dropna": dropna}
+        from handgrad.fitting.data import load  # a bad file is exit 2 before any page work
+
+        kind = registry.get(models[0]).model.target
+        load(data, target, fit_kw["features"], needs_target=kind.needs_y,
+             exclude=fit_kw["exclude"], dropna=dropna, kind=kind)
+    elif target or features or exclude or dropna:
+        raise UserError("--target, --features, --exclude and --dropna go with --data FILE.")
     out = report.run(list(models), out_dir=out_dir, all_models=all_, seed=seed, device=device,
-                     plots=not no_plots, progress=term.enabled(as_json))
+                     plots=not no_plots, progress=term.enabled(as_json), fit_kw=fit_kw)
     if as_json:
         emit_json(out)
     else:

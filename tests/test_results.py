@@ -130,3 +130,25 @@ def test_a_perfect_fit_is_flagged_and_its_t_statistics_withheld():
     res, warns = fit_warnings("least_squares", X, X @ [1.0, 2.0, 3.0] + rng.normal(size=len(X)),
                               ["a", "b", "c"])
     assert not any("perfect fit" in w for w in warns) and "perfect_fit" not in res.raw["summary"]
+
+
+def test_report_makes_the_page_for_your_own_data(runner, tmp_path):
+    from tests.conftest import invoke
+
+    rng, X = design(n=120)
+    y = rng.random(len(X)) < 1 / (1 + np.exp(-X[:, 0]))
+    rows = ["a,b,c,vote"] + [f"{r[0]!r},{r[1]!r},{r[2]!r},{'yes' if t else 'no'}"
+                             for r, t in zip(X.tolist(), y.tolist())]
+    path = tmp_path / "v.csv"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "pages"
+    r, _ = invoke(runner, "report", "logistic", "--data", str(path), "--target", "vote",
+                  "--out", str(out), "--no-plots")
+    assert r.exit_code == 0, r.stderr
+    page = (out / "logistic.md").read_text()
+    assert "v.csv (n=120, d=3)" in page and "'no' -> 0, 'yes' -> 1" in page
+    ref = sm.Logit(y.astype(float), sm.add_constant(X)).fit(disp=0, tol=1e-12)
+    assert f"{ref.params[1]:.6g}"[:6] in page  # the page's table holds this fit's coefficient
+    r, _ = invoke(runner, "report", "logistic", "--data", str(path), "--target", "nope",
+                  "--out", str(out), "--no-plots")
+    assert r.exit_code == 2 and "Target column 'nope' not in v.csv" in r.stderr

@@ -258,7 +258,7 @@ def _text_target(tab, target: str, kind) -> tuple[np.ndarray, str]:
             raise UserError(f"Target {target!r} has {len(vals)} distinct values ({_shown(vals, 6)}); "
                             "logistic regression needs two classes (use softmax for several).")
         return t.codes, (f"Target {target!r} re-encoded: {vals[0]!r} -> 0, {vals[1]!r} -> 1 "
-                         "(the coefficients model the odds of the second, 1).")
+                         f"(the fit models P({target} = {vals[1]!r})).")
     shown = ", ".join(f"{v!r} -> {k}" for k, v in enumerate(vals[:6]))
     return t.codes, (f"Target {target!r} re-encoded to 0..{len(vals) - 1}: {shown}"
                      + (" ..." if len(vals) > 6 else "") + ".")
