@@ -348,9 +348,11 @@ def _load_csv(path, target, features, exclude, dropna, kind) -> Data:
         notes.append(f"dropped {len(dropped)} of {tab.n} rows with missing values (--dropna; "
                      f"line{'s' if len(dropped) > 1 else ''} {shown}"
                      + (", ..." if len(dropped) > 5 else "") + ")")
-    # dtype known for every column before the n x d array is allocated
+    # dtype known for every column before the n x d array is allocated; column-major, as
+    # the columns arrive (and as the loader has always handed X to the fit: the Newton
+    # path on ill-conditioned data such as Longley rounds differently in row-major order)
     n = tab.n if keep is None else len(keep)
-    X = np.empty((n, len(names)))
+    X = np.empty((n, len(names)), order="F")
     for j, h in enumerate(names):
         X[:, j] = tab.numbers[h] if keep is None else tab.numbers[h][keep]
     y = None if yv is None else (yv if keep is None else yv[keep])
