@@ -111,6 +111,21 @@ def test_a_missing_value_is_named_by_row_column_and_line_and_suggests_dropna(run
                                ref.params, rtol=1e-8)
 
 
+def test_text_class_labels_for_softmax_are_re_encoded_in_sorted_order(runner, tmp_path):
+    rng = np.random.default_rng(2)
+    kinds = ["virginica", "setosa", "versicolor"]
+    X = rng.normal(size=(90, 2))
+    k = np.arange(90) % 3
+    X[:, 0] += 2 * k
+    rows = ["s,p,species"] + [f"{a!r},{b!r},{kinds[c]}" for (a, b), c in zip(X.tolist(), k)]
+    (tmp_path / "iris.csv").write_text("\n".join(rows) + "\n")
+    r, out = fit_json(runner, "softmax", "--data", str(tmp_path / "iris.csv"), "--target",
+                      "species", "--l2", "1")
+    assert r.exit_code == 0, r.stderr
+    assert ("Target 'species' re-encoded to 0..2: 'setosa' -> 0, 'versicolor' -> 1, "
+            "'virginica' -> 2.") in out["data"]["notes"]
+
+
 def test_class_label_errors_count_rows_from_1_with_the_file_line(runner, tmp_path):
     rows = ["a,y"] + [f"{i},{i % 3}" for i in range(30)]
     rows[4] = "3,2.5"  # data row 4, file line 5

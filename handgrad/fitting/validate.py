@@ -152,7 +152,7 @@ def collinearity(entry, data: Data, intercept: bool, hp: dict) -> str | None:
         return None
     X = data.X.detach()
     names = list(data.feature_names) + (["intercept"] if intercept else [])
-    hi, lo = X.amax(dim=0).cpu(), X.amin(dim=0).cpu()
+    lo, hi = (t.cpu() for t in torch.aminmax(X, dim=0))  # one pass over X
     flat = [j for j in range(data.d) if hi[j] == lo[j] and (intercept or hi[j] == 0)]
     if flat:
         many = len(flat) > 1
