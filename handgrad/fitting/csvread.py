@@ -283,8 +283,9 @@ def _raw_header(path: str) -> list[str]:
 
 
 def _floats(col) -> np.ndarray:
-    a = col.to_numpy()  # NaN where null
-    return a if a.flags.writeable else a.copy()
+    """float64 values, NaN where null; read-only when pyarrow's buffer is shared (one
+    chunk, no nulls): the loader copies what it keeps, so no copy here."""
+    return col.to_numpy()
 
 
 def _is_number(s: str) -> bool:

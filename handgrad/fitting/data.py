@@ -358,6 +358,8 @@ def _load_csv(path, target, features, exclude, dropna, kind) -> Data:
     y = None if yv is None else (yv if keep is None else yv[keep])
     _check_finite_csv(X, y, names, target, keep, tab.lines, path)
     check_magnitude(X, names)
+    if y is not None and not y.flags.writeable:
+        y = y.copy()  # torch warns on a read-only array; y is one column
     return Data(torch.from_numpy(X), None if y is None else torch.from_numpy(np.ascontiguousarray(y)),
                 names, target, source=path, notes=notes, file_rows=keep, lines=tab.lines)
 
