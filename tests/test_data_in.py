@@ -216,6 +216,16 @@ def test_values_near_the_float_maximum_are_named_before_any_arithmetic(runner, t
     assert "column 'a'" in msg and "overflows float64" in msg and "SVD" not in msg
 
 
+def test_streamed_values_near_the_float_maximum_are_named_too(runner, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 2))
+    X[40, 1] = 1e300
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", (X[:, 0] > 0).astype(float))
+    msg = one_line_error(runner, "logistic", "--data", str(tmp_path / "X.npy"), "--chunk-rows", "16")
+    assert "column 1 reaches |x| = 1e+300" in msg and "overflows float64" in msg, msg
+
+
 # --------------------------------------------------------------------------- configs
 
 
