@@ -86,8 +86,8 @@ class FitResult:
     def predict(self, X, *, labels: bool = False):
         """The mean response at new rows X (n x d, the features in the fitted order; a
         DataFrame is matched by column name): least squares X w + b, logistic P(y = 1),
-        Poisson exp(X w + b), softmax and the two-layer net the class probabilities
-        (n x K).  ``labels=True`` (classifiers): the most probable class, in the labels
+        Poisson exp(X w + b), softmax the class probabilities (n x K); other models say
+        that they have no predict yet.  ``labels=True`` (classifiers): the most probable class, in the labels
         the target was given in."""
         import torch
 
@@ -125,9 +125,12 @@ class FitResult:
                           for k, v in self.raw["params"].items()}
                 Z = model.logits(params, data)
                 mean = torch.sigmoid(Z) if Z.dim() == 1 else torch.softmax(Z, dim=1)
-            else:
+            elif not model.target.needs_y:
                 raise UserError(f"predict is not available for {entry.name} (it models the "
                                 "features themselves; see params and estimate).")
+            else:
+                raise UserError(f"predict is not available for {entry.name} yet (its model "
+                                "declares no logits or coefficient vector to predict from).")
         mean = mean.numpy()
         if not labels:
             return mean

@@ -152,3 +152,9 @@ def test_report_makes_the_page_for_your_own_data(runner, tmp_path):
     r, _ = invoke(runner, "report", "logistic", "--data", str(path), "--target", "nope",
                   "--out", str(out), "--no-plots")
     assert r.exit_code == 2 and "Target column 'nope' not in v.csv" in r.stderr
+
+
+def test_predict_says_where_it_is_not_available():
+    rng, X = design(n=60)
+    with pytest.raises(handgrad.errors.UserError, match="models the features themselves"):
+        handgrad.fit("gaussian", X).predict(X)
