@@ -328,10 +328,18 @@ FIT_OPTIONS = [
     click.option("--autograd", is_flag=True,
                  help="Drive the solver with autograd derivatives instead (for comparison)."),
     click.option("--data", "data", type=str, default=None,
-                 help="CSV with a header row, .npz with arrays X and y, or X.npy."),
-    click.option("--target", type=str, default=None, help="Target column of the CSV."),
+                 help="CSV with a header row (gzip'd too: F.csv.gz), .npz with arrays X and y, "
+                      "or X.npy."),
+    click.option("--target", type=str, default=None,
+                 help="Target column of the CSV (text labels such as yes/no are re-encoded "
+                      "for classifiers, and the output says which is 1)."),
     click.option("--features", type=str, default=None,
                  help="Comma-separated feature columns (default: all but the target)."),
+    click.option("--exclude", type=str, default=None, metavar="COLS",
+                 help="Comma-separated columns to leave out (an ID or a text column)."),
+    click.option("--dropna", is_flag=True,
+                 help="Drop rows with a missing value (empty, NA, NaN, ...) in a used column "
+                      "and say how many (default: a missing value is an error naming it)."),
     click.option("--no-intercept", is_flag=True, help="Fit without an intercept."),
     click.option("--standardize", is_flag=True,
                  help="Fit on standardized columns; coefficients are reported on the original "
@@ -419,7 +427,8 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
             activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
             chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False,
-            quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None):
+            quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None, exclude=None,
+            dropna=False):
     """Fit MODEL (or a loss written as an expression, --loss) with its hand-derived
     gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
@@ -435,7 +444,9 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         plots.preflight(plot, solver or ("newton" if newton else
                                          registry.get(model).model.default_solver), compare)
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    excl = [f.strip() for f in exclude.split(",") if f.strip()] if exclude else None
     fit_kw = dict(data_path=data, target=target, features=feats, intercept=not no_intercept,
+                  exclude=excl, dropna=dropna,
                   l2=l2, standardize=standardize, device=device, dtype=dtype, seed=seed,
                   n_samples=n_samples, n_features=n_features, max_iter=max_iter, tol=tol,
                   tf32=tf32, test_fraction=test_fraction, chunk_rows=chunk_rows,
@@ -522,7 +533,8 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
     if not opts["data"]:
         raise UserError("fit --loss needs data: --data FILE (a CSV with --target, .npz, .npy).")
     for flag, given in (("--compare", opts["compare"]), ("--autograd", opts["autograd"]),
-                        ("--plot", opts["plot"]), ("--standardize", opts["standardize"])):
+                        ("--plot", opts["plot"]), ("--standardize", opts["standardize"]),
+                        ("--exclude", opts["exclude"]), ("--dropna", opts["dropna"])):
         if given:
             raise UserError(f"{flag} is not available with --loss yet.")
     unused = [f"--{k.replace('_', '-')}" for k in ("hidden", "activation", "n_samples",
@@ -602,6 +614,7 @@ def _fit_key_types() -> dict:
     types["intercept"] = bool  # `intercept = false` reads better than `no_intercept = true`
     types.pop("no_intercept", None)
     types["features"] = (str, list)
+    types["exclude"] = (str, list)
     return types
 
 
@@ -703,8 +716,9 @@ def run_cmd(ctx, config_path, **flags):
         ctx.exit(2)
     if "intercept" in cfg:
         cfg["no_intercept"] = not cfg.pop("intercept")
-    if isinstance(cfg.get("features"), list):
-        cfg["features"] = ",".join(map(str, cfg["features"]))
+    for key in ("features", "exclude"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = ",".join(map(str, cfg[key]))
     if "newton" in given:  # --newton on the command line replaces the file's solver
         cfg.pop("solver", None)
     if "solver" in given:
@@ -823,8 +837,13 @@ def _derive_text(path: str, fmt: str, as_json: bool, at_path: str | None = None)
         raise UserError(f"Derivation file not found (no such file): {path}")
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory; --file takes a .hg text file or a .py file.")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    from handgrad.notation import NotationError
+    from handgrad.notation.textfile import read_text
+
+    try:
+        text = read_text(path)
+    except NotationError as exc:
+        raise UserError(str(exc)) from None
     out = text_report(text, path, at_path=at_path)
     _print_notation(out, fmt, as_json)
     return 0 if out["ok"] else 1
@@ -855,18 +874,44 @@ def identities_cmd(as_json):
 @click.option("--no-plots", is_flag=True, help="Skip the convergence plots (no matplotlib needed).")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--data", "data", type=str, default=None,
+              help="Fit your own data on the page (as `fit --data`): a CSV, .npz or X.npy.")
+@click.option("--target", type=str, default=None, help="With --data: the CSV's target column.")
+@click.option("--features", type=str, default=None,
+              help="With --data: comma-separated feature columns (default: all but the target).")
+@click.option("--exclude", type=str, default=None, metavar="COLS",
+              help="With --data: comma-separated columns to leave out.")
+@click.option("--dropna", is_flag=True, help="With --data: drop rows with a missing value.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @command
-def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json):
+def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json, data=None, target=None,
+               features=None, exclude=None, dropna=False):
     """One page per MODEL named, or every model with --all (Markdown and HTML): the derivation
     with each step's verdict, the check table (hand vs autograd vs finite differences), a fit
-    and its convergence plot."""
+    and its convergence plot (on the model's synthetic data, or on yours with --data)."""
     if not models and not all_:
         raise needs_model("report")
     from handgrad.present import report
 
+    fit_kw = None
+    if data is not None:
+        if all_ or len(models) != 1:
+            raise UserError("report --data makes the page of one model: name it "
+                            "(e.g. report logistic --data F.csv --target y).")
+        def split(v):
+            return [f.strip() for f in v.split(",") if f.strip()] if v else None
+
+        fit_kw = {"data_path": data, "target": target, "features": split(features),
+                  "exclude": split(exclude), "dropna": dropna}
+        from handgrad.fitting.data import load  # a bad file is exit 2 before any page work
+
+        kind = registry.get(models[0]).model.target
+        load(data, target, fit_kw["features"], needs_target=kind.needs_y,
+             exclude=fit_kw["exclude"], dropna=dropna, kind=kind)
+    elif target or features or exclude or dropna:
+        raise UserError("--target, --features, --exclude and --dropna go with --data FILE.")
     out = report.run(list(models), out_dir=out_dir, all_models=all_, seed=seed, device=device,
-                     plots=not no_plots, progress=term.enabled(as_json))
+                     plots=not no_plots, progress=term.enabled(as_json), fit_kw=fit_kw)
     if as_json:
         emit_json(out)
     else:

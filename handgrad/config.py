@@ -45,12 +45,13 @@ def load(path: str, valid: dict[str, type | tuple]) -> dict:
             names = " or ".join(t.__name__ for t in types)
             raise UserError(f"{path}: key {key!r} must be {names}, got {value!r}.")
         out[k] = value
-    if "data" in out and not os.path.isabs(out["data"]) and not os.path.exists(out["data"]):
+    if "data" in out and not os.path.isabs(out["data"]):
+        # relative to the config file, never to the working directory (a same-named file
+        # there must not be fitted instead); shown relative to the current folder when inside
         beside = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)),
                                                out["data"]))
-        if os.path.exists(beside):  # shown relative to the current folder where it is inside
-            rel = os.path.relpath(beside)
-            out["data"] = beside if rel.startswith("..") else rel
+        rel = os.path.relpath(beside)
+        out["data"] = beside if rel.startswith("..") else rel
     return out
 
 

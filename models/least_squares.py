@@ -21,6 +21,7 @@ from scipy.linalg import qr, solve_triangular
 from handgrad.contract import Role, Target
 from handgrad.errors import HandgradWarning, UserError
 from handgrad.fitting.data import Data
+from handgrad.fitting.validate import dependent_columns
 
 NAME = "least_squares"
 TITLE = "Least squares"
@@ -238,7 +239,7 @@ def closed_form(data: Data, *, intercept: bool = True, l2: float = 0.0, method: 
                          " + double-double refinement" if method == "closed" else ""))
         extra["condition_unscaled"] = _conditioning(Rs * D)[0]
         if rank < p:
-            weak = np.argsort(-np.abs(Vt[-1]))[:3]
+            weak = dependent_columns(Vt, rank)  # the null space's columns: no innocent one
             _warn(f"design is rank deficient (numerical rank {rank} of {p} columns, condition "
                   f"{cond:.2g}): the coefficients are not identified; columns "
                   f"{', '.join(repr(names[j]) for j in sorted(weak))} are (nearly) collinear. "

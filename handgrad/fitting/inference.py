@@ -151,7 +151,33 @@ def summary(entry, theta: torch.Tensor, names: list[str], stats: FitStats, *,
     if iterations is not None:
         out["iterations"] = iterations
     out["terms"] = _table(names, theta, cov, df)
+    if model.covariance is not None and _perfect(stats):
+        _flag_perfect_fit(out, stats, warns)
     return out
+
+
+PERFECT = 1e-20  # RSS below this share of sum (y - mean)^2 (or of sum y^2): an exact fit
+
+
+def _perfect(st: FitStats) -> bool:
+    """Residuals at rounding level: the target is a constant or an exact function of the
+    features, and t statistics are ratios of rounding errors."""
+    scale = max(st.tss, st.sum_y ** 2 / max(st.n, 1))
+    return scale > 0 and st.loss0 <= PERFECT * scale
+
+
+def _flag_perfect_fit(out: dict, st: FitStats, warns: list[str]) -> None:
+    constant = st.tss <= PERFECT * st.sum_y ** 2 / max(st.n, 1)
+    why = ("the target is constant" if constant else
+           "the target is an exact linear function of the features")
+    msg = (f"perfect fit: the residuals are at rounding level (RSS {st.loss0:.3g}) because "
+           f"{why}; t statistics, p-values and intervals are withheld (they would be ratios "
+           "of rounding errors)")
+    for row in out["terms"]:
+        row.update(stat=None, p_value=None, ci_low=None, ci_high=None)
+    out["perfect_fit"] = True
+    warns.append(msg)
+    warnings.warn(msg, HandgradWarning, stacklevel=2)
 
 
 def _f64(transform: dict) -> dict:

@@ -51,13 +51,14 @@ def _tolist(t: torch.Tensor):
 
 
 def get_data(entry, *, data_path=None, target=None, features=None, seed=0, n_samples=None,
-             n_features=None, **synth):
+             n_features=None, exclude=None, dropna=False, **synth):
     """User data (CSV / npz / npy) or the model's seeded synthetic set with its true answer."""
     if target is not None and not entry.model.target.needs_y:
         raise UserError(f"{entry.name} has no target: it models all the columns it is given; "
                         "drop --target (choose the columns with --features).")
     if data_path:
-        data = load(data_path, target, features, needs_target=entry.model.target.needs_y)
+        data = load(data_path, target, features, needs_target=entry.model.target.needs_y,
+                    exclude=exclude, dropna=dropna, kind=entry.model.target)
         truth = None
     else:
         kw = {k: v for k, v in (("n", n_samples), ("d", n_features)) if v is not None}
@@ -78,7 +79,8 @@ def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=N
         tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
         callback=None, standardize: bool = False, test_fraction: float | None = None,
         chunk_rows: int | None = None, distributed_run: bool = False,
-        hessian_dtype: str | None = None, solver_fn=None, data: Data | None = None) -> dict:
+        hessian_dtype: str | None = None, solver_fn=None, data: Data | None = None,
+        exclude: list[str] | None = None, dropna: bool = False) -> dict:
     """Fit a model (a registered name, or a registry Entry built elsewhere, such as one
     derived from an expression); returns the JSON-ready result (the CLI's ``--json``).
 
@@ -110,7 +112,8 @@ def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=N
                     intercept=intercept, seed=seed, n_samples=n_samples,
                     n_features=n_features, max_iter=max_iter, tol=tol, progress=progress,
                     callback=callback, standardize=standardize, test_fraction=test_fraction,
-                    chunk_rows=chunk_rows, solver_fn=solver_fn, data=data, dtype_name=dtype)
+                    chunk_rows=chunk_rows, solver_fn=solver_fn, data=data, dtype_name=dtype,
+                    exclude=exclude, dropna=dropna)
     finally:
         distributed.shutdown(ctx)
 
@@ -140,19 +143,22 @@ def _check_scaled(entry, solver, autograd, standardize, chunk_rows, distributed_
 
 def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path, target,
          features, intercept, seed, n_samples, n_features, max_iter, tol, progress, callback,
-         standardize, test_fraction, chunk_rows, solver_fn, data, dtype_name):
+         standardize, test_fraction, chunk_rows, solver_fn, data, dtype_name, exclude=None,
+         dropna=False):
     t_load = time.perf_counter()
     test = truth = transform = None
     notes: list[str] = []
     early_warnings: list[str] = []
     if _streamed(data_path, chunk_rows) and data is None:
-        rows, names, tname = _file_rows(entry, data_path, target, features, chunk_rows, dev, dt,
-                                        notes, by_moments=_by_moments(entry, solver))
+        rows, names, tname = _file_rows(entry, data_path, target, features or exclude or dropna,
+                                        chunk_rows, dev, dt, notes,
+                                        by_moments=_by_moments(entry, solver))
         src = data_path
     else:
         if data is None:
             data, truth = get_data(entry, data_path=data_path, target=target, features=features,
-                                   seed=seed, n_samples=n_samples, n_features=n_features)
+                                   seed=seed, n_samples=n_samples, n_features=n_features,
+                                   exclude=exclude, dropna=dropna)
         elif entry.model.prepare is not None:
             data = entry.model.prepare(data)
         data = data.to(dev, dt)
@@ -165,6 +171,9 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         scale = validate.scale_problem(data) if solver not in entry.model.closed_solvers else None
         if scale:  # warned after the overflow check, which is an error of its own
             early_warnings.append(f"ill-scaled features: {scale}; {validate.rescale_remedy()}")
+        collinear = validate.collinearity(entry, data, intercept, hp)  # named before the fit
+        if collinear:
+            early_warnings.insert(0, collinear)
         rows = source.TensorRows(data.X, data.y, source=data.source)
         names, tname, src, notes = list(data.feature_names), data.target, data.source, \
             list(data.notes)
@@ -213,7 +222,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     separated = validate.separation(entry, res.params, data, hp) if data is not None else None
     if separated:
         res.converged, res.message = False, separated
-    elif not res.converged and early_warnings:
+    elif not res.converged and any(w.startswith("ill-scaled") for w in early_warnings):
         res.message += f" (ill-scaled features: {validate.rescale_remedy()})"
     elif data is not None and not res.interrupted and (
             not res.converged or "loss's resolution" in res.message):
@@ -286,7 +295,8 @@ def scale_hint(data: Data) -> str | None:
 def _file_rows(entry, path, target, features, chunk_rows, dev, dt, notes, by_moments=False):
     """A .npy / .npz file read chunk by chunk (never whole): the rows, names, target name."""
     if features:
-        raise UserError("--features applies to CSV files; select columns before saving .npz.")
+        raise UserError("--features, --exclude and --dropna apply to CSV files; select columns "
+                        "before saving .npz.")
     rows = source.FileRows(path, dtype=dt, device=dev)
     t = entry.model.target
     if t is Target.BINARY:

@@ -111,19 +111,29 @@ def _npy_header(fh, path: str) -> tuple[int, tuple, np.dtype, bool]:
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    except ValueError as exc:
-        raise UserError(f"Cannot read {path}: {exc}") from None
+    except (ValueError, EOFError) as exc:
+        raise UserError(f"Cannot read {path}: {str(exc) or 'the file ends early'}") from None
     return fh.tell(), shape, dtype, fortran
 
 
 def _open_npy(path: str) -> _Array:
+    from handgrad.fitting.data import check_numpy_file
+
+    check_numpy_file(path)
     with open(path, "rb") as fh:
         off, shape, dtype, fortran = _npy_header(fh, path)
     return _Array(path, off, shape, dtype, fortran)
 
 
 def _open_npz_member(path: str, name: str) -> _Array | None:
-    with zipfile.ZipFile(path) as zf:
+    from handgrad.fitting.data import check_numpy_file
+
+    check_numpy_file(path)  # a zip archive, or one line saying what the file is
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise UserError(f"{path} is not a readable NumPy .npz archive ({exc}).") from None
+    with zf:
         if name + ".npy" not in zf.namelist():
             return None
         info = zf.getinfo(name + ".npy")
@@ -213,16 +223,25 @@ class FileRows(Rows):
                     if self.y_map is not None:
                         y = self.y_map(y)
                 if not self.checked:
-                    _check_chunk(X, y, i, self.path)
+                    _check_chunk(X, y, i, self.path, self.n)
                 yield i, X, y
         self.checked = True
 
 
-def _check_chunk(X: torch.Tensor, y: torch.Tensor | None, first: int, path: str) -> None:
+def _check_chunk(X: torch.Tensor, y: torch.Tensor | None, first: int, path: str,
+                 n: int = 1) -> None:
     if not bool(torch.isfinite(X).all()):
         r, c = (~torch.isfinite(X)).nonzero()[0].tolist()
         kind = "NaN" if math.isnan(float(X[r, c])) else "inf"
         raise UserError(f"{path}: X contains {kind} (row {first + r}, column {c}).")
+    # as the in-memory loader: a sum of squares over the n rows must not overflow
+    limit = math.sqrt(torch.finfo(torch.float64).max / max(1, n)) / 4
+    top = X.abs().amax(dim=0) if X.numel() else X.new_zeros(0)
+    if top.numel() and float(top.max()) > limit:
+        c = int(top.argmax())
+        raise UserError(f"{path}: column {c} reaches |x| = {float(top[c]):.3g}, so a sum of "
+                        f"squares over its {n} rows overflows float64 (|x| above {limit:.2g}); "
+                        "rescale the column (divide it by a power of ten) before fitting.")
     if y is not None and not bool(torch.isfinite(y).all()):
         r = int((~torch.isfinite(y)).nonzero()[0])
         raise UserError(f"{path}: y contains a non-finite value (row {first + r}).")

@@ -29,19 +29,172 @@ QUASI_TRIGGER = 15.0  # |logit| beyond which a fitted probability is within 3e-7
 QUASI_MAX_CELLS = 5_000_000  # the exact (linear-programming) test runs up to n * p cells
 
 
-def from_arrays(X, y=None, feature_names: list[str] | None = None, target: str = "y",
-                source: str = "arrays") -> Data:
-    """Build a :class:`Data` from numpy arrays / lists / tensors, validated like a file."""
+def _is_frame(X) -> bool:
+    return hasattr(X, "columns") and hasattr(X, "dtypes") and hasattr(X, "to_numpy")
+
+
+def _is_series(y) -> bool:
+    return hasattr(y, "dtype") and hasattr(y, "name") and hasattr(y, "to_numpy") \
+        and not hasattr(y, "columns")
+
+
+def _numeric_dtype(dt) -> bool:
+    try:
+        return np.issubdtype(np.dtype(dt), np.number) or np.dtype(dt) == bool
+    except TypeError:  # pandas extension dtypes (Int64, boolean, string, category)
+        return getattr(dt, "kind", "O") in "biuf"
+
+
+def _frame_to_numpy(X) -> tuple[np.ndarray, list[str]]:
+    """A pandas DataFrame's values (float64, NaN where missing) and its column names; a
+    text column is named with the remedy."""
+    names = [str(c) for c in X.columns]
+    text = [n for n, dt in zip(names, X.dtypes) if not _numeric_dtype(dt)]
+    if text:
+        col = X[X.columns[names.index(text[0])]]
+        shown = ", ".join(repr(str(v)) for v in list(col.dropna().unique())[:3])
+        raise UserError(f"Column {text[0]!r} of X holds text ({shown}), not numbers: encode it "
+                        "(e.g. pandas.get_dummies) or leave it out.")
+    return X.to_numpy(dtype=np.float64, na_value=np.nan), names
+
+
+def _labels(y, target: str, kind) -> tuple[np.ndarray, list | None, str | None]:
+    """y as numbers; text labels (a Series or array of strings) become class codes in
+    sorted order for a classifier, with the note saying which is which."""
+    if _is_series(y) and _numeric_dtype(y.dtype):
+        return y.to_numpy(dtype=np.float64, na_value=np.nan), None, None
+    a = y.to_numpy() if _is_series(y) else np.asarray(y)
+    if a.dtype.kind in "biuf":
+        return a, None, None
+    missing = [i for i, v in enumerate(a.tolist()) if v is None or (isinstance(v, float) and v != v)]
+    if missing:
+        raise UserError(f"Target {target!r} has a missing value (row {missing[0]}).")
+    vals = sorted({str(v) for v in a.tolist()})
+    if kind is None or not kind.classes:
+        shown = ", ".join(repr(v) for v in vals[:3])
+        raise UserError(f"Target {target!r} holds text ({shown}), not numbers; this model needs "
+                        "a numeric target (for class labels use logistic or softmax).")
+    if len(vals) < 2:
+        raise UserError(f"Target {target!r} has only one class ({vals[0]!r}); need two or more.")
+    if kind.value == "binary" and len(vals) > 2:
+        raise UserError(f"Target {target!r} has {len(vals)} distinct values "
+                        f"({', '.join(map(repr, vals[:6]))}); logistic regression needs two "
+                        "classes (use softmax for several).")
+    codes = np.searchsorted(np.array(vals, dtype=object), np.array([str(v) for v in a.tolist()],
+                                                                   dtype=object)).astype(np.float64)
+    shown = ", ".join(f"{v!r} -> {k}" for k, v in enumerate(vals[:6]))
+    return codes, vals, f"Target {target!r} re-encoded: {shown}" + (" ..." if len(vals) > 6 else "") + "."
+
+
+def from_arrays(X, y=None, feature_names: list[str] | None = None, target: str | None = None,
+                source: str = "arrays", kind=None) -> Data:
+    """Build a :class:`Data` from numpy arrays / lists / tensors / a pandas DataFrame and
+    Series, validated like a file.  A DataFrame's column names and a Series' name are kept
+    (unless ``feature_names`` / ``target`` are given); text labels in y are re-encoded for
+    a classifier (``kind``: the model's Target) and said so in the notes."""
+    from handgrad.fitting.data import _from_numpy, check_names
+
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
+    if _is_frame(X):
+        X, frame_names = _frame_to_numpy(X)
+        if feature_names is None:
+            feature_names = frame_names
+    if target is None:
+        target = str(y.name) if _is_series(y) and y.name is not None else "y"
+    if feature_names is not None:
+        feature_names = [str(v) for v in feature_names]
+        d = np.shape(X)[1] if np.ndim(X) == 2 else None
+        if d is not None:
+            check_names(feature_names, d)
+    notes: list[str] = []
+    if y is not None:
+        y, _, note = _labels(y, target, kind)
+        if note:
+            notes.append(note)
     Xa, ya = validate_arrays(X, y, feature_names, target)
-    names = list(feature_names or [])
-    if names and len(names) != Xa.shape[1]:
-        raise UserError(f"{len(names)} feature names given for {Xa.shape[1]} columns of X.")
-    return Data(torch.from_numpy(np.ascontiguousarray(Xa)),
-                None if ya is None else torch.from_numpy(ya), names, target, source=source)
+    return Data(_from_numpy(np.ascontiguousarray(Xa)), None if ya is None else _from_numpy(ya),
+                list(feature_names or []), target, source=source, notes=notes)
+
+
+SCREEN_ROWS = 4096  # rows of the collinearity screen; all rows only to confirm a finding
+COLLINEAR = 1e-11  # smallest / largest singular value of the column-scaled design
+
+
+def dependent_columns(Vt: np.ndarray, rank: int) -> list[int]:
+    """The columns a rank-deficient design's null space involves (the right singular
+    vectors past ``rank``, of the column-scaled design): those, and only those, are in a
+    linear relation; the others are innocent."""
+    null = np.asarray(Vt)[rank:]
+    weight = np.sqrt((null ** 2).sum(axis=0))
+    return [int(j) for j in np.flatnonzero(weight > 1e-6)]
+
+
+def _null_space(A: np.ndarray):
+    norms = np.linalg.norm(A, axis=0)
+    norms[norms == 0] = 1.0
+    _, s, Vt = np.linalg.svd(A / norms, full_matrices=False)
+    rank = int((s > s[0] * COLLINEAR).sum()) if s[0] > 0 else 0
+    return rank, Vt, norms
+
+
+def collinearity(entry, data: Data, intercept: bool, hp: dict) -> str | None:
+    """Before a fit without L2: constant columns (beside the intercept; all-zero ones
+    without it) and exact linear relations among the columns, named by their own names,
+    else None.
+
+    The relation is screened on at most SCREEN_ROWS rows spread over the data: a relation
+    that holds on all rows holds on any of them, so a full-rank screen clears the design;
+    a relation the screen finds is confirmed on all rows before it is reported."""
+    if hp.get("l2") or not entry.model.coefficient_vector or data.d == 0:
+        return None
+    X = data.X.detach()
+    names = list(data.feature_names) + (["intercept"] if intercept else [])
+    lo, hi = (t.cpu() for t in torch.aminmax(X, dim=0))  # one pass over X
+    flat = [j for j in range(data.d) if hi[j] == lo[j] and (intercept or hi[j] == 0)]
+    if flat:
+        many = len(flat) > 1
+        shown = ", ".join(f"{names[j]!r} (= {hi[j].item():.6g})" for j in flat)
+        return (f"column{'s' if many else ''} {shown} {'are' if many else 'is'} "
+                f"{'constant' if intercept else '0'} in every row: "
+                + ("beside the intercept " if intercept else "")
+                + f"{'their coefficients are' if many else 'its coefficient is'} not "
+                f"identified; leave {'them' if many else 'it'} out (--exclude "
+                f"{','.join(names[j] for j in flat)})"
+                + (", fit without an intercept," if intercept and not many else "")
+                + " or pass --l2 > 0")
+
+    def design(rows):
+        A = rows.to(torch.float64).cpu().numpy()
+        return np.hstack([A, np.ones((A.shape[0], 1))]) if intercept else A
+
+    step = max(1, data.n // SCREEN_ROWS)
+    A = design(X[::step])
+    if A.shape[0] < A.shape[1]:
+        return None  # fewer rows than columns: the fit's own diagnostics speak
+    rank, Vt, norms = _null_space(A)
+    if rank == A.shape[1]:
+        return None
+    if step > 1:
+        A = design(X)
+        rank, Vt, norms = _null_space(A)
+        if rank == A.shape[1]:
+            return None
+    cols = dependent_columns(Vt, rank)
+    if len(cols) < 2:
+        return None
+    relation = ""
+    if A.shape[1] - rank == 1:  # one relation: write the last column through the others
+        v = Vt[-1] / norms
+        k = cols[-1]
+        terms = [f"{-v[j] / v[k]:.6g} * {names[j]}" for j in cols[:-1]]
+        relation = f" ({names[k]} = {' + '.join(terms)} in every row)".replace("+ -", "- ")
+    drop = names[cols[-1]] if names[cols[-1]] != "intercept" else names[cols[-2]]
+    return (f"columns {', '.join(repr(names[j]) for j in cols)} are collinear{relation}: their "
+            "coefficients are not identified (the fit returns one of many solutions); leave "
+            f"one out (e.g. --exclude {drop}) or pass --l2 > 0")
 
 
 def check_tol(tol: float | None) -> None:
@@ -59,10 +212,12 @@ def check_dtype_range(data: Data, dtype: torch.dtype) -> None:
         if t is None or not t.is_floating_point() or bool(torch.isfinite(t).all()):
             continue
         idx = torch.nonzero(~torch.isfinite(t))[0].tolist()
-        # CSV rows are counted from 1 (as in the loader's messages), array rows from 0
-        row = idx[0] + 1 if str(data.source).lower().endswith(".csv") else idx[0]
-        where = f"row {row}" + (f", column {data.feature_names[idx[1]]!r}"
-                                   if len(idx) > 1 and idx[1] < len(data.feature_names) else "")
+        # CSV rows are counted from 1 with their file line (as in the loader's messages),
+        # array rows from 0
+        row, _, line = data.where(idx[0]).partition(" (")
+        where = row + (f", column {data.feature_names[idx[1]]!r}"
+                       if len(idx) > 1 and idx[1] < len(data.feature_names) else "")
+        where += f"; {line.rstrip(')')}" if line else ""
         raise UserError(
             f"Input {name} has a value ({where}) beyond the range of {_dtype_name(dtype)} "
             f"(max {torch.finfo(dtype).max:.3g}); use --dtype float64 or rescale the column.")

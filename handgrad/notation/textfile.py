@@ -337,6 +337,11 @@ def _check_line(d: Derivation, line: Line) -> None:
 
 def parse_file(path: str) -> Derivation:
     """Read a .hg file: plain UTF-8 text (a binary file is a one-line error naming it)."""
+    return parse_text(read_text(path), path=str(path))
+
+
+def read_text(path: str) -> str:
+    """A .hg file's text: plain UTF-8 (a binary file is a one-line error naming it)."""
     with open(path, "rb") as fh:
         raw = fh.read()
     try:
@@ -349,7 +354,7 @@ def parse_file(path: str) -> Derivation:
         raise NotationError(f"{path} is not a text file (it holds a NUL byte at offset "
                             f"{text.index(chr(0))}); a .hg derivation is plain text in the "
                             "notation")
-    return parse_text(text.removeprefix("\ufeff"), path=str(path))
+    return text.removeprefix("\ufeff")
 
 
-__all__ = ["Decl", "Derivation", "Line", "PROPERTIES", "Size", "parse_file", "parse_text"]
+__all__ = ["Decl", "Derivation", "Line", "PROPERTIES", "Size", "parse_file", "parse_text", "read_text"]
