@@ -203,6 +203,7 @@ class DerivationSpec:
     def pieces(self, kind: str) -> dict[str, object]:
         """The pieces of this kind (FIT or DERIVE) the derivation provides, by field name,
         in field order."""
+        _every_field_declared(type(self))
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.metadata[PIECE] == kind and getattr(self, f.name) is not None}
 
