@@ -19,7 +19,7 @@ A model module provides (required unless marked optional):
 ``loss(params, data, *, l2=0.0, **hp) -> Tensor``  (0-d; a sum over samples; the autograd
                     reference)
 ``synthetic(*, n, d, seed, **kw) -> (Data, true params)``
-``check_problems(seed, dtype, device) -> [(label, params, data, hp), ...]``
+``check_problems(seed, dtype, device) -> [(label, params, data, hp), ...]`` (hp with "l2")
 optional            ``prepare(data) -> Data`` (re-encode the target), ``closed_form(data, *,
                     intercept, l2, [method]) -> (params, extra)``, ``covariance(params, data,
                     extra)`` and ``residual(params, data)`` (least-squares inference),

@@ -1,11 +1,18 @@
 """The three-way checker shared by every model.
 
-For each model, seed and shape (``model.check_problems``):
+For each model, seed and shape (``model.check_problems``), every piece a fit reads (the
+derivation's FIT pieces, handgrad/contract.py; a FIT piece without a comparison here fails):
 
 * gradient: hand (derivations/) vs torch.autograd.grad of the model's loss vs central
   finite differences of the loss;
 * Hessian (where derived): hand vs torch.func.hessian vs central differences of the
-  autograd gradient.
+  autograd gradient;
+* the loss value a fit reads, where it is not the model's loss itself (the per-sample
+  values of a linear-predictor model, summed, L2 added): vs the model's loss;
+* for a linear-predictor model, loss, gradient and Hessian also through the row-chunk pass
+  (streamed, chunked, distributed fits), against the same references;
+* flat directions (softmax): orthonormal, H v = 0 and g . v = 0 with the autograd Hessian
+  and gradient, and as many as the Hessian has zero eigenvalues.
 
 References are computed in float64 (finite differences in float32 are meaningless at
 these step sizes).  When the user checks at float32, the hand result is computed at
