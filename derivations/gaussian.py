@@ -59,7 +59,7 @@ from handgrad.verify.in_notation import InNotation
 
 
 def _xbar_minus_mu(P, D):
-    return D.X.mean(0) - P["mu"] if "mu" in P else torch.zeros_like(D.X[0])
+    return D.X.mean(0) - _mean(P, D)  # exactly 0 without mu (the same mean, twice)
 
 
 def _mean(P, D):
@@ -131,7 +131,7 @@ def dgradient(params, data, dparams, *, l2: float = 0.0, **_) -> dict[str, torch
     if "mu" in params:
         dmu = dparams["mu"]
         out["mu"] = 2.0 * (A @ r) + 2.0 * (dmu @ Si)  # Si symmetric: Si dmu = (dmu^T Si)^T
-        dS = -(dmu.unsqueeze(-1) * r + r.unsqueeze(-1) * dmu.unsqueeze(-2))
+        dS = -(dmu[..., :, None] * r + r[:, None] * dmu[..., None, :])  # dmu r^T + r dmu^T
         dG = dG - Si @ dS @ Si
     if "L" in params:
         L, dL = torch.tril(params["L"]), torch.tril(dparams["L"])
@@ -175,7 +175,7 @@ def _values(params, data, hp) -> dict:
     """The model's point in the files' names; mu is the sample mean when it is not a
     parameter (the model's mean_of)."""
     X = data.X
-    out = {"X": X, "mu": _mean(params, data), "l2": X.new_tensor(float(hp.get("l2", 0.0)))}
+    out = {"X": X, "mu": _mean(params, data), "l2": X.new_tensor(float(hp["l2"]))}
     if "L" in params:
         out["L"] = torch.tril(params["L"])
     if "Sigma" in params:

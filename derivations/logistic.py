@@ -32,7 +32,9 @@ def per_sample(z: torch.Tensor, y: torch.Tensor, grad: bool = True, hess: bool =
     z = X w + b 1 gives the gradient X^T (p - y) + l2 w, 1^T (p - y) and the Hessian
     X_a^T diag(p (1 - p)) X_a + l2 I_w that ``check`` verifies and every fit path sums.
     """
-    lz = torch.nn.functional.softplus(z) - y * z if value else None
+    # log(1 + e^z) = max(z, 0) + log(1 + e^-|z|): exact for every z (torch's softplus
+    # returns z itself above z = 20, dropping e^-z, a million times the rounding there)
+    lz = z.clamp_min(0.0) + torch.log1p(torch.exp(-z.abs())) - y * z if value else None
     e = torch.sigmoid(z) - y if grad or hess else None
     return lz, e, weights(z) if hess else None
 

@@ -90,7 +90,7 @@ def hessian(params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
         H[k * m:(k + 1) * m, k * m:(k + 1) * m] = Xa.T @ (Xa * (Pr[:, k] * others[:, k]).unsqueeze(1))
     if "b" in params:  # reorder (W_k, b_k) interleaved rows to (W row-major, then b)
         idx = torch.arange(K * m, device=H.device).reshape(K, m)
-        order = torch.cat([idx[:, :d].reshape(-1), idx[:, d]])
+        order = torch.cat([idx[:, :d].reshape(-1), idx[:, d:].reshape(-1)])
         H = H[order][:, order]
     if l2:
         i = torch.arange(K * d, device=H.device)
@@ -122,7 +122,7 @@ def _values(params, data, hp) -> dict:
     """The model's point in softmax.hg's names: Y one-hot (n, K), W (K, d), b (K,)."""
     W = params["W"]
     return {"X": data.X, "Y": _Y(params, data), "W": W, "b": params.get("b", W.new_zeros(W.shape[0])),
-            "l2": W.new_tensor(float(hp.get("l2", 0.0)))}
+            "l2": W.new_tensor(float(hp["l2"]))}
 
 
 # The derivation, line by line, is derivations/softmax.hg (every line parsed and verified;

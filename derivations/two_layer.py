@@ -33,26 +33,18 @@ import torch.nn.functional as F
 from handgrad.verify.in_notation import InNotation
 
 
-def dactivation(A: torch.Tensor, name: str) -> torch.Tensor:
-    """sigma'(A), elementwise."""
-    if name == "sigmoid":
-        return torch.sigmoid(A) * torch.sigmoid(-A)
-    if name == "tanh":
-        return 1.0 - torch.tanh(A) ** 2
-    if name == "relu":
-        return (A > 0).to(A.dtype)
-    raise ValueError(f"unknown activation {name!r}")
-
-
 def _backprop_activation(G: torch.Tensor, A: torch.Tensor, H: torch.Tensor,
                          name: str) -> torch.Tensor:
     """G o sigma'(A), in place on G, reusing H = sigma(A) from the forward pass:
-    tanh' = 1 - H^2 (as G - (G o H) o H), sigmoid' = H o sigmoid(-A) (accurate at large |A|)."""
+    tanh' = 1 - H^2 (as G - (G o H) o H), sigmoid' = H o sigmoid(-A) (accurate at large |A|),
+    relu' = 1[A > 0] (relu'(0) taken as 0)."""
     if name == "tanh":
         return G.addcmul_(G * H, H, value=-1.0)
     if name == "sigmoid":
         return G.mul_(H).mul_(torch.sigmoid(-A))
-    return G.mul_(dactivation(A, name))
+    if name == "relu":
+        return G.mul_((A > 0).to(A.dtype))
+    raise ValueError(f"unknown activation {name!r}")
 
 
 def _act(name):
@@ -105,7 +97,7 @@ def _values(params, data, hp) -> dict:
     return {"X": data.X.T, "Yt": _Y(params, data).T, "W1": W1, "W2": W2,
             "b1": params.get("b1", W1.new_zeros(W1.shape[0])),
             "b2": params.get("b2", W2.new_zeros(W2.shape[0])),
-            "l2": W1.new_tensor(float(hp.get("l2", 0.0)))}
+            "l2": W1.new_tensor(float(hp["l2"]))}
 
 
 NOTATION = tuple(InNotation(f"two_layer{suffix}.hg", _values, absent=("b1", "b2"),

@@ -19,7 +19,7 @@ A model module provides (required unless marked optional):
 ``loss(params, data, *, l2=0.0, **hp) -> Tensor``  (0-d; a sum over samples; the autograd
                     reference)
 ``synthetic(*, n, d, seed, **kw) -> (Data, true params)``
-``check_problems(seed, dtype, device) -> [(label, params, data, hp), ...]``
+``check_problems(seed, dtype, device) -> [(label, params, data, hp), ...]`` (hp with "l2")
 optional            ``prepare(data) -> Data`` (re-encode the target), ``closed_form(data, *,
                     intercept, l2, [method]) -> (params, extra)``, ``covariance(params, data,
                     extra)`` and ``residual(params, data)`` (least-squares inference),
@@ -31,11 +31,18 @@ optional            ``prepare(data) -> Data`` (re-encode the target), ``closed_f
 A derivation module provides ``gradient(params, data, *, l2, **hp) -> dict`` (same keys and
 shapes as the parameters; denominator layout) and optionally ``hessian(params, data, *, l2,
 **hp) -> Tensor`` (over the parameters flattened in dict order, each row-major),
-``derivations() -> [Derivation]`` and ``flat_directions``.  For a loss that is a sum over
+``derivations() -> [Derivation]`` and ``flat_directions(params, data, *, l2, **hp) ->
+Tensor`` (orthonormal rows spanning the directions along which the loss is exactly
+constant, all of them; (0, P) when there are none).  For a loss that is a sum over
 samples through z = X w + b, it instead provides ``LINEAR = LinearLoss(per_sample)``
 (handgrad.fitting.sums) and no gradient or Hessian of its own (``gradient =
-LINEAR.gradient`` is allowed, for its steps): both are built from the per-sample pieces by
-the one shared chain rule, which is also what every fit path sums.
+LINEAR.gradient`` is allowed, for its steps): the loss value, gradient and Hessian are
+built from the per-sample pieces (l_i, dl/dz_i, d2l/dz_i2) by the one shared chain rule,
+which is also what every fit path sums, and the L2 term is added there, once.
+
+Every piece a fit reads is a field of :class:`DerivationSpec` marked FIT, and ``check``
+compares each one present with the model's loss (the independent reference) at every
+check problem; ``check`` fails on a FIT piece it has no comparison for.
 
 A derivation module may also provide ``NOTATION = InNotation("<model>.hg", values)``
 (handgrad.verify.in_notation): the derivation written in the notation, in a file beside
@@ -49,7 +56,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import ModuleType
 
 from handgrad.errors import UserError
@@ -155,20 +162,60 @@ class Model:
             self.named(Role.WEIGHTS) is not None
 
 
+# What each field of a DerivationSpec is, in its metadata under PIECE:
+#   FIT     a piece a fit reads (its loss value, gradient, Hessian, flat directions, row-chunk
+#           sums): `check` compares every one present with the model's loss at every check
+#           problem (handgrad/verify/checker.py, PIECE_CHECKS); a FIT piece check has no
+#           comparison for fails the check, naming it;
+#   DERIVE  the derivation's text: `derive` verifies it line by line and links it to the
+#           FIT pieces;
+#   None    bookkeeping, never evaluated (the module, who wrote it).
+# A field without this metadata is refused when this module is imported, so a piece cannot
+# be added here, and read by a fit, without being declared and so checked.
+PIECE = "piece"
+FIT, DERIVE = "fit", "derive"
+
+
 @dataclass(frozen=True)
 class DerivationSpec:
     """A derivation as the shared code sees it (built by :func:`load_derivation`)."""
 
-    module: ModuleType = field(repr=False)
-    gradient: Callable = field(repr=False)
-    hessian: Callable | None = field(repr=False, default=None)
-    derivations: Callable | None = field(repr=False, default=None)
-    flat_directions: Callable | None = field(repr=False, default=None)
-    linear: object | None = field(repr=False, default=None)  # LinearLoss, or None
-    notation: tuple | None = field(repr=False, default=None)  # InNotation files, or None
+    module: ModuleType = field(repr=False, metadata={PIECE: None})
+    gradient: Callable = field(repr=False, metadata={PIECE: FIT})
+    hessian: Callable | None = field(repr=False, default=None, metadata={PIECE: FIT})
+    derivations: Callable | None = field(repr=False, default=None, metadata={PIECE: DERIVE})
+    # orthonormal rows spanning the directions along which the loss is exactly constant
+    # (Newton lifts them: handgrad/fitting/solvers.py)
+    flat_directions: Callable | None = field(repr=False, default=None, metadata={PIECE: FIT})
+    # LinearLoss, or None: the row-chunk sums (loss, gradient, Hessian) every fit of a
+    # linear-predictor model runs, in memory, streamed or across processes
+    linear: object | None = field(repr=False, default=None, metadata={PIECE: FIT})
+    notation: tuple | None = field(repr=False, default=None,  # InNotation files, or None
+                                   metadata={PIECE: DERIVE})
     # who wrote the derivatives fit runs: "hand" (derivations/) or "handgrad-derived" (the
     # deriver, verified: fit --loss); said on fit's first line and in --json "derivatives"
-    origin: str = "hand"
+    origin: str = field(default="hand", metadata={PIECE: None})
+    # the loss value a fit reads when it is not the model's own loss (the reference): for
+    # LINEAR, the summed per-sample values plus the L2 term (Newton's line search, the
+    # printed loss, the log-likelihood); None where fits read the model's loss itself
+    value: Callable | None = field(repr=False, default=None, metadata={PIECE: FIT})
+
+    def pieces(self, kind: str) -> dict[str, object]:
+        """The pieces of this kind (FIT or DERIVE) the derivation provides, by field name,
+        in field order."""
+        _every_field_declared(type(self))
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.metadata[PIECE] == kind and getattr(self, f.name) is not None}
+
+
+def _every_field_declared(cls) -> None:
+    bad = [f.name for f in fields(cls) if PIECE not in f.metadata]
+    if bad:
+        raise TypeError(f"{cls.__name__}.{bad[0]} does not say whether it is a piece a fit "
+                        "reads (metadata PIECE: FIT, DERIVE or None)")
+
+
+_every_field_declared(DerivationSpec)
 
 
 def _where(mod: ModuleType) -> str:
@@ -260,7 +307,7 @@ def _load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
                         f"{linear.intercept!r}; the model's PARAMS must be those, with the "
                         "roles WEIGHTS and INTERCEPT")
         return DerivationSpec(mod, linear.gradient, linear.hessian, ns.get("derivations"),
-                              None, linear)
+                              None, linear, value=linear.value)
     if "gradient" not in ns or not callable(ns["gradient"]):
         raise _fail(mod, "the derivation defines neither gradient() nor LINEAR")
     for key in ("hessian", "derivations", "flat_directions"):

@@ -31,7 +31,7 @@ def test_three_way_check_passes(name):
     assert reps and all(r.ok for r in reps)
     kinds = {(c.quantity, c.hand_vs) for c in reps[0].comparisons}
     assert kinds == {(q, v) for q in ("gradient", "hessian")
-                     for v in ("autograd", "fd", "autograd_vs_fd")}
+                     for v in ("autograd", "fd", "autograd_vs_fd")} | {("loss", "model")}
 
 
 # --- values computed by hand -------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_three_way_check_passes(seed):
     for label, p, data, hp in _problems(seed):
         rep = checker.check_problem(ENTRY, label, p, data, hp, seed=seed, dtype=torch.float64)
         assert rep.ok, (label, [c for c in rep.comparisons if not c.ok])
-        assert {c.quantity for c in rep.comparisons} == {"gradient", "hessian"}
+        assert {c.quantity for c in rep.comparisons} == {"gradient", "hessian", "loss"}
 
 
 def test_every_derivation_line_verified_and_linked():

@@ -120,10 +120,14 @@ def test_by_hand_one_sample_one_unit():
 
 # ---- planted wrong derivatives ---------------------------------------------------------
 
+_SIGMA_PRIME = {"sigmoid": lambda A: torch.sigmoid(A) * (1 - torch.sigmoid(A)),
+                "tanh": lambda A: 1 - torch.tanh(A) ** 2, "relu": lambda A: (A > 0).to(A.dtype)}
+
+
 def _parts(P, D, act):
     X, A1, H1, A2 = dt._forward(P, D, act)
     G2 = torch.softmax(A2, 0) - dt._Y(P, D)
-    G1 = (P["W2"].T @ G2) * dt.dactivation(A1, act)
+    G1 = (P["W2"].T @ G2) * _SIGMA_PRIME[act](A1)
     return X, A1, H1, G2, G1
 
 

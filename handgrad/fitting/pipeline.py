@@ -24,7 +24,7 @@ from handgrad import registry
 from handgrad.contract import Role, Target
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.errors import HandgradWarning, UserError
-from handgrad.fitting import distributed, inference, lstsq, solvers, source, validate
+from handgrad.fitting import distributed, inference, lstsq, solvers, source, sums, validate
 from handgrad.fitting.data import Data, load, train_test_split
 from handgrad.params import flatten, unflatten
 
@@ -405,7 +405,7 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
                   separated, reduce, truth) -> None:
     """The coefficient table (same keys on every path), from the fit's own Hessian."""
     model = entry.model
-    wname, bname = model.named(Role.WEIGHTS), model.named(Role.INTERCEPT)
+    bname = model.named(Role.INTERCEPT)
     terms = list(names) + (["intercept"] if bname in res.params else [])
     theta = flatten(res.params)
     out["coefficients"] = dict(zip(terms, theta.detach().cpu().tolist()))
@@ -430,7 +430,7 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         else:  # R^T R = H / 2 = A^T A (+ l2/2 I), from the fit's own Hessian
             R = torch.linalg.cholesky(obj.hess(x).to(torch.float64) / 2, upper=True)
             extra = {"R": R, **_conditioning(R)}
-    stats = _stats(entry, obj, rows, x, res.params, hp, wname, intercept, reduce)
+    stats = _stats(entry, obj, rows, x, res.params, hp, intercept, reduce)
     summ = inference.summary(entry, theta, terms, stats, hessian=H, extra=extra, hp=hp,
                              warns=out["warnings"], intercept=intercept, transform=transform,
                              iterations=res.iterations)
@@ -444,11 +444,13 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         out["std_errors"] = {r["term"]: r["std_err"] for r in summ["terms"]}
 
 
-def _stats(entry, obj, rows, x, params, hp, wname, intercept, reduce) -> inference.FitStats:
+def _stats(entry, obj, rows, x, params, hp, intercept, reduce) -> inference.FitStats:
     """n, the loss without its L2 term, and the target's sums, in one pass over y."""
-    f = float(obj.value(x))
-    w = params[wname]
-    loss0 = f - 0.5 * hp.get("l2", 0.0) * float(w @ w)
+    if isinstance(obj.fast, sums.LinearSums):  # the fit's own pass, before its L2 term
+        loss0 = float(obj.fast.data_value(x))
+    else:  # --autograd: the fit read the model's loss (the reference), here without L2
+        with torch.no_grad():
+            loss0 = float(entry.loss(params, obj.data, **{**hp, "l2": 0.0}))
     lik = entry.model.likelihood
     dt = torch.float64
     dev = x.device

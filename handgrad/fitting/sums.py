@@ -55,21 +55,33 @@ class LinearLoss:
     def sums(self, rows: Rows, like: Params, **kw) -> LinearSums:
         return LinearSums(self.per_sample, rows, like, **kw)
 
-    def _one_pass(self, params: Params, data, l2: float, need_H: bool):
+    def _one_pass(self, params: Params, data, l2: float, *, f: bool = False, g: bool = False,
+                  H: bool = False, chunk_rows: int | None = None):
         like = {self.weights: params[self.weights]}
         if self.intercept in params:
             like[self.intercept] = params[self.intercept]
-        s = self.sums(TensorRows(data.X, data.y), like, l2=l2)
-        return s.sums(flatten(like), need_g=True, need_H=need_H, need_f=False)
+        s = self.sums(TensorRows(data.X, data.y), like, l2=l2, chunk_rows=chunk_rows)
+        return s.sums(flatten(like), need_g=g, need_H=H, need_f=f)
+
+    def value(self, params: Params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
+        """sum_i l_i + (l2/2)||w||^2: the loss every fit of the model reads (Newton's line
+        search, the printed loss, the log-likelihood), from the same pass (float64)."""
+        return self._one_pass(params, data, l2, f=True)[0]
 
     def gradient(self, params: Params, data, *, l2: float = 0.0, **_) -> Params:
         """dl/dw = X^T e + l2 w, dl/db = 1^T e, e_i = dl/dz_i (denominator layout)."""
-        g = self._one_pass(params, data, l2, False)[1]
+        g = self._one_pass(params, data, l2, g=True)[1]
         return unflatten(g, {k: params[k] for k in (self.weights, self.intercept) if k in params})
 
     def hessian(self, params: Params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
         """X_a^T diag(h) X_a + l2 I_w, h_i = d^2 l/dz_i^2, X_a = [X, 1] (with an intercept)."""
-        return self._one_pass(params, data, l2, True)[2]
+        return self._one_pass(params, data, l2, g=True, H=True)[2]
+
+    def chunked(self, params: Params, data, *, l2: float = 0.0, chunk_rows: int,
+                **_) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, flat gradient, Hessian) summed over row chunks of ``chunk_rows`` rows: the
+        pass a streamed, chunked or distributed fit runs (``check`` compares it too)."""
+        return self._one_pass(params, data, l2, f=True, g=True, H=True, chunk_rows=chunk_rows)
 
 
 class LinearSums:
@@ -102,7 +114,8 @@ class LinearSums:
         self.passes = 0
         self.last_sampled = False
         self._x: torch.Tensor | None = None
-        self._f = self._g = self._H = None
+        self._f = self._g = self._H = self._f_data = None
+        self.last_data_loss = None
         self._H_sampled = False
         self._stride: int | None = None
 
@@ -117,6 +130,7 @@ class LinearSums:
         if not self._hit(x, need_g, need_H):
             f, g, H = self.sums(x, need_g=need_g, need_H=need_H)
             self._x, self._f, self._g, self._H = x.detach().clone(), f, g, H
+            self._f_data = self.last_data_loss
             self._H_sampled = self.last_sampled
 
     def has_hessian_at(self, x: torch.Tensor) -> bool:
@@ -131,6 +145,12 @@ class LinearSums:
         spec = self.speculate
         self._eval(x, spec, spec and self.speculate_hess)
         return self._f
+
+    def data_value(self, x: torch.Tensor) -> torch.Tensor:
+        """The loss at x without its L2 term, sum_i l_i (the negative log-likelihood, the
+        residual sum of squares): the pass value() reads, before the penalty is added."""
+        self._eval(x, False, False)
+        return self._f_data
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         self._eval(x, True, False)
@@ -224,7 +244,8 @@ class LinearSums:
                 g = buf[1:1 + p].to(dt)
             if need_H:
                 H = buf[1 + (p if need_g else 0):].reshape(p, p).to(dt)
-        if self.l2:
+        self.last_data_loss = f
+        if self.l2:  # the L2 term of every linear-predictor fit, added here and nowhere else
             f = f + 0.5 * self.l2 * (w @ w)
             if need_g:
                 g[:d] += self.l2 * w

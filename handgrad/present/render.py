@@ -12,11 +12,13 @@ def check_text(out: dict) -> str:
     lines: list[str] = []
     say = lines.append
     say(f"device {out['device']}, dtype {out['dtype']}, seeds {out['seeds']}; "
-               "hand vs autograd vs central finite differences (float64 references)")
+               "every piece a fit reads vs the model's loss: hand vs autograd vs "
+               "central finite differences (float64 references)")
     for name, m in out["models"].items():
         say(f"\n{name}: {'PASS' if m['ok'] else 'FAIL'}")
         tags = {"autograd": "hand~auto", "fd": "hand~fd", "autograd_vs_fd": "auto~fd",
-                "shape": "shape"}
+                "model": "hand~model", "orthonormal": "orthonormal", "hessian": "H v=0",
+                "gradient": "g.v=0", "count": "count"}
         cols = list(dict.fromkeys((c["quantity"], c["hand_vs"])
                                   for p in m["problems"] for c in p["comparisons"]))
         rows = []
@@ -26,7 +28,7 @@ def check_text(out: dict) -> str:
                         + ["" if k not in by else f"{by[k]['max_abs_err']:.1e}"
                            + ("" if by[k]["ok"] else " FAIL") for k in cols]
                         + ["pass" if p["ok"] else "FAIL"])
-        say(term.table(["seed", "problem"] + [f"{q[:4]} {tags[v]}" for q, v in cols]
+        say(term.table(["seed", "problem"] + [f"{q[:4]} {tags.get(v, v)}" for q, v in cols]
                               + ["verdict"], rows, align="ll" + "r" * len(cols) + "l"))
         for p in m["problems"]:
             for c in p["comparisons"]:

@@ -268,13 +268,16 @@ def _check_blocks(rec: dict) -> list[tuple]:
                  f"vs central finite differences within rtol {tol['fd'][0]:g} / atol "
                  f"{tol['fd'][1]:g} (both scaled by max(1, max|reference|)).")]
     problems = _problems(rec)
-    has_h = any(c["quantity"] == "hessian" for p in problems for c in p["comparisons"])
-    cols = [("gradient", "autograd"), ("gradient", "fd"), ("gradient", "autograd_vs_fd")]
-    if has_h:
-        cols += [("hessian", "autograd"), ("hessian", "fd"), ("hessian", "autograd_vs_fd")]
-    names = {"autograd": "hand vs autograd", "fd": "hand vs FD", "autograd_vs_fd": "autograd vs FD"}
+    # every comparison check made, in its order (the loss a fit reads, flat directions too)
+    cols = list(dict.fromkeys((c["quantity"], c["hand_vs"]) for p in problems
+                              for c in p["comparisons"]))
+    names = {"autograd": "hand vs autograd", "fd": "hand vs FD", "autograd_vs_fd": "autograd vs FD",
+             "model": "hand vs the model's loss", "orthonormal": "orthonormal",
+             "hessian": "H v = 0", "gradient": "g . v = 0", "count": "as many as H's zeros"}
+    quantities = {"gradient": "gradient", "hessian": "Hessian", "loss": "loss value",
+                  "flat": "flat directions"}
     headers = (["seed", "problem"]
-               + [f"{'gradient' if q == 'gradient' else 'Hessian'}: {names[v]}" for q, v in cols]
+               + [f"{quantities.get(q, q)}: {names.get(v, v)}" for q, v in cols]
                + ["verdict"])
     rows = []
     for p in problems:

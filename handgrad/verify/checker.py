@@ -1,11 +1,18 @@
 """The three-way checker shared by every model.
 
-For each model, seed and shape (``model.check_problems``):
+For each model, seed and shape (``model.check_problems``), every piece a fit reads (the
+derivation's FIT pieces, handgrad/contract.py; a FIT piece without a comparison here fails):
 
 * gradient: hand (derivations/) vs torch.autograd.grad of the model's loss vs central
   finite differences of the loss;
 * Hessian (where derived): hand vs torch.func.hessian vs central differences of the
-  autograd gradient.
+  autograd gradient;
+* the loss value a fit reads, where it is not the model's loss itself (the per-sample
+  values of a linear-predictor model, summed, L2 added): vs the model's loss;
+* for a linear-predictor model, loss, gradient and Hessian also through the row-chunk pass
+  (streamed, chunked, distributed fits), against the same references;
+* flat directions (softmax): orthonormal, H v = 0 and g . v = 0 with the autograd Hessian
+  and gradient, and as many as the Hessian has zero eigenvalues.
 
 References are computed in float64 (finite differences in float32 are meaningless at
 these step sizes).  When the user checks at float32, the hand result is computed at
@@ -21,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from handgrad import registry
+from handgrad.contract import FIT
 from handgrad.device import resolve_device, resolve_dtype, set_tf32
 from handgrad.notation.tolerance import tolerance
 from handgrad.params import flatten, slices, unflatten
@@ -131,48 +139,208 @@ def finite_diff_jac(F, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(cols, dim=1)
 
 
-def check_problem(entry, label, params, data, hp, *, seed, dtype, hessian=True, derivation=None):
-    """Run the three-way comparison on one problem; ``derivation`` overrides the hand module
-    (tests use it to plant wrong derivatives)."""
-    deriv = derivation or entry.derivation
-    tol = TOLERANCES[dtype]
-    p64 = {k: v.detach().to(torch.float64) for k, v in params.items()}
-    d64 = data.to(dtype=torch.float64)
-    rep = ProblemReport(entry.name, seed, label, note=entry.model.check_note)
+CHUNK_ROWS = 4  # the row-chunk pass check runs: several chunks, the last one partial
 
-    def loss_flat(x):
-        return entry.loss(unflatten(x, p64), d64, **hp)
 
-    x0 = flatten(p64)
-    # gradient: hand (at the requested dtype) vs autograd vs finite differences
-    pd = {k: v.to(dtype) for k, v in params.items()}
-    hand = deriv.gradient(pd, data.to(dtype=dtype), **hp)
+class _Reference:
+    """The model's loss (the reference) at one problem in float64, and what autograd and
+    central differences make of it, each computed once, when first asked for."""
+
+    def __init__(self, entry, params, data, hp):
+        self.p64 = {k: v.detach().to(torch.float64) for k, v in params.items()}
+        self.d64 = data.to(dtype=torch.float64)
+        self.hp, self.entry = hp, entry
+        self.x0 = flatten(self.p64)
+        self.gname, self.hname = _grad_namer(self.p64), _hess_namer(self.p64)
+        self._memo = {}
+
+    def loss_flat(self, x):
+        return self.entry.loss(unflatten(x, self.p64), self.d64, **self.hp)
+
+    def _get(self, key, make):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def loss(self):
+        return self._get("loss", lambda: self.loss_flat(self.x0).detach())
+
+    def grad(self):
+        def make():
+            xr = self.x0.clone().requires_grad_(True)
+            return torch.autograd.grad(self.loss_flat(xr), xr)[0]
+        return self._get("grad", make)
+
+    def grad_fd(self):
+        return self._get("grad_fd", lambda: finite_diff_grad(self.loss_flat, self.x0))
+
+    def hess(self):
+        return self._get("hess", lambda: torch.func.hessian(self.loss_flat)(self.x0))
+
+    def hess_fd(self):
+        return self._get("hess_fd", lambda: finite_diff_jac(
+            lambda x: torch.func.grad(self.loss_flat)(x), self.x0))
+
+
+def _flat_gradient(hand: dict, params) -> torch.Tensor:
     _no_graph(hand, "gradient")
     # keys that differ from the parameters: flatten what there is; the shape check reports it
-    hand_flat = flatten({k: hand[k] for k in params}) if set(hand) == set(params) else flatten(hand)
-    xr = x0.clone().requires_grad_(True)
-    auto = torch.autograd.grad(loss_flat(xr), xr)[0]
-    fd = finite_diff_grad(loss_flat, x0)
-    gname = _grad_namer(p64)
-    rep.comparisons += [
-        _compare(hand_flat, auto, *tol["autograd"], gname, "gradient", "autograd"),
-        _compare(hand_flat, fd, *tol["fd"], gname, "gradient", "fd"),
-        _compare(auto, fd, *TOLERANCES[torch.float64]["fd"], gname, "gradient", "autograd_vs_fd"),
-    ]
-    if hessian and deriv.hessian is not None:
-        Hh = deriv.hessian(pd, data.to(dtype=dtype), **hp)
-        _no_graph({"H": Hh}, "hessian")
-        Ha = torch.func.hessian(loss_flat)(x0)
+    return flatten({k: hand[k] for k in params}) if set(hand) == set(params) else flatten(hand)
 
-        def auto_grad(x):
-            return torch.func.grad(loss_flat)(x)
-        Hf = finite_diff_jac(auto_grad, x0)
-        hname = _hess_namer(p64)
-        rep.comparisons += [
-            _compare(Hh, Ha, *tol["autograd"], hname, "hessian", "autograd"),
-            _compare(Hh, Hf, *tol["fd"], hname, "hessian", "fd"),
-            _compare(Ha, Hf, *TOLERANCES[torch.float64]["fd"], hname, "hessian", "autograd_vs_fd"),
-        ]
+
+# One function per FIT piece of a derivation (handgrad/contract.py): each evaluates the piece
+# at the problem, as a fit would, and returns [(quantity, path, value)] to compare with the
+# reference (quantity "loss", "gradient" or "hessian"; path names a second way the fit sums
+# it) or finished Comparisons.  check_problem runs every FIT piece the derivation provides
+# and fails on one this table lacks.
+
+def _check_gradient(fn, P, D, hp, ref, tol):
+    return [("gradient", "", _flat_gradient(fn(P, D, **hp), P))]
+
+
+def _check_hessian(fn, P, D, hp, ref, tol):
+    H = fn(P, D, **hp)
+    _no_graph({"H": H}, "hessian")
+    return [("hessian", "", H)]
+
+
+def _check_value(fn, P, D, hp, ref, tol):
+    f = fn(P, D, **hp)
+    _no_graph({"loss": f}, "loss value")
+    return [("loss", "", f)]
+
+
+def _check_linear(linear, P, D, hp, ref, tol):
+    """The row-chunk pass (streamed, chunked and distributed fits): loss, gradient and
+    Hessian summed over chunks of CHUNK_ROWS rows."""
+    f, g, H = linear.chunked(P, D, **hp, chunk_rows=CHUNK_ROWS)
+    path = f"row chunks of {CHUNK_ROWS}"
+    return [("loss", path, f), ("gradient", path, g), ("hessian", path, H)]
+
+
+def _check_flat(fn, P, D, hp, ref, tol):
+    """The flat directions Newton lifts (rows of N): orthonormal, H v = 0 and g . v = 0 for
+    each (the autograd Hessian and gradient of the model's loss), and as many rows as the
+    Hessian has zero eigenvalues (so they span its null space: Newton's lifted Hessian
+    H + s N^T N is then nonsingular)."""
+    N = fn(P, D, **hp)
+    _no_graph({"N": N}, "flat directions")
+    n = ref.x0.numel()
+    if N.dim() != 2 or N.shape[1] != n:
+        return [Comparison("flat", "shape", False, float("inf"), float("inf"), {
+            "parameter": "(shape)", "index": None, "hand": str(tuple(N.shape)),
+            "reference": f"(k, {n})", "abs_err": None, "rel_err": None, "tol": None,
+            "message": f"flat_directions has shape {tuple(N.shape)}; it must be (k, {n}), "
+                       "one row per direction over the flattened parameters"})]
+    N = N.detach().to(torch.float64).cpu()
+    k = N.shape[0]
+    H, g = ref.hess().cpu(), ref.grad().cpu()
+    eye = torch.eye(k, dtype=torch.float64)
+    off = torch.eye(n, dtype=torch.float64) - N.T @ N  # projects out the flat directions
+    out = [_compare(N @ N.T, eye, *tol["autograd"], lambda i: ("N N^T", list(divmod(i, k))),
+                    "flat", "orthonormal"),
+           _compare(H @ off, H, *tol["autograd"], ref.hname, "flat", "hessian"),
+           _compare(off @ g, g, *tol["autograd"], ref.gname, "flat", "gradient")]
+    # and no other: as many eigenvalues of the Hessian are 0 (at rounding level next to the
+    # largest, by the comparison's own rule, in float64 like the Hessian) as there are rows
+    lam = torch.linalg.eigvalsh(0.5 * (H + H.T)).abs()
+    top = lam.max().clamp_min(1.0)
+    zero = [_compare(top + v, top, *TOLERANCES[torch.float64]["autograd"], lambda i: ("", []),
+                     "flat", "count").ok for v in lam]
+    out.append(_compare(torch.tensor([float(k)]), torch.tensor([float(sum(zero))]),
+                        *tol["autograd"], lambda i: ("number of flat directions", []),
+                        "flat", "count"))
+    return out
+
+
+PIECE_CHECKS = {"gradient": _check_gradient, "hessian": _check_hessian,
+                "value": _check_value, "linear": _check_linear,
+                "flat_directions": _check_flat}
+_QUANTITY = {"gradient": "gradient", "hessian": "hessian", "value": "loss", "linear": "loss",
+             "flat_directions": "flat"}
+
+
+def _paths(namer, size, labels):
+    """Entry k of several same-size results laid end to end: its name in result k // size,
+    with that result's path said when it has one."""
+    def name(k):
+        j, i = divmod(k, size)
+        pname, idx = namer(i)
+        return (f"{pname} ({labels[j]})" if labels[j] else pname), idx
+    return name
+
+
+def _against(quantity, parts, refs, rep_quantity_namer):
+    """Compare one quantity's results (every path) with each reference: [(label, tol,
+    against, reference)]."""
+    namer, n = rep_quantity_namer
+    bad = next((v for _, v in parts if v.numel() != n), None)
+    if bad is not None:  # the shape message names the mismatch
+        return [_compare(bad, refs[0][2], *refs[0][0], namer, quantity, refs[0][1])]
+    hand = torch.cat([v.detach().to(torch.float64).cpu().reshape(-1) for _, v in parts])
+    name = _paths(namer, n, [p for p, _ in parts])
+    return [_compare(hand, ref.reshape(-1).repeat(len(parts)), *t, name, quantity, against)
+            for t, against, ref in refs]
+
+
+def _raised(quantity, piece, err) -> Comparison:
+    msg = f"{piece} raised {type(err).__name__}: {err}".splitlines()[0]
+    return Comparison(quantity, "error", False, float("inf"), float("inf"), {
+        "parameter": piece, "index": None, "hand": None, "reference": None, "abs_err": None,
+        "rel_err": None, "tol": None, "message": msg})
+
+
+def check_problem(entry, label, params, data, hp, *, seed, dtype, hessian=True, derivation=None):
+    """Compare every piece a fit reads (the derivation's FIT pieces, handgrad/contract.py)
+    with the model's loss at one problem: gradient and Hessian against autograd and central
+    differences, the loss value (in memory and over row chunks) against the loss itself,
+    flat directions against the autograd Hessian and gradient.  ``derivation`` overrides
+    the hand module (tests use it to plant wrong derivatives)."""
+    deriv = derivation or entry.derivation
+    tol = TOLERANCES[dtype]
+    t64 = TOLERANCES[torch.float64]
+    ref = _Reference(entry, params, data, hp)
+    rep = ProblemReport(entry.name, seed, label, note=entry.model.check_note)
+    pd = {k: v.to(dtype) for k, v in params.items()}
+    dd = data.to(dtype=dtype)
+    results = {"gradient": [], "hessian": [], "loss": []}
+    later = []
+    for piece, fn in deriv.pieces(FIT).items():
+        if piece == "hessian" and not hessian:
+            continue
+        run = PIECE_CHECKS.get(piece)
+        if run is None:  # a piece fits may read that nothing here compares: a failure
+            later.append(Comparison(piece, "unchecked", False, float("inf"), float("inf"), {
+                "parameter": piece, "index": None, "hand": None, "reference": None,
+                "abs_err": None, "rel_err": None, "tol": None,
+                "message": f"the derivation provides {piece!r}, which fits read and check "
+                           "has no comparison for (handgrad/verify/checker.py PIECE_CHECKS)"}))
+            continue
+        try:
+            for item in run(fn, pd, dd, hp, ref, tol):
+                if isinstance(item, Comparison):
+                    later.append(item)
+                else:
+                    results[item[0]].append(item[1:])
+        except Exception as err:  # an evaluation error in a piece: a failure naming it
+            later.append(_raised(_QUANTITY[piece], piece, err))
+    n = ref.x0.numel()
+    if results["gradient"]:
+        rep.comparisons += _against("gradient", results["gradient"], [
+            (tol["autograd"], "autograd", ref.grad()), (tol["fd"], "fd", ref.grad_fd())],
+            (ref.gname, n))
+        rep.comparisons.append(_compare(ref.grad(), ref.grad_fd(), *t64["fd"], ref.gname,
+                                        "gradient", "autograd_vs_fd"))
+    if results["hessian"]:
+        rep.comparisons += _against("hessian", results["hessian"], [
+            (tol["autograd"], "autograd", ref.hess()), (tol["fd"], "fd", ref.hess_fd())],
+            (ref.hname, n * n))
+        rep.comparisons.append(_compare(ref.hess(), ref.hess_fd(), *t64["fd"], ref.hname,
+                                        "hessian", "autograd_vs_fd"))
+    if results["loss"]:
+        rep.comparisons += _against("loss", results["loss"], [
+            (tol["autograd"], "model", ref.loss())], (lambda i: ("loss", []), 1))
+    rep.comparisons += later
     return rep
 
 
