@@ -371,6 +371,7 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
                    + (" and at the data's first rows" if le["checked_at_data"] else "") + ")")
         if le["intercept"]:
             click.echo(f"intercept: {le['intercept']}")
+        click.echo(f"fitted {le['path']['text']}")
         quiet, every = opts["quiet"], opts["all_iterations"]
         _print_fit(out, iterations="none" if quiet else "all" if every else "capped")
     if out.get("interrupted"):

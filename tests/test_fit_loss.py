@@ -106,7 +106,9 @@ def test_cli_fit_loss_json_matches_builtin(runner):
     # what it says is true: these derivatives were derived by handgrad, not written by hand
     assert out["derivatives"] == "handgrad-derived" and ref["derivatives"] == "hand"
     text, _ = invoke(runner, "fit", "--loss", LOGISTIC, *args[:-1])
-    assert "with handgrad-derived derivatives" in text.stdout.splitlines()[2]
+    lines = text.stdout.splitlines()
+    assert lines[2].startswith("fitted through z = X*w: ") and "grad z = sigma(z) - y" in lines[2]
+    assert "with handgrad-derived derivatives" in lines[3]
 
 
 def test_config_loss_key(runner, tmp_path):
@@ -242,3 +244,98 @@ def test_a_sum_over_rows_is_evaluated_in_row_blocks_with_the_same_values(monkeyp
     norm = expression.ExpressionLoss.derive("norm2(X*w - y)", "w", data=data, intercept=False)
     expression.entry(norm)
     assert not norm.rowwise
+
+
+# ---- the path a loss takes: the one chain rule through z = X*w, or compiled formulas ----
+
+
+@pytest.mark.parametrize("expr,path", [
+    (LOGISTIC, "linear predictor"), (POISSON, "linear predictor"),
+    (LEAST_SQUARES[0], "linear predictor"), (LEAST_SQUARES[1], "linear predictor"),
+    ("norm2(X*w - y)", "compiled formulas"),  # not a sum over rows: its Hessian in z is full
+    (POISSON + " + w'*w", "compiled formulas"),  # w outside X*w
+    (POISSON + " + 5", "compiled formulas"),  # a constant: not a sum over rows of z
+])
+def test_the_path_taken_is_said_and_is_the_chain_rule_for_sums_through_xw(expr, path):
+    from handgrad.fitting.sums import LinearLoss
+
+    loss = expression.ExpressionLoss.derive(expr, "w")
+    e = expression.entry(loss)
+    said = expression.describe(loss, True)["path"]
+    assert said["kind"] == path
+    if path == "linear predictor":
+        assert isinstance(e.derivation.linear, LinearLoss) and said["derivation"]
+        assert "grad z =" in said["text"] and "chain rule" in said["text"]
+    else:
+        assert e.derivation.linear is None and "not through the chain rule: " in said["text"]
+
+
+def test_per_sample_pieces_are_the_verified_derivatives_numpy():
+    """l, dl/dz, d2l/dz2 of the logistic loss from the derived pieces, against numpy."""
+    ps = expression.ExpressionLoss.derive(LOGISTIC, "w").per_sample
+    rng = np.random.default_rng(8)
+    z, y = rng.standard_normal(30) * 3, (rng.random(30) < 0.5) * 1.0
+    f, e, h = ps(torch.tensor(z), torch.tensor(y), True, True, True)
+    p = 1 / (1 + np.exp(-z))
+    assert float(f) == pytest.approx(np.sum(np.logaddexp(0, z) - y * z), rel=1e-13)
+    np.testing.assert_allclose(e.numpy(), p - y, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(h.numpy(), p * (1 - p), rtol=1e-12)
+
+
+def test_planted_wrong_per_sample_gradient_is_never_fitted(monkeypatch):
+    """A wrong gradient in z (sign of y) fails the verifier: the loss is fitted as compiled
+    formulas of its own verified derivation instead, saying why, with the right answer."""
+    from handgrad.notation import auto
+
+    real = auto.derive
+
+    def planted(expr, let, wrt, hessian=False):
+        hg, res = real(expr, let, wrt, hessian=hessian)
+        if wrt == "z":
+            wrong = hg.replace("grad z = sigma(z) - y", "grad z = sigma(z) + y")
+            assert wrong != hg
+            return wrong, res
+        return hg, res
+
+    monkeypatch.setattr(auto, "derive", planted)
+    kw = dict(data_path="data/anes96.csv", target="vote", solver="newton", device="cpu")
+    out = expression.fit(LOGISTIC, "w", **kw)
+    path = out["loss_expression"]["path"]
+    assert path["kind"] == "compiled formulas" and "failed" in path["text"]
+    ref = pipeline.fit("logistic", **kw)
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+
+
+def test_planted_wrong_curvature_in_the_pieces_is_caught(monkeypatch):
+    """Pieces whose curvature differs from the verified Hessian (a bug in how the diagonal
+    is read off) stop the build: the chain rule is checked against the verified Hessian."""
+    real = expression.PerSample.__call__
+
+    def off(self, z, y, grad=True, hess=True, value=True):
+        f, e, h = real(self, z, y, grad, hess, value)
+        return f, e, None if h is None else 1.01 * h
+
+    monkeypatch.setattr(expression.PerSample, "__call__", off)
+    with pytest.raises(AssertionError, match="bug in handgrad"):
+        expression.ExpressionLoss.derive(POISSON, "w")
+
+
+def test_sampled_hessians_and_chord_steps_apply_to_an_expression():
+    """Through the chain rule the expression gets the built-in's Newton: the same sampled
+    Hessians, chord steps, passes and coefficients (1e-8) as fit logistic."""
+    from handgrad.fitting.data import Data
+
+    g = torch.Generator().manual_seed(11)
+    n, d = 40000, 40
+    X = torch.randn(n, d, generator=g, dtype=torch.float64) / d ** 0.5
+    y = (torch.rand(n, generator=g, dtype=torch.float64) <
+         torch.sigmoid(X @ torch.randn(d, generator=g, dtype=torch.float64))).to(torch.float64)
+    data = Data(X, y)
+    kw = dict(data=data, solver="newton", device="cpu", chunk_rows=1000)
+    ref = pipeline.fit("logistic", **kw)
+    out = expression.fit(LOGISTIC, "w", **kw)
+    assert ref["converged"] and out["converged"]
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < 1e-8
+    for key in ("hessian_chunk_stride", "hessian_from"):
+        assert any(key in h for h in ref["history"])
+        assert [key in h for h in out["history"]] == [key in h for h in ref["history"]]

@@ -25,6 +25,7 @@ sums over chunks of the same verified formulas (handgrad.fitting.sums.ChunkedSum
 
 from __future__ import annotations
 
+import math
 import sys
 import weakref
 
@@ -156,8 +157,14 @@ class ExpressionLoss:
                                   f"{rep['verdict'] if not bad else 'wrong'}{why}); handgrad "
                                   "does not fit with an unverified derivative", report)
         self = cls(hg, report, expr=expr)
+        self.per_sample, self.why_compiled = PerSample.build(self)
         if data is not None:
             self._self_check(data, intercept)
+        if self.per_sample is not None:
+            self.per_sample.check_chain_rule(_drawn_point(self.derivation), self)
+            if data is not None:
+                self.per_sample.check_chain_rule(_data_point(self.derivation, data, intercept),
+                                                 self)
         return self
 
     def _self_check(self, data: Data, intercept: bool) -> None:
@@ -192,6 +199,8 @@ class ExpressionLoss:
     # each block of X stays in cache between X_c w and X_c' r_c (one read of X per pass)
     BLOCK_BYTES = 2 ** 21
     rowwise = False  # set by entry(): f passed check_sum_over_rows
+    per_sample: PerSample | None = None  # set by from_hg: the pieces through z = X*w
+    why_compiled = ""  # why not (a sentence), when per_sample is None
 
     def evaluate(self, wanted, params: dict, data: Data, wname: str, bname: str) -> dict:
         vals, sizes = self._inputs(params, data, wname, bname)
@@ -209,8 +218,223 @@ class ExpressionLoss:
         return out
 
 
+# ----------------------------------------------------------- through the linear predictor
+
+Z = "z"  # the linear predictor's name in the per-sample derivation (the notes' z)
+
+
+def predictor_form(node, X: str, wrt: str):
+    """The loss with every product X*w (and w'*X') replaced by z (and z'), or None when X
+    or w appear in any other way (then the loss is not a function of z = X*w alone).
+
+    A product chain is associative, so ``y'*X*w`` (parsed (y'*X)*w) is y'*z."""
+    from handgrad.notation.ast import Bin, Call, Neg, Sym, Transpose, symbols
+
+    def factors(n):
+        if isinstance(n, Bin) and n.op == "*":
+            return factors(n.a) + factors(n.b)
+        return [sub(n)]
+
+    def sub(n):
+        if isinstance(n, Bin) and n.op == "*":
+            fs, out = factors(n), []
+            for f in fs:
+                if out and out[-1] == Sym(X) and f == Sym(wrt):
+                    out[-1] = Sym(Z)
+                elif out and out[-1] == Transpose(Sym(wrt)) and f == Transpose(Sym(X)):
+                    out[-1] = Transpose(Sym(Z))
+                else:
+                    out.append(f)
+            acc = out[0]
+            for f in out[1:]:
+                acc = Bin("*", acc, f)
+            return acc
+        if isinstance(n, Bin):
+            return Bin(n.op, sub(n.a), sub(n.b))
+        if isinstance(n, Transpose):
+            return Transpose(sub(n.x))
+        if isinstance(n, Neg):
+            return Neg(sub(n.x))
+        if isinstance(n, Call):
+            return Call(n.fn, tuple(sub(a) for a in n.args))
+        return n
+
+    out = sub(node)
+    names = symbols(out)
+    return None if (X in names or wrt in names or Z not in names) else out
+
+
+def _diagonal(node):
+    """(c, v) where the Hessian read-off is c*diag(v), (c, None) where it is c*eye; else None."""
+    from handgrad.notation.ast import Bin, Call, Neg, Num
+
+    if isinstance(node, Call) and node.fn == "diag" and len(node.args) == 1:
+        return 1.0, node.args[0]
+    if isinstance(node, Call) and node.fn == "eye" and not node.args:
+        return 1.0, None
+    if isinstance(node, Neg):
+        inner = _diagonal(node.x)
+        return None if inner is None else (-inner[0], inner[1])
+    if isinstance(node, Bin) and node.op == "*":
+        for num, other in ((node.a, node.b), (node.b, node.a)):
+            if isinstance(num, Num):
+                inner = _diagonal(other)
+                return None if inner is None else (num.value * inner[0], inner[1])
+    return None
+
+
+class PerSample:
+    """The per-sample pieces (l_i, dl/dz_i, d^2 l/dz_i^2) of a loss that is a sum over rows
+    through z = X*w, derived from the loss with X*w written z and verified by the one
+    verifier: what :class:`handgrad.fitting.sums.LinearLoss` sums, as for the built-ins.
+
+    ``__call__(z, y, grad, hess, value)`` is LinearLoss's ``per_sample``: the loss of the
+    rows (a sum over them: its value), the gradient with respect to z (one entry per row)
+    and the diagonal of the Hessian with respect to z (verified diagonal)."""
+
+    def __init__(self, hg: str, report: dict, d, curvature):
+        from handgrad.notation.auto_plan import Plan
+
+        self.hg, self.report, self.derivation = hg, report, d
+        self.uses_y = "y" in d.decls
+        grads = [ln for ln in d.lines if ln.kind == "grad"]
+        hess = [ln for ln in d.lines if ln.kind == "hess"]
+        self.formulas = {"f": d.f, "grad": grads[-1].expr}
+        self.hess_formula = hess[-1].expr if hess else None
+        self.curvature = curvature  # (c, v or None): the Hessian is c diag(v) (or c I)
+        outputs = dict(self.formulas)
+        if curvature is not None and curvature[1] is not None:
+            outputs["h"] = curvature[1]
+        self.plan = Plan(outputs, {k: v.shape for k, v in d.decls.items()}, d.defs)
+
+    @property
+    def has_hessian(self) -> bool:
+        return self.curvature is not None
+
+    def __call__(self, z, y, grad: bool = True, hess: bool = True, value: bool = True):
+        vals = {Z: z.reshape(-1, 1)}
+        if self.uses_y:
+            vals["y"] = y.reshape(-1, 1).to(z.dtype)
+        wanted = [k for k, on in (("f", value), ("grad", grad), ("h", hess)) if on and k in self.plan.out]
+        got = self.plan.run(vals, wanted, {"n": z.shape[0]})
+        self.plan.forget()  # chunks do not recur
+        h = None
+        if hess:
+            c, v = self.curvature
+            h = got["h"].reshape(-1) if v is not None else torch.ones_like(z)
+            if c != 1.0:
+                h = c * h
+        return (got["f"].reshape(()) if value else None,
+                got["grad"].reshape(-1) if grad else None, h)
+
+    @classmethod
+    def build(cls, loss: ExpressionLoss) -> tuple[PerSample | None, str]:
+        """(the verified per-sample pieces, "") or (None, why the loss is fitted as compiled
+        formulas instead)."""
+        from handgrad.notation import NotationError
+        from handgrad.notation.auto import derive
+        from handgrad.notation.render import to_text
+        from handgrad.notation.textfile import parse_text
+        from handgrad.notation.verify import verify
+
+        if loss.wrt == Z:
+            return None, f"the coefficients are named {Z}, the linear predictor's name"
+        zf = predictor_form(loss.derivation.f, "X", loss.wrt)
+        if zf is None:
+            return None, (f"it is not a function of X*{loss.wrt} alone (X or {loss.wrt} "
+                          "appear outside that product)")
+        let = f"{Z}: n" + ("; y: n" if loss.uses_y else "")
+        try:
+            try:
+                hg, _ = derive(to_text(zf), let, Z, hessian=True)
+            except NotationError as exc:
+                if "hessian" not in str(exc):
+                    raise
+                hg, _ = derive(to_text(zf), let, Z)
+            d = parse_text(hg, path="<per-sample loss>")
+            report = verify(d)
+        except NotationError as exc:
+            return None, f"its form in z = X*{loss.wrt} is out of the deriver's scope ({exc})"
+        if not report["ok"]:
+            return None, f"the derivation in z = X*{loss.wrt} is {report['verdict']}"
+        hess = [ln for ln in d.lines if ln.kind == "hess"]
+        curvature = _diagonal(hess[-1].expr) if hess else None
+        if hess and curvature is None:
+            return None, (f"its Hessian in z = X*{loss.wrt} is not diagonal (a row's loss "
+                          "depends on other rows)")
+        self = cls(hg, report, d, curvature)
+        why = self._not_additive()
+        if why:
+            return None, why
+        return self, ""
+
+    def _not_additive(self) -> str:
+        """Why the loss in z is not a sum over rows (f of all rows = f of a split's parts
+        summed, and the Hessian's diagonal as evaluated here = the verified Hessian), at
+        seeded points with the notation's evaluator; "" when it is."""
+        from handgrad.notation.evaluate import Evaluator
+
+        d = self.derivation
+        gen = torch.Generator().manual_seed(0x7A726F77)  # "zrow"
+        for t in range(3):
+            n = 7 + 2 * t
+            vals = {Z: torch.randn(n, 1, generator=gen, dtype=torch.float64)}
+            if self.uses_y:
+                vals["y"] = 2 * torch.rand(n, 1, generator=gen, dtype=torch.float64)
+            k = n // 2 - t
+
+            def ev(lo, hi, node):
+                part = {name: v[lo:hi] for name, v in vals.items()}
+                return Evaluator(d.checker, part, None, d.defs, {"n": hi - lo}).value(node)
+
+            whole, a, b = (float(ev(lo, hi, d.f)) for lo, hi in ((0, n), (0, k), (k, n)))
+            if not abs(whole - (a + b)) <= 1e-9 * (abs(a) + abs(b) + abs(whole)) + 1e-300:
+                return "it is not a sum over rows of z (a constant or a cross-row term)"
+            if self.has_hessian:
+                H = ev(0, n, self.hess_formula)
+                _, _, h = self(vals[Z].reshape(-1), vals.get("y", vals[Z]).reshape(-1), False,
+                               True, False)
+                if not torch.allclose(torch.diag(h.to(H.dtype)), H, rtol=1e-10, atol=1e-12):
+                    raise AssertionError("the per-sample curvature disagrees with the verified "
+                                         "Hessian; this is a bug in handgrad")
+        return ""
+
+    def check_chain_rule(self, point: dict, loss: ExpressionLoss) -> None:
+        """The chain rule through z = X*w (X^T e, X^T diag(h) X) from these pieces equals
+        the verified gradient and Hessian of the loss as written, at ``point`` (a bug in
+        handgrad if not)."""
+        from handgrad.notation.evaluate import Evaluator
+
+        d = loss.derivation
+        X, w = point["X"], point[loss.wrt]
+        z = (X @ w).reshape(-1)
+        y = point["y"].reshape(-1) if "y" in point else z
+        f, e, h = self(z, y, True, self.has_hessian, True)
+        sizes = {"n": X.shape[0], "d": X.shape[1]}
+        mine = {"f": f.reshape(1, 1), "grad": X.T @ e.reshape(-1, 1)}
+        if self.has_hessian and loss.has_hessian:
+            mine["hess"] = X.T @ (X * h.unsqueeze(1))
+        for key, got in mine.items():
+            want = Evaluator(d.checker, point, None, d.defs, sizes).value(loss.formulas[key])
+            scale = float(want.abs().max()) + 1e-300
+            if got.shape != want.shape or not bool(((got - want).abs() <= 1e-9 * scale).all()):
+                raise AssertionError(f"the per-sample pieces through z = X*{loss.wrt} disagree "
+                                     f"with the verified {key}; this is a bug in handgrad")
+
+
 def _sizes(d, vals: dict) -> dict[str, int]:
     return {"n": vals["X"].shape[0], "d": vals["X"].shape[1]}
+
+
+def _drawn_point(d, n: int = 12, p: int = 4) -> dict:
+    """A seeded generic point (X, y, w) in float64, for the chain-rule link."""
+    gen = torch.Generator().manual_seed(0x636861696E)  # "chain"
+    (wrt,) = d.wrt
+    point = {"X": torch.randn(n, p, generator=gen, dtype=torch.float64),
+             wrt: 0.3 * torch.randn(p, 1, generator=gen, dtype=torch.float64)}
+    if "y" in d.decls:
+        point["y"] = 2 * torch.rand(n, 1, generator=gen, dtype=torch.float64)
+    return point
 
 
 def _data_point(d, data: Data, intercept: bool, rows: int = 40) -> dict:
@@ -262,6 +486,40 @@ def check_sum_over_rows(loss: ExpressionLoss, intercept: bool, *, trials: int = 
                 f"{a + b:.6g} but f(all {n} rows) = {whole:.6g}; fit it in memory.")
 
 
+def null_intercept(ps: PerSample | None, data: Data, max_iter: int = 50) -> float:
+    """The start of the intercept: the minimiser of the loss over b alone with w = 0 (the
+    intercept-only model: Poisson's log(mean y), logistic's logit(mean y)), by damped
+    Newton in one variable on the verified per-sample pieces; 0 where there are none (no
+    Hessian, no rows) or the loss has no finite minimum in b."""
+    if ps is None or not ps.has_hessian or data.n == 0 or (ps.uses_y and data.y is None):
+        return 0.0
+    y = data.y.detach().to(torch.float64).reshape(-1) if ps.uses_y else None
+    z = torch.zeros(data.n, dtype=torch.float64, device=data.X.device)
+
+    def at(b, hess=True):
+        return ps(z + b, y, True, hess, True)
+
+    b = 0.0
+    f, e, h = at(b)
+    for _ in range(max_iter):
+        g, H = float(e.sum()), float(h.sum())
+        if not (math.isfinite(g) and math.isfinite(H) and H > 0):
+            return 0.0
+        step = -g / H
+        if abs(step) <= 1e-12 * max(1.0, abs(b)):
+            break
+        t = 1.0
+        while t > 1e-12:
+            f_new, e_new, h_new = at(b + t * step)
+            if bool(torch.isfinite(f_new)) and float(f_new) <= float(f):
+                break
+            t *= 0.5
+        else:
+            break
+        b, f, e, h = b + t * step, f_new, e_new, h_new
+    return b if math.isfinite(b) else 0.0
+
+
 def entry(loss: ExpressionLoss) -> registry.Entry:
     """A registry Entry whose loss, gradient and Hessian are the verified formulas (in row
     blocks when the loss is a sum over rows: the same formulas, summed)."""
@@ -277,7 +535,7 @@ def entry(loss: ExpressionLoss) -> registry.Entry:
     def init_params(data, *, intercept: bool = True, **_):
         p = {wname: data.X.new_zeros(data.d)}
         if intercept:
-            p[bname] = data.X.new_zeros(())
+            p[bname] = data.X.new_tensor(null_intercept(loss.per_sample, data))
         return p
 
     def f(params, data, *, l2: float = 0.0, **_):
@@ -303,6 +561,16 @@ def entry(loss: ExpressionLoss) -> registry.Entry:
             H[idx, idx] += l2
         return H
 
+    linear = None
+    if loss.per_sample is not None:  # the one chain rule: every fit path of the built-ins
+        from handgrad.fitting.sums import LinearLoss
+
+        linear = LinearLoss(loss.per_sample, weights=wname, intercept=bname)
+        gradient = linear.gradient
+        hessian = linear.hessian if loss.per_sample.has_hessian else None
+    elif not loss.has_hessian:
+        hessian = None
+
     def synthetic(**_):
         raise UserError("fit --loss needs data: --data FILE (a CSV with --target, .npz, .npy).")
 
@@ -310,15 +578,15 @@ def entry(loss: ExpressionLoss) -> registry.Entry:
         return []
 
     mod = sys.modules[__name__]
-    solvers = ("newton", "gd") if loss.has_hessian else ("gd",)
+    solvers = ("newton", "gd") if hessian is not None else ("gd",)
     model = Model(name=NAME, title=f"loss {loss.expr}", summary=f"the loss {loss.expr}",
                   target=Target.CONTINUOUS if loss.uses_y else Target.NONE,
                   params={wname: Role.WEIGHTS, bname: Role.INTERCEPT}, solvers=solvers,
                   default_solver=solvers[0], closed_solvers=(), hyper=(), likelihood=None,
                   check_note="", module=mod, init_params=init_params, loss=f,
                   synthetic=synthetic, check_problems=no_problems)
-    spec = DerivationSpec(mod, gradient, hessian if loss.has_hessian else None,
-                          lambda: [], None, None, origin="handgrad-derived")
+    spec = DerivationSpec(mod, gradient, hessian, lambda: [], None, linear,
+                          origin="handgrad-derived")
     return registry.Entry(NAME, model, spec)
 
 
@@ -372,7 +640,21 @@ def describe(loss: ExpressionLoss, intercept: bool) -> dict:
     from handgrad.notation.render import to_text
 
     rep = loss.report
-    return {"expression": loss.expr, "wrt": loss.wrt,
+    ps = loss.per_sample
+    if ps is not None:
+        path = {"kind": "linear predictor",
+                "text": (f"through z = X*{loss.wrt}: f = {to_text(ps.derivation.f)}, "
+                         f"grad z = {to_text(ps.formulas['grad'])}"
+                         + (f", hess z = {to_text(ps.hess_formula)}" if ps.has_hessian else "")
+                         + f" ({ps.report['verdict']}), summed by the built-in models' chain "
+                         "rule (row chunks, sampled Hessians, chord steps, processes)"),
+                "derivation": ps.hg}
+    else:
+        path = {"kind": "compiled formulas",
+                "text": ("as compiled torch code of the verified formulas (common "
+                         f"subexpressions once), not through the chain rule: {loss.why_compiled}"),
+                "derivation": None}
+    return {"expression": loss.expr, "wrt": loss.wrt, "path": path,
             "intercept": ("a column of ones appended to X (X = [X, 1], "
                           f"{loss.wrt} = [{loss.wrt}; b])") if intercept else None,
             "gradient": to_text(loss.formulas["grad"]),

@@ -177,6 +177,11 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     if solver not in entry.model.closed_solvers:
         probe = data if data is not None else _probe(rows, dt, dev)
         params0 = entry.model.init_params(probe, intercept=intercept, seed=seed, **hp)
+        if reduce is not None:  # a start read from each shard's first rows: their mean, so
+            # that every process starts from (and so takes) the same iterates
+            flat = flatten(params0)
+            params0 = unflatten((reduce(flat.to(torch.float64)) / ctx.world).to(flat.dtype),
+                                params0)
         if data is not None:
             validate.preflight(entry, data, params0, hp)  # overflow: a UserError, not a warning
     for msg in early_warnings:
