@@ -248,6 +248,10 @@ def fit_options(fn):
               "gradient and Hessian first, and refuses to fit if a line is not verified.")
 @click.option("--wrt", "loss_wrt", default=None, metavar="NAME",
               help="With --loss: the coefficient vector's name (default w).")
+@click.option("--nll", is_flag=True, default=False,
+              help="With --loss: the loss is a negative log-likelihood, so standard errors come "
+              "from its Hessian (with z, P, intervals, log-likelihood, AIC/BIC); without it they "
+              "are sandwich (robust) standard errors.")
 @fit_options
 @common
 @command
@@ -256,12 +260,12 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
             n_samples, n_features, max_iter, tol, tf32, device, dtype, as_json, hidden=None,
             activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
             chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False,
-            quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None):
+            quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None, nll=False):
     """Fit MODEL (or a loss written as an expression, --loss) with its hand-derived
     gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
         raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
-    if loss_expr is not None or loss_wrt is not None:
+    if loss_expr is not None or loss_wrt is not None or nll:
         return _fit_loss(model, loss_expr, loss_wrt, locals())
     if model is None:
         raise UserError("fit needs a MODEL (one of "
@@ -319,10 +323,11 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
 def _fit_loss(model, expr, wrt, opts: dict) -> int:
     """fit --loss EXPR --wrt w: derive, verify (refuse when a line is not verified: exit 1),
     then fit through the one pipeline (handgrad/fitting/expression.py)."""
+    if not expr:
+        flag = "--nll" if opts["nll"] and opts["loss_wrt"] is None else "--wrt"
+        raise UserError(f"{flag} goes with --loss EXPR (the loss written as an expression).")
     if model is not None:
         raise UserError(f"fit takes a MODEL or --loss, not both (got {model} and --loss).")
-    if not expr:
-        raise UserError("--wrt goes with --loss EXPR (the loss written as an expression).")
     if not opts["data"]:
         raise UserError("fit --loss needs data: --data FILE (a CSV with --target, .npz, .npy).")
     for flag, given in (("--compare", opts["compare"]), ("--autograd", opts["autograd"]),
@@ -348,7 +353,7 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
             test_fraction=opts["test_fraction"], chunk_rows=opts["chunk_rows"],
             distributed_run=opts["distributed"], hessian_dtype=opts["hessian_dtype"],
             hyper={k: opts[k] for k in ("epochs", "batch_size", "lr") if opts[k] is not None},
-            progress=term.enabled(as_json))
+            progress=term.enabled(as_json), nll=opts["nll"])
     except expression.NotVerified as exc:
         if as_json:
             emit_json({"error": str(exc), "status": 1, "derivation": exc.report})

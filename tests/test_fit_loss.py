@@ -339,3 +339,81 @@ def test_sampled_hessians_and_chord_steps_apply_to_an_expression():
     for key in ("hessian_chunk_stride", "hessian_from"):
         assert any(key in h for h in ref["history"])
         assert [key in h for h in out["history"]] == [key in h for h in ref["history"]]
+
+
+# ---- inference: --nll (model-based), else sandwich (robust), else none and why ----------
+
+BUILT_IN = [(LOGISTIC, "logistic", "data/anes96.csv", "vote"),
+            (POISSON, "poisson", "data/randhie.csv", "mdvis")]
+
+
+@pytest.mark.parametrize("expr,model,path,target", BUILT_IN, ids=["logistic", "poisson"])
+def test_nll_gives_the_built_in_coefficients_and_standard_errors(expr, model, path, target):
+    kw = dict(data_path=path, target=target, solver="newton", device="cpu")
+    ref = pipeline.fit(model, **kw)
+    out = expression.fit(expr, "w", nll=True, **kw)
+    assert _max_diff(out["coefficients"], ref["coefficients"]) < 1e-8
+    assert _max_diff(out["std_errors"], ref["std_errors"]) < 1e-6
+    s = out["summary"]
+    assert s["kind"] == "likelihood" and "covariance" not in s
+    for a, b in zip(s["terms"], ref["summary"]["terms"]):
+        assert a["p_value"] == pytest.approx(b["p_value"], rel=1e-6, abs=1e-300)
+        assert a["ci_low"] == pytest.approx(b["ci_low"], abs=1e-6)
+    k = len(out["coefficients"])
+    assert s["log_likelihood"] == pytest.approx(-out["loss"], rel=1e-12)  # -loss, nothing added
+    assert s["aic"] == pytest.approx(2 * k + 2 * out["loss"], rel=1e-12)
+    assert s["bic"] == pytest.approx(k * np.log(s["n"]) + 2 * out["loss"], rel=1e-12)
+    assert any("log-likelihood = -(the loss as written)" in c for c in out["conventions"])
+
+
+def _statsmodels_hc0(model, path, target):
+    import pandas as pd
+    import statsmodels.api as sm
+
+    df = pd.read_csv(path)
+    X = sm.add_constant(df.drop(columns=target), prepend=False)
+    if model == "logistic":
+        r = sm.Logit(df[target], X).fit(cov_type="HC0", disp=0, tol=1e-12)
+    else:
+        r = sm.GLM(df[target], X, family=sm.families.Poisson()).fit(cov_type="HC0", tol=1e-12)
+    return dict(zip(r.bse.index, r.bse.values)), dict(zip(r.params.index, r.params.values))
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 1000], ids=["memory", "chunks"])
+@pytest.mark.parametrize("expr,model,path,target", BUILT_IN, ids=["logistic", "poisson"])
+def test_without_nll_the_standard_errors_are_sandwich_as_statsmodels_hc0(expr, model, path,
+                                                                         target, chunk_rows):
+    se, coef = _statsmodels_hc0(model, path, target)
+    out = expression.fit(expr, "w", data_path=path, target=target, solver="newton",
+                         device="cpu", chunk_rows=chunk_rows)
+    rename = {"intercept": "const"}
+    for term, v in out["std_errors"].items():
+        assert v == pytest.approx(se[rename.get(term, term)], rel=1e-6)
+        assert out["coefficients"][term] == pytest.approx(coef[rename.get(term, term)], rel=1e-6)
+    s = out["summary"]
+    assert s["kind"] == "robust" and "sandwich" in s["covariance"] and "log_likelihood" not in s
+    # the model-based errors differ: which covariance is used matters (and is said)
+    nll = expression.fit(expr, "w", data_path=path, target=target, solver="newton", device="cpu",
+                         nll=True)
+    assert max(abs(nll["std_errors"][k] / v - 1) for k, v in out["std_errors"].items()) > 1e-3
+
+
+def test_the_text_labels_robust_errors_and_says_why_there_are_none(runner, ls_csv):
+    base = ["--data", "data/randhie.csv", "--target", "mdvis", "--newton"]
+    r, _ = invoke(runner, "fit", "--loss", POISSON, *base)
+    assert r.exit_code == 0, r.stderr
+    assert "standard errors: sandwich (robust" in r.stdout
+    r, _ = invoke(runner, "fit", "--loss", POISSON, "--nll", *base)
+    assert "sandwich" not in r.stdout and "log-likelihood" in r.stdout and "AIC" in r.stdout
+    # not a sum over rows through X*w: coefficients, no empty std err column, and why
+    r, out = invoke(runner, "fit", "--loss", "norm2(X*w - y)", "--data", ls_csv, "--target", "y",
+                    "--newton", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "std_errors" not in out and out["summary"]["kind"] == "none"
+    assert out["summary"]["note"].startswith("no standard errors: the loss is not declared")
+    r, _ = invoke(runner, "fit", "--loss", "norm2(X*w - y)", "--data", ls_csv, "--target", "y",
+                  "--newton")
+    assert "std err" not in r.stdout and "note: no standard errors" in r.stdout
+    r, _ = invoke(runner, "fit", "poisson", "--nll")
+    assert r.exit_code == 2 and r.stderr.strip() == \
+        "error: --nll goes with --loss EXPR (the loss written as an expression)."

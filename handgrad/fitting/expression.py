@@ -32,7 +32,7 @@ import weakref
 import torch
 
 from handgrad import registry
-from handgrad.contract import DerivationSpec, Model, Role, Target
+from handgrad.contract import DerivationSpec, Likelihood, Model, Role, Target
 from handgrad.errors import UserError
 from handgrad.fitting.data import Data
 
@@ -520,9 +520,12 @@ def null_intercept(ps: PerSample | None, data: Data, max_iter: int = 50) -> floa
     return b if math.isfinite(b) else 0.0
 
 
-def entry(loss: ExpressionLoss) -> registry.Entry:
+def entry(loss: ExpressionLoss, *, nll: bool = False) -> registry.Entry:
     """A registry Entry whose loss, gradient and Hessian are the verified formulas (in row
-    blocks when the loss is a sum over rows: the same formulas, summed)."""
+    blocks when the loss is a sum over rows: the same formulas, summed), or the verified
+    per-sample pieces through the one chain rule (LinearLoss) where the loss is a sum over
+    rows of z = X*w.  ``nll``: the loss is declared a negative log-likelihood (log L =
+    -loss, nothing added), so the fit's summary is the likelihood table."""
     try:
         check_sum_over_rows(loss, True)
         check_sum_over_rows(loss, False)
@@ -582,7 +585,8 @@ def entry(loss: ExpressionLoss) -> registry.Entry:
     model = Model(name=NAME, title=f"loss {loss.expr}", summary=f"the loss {loss.expr}",
                   target=Target.CONTINUOUS if loss.uses_y else Target.NONE,
                   params={wname: Role.WEIGHTS, bname: Role.INTERCEPT}, solvers=solvers,
-                  default_solver=solvers[0], closed_solvers=(), hyper=(), likelihood=None,
+                  default_solver=solvers[0], closed_solvers=(), hyper=(),
+                  likelihood=Likelihood() if nll else None,
                   check_note="", module=mod, init_params=init_params, loss=f,
                   synthetic=synthetic, check_problems=no_problems)
     spec = DerivationSpec(mod, gradient, hessian, lambda: [], None, linear,
@@ -592,9 +596,15 @@ def entry(loss: ExpressionLoss) -> registry.Entry:
 
 def fit(expr: str, wrt: str = "w", *, data_path=None, target=None, features=None,
         intercept: bool = True, data: Data | None = None, loss: ExpressionLoss | None = None,
-        **fit_kw) -> dict:
+        nll: bool = False, **fit_kw) -> dict:
     """Derive, verify and fit a loss written as an expression; the pipeline's result, with
     "loss_expression" (the formulas fitted and their verification) added.
+
+    Standard errors: with ``nll`` (the loss is a negative log-likelihood) from the inverse
+    Hessian at the optimum, with z, P, intervals, log-likelihood -loss, AIC and BIC, as for
+    the built-in models; without it, sandwich (robust) standard errors
+    H^-1 (sum_i g_i g_i') H^-1 where the loss is a sum over rows through X*w (g_i: row i's
+    gradient), and otherwise none, with the reason in the summary.
 
     Raises NotVerified (nothing fitted) when a line of the derivation is not verified, and
     UserError for an expression out of the deriver's scope or a loss that is not a sum over
@@ -606,15 +616,29 @@ def fit(expr: str, wrt: str = "w", *, data_path=None, target=None, features=None
         probe = _probe(data_path, target, features)
     if loss is None:
         loss = ExpressionLoss.derive(expr, wrt, data=probe, intercept=intercept)
-    e = entry(loss)  # checks once whether f is a sum over rows (loss.rowwise)
+    e = entry(loss, nll=nll)  # checks once whether f is a sum over rows (loss.rowwise)
     if (fit_kw.get("chunk_rows") or fit_kw.get("distributed_run")) and not loss.rowwise:
         check_sum_over_rows(loss, intercept)  # raises, naming the rows where it is not
     if loss.uses_y and data is None and data_path and target is None and \
             not str(data_path).lower().endswith((".npz", ".npy")):
         raise UserError("the loss uses y: name the target column with --target.")
+    sandwich = not nll and loss.per_sample is not None and loss.per_sample.has_hessian
     out = pipeline.fit(e, data_path=data_path, target=target, features=features,
-                       intercept=intercept, data=data, **fit_kw)
-    out["loss_expression"] = describe(loss, intercept)
+                       intercept=intercept, data=data, sandwich=sandwich, **fit_kw)
+    out["loss_expression"] = {**describe(loss, intercept), "nll": nll}
+    if nll and "summary" in out:
+        out["conventions"].append(
+            "log-likelihood = -(the loss as written) (--nll); a constant the expression leaves "
+            "out (Poisson's -log y_i!) is not in it, nor in AIC/BIC, which statsmodels includes")
+    elif not nll and not sandwich and "summary" not in out and "coefficients" in out:
+        from handgrad.fitting import inference
+
+        why = (loss.why_compiled if loss.per_sample is None else
+               "its Hessian in z is not derived")
+        out["summary"] = inference.without_errors(
+            out["coefficients"], "no standard errors: the loss is not declared a negative "
+            "log-likelihood (--nll), and robust (sandwich) ones need the gradient of each row "
+            f"through X*{loss.wrt}, which this loss does not have ({why})")
     return out
 
 

@@ -78,7 +78,8 @@ def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=N
         tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
         callback=None, standardize: bool = False, test_fraction: float | None = None,
         chunk_rows: int | None = None, distributed_run: bool = False,
-        hessian_dtype: str | None = None, solver_fn=None, data: Data | None = None) -> dict:
+        hessian_dtype: str | None = None, solver_fn=None, data: Data | None = None,
+        sandwich: bool = False) -> dict:
     """Fit a model (a registered name, or a registry Entry built elsewhere, such as one
     derived from an expression); returns the JSON-ready result (the CLI's ``--json``).
 
@@ -87,7 +88,9 @@ def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=N
     streamed from disk); ``distributed_run`` splits the rows across torchrun processes;
     ``hessian_dtype="float32"`` forms the Hessian blocks in float32.  ``progress`` draws a
     bar on stderr; ``callback(k, entry)`` is called after each iteration; ``solver_fn``
-    runs instead of the named solver on the same objective (the comparison's L-BFGS)."""
+    runs instead of the named solver on the same objective (the comparison's L-BFGS).
+    ``sandwich``: robust standard errors H^-1 (sum_i g_i g_i') H^-1 (statsmodels' HC0) for
+    a model through a linear predictor, g_i row i's gradient (fit --loss without --nll)."""
     entry = model if isinstance(model, registry.Entry) else registry.get(model)
     solver = validate.fit_choice(entry, solver, l2)
     validate.check_tol(tol)
@@ -110,7 +113,8 @@ def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=N
                     intercept=intercept, seed=seed, n_samples=n_samples,
                     n_features=n_features, max_iter=max_iter, tol=tol, progress=progress,
                     callback=callback, standardize=standardize, test_fraction=test_fraction,
-                    chunk_rows=chunk_rows, solver_fn=solver_fn, data=data, dtype_name=dtype)
+                    chunk_rows=chunk_rows, solver_fn=solver_fn, data=data, dtype_name=dtype,
+                    sandwich=sandwich)
     finally:
         distributed.shutdown(ctx)
 
@@ -140,7 +144,7 @@ def _check_scaled(entry, solver, autograd, standardize, chunk_rows, distributed_
 
 def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path, target,
          features, intercept, seed, n_samples, n_features, max_iter, tol, progress, callback,
-         standardize, test_fraction, chunk_rows, solver_fn, data, dtype_name):
+         standardize, test_fraction, chunk_rows, solver_fn, data, dtype_name, sandwich=False):
     t_load = time.perf_counter()
     test = truth = transform = None
     notes: list[str] = []
@@ -244,7 +248,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         out["distributed"] = ctx.info()
     if entry.model.coefficient_vector:
         _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept, transform,
-                      separated, reduce, truth)
+                      separated, reduce, truth, sandwich)
     if truth is not None:
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
     if data is not None:
@@ -362,7 +366,7 @@ def _closed_result(entry, solver, obj, params, extra, hp) -> solvers.FitResult:
 
 
 def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept, transform,
-                  separated, reduce, truth) -> None:
+                  separated, reduce, truth, sandwich=False) -> None:
     """The coefficient table (same keys on every path), from the fit's own Hessian."""
     model = entry.model
     wname, bname = model.named(Role.WEIGHTS), model.named(Role.INTERCEPT)
@@ -372,7 +376,7 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
     if truth is not None:  # the generating coefficients, by the same term names
         out["true_coefficients"] = dict(zip(terms, flatten(
             {k: truth[k] for k in res.params if k in truth}).detach().cpu().tolist()))
-    if separated or not inference.has_table(entry) or not res.history:
+    if separated or not inference.has_table(entry, sandwich) or not res.history:
         return
     x = theta
     H = None
@@ -390,10 +394,11 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         else:  # R^T R = H / 2 = A^T A (+ l2/2 I), from the fit's own Hessian
             R = torch.linalg.cholesky(obj.hess(x).to(torch.float64) / 2, upper=True)
             extra = {"R": R, **_conditioning(R)}
+    meat = obj.score_outer(x) if sandwich and H is not None else None
     stats = _stats(entry, obj, rows, x, res.params, hp, wname, intercept, reduce)
     summ = inference.summary(entry, theta, terms, stats, hessian=H, extra=extra, hp=hp,
                              warns=out["warnings"], intercept=intercept, transform=transform,
-                             iterations=res.iterations)
+                             iterations=res.iterations, meat=meat)
     if summ is None:
         return
     if not res.converged:

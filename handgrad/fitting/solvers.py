@@ -70,6 +70,13 @@ class Objective:
             self._scales = _column_scales(self)
         return self._scales
 
+    def score_outer(self, x: torch.Tensor) -> torch.Tensor | None:
+        """sum_i g_i g_i^T of the rows' gradients (the sandwich's middle), for models through
+        a linear predictor (:meth:`handgrad.fitting.sums.LinearSums.score_outer`); else None."""
+        if self.fast is None or self.entry.derivation.linear is None:
+            return None
+        return self.fast.score_outer(x)
+
     def hess(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["hess"] += 1
         if self.fast is not None:

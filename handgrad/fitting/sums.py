@@ -235,6 +235,27 @@ class LinearSums:
         return (f if need_f else None), g, H
 
 
+    def score_outer(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_i g_i g_i^T over the rows, g_i = e_i x_a,i the gradient of row i's loss
+        (e_i = dl/dz_i, x_a,i = [x_i; 1] with an intercept; the L2 term is not a row's):
+        the middle of the sandwich covariance H^-1 (sum_i g_i g_i^T) H^-1.  One pass,
+        float64, reduced across processes."""
+        d, p = self.d, self.p
+        w = x[:d]
+        b = x[d] if self.intercept else None
+        M = torch.zeros(p, p, dtype=torch.float64, device=x.device)
+        for _, X, y in self.rows.chunks(self.chunk_rows):
+            X = X.to(x.dtype)
+            z = torch.addmv(b, X, w) if b is not None else X @ w
+            _, e, _ = self.per_sample(z, y, True, False, False)
+            a = X * e.unsqueeze(1)
+            if self.intercept:
+                a = torch.cat([a, e.unsqueeze(1)], 1)
+            a = a.to(torch.float64)
+            M.addmm_(a.T, a)
+        return self.reduce(M.reshape(-1)).reshape(p, p) if self.reduce is not None else M
+
+
 # Newton's early (damped) steps need a direction, not an exact Hessian: a Hessian summed
 # over every k-th chunk with this many rows per parameter or more (a relative error of
 # about 1 / sqrt(SAMPLE_ROWS_PER_PARAM), 5%) moves them as far as the full one at a
