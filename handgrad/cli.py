@@ -286,15 +286,15 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
                                            ("lr", lr)) if v is not None})
     from handgrad.fitting import pipeline
 
+    bars = term.fit_progress if term.enabled(as_json) else None
     out = pipeline.fit(model, solver="newton" if newton else solver, autograd=autograd,
-                       progress=term.enabled(as_json), **fit_kw)
+                       progress=bars, **fit_kw)
     if (out.get("distributed") or {}).get("rank", 0):  # under torchrun only rank 0 prints
         return 0 if out["converged"] else 1
     if compare:
         from handgrad.fitting import compare as comparison
 
-        out["compare"] = comparison.run(model, done=out, progress=term.enabled(as_json),
-                                        **fit_kw)
+        out["compare"] = comparison.run(model, done=out, progress=bars, **fit_kw)
     if plot:
         out["plot"] = plots.fit_figure(out, plot, tol=tol)
     if as_json:
@@ -304,7 +304,9 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         if compare:
             click.echo("\nsame data and start, each solver (loss - best: against the best of "
                        "all runs):")
-            click.echo(comparison.table(out["compare"]))
+            from handgrad.present import render
+
+            click.echo(render.compare_table(out["compare"]))
         if plot:
             click.echo(f"\nplot: {plot}")
     if out.get("interrupted"):
@@ -353,7 +355,7 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
             test_fraction=opts["test_fraction"], chunk_rows=opts["chunk_rows"],
             distributed_run=opts["distributed"], hessian_dtype=opts["hessian_dtype"],
             hyper={k: opts[k] for k in ("epochs", "batch_size", "lr") if opts[k] is not None},
-            progress=term.enabled(as_json), nll=opts["nll"])
+            progress=term.fit_progress if term.enabled(as_json) else None, nll=opts["nll"])
     except expression.NotVerified as exc:
         if as_json:
             emit_json({"error": str(exc), "status": 1, "derivation": exc.report})

@@ -75,7 +75,7 @@ def _streamed(data_path, chunk_rows) -> bool:
 def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=None,
         target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
-        tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
+        tol=None, tf32: bool = False, progress=None, hyper: dict | None = None,
         callback=None, standardize: bool = False, test_fraction: float | None = None,
         chunk_rows: int | None = None, distributed_run: bool = False,
         hessian_dtype: str | None = None, solver_fn=None, data: Data | None = None,
@@ -86,9 +86,11 @@ def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=N
     ``data`` (a :class:`Data`, e.g. from validate.from_arrays) replaces ``data_path`` and
     the synthetic set.  ``chunk_rows`` sums over row chunks (a .npy/.npz file is then
     streamed from disk); ``distributed_run`` splits the rows across torchrun processes;
-    ``hessian_dtype="float32"`` forms the Hessian blocks in float32.  ``progress`` draws a
-    bar on stderr; ``callback(k, entry)`` is called after each iteration; ``solver_fn``
-    runs instead of the named solver on the same objective (the comparison's L-BFGS).
+    ``hessian_dtype="float32"`` forms the Hessian blocks in float32.  ``progress`` (a factory
+    ``progress(solver, tol) -> callback`` whose callback has a ``close()``, e.g.
+    handgrad.present.term.fit_progress: a bar on stderr) and ``callback(k, entry)`` are
+    called after each iteration; ``solver_fn`` runs instead of the named solver on the same
+    objective (the comparison's L-BFGS).
     ``sandwich``: robust standard errors H^-1 (sum_i g_i g_i') H^-1 (statsmodels' HC0) for
     a model through a linear predictor, g_i row i's gradient (fit --loss without --nll)."""
     entry = model if isinstance(model, registry.Entry) else registry.get(model)
@@ -195,7 +197,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
                                 else rows, params0, hp, use_autograd=autograd,
                                 chunk_rows=chunk_rows or None, hess_dtype=hdt, reduce=reduce,
                                 penalty=ctx is None or ctx.rank == 0, make_data=_maker(data))
-        bar = _progress(solver, solvers.default_tol(dt) if tol is None else tol) \
+        bar = progress(solver, solvers.default_tol(dt) if tol is None else tol) \
             if progress else None
         kw = {"tol": tol, "callback": _both(bar, callback), **solver_kw}
         if max_iter is not None:
@@ -235,7 +237,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         "warnings": early_warnings + list(res.warnings),
         "scale": {"chunk_rows": chunk_rows,
                   "hessian_dtype": str(hdt or dt).replace("torch.", ""),
-                  "passes": getattr(obj.fast, "passes", None) if obj is not None else None,
+                  "passes": obj.passes if obj is not None else None,
                   "peak_rss_mb": peak_rss_mb(), "load_seconds": t0 - t_load,
                   **{k: extra[k] for k in ("method", "cond", "passes") if k in extra},
                   **({"method": extra["solver"]} if "solver" in extra else {})},
@@ -380,11 +382,11 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         return
     x = theta
     H = None
-    if model.covariance is None:  # likelihood models: the inverse of the fit's Hessian
-        fast = obj.fast
-        if fast is not None and getattr(fast, "hess_dtype", None) is not None:
-            fast.hess_dtype, fast._H = None, None  # standard errors from a float64 Hessian
-        H = obj.hess(x)
+    if model.covariance is None:  # likelihood models: the inverse of the fit's Hessian at
+        # the final point: the one the solver's last pass formed over every row, unless it
+        # was formed in float32 blocks (--hessian-dtype), else a new pass (float64)
+        H = res.hessian if res.hessian is not None and not obj.lowered_hessian \
+            else obj.hess(x, exact=True)
     elif "R_scaled" not in extra and "R" not in extra:  # least squares fitted iteratively
         if data is not None and reduce is None:
             _, ls_extra = model.closed_form(data, intercept=intercept, factor_only=True, **hp)  # R
@@ -395,7 +397,9 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
             R = torch.linalg.cholesky(obj.hess(x).to(torch.float64) / 2, upper=True)
             extra = {"R": R, **_conditioning(R)}
     meat = obj.score_outer(x) if sandwich and H is not None else None
-    stats = _stats(entry, obj, rows, x, res.params, hp, wname, intercept, reduce)
+    stats = _stats(entry, obj, rows, x, res.params, hp, wname, intercept, reduce,
+                   f=res.loss if res.x_reached is not None and torch.equal(res.x_reached, x)
+                   else None)
     summ = inference.summary(entry, theta, terms, stats, hessian=H, extra=extra, hp=hp,
                              warns=out["warnings"], intercept=intercept, transform=transform,
                              iterations=res.iterations, meat=meat)
@@ -409,9 +413,10 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         out["std_errors"] = {r["term"]: r["std_err"] for r in summ["terms"]}
 
 
-def _stats(entry, obj, rows, x, params, hp, wname, intercept, reduce) -> inference.FitStats:
-    """n, the loss without its L2 term, and the target's sums, in one pass over y."""
-    f = float(obj.value(x))
+def _stats(entry, obj, rows, x, params, hp, wname, intercept, reduce, f=None) -> inference.FitStats:
+    """n, the loss without its L2 term, and the target's sums, in one pass over y.  ``f``:
+    the loss at x where the solver's history has it (its last line is at the final point)."""
+    f = float(obj.value(x)) if f is None else f
     w = params[wname]
     loss0 = f - 0.5 * hp.get("l2", 0.0) * float(w @ w)
     lik = entry.model.likelihood
@@ -444,12 +449,6 @@ def _withhold_inference(summ: dict, warns: list[str], why: str) -> None:
     msg = f"standard errors withheld: the fit did not reach the optimum ({why})"
     warns.append(msg)
     warnings.warn(msg, HandgradWarning, stacklevel=2)
-
-
-def _progress(solver, tol):
-    from handgrad.present import term
-
-    return term.fit_progress(solver, tol, active=True)
 
 
 def _both(*callbacks):
