@@ -26,18 +26,17 @@ numbers (loss, gradient, Hessian; p = d + 1 with an intercept) whatever n is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from handgrad.errors import UserError
 from handgrad.fitting.source import Reduce, Rows, TensorRows, default_chunk_rows
 from handgrad.params import Params, flatten, unflatten
+from handgrad.pieces import PerSamplePieces
 
 # ----------------------------------------------------------------- linear-predictor sums
 
 
-class LinearLoss:
+class LinearLoss(PerSamplePieces):
     """A loss sum_i l(z_i, y_i) + (l2/2)||w||^2 through z = X w + b, given by its per-sample
     pieces ``per_sample(z, y, grad, hess, value) -> (l_i, dl/dz_i, d^2 l/dz_i^2)``.
 
@@ -48,9 +47,6 @@ class LinearLoss:
     ``weights`` (1-D) and the optional intercept ``intercept`` (0-d), in that order (the
     contract checks these are the model's WEIGHTS and INTERCEPT).
     """
-
-    def __init__(self, per_sample: Callable, *, weights: str = "w", intercept: str = "b"):
-        self.per_sample, self.weights, self.intercept = per_sample, weights, intercept
 
     def sums(self, rows: Rows, like: Params, **kw) -> LinearSums:
         return LinearSums(self.per_sample, rows, like, **kw)
