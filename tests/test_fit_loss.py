@@ -132,6 +132,8 @@ def test_shipped_expression_config_matches_the_built_in_config(runner):
     r, ref = invoke(runner, "run", "configs/poisson_randhie.toml", "--json", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     assert _max_diff(out["coefficients"], ref["coefficients"]) < TOL
+    assert _max_diff(out["std_errors"], ref["std_errors"]) < 1e-6  # nll = true
+    assert out["loss_expression"]["nll"] and out["summary"]["kind"] == "likelihood"
     assert out["derivatives"] != ref["derivatives"] == "hand"
 
 
