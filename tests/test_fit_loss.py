@@ -419,3 +419,24 @@ def test_the_text_labels_robust_errors_and_says_why_there_are_none(runner, ls_cs
     r, _ = invoke(runner, "fit", "poisson", "--nll")
     assert r.exit_code == 2 and r.stderr.strip() == \
         "error: --nll goes with --loss EXPR (the loss written as an expression)."
+
+
+def test_the_intercept_starts_at_the_intercept_only_minimum_in_a_few_passes(monkeypatch):
+    """Poisson's log(mean y), logistic's logit(mean y) (closed forms, numpy), found by a
+    one-variable Newton on the verified pieces that stops at the loss's resolution (not
+    after max_iter rounding-level steps over every row)."""
+    from handgrad.fitting.data import Data
+
+    rng = np.random.default_rng(3)
+    X = torch.tensor(rng.standard_normal((200_000, 2)))
+    counts = rng.poisson(1.3, 200_000).astype(float)
+    labels = (rng.random(200_000) < 0.3).astype(float)
+    for expr, y, want in ((POISSON, counts, np.log(counts.mean())),
+                          (LOGISTIC, labels, np.log(labels.mean() / (1 - labels.mean())))):
+        ps = expression.ExpressionLoss.derive(expr, "w").per_sample
+        calls = []
+        real = type(ps).__call__
+        monkeypatch.setattr(type(ps), "__call__",
+                            lambda self, *a, real=real: calls.append(1) or real(self, *a))
+        b = expression.null_intercept(ps, Data(X, torch.tensor(y)))
+        assert b == pytest.approx(want, abs=1e-7) and len(calls) <= 12, (b, want, len(calls))

@@ -506,7 +506,10 @@ def null_intercept(ps: PerSample | None, data: Data, max_iter: int = 50) -> floa
         if not (math.isfinite(g) and math.isfinite(H) and H > 0):
             return 0.0
         step = -g / H
-        if abs(step) <= 1e-12 * max(1.0, abs(b)):
+        # converged: the decrease left (the Newton decrement g^2 / 2H) is below what the
+        # loss resolves, or the step below what b resolves
+        if g * g / (2 * H) <= 64 * torch.finfo(torch.float64).eps * max(1.0, abs(float(f))) \
+                or abs(step) <= 1e-12 * max(1.0, abs(b)):
             break
         t = 1.0
         while t > 1e-12:
@@ -569,6 +572,7 @@ def entry(loss: ExpressionLoss, *, nll: bool = False) -> registry.Entry:
         from handgrad.fitting.sums import LinearLoss
 
         linear = LinearLoss(loss.per_sample, weights=wname, intercept=bname)
+        f = linear.loss  # the same per-sample losses the fit sums (no [X, 1] copy of X)
         gradient = linear.gradient
         hessian = linear.hessian if loss.per_sample.has_hessian else None
     elif not loss.has_hessian:

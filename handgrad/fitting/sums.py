@@ -58,6 +58,14 @@ class LinearLoss(PerSamplePieces):
         s = self.sums(TensorRows(data.X, data.y), like, l2=l2)
         return s.sums(flatten(like), need_g=True, need_H=need_H, need_f=False)
 
+    def loss(self, params: Params, data, *, l2: float = 0.0, **_) -> torch.Tensor:
+        """sum_i l_i + (l2/2)||w||^2 from the per-sample losses (one pass, no gradient)."""
+        like = {self.weights: params[self.weights]}
+        if self.intercept in params:
+            like[self.intercept] = params[self.intercept]
+        s = self.sums(TensorRows(data.X, data.y), like, l2=l2)
+        return s.sums(flatten(like), need_g=False, need_H=False)[0]
+
     def gradient(self, params: Params, data, *, l2: float = 0.0, **_) -> Params:
         """dl/dw = X^T e + l2 w, dl/db = 1^T e, e_i = dl/dz_i (denominator layout)."""
         g = self._one_pass(params, data, l2, False)[1]
