@@ -17,10 +17,24 @@ gradient and Hessian are over (w, b) in that order, which is the pipeline's flat
 {w, b}; ``--no-intercept`` fits the formula on X as given.  The L2 option adds
 (l2/2)||w||^2 on w (never b), as for the built-in models.
 
-Row chunks (``--chunk-rows``, ``--distributed``) need a loss that is a sum over rows; that
-is checked numerically before the fit (f on all rows = f on a row split's parts summed, at
-random points; :func:`check_sum_over_rows`), and the chunked gradient and Hessian are then
-sums over chunks of the same verified formulas (handgrad.fitting.sums.ChunkedSums).
+Two paths, and the fit says which (``loss_expression.path``, and a line of the text):
+
+* through the linear predictor: where the loss is a function of z = X*w alone
+  (:func:`predictor_form`), the loss in z is derived and verified too, its Hessian in z
+  must be diagonal and the loss a sum over rows of z; the per-sample pieces (l_i, dl/dz_i,
+  d^2 l/dz_i^2, :class:`PerSample`) are checked through the chain rule against the
+  verified gradient and Hessian in w (at drawn points and the data's first rows) and fit
+  through handgrad.fitting.sums.LinearLoss, the built-in models' one chain rule: row
+  chunks, streaming, processes, sampled Hessians and chord steps all apply;
+* otherwise, compiled formulas: the verified f, gradient and Hessian in w evaluated by
+  handgrad.notation.auto_plan (common subexpressions once).  Row chunks (``--chunk-rows``,
+  ``--distributed``) then need a loss that is a sum over rows, checked numerically before
+  the fit (:func:`check_sum_over_rows`); the chunked gradient and Hessian are sums over
+  chunks of the same verified formulas (handgrad.fitting.sums.ChunkedSums).
+
+Inference (:func:`fit`): ``nll`` declares the loss a negative log-likelihood (standard
+errors from the Hessian, as for the built-in models); without it, sandwich (robust)
+standard errors on the first path, and none, with the reason, on the second.
 """
 
 from __future__ import annotations

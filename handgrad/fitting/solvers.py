@@ -4,6 +4,12 @@ All solvers work on the flattened parameter vector through an :class:`Objective`
 the same arguments, accept a per-iteration callback and return a :class:`FitResult`.
 Autograd is used only when the objective is built with ``use_autograd=True`` (the
 ``--autograd`` comparison runs).
+
+Newton is :class:`NewtonSolver` (``newton`` runs it): it owns its state, and its
+strategies (sampled Hessians in the damped phase, chord steps in the quadratic phase) are
+its own steps.  The objective and the sums under it only evaluate what they are asked
+for (:meth:`Objective.evaluate`); nothing outside this module reads or sets a solver's
+state, and the solver sets none on the objective (tests/test_solver_state.py).
 """
 
 from __future__ import annotations
