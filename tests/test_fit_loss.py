@@ -440,3 +440,19 @@ def test_the_intercept_starts_at_the_intercept_only_minimum_in_a_few_passes(monk
                             lambda self, *a, real=real: calls.append(1) or real(self, *a))
         b = expression.null_intercept(ps, Data(X, torch.tensor(y)))
         assert b == pytest.approx(want, abs=1e-7) and len(calls) <= 12, (b, want, len(calls))
+
+
+def test_sandwich_errors_under_two_processes_equal_one_process():
+    """The middle of the sandwich is summed across processes (one all-reduce): under
+    torchrun the robust standard errors are the one-process ones."""
+    from tests.test_distributed import _torchrun
+
+    args = ["--data", "data/randhie.csv", "--target", "mdvis", "--newton", "--device", "cpu",
+            "--json"]
+    two = _torchrun("fit", "--loss", POISSON, "--wrt", "w", *args, "--chunk-rows", "2000")
+    assert two["distributed"]["world_size"] == 2 and two["converged"]
+    one = expression.fit(POISSON, "w", data_path="data/randhie.csv", target="mdvis",
+                         solver="newton", device="cpu")
+    assert two["summary"]["kind"] == "robust"
+    for k, v in one["std_errors"].items():
+        assert two["std_errors"][k] == pytest.approx(v, rel=1e-9), k
