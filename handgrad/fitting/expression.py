@@ -368,9 +368,11 @@ class PerSample:
             d = parse_text(hg, path="<per-sample loss>")
             report = verify(d)
         except NotationError as exc:
-            return None, f"its form in z = X*{loss.wrt} is out of the deriver's scope ({exc})"
+            why = str(exc).splitlines()[0]
+            return None, f"its form in z = X*{loss.wrt} is out of the deriver's scope ({why})"
         if not report["ok"]:
-            return None, f"the derivation in z = X*{loss.wrt} is {report['verdict']}"
+            return None, (f"the derivation in z = X*{loss.wrt} is not verified "
+                          f"({report['verdict']})")
         hess = [ln for ln in d.lines if ln.kind == "hess"]
         curvature = _diagonal(hess[-1].expr) if hess else None
         if hess and curvature is None:
