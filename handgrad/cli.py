@@ -407,6 +407,10 @@ LOSS_OPTIONS = [
                  "gradient and Hessian first, and refuses to fit if a line is not verified."),
     click.option("--wrt", "loss_wrt", default=None, metavar="NAME",
                  help="With --loss: the coefficient vector's name (default w)."),
+    click.option("--nll", is_flag=True, default=False,
+                 help="With --loss: the loss is a negative log-likelihood, so standard errors come "
+                 "from its Hessian (with z, P, intervals, log-likelihood, AIC/BIC); without it "
+                 "they are sandwich (robust) standard errors."),
 ]
 
 
@@ -428,12 +432,12 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
             activation=None, epochs=None, batch_size=None, lr=None, test_fraction=None,
             chunk_rows=None, distributed=False, hessian_dtype=None, plot=None, compare=False,
             quiet=False, all_iterations=False, loss_expr=None, loss_wrt=None, exclude=None,
-            dropna=False):
+            dropna=False, nll=False):
     """Fit MODEL (or a loss written as an expression, --loss) with its hand-derived
     gradient (and Hessian)."""
     if newton and solver not in (None, "newton"):
         raise UserError(f"--newton conflicts with --solver {solver}; pass one of them.")
-    if loss_expr is not None or loss_wrt is not None:
+    if loss_expr is not None or loss_wrt is not None or nll:
         return _fit_loss(model, loss_expr, loss_wrt, locals())
     if model is None:
         raise UserError("fit needs a MODEL (one of "
@@ -457,15 +461,15 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
     _check_sizes(model, data, n_samples, n_features, hidden)
     from handgrad.fitting import pipeline
 
+    bars = term.fit_progress if term.enabled(as_json) else None
     out = pipeline.fit(model, solver="newton" if newton else solver, autograd=autograd,
-                       progress=term.enabled(as_json), **fit_kw)
+                       progress=bars, **fit_kw)
     if (out.get("distributed") or {}).get("rank", 0):  # under torchrun only rank 0 prints
         return 0 if out["converged"] else 1
     if compare:
         from handgrad.fitting import compare as comparison
 
-        out["compare"] = comparison.run(model, done=out, progress=term.enabled(as_json),
-                                        **fit_kw)
+        out["compare"] = comparison.run(model, done=out, progress=bars, **fit_kw)
     if plot:
         out["plot"] = plots.fit_figure(out, plot, tol=tol)
     if as_json:
@@ -475,7 +479,9 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
         if compare:
             click.echo("\nsame data and start, each solver (loss - best: against the best of "
                        "all runs):")
-            click.echo(comparison.table(out["compare"]))
+            from handgrad.present import render
+
+            click.echo(render.compare_table(out["compare"]))
         if plot:
             click.echo(f"\nplot: {plot}")
     if out.get("interrupted"):
@@ -526,10 +532,11 @@ def _check_sizes(model, data, n_samples, n_features, hidden) -> None:
 def _fit_loss(model, expr, wrt, opts: dict) -> int:
     """fit --loss EXPR --wrt w: derive, verify (refuse when a line is not verified: exit 1),
     then fit through the one pipeline (handgrad/fitting/expression.py)."""
+    if not expr:
+        flag = "--nll" if opts["nll"] and opts["loss_wrt"] is None else "--wrt"
+        raise UserError(f"{flag} goes with --loss EXPR (the loss written as an expression).")
     if model is not None:
         raise UserError(f"fit takes a MODEL or --loss, not both (got {model} and --loss).")
-    if not expr:
-        raise UserError("--wrt goes with --loss EXPR (the loss written as an expression).")
     if not opts["data"]:
         raise UserError("fit --loss needs data: --data FILE (a CSV with --target, .npz, .npy).")
     for flag, given in (("--compare", opts["compare"]), ("--autograd", opts["autograd"]),
@@ -556,7 +563,7 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
             test_fraction=opts["test_fraction"], chunk_rows=opts["chunk_rows"],
             distributed_run=opts["distributed"], hessian_dtype=opts["hessian_dtype"],
             hyper={k: opts[k] for k in ("epochs", "batch_size", "lr") if opts[k] is not None},
-            progress=term.enabled(as_json))
+            progress=term.fit_progress if term.enabled(as_json) else None, nll=opts["nll"])
     except expression.NotVerified as exc:
         if as_json:
             emit_json({"error": str(exc), "status": 1, "derivation": exc.report})
@@ -579,6 +586,7 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
                    + (" and at the data's first rows" if le["checked_at_data"] else "") + ")")
         if le["intercept"]:
             click.echo(f"intercept: {le['intercept']}")
+        click.echo(f"fitted {le['path']['text']}")
         quiet, every = opts["quiet"], opts["all_iterations"]
         _print_fit(out, iterations="none" if quiet else "all" if every else "capped")
     if out.get("interrupted"):

@@ -270,7 +270,7 @@ def load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
     notation = vars(mod).get("NOTATION")
     if notation is None:
         return spec
-    from handgrad.verify.in_notation import InNotation, path_of
+    from handgrad.pieces import InNotation, path_of
 
     files = notation if isinstance(notation, tuple) else (notation,)
     for one in files:
@@ -292,7 +292,7 @@ def _load_derivation(mod: ModuleType, model: Model) -> DerivationSpec:
     ns = vars(mod)
     linear = ns.get("LINEAR")
     if linear is not None:
-        from handgrad.fitting.sums import LinearLoss
+        from handgrad.pieces import PerSamplePieces as LinearLoss
 
         if not isinstance(linear, LinearLoss):
             raise _fail(mod, "LINEAR must be a handgrad.fitting.sums.LinearLoss")

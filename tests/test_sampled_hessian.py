@@ -35,10 +35,9 @@ def _counted(obj):
     kinds = []
     real = obj.fast.sums
 
-    def counting(x, *, need_g=True, need_H=True, need_f=True):
-        out = real(x, need_g=need_g, need_H=need_H, need_f=need_f)
-        kinds.append("g" if not need_H else ("sampled" if obj.fast.last_sampled else "full"))
-        return out
+    def counting(x, *, need_H=True, stride=1, **kw):
+        kinds.append("g" if not need_H else ("sampled" if stride > 1 else "full"))
+        return real(x, need_H=need_H, stride=stride, **kw)
     obj.fast.sums = counting
     return kinds
 
@@ -57,9 +56,7 @@ def test_a_sampled_hessian_is_the_hessian_of_its_chunks_scaled_to_every_row():
     k = S.sample_stride()
     assert k > 1, k
     theta = 0.1 * torch.randn(41, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    S.sample_hess = True
-    f, g, H = S.sums(theta)
-    assert S.last_sampled
+    f, g, H = S.sums(theta, stride=k)
     c = S.chunk_rows
     rows = torch.cat([torch.arange(i, min(i + c, 70_000)) for i in range(0, 70_000, c * k)])
     Xs, ys = data.X[rows], data.y[rows]
@@ -106,24 +103,34 @@ def test_the_step_that_ends_the_fit_is_judged_by_a_full_hessian(monkeypatch):
 
 
 def test_a_sampled_hessian_is_never_handed_out():
-    """After a fit, and whenever sampling is off, hess(x) is the full sum (checked against
-    torch.func.hessian over every row), even where the cache holds a sampled one."""
+    """After a fit, the Hessian handed out (FitResult.hessian) and hess(x) are the full sum
+    (checked against torch.func.hessian over every row); and where the pass at x holds a
+    sampled Hessian once sampling is off, the solver forms the full one and hands out none
+    it did not form in full."""
     data = _data(n=70_000, seed=2)
     obj, like = _objective(data)
-    res = solvers.newton(obj, flatten(like), tol=1e-8)
+    res = solvers.newton(obj, flatten(like), tol=1e-8, final_hessian=True)
     assert any("hessian_chunk_stride" in h for h in res.history)
     x = flatten(res.params)
     ref = torch.func.hessian(lambda t: _loss(t, data.X, data.y, 0.0))(x)
     assert torch.allclose(obj.hess(x), ref, rtol=1e-10, atol=1e-8)
-    # planted: a sampled Hessian in the cache at a new point, then sampling switched off
+    if res.hessian is not None:
+        assert torch.allclose(res.hessian, ref, rtol=1e-10, atol=1e-8)
+    # planted: the solver's pass at a new point holds a sampled Hessian, then sampling ends
     y = x + 0.01
-    obj.fast.sample_hess = True
-    obj.fast.value(y)  # speculative: f, g and a sampled H at y
-    assert obj.fast.hessian_sampled()
-    obj.fast.sample_hess = False
-    assert not obj.fast.has_hessian_at(y)
+    solver = solvers.NewtonSolver(tol=1e-8)
+    solver.setup(obj, y, solvers.FitResult({}, 0, False))
+    assert solver.stride > 1 and solver.here.stride == solver.stride  # sampled at y
+    sampled = solver.here.H
+    solver.stride = 1  # the quadratic phase
+    assert solver.update_gradient_hessian(0)
+    H = solver.H  # the Hessian the step solves with
     ref_y = torch.func.hessian(lambda t: _loss(t, data.X, data.y, 0.0))(y)
-    assert torch.allclose(obj.hess(y), ref_y, rtol=1e-10, atol=1e-8)
+    assert not torch.allclose(sampled, ref_y, rtol=1e-3, atol=0)
+    assert torch.allclose(H, ref_y, rtol=1e-10, atol=1e-8)
+    # a final pass whose Hessian is sampled is never handed out
+    solver.here = solvers.Pass(solver.x, solver.here.f, solver.here.g, sampled, stride=2)
+    assert solver.finalize(0.0).hessian is None
 
 
 # the standard errors and the fit text: tests/test_chord.py (parametrized over both)

@@ -21,7 +21,6 @@ from handgrad.errors import HandgradWarning, UserError
 from handgrad.fitting import pipeline, solvers
 from handgrad.fitting.solvers import FitResult, Objective, default_tol
 from handgrad.params import unflatten
-from handgrad.present import term
 
 LABELS = {
     "newton": "Newton (hand gradient + Hessian)",
@@ -116,14 +115,15 @@ def _summary(solver: str, derivatives: str, res: dict) -> dict:
             "message": res["message"], "history": res["history"]}
 
 
-def run(model: str, *, done: dict | None = None, progress: bool = False, status=None,
+def run(model: str, *, done: dict | None = None, progress=None, status=None,
         **fit_kw) -> dict:
     """Fit ``model`` with each iterative solver and the autograd L-BFGS reference.
 
     ``fit_kw`` are :func:`handgrad.fitting.pipeline.fit`'s data and stopping options (seed, data_path,
     l2, device, dtype, max_iter, tol, ...), the same for every run, so every run sees the
     same data, split and start.  ``done`` is an ``pipeline.fit`` result already at hand (its
-    solver is not rerun); ``status(name)`` is told which run is starting."""
+    solver is not rerun); ``status(name)`` is told which run is starting; ``progress`` is
+    :func:`handgrad.fitting.pipeline.fit`'s progress factory, used for every run."""
     entry = registry.get(model)
     fit_kw = {k: v for k, v in fit_kw.items() if k not in ("solver", "autograd", "solver_fn")}
     for key, flag in (("chunk_rows", "--chunk-rows"), ("distributed_run", "--distributed"),
@@ -149,7 +149,7 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
     # autograd derivatives and L-BFGS in place of the named solver
     host = "gd" if "gd" in entry.solvers else (iterative_solvers(entry) or [None])[0]
     if host is not None:
-        ref = _quiet_fit(model, solver=host, autograd=True, progress=False, solver_fn=_lbfgs_fn(
+        ref = _quiet_fit(model, solver=host, autograd=True, progress=None, solver_fn=_lbfgs_fn(
             progress, fit_kw.get("tol")), **fit_kw)
         runs.append(_summary("lbfgs", "autograd", ref))
     best = min((r["loss"] for r in runs if math.isfinite(r["loss"])), default=float("nan"))
@@ -159,14 +159,14 @@ def run(model: str, *, done: dict | None = None, progress: bool = False, status=
     return {"model": model, "runs": runs, "best_loss": best, "tol": tol_used, "dtype": dtype}
 
 
-def _lbfgs_fn(progress: bool, tol):
+def _lbfgs_fn(progress, tol):
     """L-BFGS with the host solver's call signature (its extra options are ignored)."""
     def fn(obj, x0, *, tol=tol, max_iter=None, callback=None, **_):
         kw = {"tol": tol}
         if max_iter is not None:
             kw["max_iter"] = max_iter
-        bar = term.fit_progress("lbfgs", default_tol(x0.dtype) if tol is None else tol,
-                                active=True) if progress else None
+        bar = progress("lbfgs", default_tol(x0.dtype) if tol is None else tol) \
+            if progress else None
         cbs = [c for c in (bar, callback) if c is not None]
 
         def cb(k, entry):
@@ -180,7 +180,8 @@ def _lbfgs_fn(progress: bool, tol):
     return fn
 
 
-def _verdict(run: dict) -> str:
+def verdict(run: dict) -> str:
+    """A run's outcome in a word: yes, stalled (at the loss's float resolution), no (cap), NO."""
     if run["converged"]:
         return "yes"
     if "precision limit" in run["message"]:
@@ -188,12 +189,3 @@ def _verdict(run: dict) -> str:
     if run["message"].startswith("did not converge after"):
         return "no (cap)"
     return "NO"
-
-
-def table(cmp: dict) -> str:
-    """The comparison as an aligned terminal table."""
-    rows = [[r["label"], str(r["iterations"]), _verdict(r),
-             f"{r['loss']:.12g}", term.fmt(r["loss"] - cmp["best_loss"], ".1e"),
-             f"{r['grad_norm']:.2e}", f"{r['seconds']:.3f}"] for r in cmp["runs"]]
-    return term.table(["solver", "iterations", "converged", "loss", "loss - best", "|grad|",
-                       "seconds"], rows, align="lrlrrrr")

@@ -94,12 +94,14 @@ def covariance_from_hessian(H: torch.Tensor, warns: list[str]):
 
 # --- the summary ---------------------------------------------------------------------------
 
-def has_table(entry) -> bool:
-    """Whether summary() gives this model a coefficient table (least squares, likelihoods):
-    one weight vector on the features (+ intercept), and a covariance rule."""
+def has_table(entry, sandwich: bool = False) -> bool:
+    """Whether summary() gives this model a coefficient table (least squares, likelihoods,
+    and with ``sandwich`` a model through a linear predictor): one weight vector on the
+    features (+ intercept), and a covariance rule."""
     m = entry.model
+    robust = sandwich and entry.derivation.linear is not None
     return m.coefficient_vector and (m.covariance is not None or (
-        m.likelihood is not None and entry.has_hessian))
+        (m.likelihood is not None or robust) and entry.has_hessian))
 
 
 @dataclass
@@ -117,11 +119,14 @@ class FitStats:
 def summary(entry, theta: torch.Tensor, names: list[str], stats: FitStats, *,
             hessian: torch.Tensor | None, extra: dict, hp: dict, warns: list[str],
             intercept: bool, transform: dict | None = None,
-            iterations: int | None = None) -> dict | None:
+            iterations: int | None = None, meat: torch.Tensor | None = None) -> dict | None:
     """The coefficient table and fit statistics, JSON-ready; None for models without a
     coefficient table.  ``theta`` is the flat estimate, ``hessian`` the hand Hessian at it
-    (the fit's own final Hessian where it has one; least squares uses ``extra``'s factor)."""
-    if not has_table(entry):
+    (the fit's own final Hessian where it has one; least squares uses ``extra``'s factor).
+    ``meat``: sum_i g_i g_i' of the rows' gradients; then Cov = H^-1 meat H^-1, the sandwich
+    (robust; statsmodels' cov_type='HC0'), and the likelihood statistics only where the
+    model has a likelihood."""
+    if not has_table(entry, meat is not None):
         return None
     model = entry.model
     theta = theta.detach().cpu().to(torch.float64)  # the table is small: CPU
@@ -134,7 +139,14 @@ def summary(entry, theta: torch.Tensor, names: list[str], stats: FitStats, *,
     else:
         df = None
         cov = None if hessian is None else covariance_from_hessian(hessian, warns)
-        out.update(_likelihood_stats(model.likelihood, stats, intercept, p))
+        if meat is not None:
+            if cov is not None:
+                cov = cov @ meat.to(cov) @ cov
+            out["covariance"] = SANDWICH
+        if model.likelihood is not None:
+            out.update(_likelihood_stats(model.likelihood, stats, intercept, p))
+        else:
+            out.update(kind="robust", n=stats.n)
     if cov is not None:
         cov = cov.detach().cpu().to(torch.float64)
     if transform is not None:
@@ -178,6 +190,18 @@ def _flag_perfect_fit(out: dict, st: FitStats, warns: list[str]) -> None:
     out["perfect_fit"] = True
     warns.append(msg)
     warnings.warn(msg, HandgradWarning, stacklevel=2)
+
+
+SANDWICH = ("sandwich (robust, as statsmodels' cov_type='HC0'): H^-1 (sum_i g_i g_i') H^-1, "
+            "g_i the gradient of row i's loss, H the Hessian at the estimate")
+
+
+def without_errors(coefficients: dict, why: str) -> dict:
+    """A coefficient table with no standard errors and the one-line reason."""
+    return {"kind": "none", "scale": "original", "level": LEVEL, "statistic": "z",
+            "note": why, "terms": [{"term": k, "coef": v, "std_err": None, "stat": None,
+                                    "p_value": None, "ci_low": None, "ci_high": None}
+                                   for k, v in coefficients.items()]}
 
 
 def _f64(transform: dict) -> dict:
@@ -242,6 +266,12 @@ def format_summary(s: dict, truth: dict | None = None) -> list[str]:
     stat = s["statistic"]
     pct = f"{LEVEL:.0%}"
     lines = []
+    if s["kind"] == "none":  # coefficients only, and why
+        width = max([4] + [len(r["term"][:20]) for r in s["terms"]])
+        lines.append(f"{'term':<{width}} {'coef':>17}")
+        lines.append("-" * (width + 18))
+        lines.extend(f"{r['term'][:20]:<{width}} {r['coef']:>17.10g}" for r in s["terms"])
+        return lines + ["", f"note: {s['note']}"]
     head = (f"{'term':<20} {'coef':>17} {'std err':>11} {stat:>8} {'P>|' + stat + '|':>9} "
             f"{'[' + pct:>13} {'interval]':>12}")
     if "standardized_coef" in s:
@@ -270,6 +300,9 @@ def format_summary(s: dict, truth: dict | None = None) -> list[str]:
                          f"{s['condition_unscaled']:.3g} as given)   rank {s['rank']}"
                          + (f"   refinement steps {s['refinement_steps']}"
                             if s.get("refinement_steps") else ""))
+    elif s["kind"] == "robust":
+        lines.append(f"n {s['n']}   no log-likelihood: the loss is not declared a negative "
+                     "log-likelihood")
     else:
         lines.append(f"log-likelihood {s['log_likelihood']:.10g}   AIC {s['aic']:.6g}   "
                      f"BIC {s['bic']:.6g}   n {s['n']}")
@@ -278,6 +311,8 @@ def format_summary(s: dict, truth: dict | None = None) -> list[str]:
                          f"({s['null_model']})   pseudo R^2 (McFadden) "
                          f"{s['pseudo_r_squared']:.6g}   LR chi2({s['llr_df']}) {s['llr']:.6g}, "
                          f"p {s['llr_p_value']:.3g}")
+    if s.get("covariance"):
+        lines.append(f"standard errors: {s['covariance']}")
     if s.get("note"):
         lines.append(f"note: {s['note']}")
     extra = []

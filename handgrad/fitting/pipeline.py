@@ -76,20 +76,24 @@ def _streamed(data_path, chunk_rows) -> bool:
 def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=None,
         target=None, features=None, intercept: bool = True, l2: float = 0.0, device="auto",
         dtype="float64", seed: int = 0, n_samples=None, n_features=None, max_iter=None,
-        tol=None, tf32: bool = False, progress: bool = False, hyper: dict | None = None,
+        tol=None, tf32: bool = False, progress=None, hyper: dict | None = None,
         callback=None, standardize: bool = False, test_fraction: float | None = None,
         chunk_rows: int | None = None, distributed_run: bool = False,
         hessian_dtype: str | None = None, solver_fn=None, data: Data | None = None,
-        exclude: list[str] | None = None, dropna: bool = False) -> dict:
+        exclude: list[str] | None = None, dropna: bool = False, sandwich: bool = False) -> dict:
     """Fit a model (a registered name, or a registry Entry built elsewhere, such as one
     derived from an expression); returns the JSON-ready result (the CLI's ``--json``).
 
     ``data`` (a :class:`Data`, e.g. from validate.from_arrays) replaces ``data_path`` and
     the synthetic set.  ``chunk_rows`` sums over row chunks (a .npy/.npz file is then
     streamed from disk); ``distributed_run`` splits the rows across torchrun processes;
-    ``hessian_dtype="float32"`` forms the Hessian blocks in float32.  ``progress`` draws a
-    bar on stderr; ``callback(k, entry)`` is called after each iteration; ``solver_fn``
-    runs instead of the named solver on the same objective (the comparison's L-BFGS)."""
+    ``hessian_dtype="float32"`` forms the Hessian blocks in float32.  ``progress`` (a factory
+    ``progress(solver, tol) -> callback`` whose callback has a ``close()``, e.g.
+    handgrad.present.term.fit_progress: a bar on stderr) and ``callback(k, entry)`` are
+    called after each iteration; ``solver_fn`` runs instead of the named solver on the same
+    objective (the comparison's L-BFGS).
+    ``sandwich``: robust standard errors H^-1 (sum_i g_i g_i') H^-1 (statsmodels' HC0) for
+    a model through a linear predictor, g_i row i's gradient (fit --loss without --nll)."""
     entry = model if isinstance(model, registry.Entry) else registry.get(model)
     solver = validate.fit_choice(entry, solver, l2)
     validate.check_tol(tol)
@@ -113,7 +117,7 @@ def fit(model, *, solver: str | None = None, autograd: bool = False, data_path=N
                     n_features=n_features, max_iter=max_iter, tol=tol, progress=progress,
                     callback=callback, standardize=standardize, test_fraction=test_fraction,
                     chunk_rows=chunk_rows, solver_fn=solver_fn, data=data, dtype_name=dtype,
-                    exclude=exclude, dropna=dropna)
+                    exclude=exclude, dropna=dropna, sandwich=sandwich)
     finally:
         distributed.shutdown(ctx)
 
@@ -144,7 +148,7 @@ def _check_scaled(entry, solver, autograd, standardize, chunk_rows, distributed_
 def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path, target,
          features, intercept, seed, n_samples, n_features, max_iter, tol, progress, callback,
          standardize, test_fraction, chunk_rows, solver_fn, data, dtype_name, exclude=None,
-         dropna=False):
+         dropna=False, sandwich=False):
     t_load = time.perf_counter()
     test = truth = transform = None
     notes: list[str] = []
@@ -187,6 +191,11 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     if solver not in entry.model.closed_solvers:
         probe = data if data is not None else _probe(rows, dt, dev)
         params0 = entry.model.init_params(probe, intercept=intercept, seed=seed, **hp)
+        if reduce is not None:  # a start read from each shard's first rows: their mean, so
+            # that every process starts from (and so takes) the same iterates
+            flat = flatten(params0)
+            params0 = unflatten((reduce(flat.to(torch.float64)) / ctx.world).to(flat.dtype),
+                                params0)
         if data is not None:
             validate.preflight(entry, data, params0, hp)  # overflow: a UserError, not a warning
     for msg in early_warnings:
@@ -196,7 +205,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
                                 else rows, params0, hp, use_autograd=autograd,
                                 chunk_rows=chunk_rows or None, hess_dtype=hdt, reduce=reduce,
                                 penalty=ctx is None or ctx.rank == 0, make_data=_maker(data))
-        bar = _progress(solver, solvers.default_tol(dt) if tol is None else tol) \
+        bar = progress(solver, solvers.default_tol(dt) if tol is None else tol) \
             if progress else None
         kw = {"tol": tol, "callback": _both(bar, callback), **solver_kw}
         if max_iter is not None:
@@ -242,7 +251,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         "warnings": early_warnings + list(res.warnings),
         "scale": {"chunk_rows": chunk_rows,
                   "hessian_dtype": str(hdt or dt).replace("torch.", ""),
-                  "passes": getattr(obj.fast, "passes", None) if obj is not None else None,
+                  "passes": obj.passes if obj is not None else None,
                   "peak_rss_mb": peak_rss_mb(), "load_seconds": t0 - t_load,
                   **{k: extra[k] for k in ("method", "cond", "passes") if k in extra},
                   **({"method": extra["solver"]} if "solver" in extra else {})},
@@ -255,7 +264,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
         out["distributed"] = ctx.info()
     if entry.model.coefficient_vector:
         _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept, transform,
-                      separated, reduce, truth)
+                      separated, reduce, truth, sandwich)
     if truth is not None:
         out["true_params"] = {k: _tolist(v) for k, v in truth.items()}
     if data is not None:
@@ -402,7 +411,7 @@ def _closed_result(entry, solver, obj, params, extra, hp) -> solvers.FitResult:
 
 
 def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept, transform,
-                  separated, reduce, truth) -> None:
+                  separated, reduce, truth, sandwich=False) -> None:
     """The coefficient table (same keys on every path), from the fit's own Hessian."""
     model = entry.model
     bname = model.named(Role.INTERCEPT)
@@ -412,15 +421,15 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
     if truth is not None:  # the generating coefficients, by the same term names
         out["true_coefficients"] = dict(zip(terms, flatten(
             {k: truth[k] for k in res.params if k in truth}).detach().cpu().tolist()))
-    if separated or not inference.has_table(entry) or not res.history:
+    if separated or not inference.has_table(entry, sandwich) or not res.history:
         return
     x = theta
     H = None
-    if model.covariance is None:  # likelihood models: the inverse of the fit's Hessian
-        fast = obj.fast
-        if fast is not None and getattr(fast, "hess_dtype", None) is not None:
-            fast.hess_dtype, fast._H = None, None  # standard errors from a float64 Hessian
-        H = obj.hess(x)
+    if model.covariance is None:  # likelihood models: the inverse of the fit's Hessian at
+        # the final point: the one the solver's last pass formed over every row, unless it
+        # was formed in float32 blocks (--hessian-dtype), else a new pass (float64)
+        H = res.hessian if res.hessian is not None and not obj.lowered_hessian \
+            else obj.hess(x, exact=True)
     elif "R_scaled" not in extra and "R" not in extra:  # least squares fitted iteratively
         if data is not None and reduce is None:
             _, ls_extra = model.closed_form(data, intercept=intercept, factor_only=True, **hp)  # R
@@ -430,10 +439,11 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         else:  # R^T R = H / 2 = A^T A (+ l2/2 I), from the fit's own Hessian
             R = torch.linalg.cholesky(obj.hess(x).to(torch.float64) / 2, upper=True)
             extra = {"R": R, **_conditioning(R)}
+    meat = obj.score_outer(x) if sandwich and H is not None else None
     stats = _stats(entry, obj, rows, x, res.params, hp, intercept, reduce)
     summ = inference.summary(entry, theta, terms, stats, hessian=H, extra=extra, hp=hp,
                              warns=out["warnings"], intercept=intercept, transform=transform,
-                             iterations=res.iterations)
+                             iterations=res.iterations, meat=meat)
     if summ is None:
         return
     if not res.converged:
@@ -481,12 +491,6 @@ def _withhold_inference(summ: dict, warns: list[str], why: str) -> None:
     msg = f"standard errors withheld: the fit did not reach the optimum ({why})"
     warns.append(msg)
     warnings.warn(msg, HandgradWarning, stacklevel=2)
-
-
-def _progress(solver, tol):
-    from handgrad.present import term
-
-    return term.fit_progress(solver, tol, active=True)
 
 
 def _both(*callbacks):

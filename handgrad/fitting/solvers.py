@@ -4,6 +4,12 @@ All solvers work on the flattened parameter vector through an :class:`Objective`
 the same arguments, accept a per-iteration callback and return a :class:`FitResult`.
 Autograd is used only when the objective is built with ``use_autograd=True`` (the
 ``--autograd`` comparison runs).
+
+Newton is :class:`NewtonSolver` (``newton`` runs it): it owns its state, and its
+strategies (sampled Hessians in the damped phase, chord steps in the quadratic phase) are
+its own steps.  The objective and the sums under it only evaluate what they are asked
+for (:meth:`Objective.evaluate`); nothing outside this module reads or sets a solver's
+state, and the solver sets none on the objective (tests/test_solver_state.py).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Objective:
         self.entry, self.data, self.like, self.hp = entry, data, like, dict(hp or {})
         self.use_autograd = use_autograd
         self.reduce = reduce
+        self.hess_dtype = hess_dtype
         self.n_evals = {"loss": 0, "grad": 0, "hess": 0}
         self._scales: torch.Tensor | None | bool = False  # not computed yet
         # sums over row chunks (fused loss + gradient + Hessian for linear-predictor models,
@@ -40,6 +47,42 @@ class Objective:
             self.fast = sums.fast_sums(entry, data, like, self.hp, chunk_rows=chunk_rows,
                                        hess_dtype=hess_dtype, reduce=reduce, penalty=penalty,
                                        make_data=make_data)
+
+    @property
+    def fused(self) -> bool:
+        """Whether one pass over the rows forms f, g and the Hessian together (a model
+        through a linear predictor, handgrad.fitting.sums.LinearSums): then a solver may
+        ask for the gradient and the Hessian at a trial point in the pass that evaluates f
+        there, and for a Hessian summed over a sample of the rows."""
+        return self.fast is not None and self.entry.derivation.linear is not None
+
+    @property
+    def lowered_hessian(self) -> bool:
+        """Whether the fit's Hessians are formed in a lower precision (float32 blocks)."""
+        return self.fused and self.hess_dtype is not None
+
+    @property
+    def passes(self) -> int | None:
+        """Passes over the rows so far (row-chunked sums), else None."""
+        return self.fast.passes if self.fast is not None else None
+
+    def sample_stride(self) -> int:
+        """The chunk stride of a sampled Hessian (every k-th row chunk, scaled to every
+        row; see handgrad.fitting.sums.SAMPLE_ROWS_PER_PARAM); 1: none is offered."""
+        return self.fast.sample_stride() if self.fused else 1
+
+    def evaluate(self, x: torch.Tensor, *, grad: bool = False, hess: bool = False,
+                 stride: int = 1) -> Pass:
+        """f at x and, as asked, the gradient and the Hessian there: one pass over the rows
+        where the objective is fused, else one call each.  ``stride`` k > 1 (fused only):
+        the Hessian summed over every k-th row chunk, scaled to every row."""
+        if not self.fused:
+            return Pass(x, self.value(x), self.grad(x) if grad else None,
+                        self.hess(x) if hess else None, 1)
+        for key, on in (("loss", True), ("grad", grad), ("hess", hess)):
+            self.n_evals[key] += int(on)
+        f, g, H = self.fast.sums(x, need_g=grad, need_H=hess, stride=stride if hess else 1)
+        return Pass(x, f, g, H, stride if hess else 1)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["loss"] += 1
@@ -70,14 +113,38 @@ class Objective:
             self._scales = _column_scales(self)
         return self._scales
 
-    def hess(self, x: torch.Tensor) -> torch.Tensor:
+    def score_outer(self, x: torch.Tensor) -> torch.Tensor | None:
+        """sum_i g_i g_i^T of the rows' gradients (the sandwich's middle), for models through
+        a linear predictor (:meth:`handgrad.fitting.sums.LinearSums.score_outer`); else None."""
+        if self.fast is None or self.entry.derivation.linear is None:
+            return None
+        return self.fast.score_outer(x)
+
+    def hess(self, x: torch.Tensor, *, exact: bool = False) -> torch.Tensor:
+        """The Hessian at x, summed over every row (``exact``: formed in x's dtype even
+        where the fit forms it in float32 blocks: the standard errors' Hessian)."""
         self.n_evals["hess"] += 1
+        if self.fused:
+            return self.fast.hess(x, exact=exact)
         if self.fast is not None:
             return self.fast.hess(x)
         if self.use_autograd:
             return torch.func.hessian(
                 lambda v: self.entry.loss(unflatten(v, self.like), self.data, **self.hp))(x)
         return self.entry.hessian(unflatten(x, self.like), self.data, **self.hp)
+
+
+@dataclass
+class Pass:
+    """What one evaluation at a point formed: the loss there and, where asked, the
+    gradient and the Hessian (``stride`` 1: summed over every row; k > 1: over every k-th
+    row chunk, scaled to every row: a sampled Hessian)."""
+
+    x: torch.Tensor
+    f: torch.Tensor
+    g: torch.Tensor | None = None
+    H: torch.Tensor | None = None
+    stride: int = 1
 
 
 @dataclass
@@ -92,6 +159,9 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: params/history are what was reached
     x_reached: torch.Tensor | None = field(default=None, repr=False)  # iterate of history[-1]
+    # the Hessian at the final point, summed over every row, where the solver's last pass
+    # formed one (Newton); None otherwise.  Never a sampled or reused one.
+    hessian: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def loss(self) -> float:
@@ -170,34 +240,39 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def _interruptible(solver):
+def _interruptible(name: str):
     """Ctrl-C (KeyboardInterrupt) inside a solver returns the FitResult reached so far,
     marked ``interrupted``, instead of unwinding: the caller reports iteration, loss, |g|.
-    The solver publishes its result as ``obj.last_result`` and the iterate matching its
-    last history entry as ``res.x_reached``."""
-    @functools.wraps(solver)
-    def run(obj, x0, **kw):
-        obj.last_result = None
-        t0 = time.perf_counter()
-        try:
-            return solver(obj, x0, **kw)
-        except KeyboardInterrupt:
-            res = obj.last_result or FitResult({}, 0, False)
-            x = res.x_reached if res.x_reached is not None else x0
-            res.interrupted, res.converged = True, False
-            if res.history:
-                res.iterations = res.history[-1]["iteration"]
-            res.message = f"interrupted at iteration {res.iterations}"
-            res = _finish(res, obj, x, t0, 0)
-            return res
-    return run
+    The result is built here and handed to the solver (``res=``), which fills it in as it
+    goes, with ``res.x_reached`` the iterate of its last history entry."""
+    def wrap(solver):
+        @functools.wraps(solver)
+        def run(obj, x0, **kw):
+            res = FitResult({}, 0, False, solver=name)
+            t0 = time.perf_counter()
+            try:
+                return solver(obj, x0, res=res, **kw)
+            except KeyboardInterrupt:
+                x = res.x_reached if res.x_reached is not None else x0
+                res.interrupted, res.converged, res.hessian = True, False, None
+                if res.history:
+                    res.iterations = res.history[-1]["iteration"]
+                res.message = f"interrupted at iteration {res.iterations}"
+                return _finish(res, obj, x, t0, 0)
+        return run
+    return wrap
 
 
-@_interruptible
-def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int = 50,
-           callback=None, max_halvings: int = 40, chord: bool | None = None,
-           final_hessian: bool = False, sample: bool = True) -> FitResult:
+class NewtonSolver:
     """Damped Newton: Cholesky solve, Armijo backtracking, stop on |g| and the decrement.
+
+    In the shape of scikit-learn's NewtonSolver (sklearn/linear_model/_glm/_newton_solver.py):
+    :meth:`solve` runs :meth:`setup`, then per iteration :meth:`update_gradient_hessian`,
+    :meth:`inner_solve`, :meth:`check_convergence` and :meth:`line_search`, then
+    :meth:`finalize`.  The solver owns its state (each step's docstring says what it
+    sets); the objective only evaluates (:meth:`Objective.evaluate`: one pass forming f
+    and, as asked, g and the Hessian, over every row or, for a sampled Hessian, every
+    k-th row chunk).
 
     lambda^2 = g^T H^-1 g is the Newton decrement; lambda^2 / 2 is the decrease the
     quadratic model predicts for the full step.  Converged when either
@@ -212,135 +287,233 @@ def newton(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_it
 
     The decrement, the loss, cond(D H D) and so the second test do not change when a
     column is rescaled or the columns are reordered (Newton's iterates are affine
-    invariant); the first keeps the iterations of well-scaled fits.  If the Cholesky factorisation fails,
-    a ridge mu I is added (mu growing tenfold) and a warning names the iteration; if the
-    step does not descend, a warning is given and the gradient direction is used.
+    invariant); the first keeps the iterations of well-scaled fits.  If the Cholesky
+    factorisation fails, a ridge mu I is added (mu growing tenfold) and a warning names the
+    iteration; if the step does not descend, a warning is given and the gradient direction
+    is used.
 
-    ``chord`` (default: fused sums with CHORD_MIN_PARAMS parameters or more): chord steps
-    in the quadratic phase, see CHORD_ENTER below.  ``final_hessian``: the caller needs
-    the Hessian at the final point (standard errors), so the chord step expected to end
-    the fit forms it in its own pass.  ``sample`` (with chord steps, on enough rows): the
-    damped steps before the quadratic phase solve with a Hessian summed over a sample of
-    the rows, scaled to all of them (the loss, gradient and every stopping test are full;
-    the first step that may end the fit, or whose Hessian needs damping, re-forms it in full).
+    Two strategies, both steps of this solver, on a fused objective only:
+
+    * ``chord`` (default: CHORD_MIN_PARAMS parameters or more): chord steps in the
+      quadratic phase, see CHORD_ENTER below.  ``final_hessian``: the caller needs the
+      Hessian at the final point (standard errors), so the chord step expected to end the
+      fit forms it in its own pass.
+    * ``sample`` (with chord steps, on enough rows): the damped steps before the quadratic
+      phase solve with a Hessian summed over a sample of the rows, scaled to all of them
+      (the loss, gradient and every stopping test are full; the first step that may end
+      the fit, or whose Hessian needs damping, re-forms it in full).
+
+    The rule: every Hessian handed out (``FitResult.hessian``) and every Hessian a stopping
+    decision reads is the full sum of the verified formula at that point.
     """
-    tol = default_tol(x0.dtype) if tol is None else tol
-    res = FitResult({}, 0, False, solver="newton")
-    obj.last_result = res
-    t0 = time.perf_counter()
-    x = x0.clone()
-    fast = getattr(obj, "fast", None)
-    if fast is not None:  # chunked sums: one pass gives f, g and H
-        fast.speculate = True
-    if chord is None:
-        chord = fast is not None and hasattr(fast, "speculate_hess") and x0.numel() >= CHORD_MIN_PARAMS
-    # the damped phase's Hessians summed over a sample of the rows (see SAMPLE_ROWS_PER_PARAM
-    # in handgrad/fitting/sums.py); full ones from the quadratic phase on
-    sampling = bool(chord and sample and hasattr(fast, "sample_stride") and fast.sample_stride() > 1)
-    if sampling:
-        fast.sample_hess = True
-    reused = None  # (H, its Cholesky factor) while chord steps reuse a Hessian
-    f = obj.value(x)
-    prev_dec = math.inf  # lambda^2 / 2 at the previous iterate
-    prev_gnorm, prev_full = math.inf, False
-    for k in range(max_iter + 1):
-        g = obj.grad(x)
-        gnorm = g.norm().item()
+
+    def __init__(self, *, tol: float | None = None, max_iter: int = 50, callback=None,
+                 max_halvings: int = 40, chord: bool | None = None, final_hessian: bool = False,
+                 sample: bool = True):
+        self.tol, self.max_iter, self.callback = tol, max_iter, callback
+        self.max_halvings, self.chord, self.final_hessian = max_halvings, chord, final_hessian
+        self.sample = sample
+
+    # -- the steps -----------------------------------------------------------------------
+    def setup(self, obj: Objective, x0: torch.Tensor, res: FitResult) -> None:
+        """Sets: obj, res, tol, x (a copy of x0), the strategies (``chord``; ``stride``, the
+        sampled Hessian's chunk stride, 1 once sampling is off), ``here`` (the pass at x:
+        f and, on a fused objective, g and a Hessian), ``reused`` (None: no chord Hessian
+        yet), and the previous iteration's decrement, |g| and whether its step was full."""
+        self.obj, self.res = obj, res
+        self.tol = default_tol(x0.dtype) if self.tol is None else self.tol
+        self.x = x0.clone()
+        # a fused objective forms f, g and H in one pass; any other (also a duck-typed one
+        # with value, grad and hess) is asked for each
+        self.fused = fused = isinstance(obj, Objective) and obj.fused
+        self.chord = fused and (x0.numel() >= CHORD_MIN_PARAMS if self.chord is None
+                                else bool(self.chord))
+        # the damped phase's Hessians summed over a sample of the rows (see
+        # SAMPLE_ROWS_PER_PARAM in handgrad/fitting/sums.py); full ones from the quadratic phase on
+        self.stride = obj.sample_stride() if self.chord and self.sample else 1
+        self.reused = None  # (H, its Cholesky factor, its iteration) while chord steps reuse it
+        self.prev_dec = math.inf  # lambda^2 / 2 at the previous iterate
+        self.prev_gnorm, self.prev_full = math.inf, False
+        self.here = self._pass(self.x, hess=True)
+
+    def update_gradient_hessian(self, k: int) -> bool:
+        """Sets: g and gnorm at x (from the pass at x where it formed them), ``entry`` (this
+        iteration's history line, appended), ``level`` (the loss's resolution test), and H:
+        the reused chord Hessian (``hessian_from``) while chord steps pay, else the Hessian
+        at x (sampled in the damped phase: ``hessian_chunk_stride``).  False: stop (a
+        non-finite value, or the last iteration with nothing left to decide)."""
+        res, x = self.res, self.x
+        if self.here.g is None:
+            self.here.g = self.obj.grad(x)
+        self.g = g = self.here.g
+        self.gnorm = gnorm = g.norm().item()
+        f = self.here.f
         if not (_finite(f) and math.isfinite(gnorm)):
             res.message = (f"non-finite loss or gradient at iteration {k}; the data may have "
                            "extreme magnitudes (try --standardize) or the model may diverge")
-            break
-        entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
-        res.history.append(entry)
+            return False
+        self.entry = {"iteration": k, "loss": f.item(), "grad_norm": gnorm, "step": 0.0}
+        res.history.append(self.entry)
         res.x_reached = x
-        level = min(tol, loss_resolution(f))
-        if k == max_iter and gnorm > tol and prev_dec > level:
-            break
-        if reused is not None and (gnorm > CHORD_RATE * prev_gnorm or fast.has_hessian_at(x)):
-            reused = None  # the reused Hessian no longer pays, or this pass formed one: a fresh one
-        if reused is not None:
-            H, how = reused[0], ""
-            d = -torch.cholesky_solve(g.unsqueeze(1), reused[1]).squeeze(1)
-            entry["hessian_from"] = reused[2]  # a chord step: the Hessian of that iteration
+        self.level = min(self.tol, loss_resolution(f))
+        if k == self.max_iter and gnorm > self.tol and self.prev_dec > self.level:
+            return False
+        if self.reused is not None and (gnorm > CHORD_RATE * self.prev_gnorm or
+                                        self._usable(self.here)):
+            self.reused = None  # the reused Hessian no longer pays, or this pass formed one
+        if self.reused is not None:
+            self.H = self.reused[0]
+            self.entry["hessian_from"] = self.reused[2]  # a chord step: that iteration's Hessian
+            return True
+        if self.stride > 1 and self.prev_full and gnorm <= CHORD_ENTER * self.prev_gnorm:
+            self.stride = 1  # the quadratic phase: full Hessians
+        self.H = self._hessian_here()
+        return True
+
+    def inner_solve(self, k: int) -> None:
+        """Sets: d (the Newton direction, H d = -g, by Cholesky; damped if H is not positive
+        definite, ``how`` saying so, or -g if d does not descend), slope = g.d, and, on the
+        quadratic phase's first full Hessian, ``reused`` (H and its factor, for chord
+        steps).  A sampled Hessian that needs damping, or whose step may end the fit (the
+        stopping tests read the decrement), is replaced by the full one first."""
+        g = self.g
+        if self.reused is not None:
+            self.d, self.how = -torch.cholesky_solve(g.unsqueeze(1), self.reused[1]).squeeze(1), ""
         else:
-            if sampling and prev_full and gnorm <= CHORD_ENTER * prev_gnorm:
-                fast.sample_hess = sampling = False  # the quadratic phase: full Hessians
-            H = lift_flat_directions(obj, x, obj.hess(x))
-            d, how = _newton_direction(H, g)
-            if sampling and (how or gnorm <= tol or -(g @ d).item() / 2 <= tol):
-                # a sampled Hessian that needs damping, or a step that may end the fit (the
-                # stopping tests read the decrement): the full Hessian decides
-                fast.sample_hess = sampling = False
-                H = lift_flat_directions(obj, x, obj.hess(x))
-                d, how = _newton_direction(H, g)
-            if sampling and fast.hessian_sampled():
-                entry["hessian_chunk_stride"] = fast.sample_stride()  # every k-th row chunk
-            if chord and not how and not sampling and prev_full and gnorm <= CHORD_ENTER * prev_gnorm:
-                L, info = torch.linalg.cholesky_ex(H)  # quadratic phase: reuse H for chord steps
+            self.d, self.how = _newton_direction(self.H, g)
+            if self.stride > 1 and (self.how or self.gnorm <= self.tol or
+                                    -(g @ self.d).item() / 2 <= self.tol):
+                self.stride = 1  # the full Hessian decides
+                self.H = self._hessian_here()
+                self.d, self.how = _newton_direction(self.H, g)
+            if self.here.H is not None and self.here.stride > 1 and self.stride > 1:
+                self.entry["hessian_chunk_stride"] = self.here.stride  # every k-th row chunk
+            if self.chord and not self.how and self.stride == 1 and self.prev_full and \
+                    self.gnorm <= CHORD_ENTER * self.prev_gnorm:
+                L, info = torch.linalg.cholesky_ex(self.H)  # quadratic phase: reuse H
                 if int(info) == 0:
-                    reused = (H, L, k)
-        if how:
-            _warn(res, f"Newton iteration {k}: {how}")
-        slope = (g @ d).item()
-        if not slope < 0:
-            _warn(res, f"Newton iteration {k}: step does not descend (g.d = {slope:.3g}); "
-                       "taking a gradient step instead")
-            d, slope = -g, -(g @ g).item()
-        dec = entry["decrement"] = -slope / 2  # lambda^2 / 2
-        if gnorm <= tol and dec <= tol:
+                    self.reused = (self.H, L, k)
+        if self.how:
+            _warn(self.res, f"Newton iteration {k}: {self.how}")
+        self.slope = (g @ self.d).item()
+        if not self.slope < 0:
+            _warn(self.res, f"Newton iteration {k}: step does not descend (g.d = "
+                            f"{self.slope:.3g}); taking a gradient step instead")
+            self.d, self.slope = -g, -(g @ g).item()
+
+    def check_convergence(self, k: int) -> bool:
+        """Sets: ``dec`` (lambda^2 / 2, also in the history line) and, when the fit ends
+        here, res.converged and res.message.  True: stop (converged, or the last iteration)."""
+        res, f = self.res, self.here.f
+        dec = self.dec = self.entry["decrement"] = -self.slope / 2
+        if self.gnorm <= self.tol and dec <= self.tol:
             res.converged = True
-            break
-        if dec <= level and prev_dec <= level and not how and reused is None and trusted(H):
+            return True
+        if dec <= self.level and self.prev_dec <= self.level and not self.how and \
+                self.reused is None and trusted(self.H):
             # (not on a chord step: its |g| still falls, linearly, so |g| is not rounding)
             res.converged = True
-            res.message = at_resolution(dec, f, gnorm, tol)
-            break
-        if k == max_iter:
-            break
-        rate = gnorm / prev_gnorm if reused is not None and "hessian_from" in entry else None
-        prev_dec, prev_gnorm = dec, gnorm
-        if fast is not None and chord:
-            # a chord step's trial pass forms f and g alone, unless this step is expected to
-            # end the fit (|g| times the last chord rate <= tol): then the Hessian there too,
-            # which the standard errors need
-            ends = final_hessian and rate is not None and gnorm * rate <= tol
-            fast.speculate_hess = reused is None or ends
-        t, f_new = 1.0, obj.value(x + d)
+            res.message = at_resolution(dec, f, self.gnorm, self.tol)
+            return True
+        return k == self.max_iter
+
+    def line_search(self, k: int) -> bool:
+        """Armijo backtracking from t = 1 along d.  Sets: x, ``here`` (the accepted trial's
+        pass: f and, fused, g and a Hessian unless a chord step's pass needs none), the
+        step t in the history line, prev_dec / prev_gnorm / prev_full, res.iterations.
+        False: stop (no step found; res.message says why, res.converged at the precision
+        limit)."""
+        res, f, d, slope = self.res, self.here.f, self.d, self.slope
+        rate = (self.gnorm / self.prev_gnorm
+                if self.reused is not None and "hessian_from" in self.entry else None)
+        self.prev_dec, self.prev_gnorm = self.dec, self.gnorm
+        # a chord step's trial pass forms f and g alone, unless this step is expected to end
+        # the fit (|g| times the last chord rate <= tol): then the Hessian there too, which
+        # the standard errors need
+        ends = self.final_hessian and rate is not None and self.gnorm * rate <= self.tol
+        hess = not self.chord or self.reused is None or ends
+        t = 1.0
+        trial = self._pass(self.x + d, hess=hess)
         # a predicted decrease below what f can resolve: Armijo cannot judge the step (it
         # would halve on rounding noise); the decrement is tiny, so the full step is taken
         noise = loss_resolution(f)
-        for _ in range(max_halvings):
-            if _finite(f_new) and (f_new.item() <= f.item() + 1e-4 * t * slope
-                                   or (-slope <= noise and f_new.item() <= f.item() + noise)):
+        for _ in range(self.max_halvings):
+            if _finite(trial.f) and (trial.f.item() <= f.item() + 1e-4 * t * slope
+                                     or (-slope <= noise and trial.f.item() <= f.item() + noise)):
                 break
             t *= 0.5
-            f_new = obj.value(x + t * d)
+            trial = self._pass(self.x + t * d, hess=hess)
         else:
-            if gnorm <= 10 * tol or _stalled(f, slope):
+            if self.gnorm <= 10 * self.tol or _stalled(f, slope):
                 res.message = "line search made no progress: at the precision limit"
-                res.converged = gnorm <= tol
-                if not res.converged and dec <= min(tol, _STALL * loss_resolution(f)) \
-                        and not how and trusted(H):
+                res.converged = self.gnorm <= self.tol
+                if not res.converged and self.dec <= min(self.tol, _STALL * loss_resolution(f)) \
+                        and not self.how and trusted(self.H):
                     res.converged = True  # the decrement, not |g|, says where we are
                     res.message = "line search made no progress: " + at_resolution(
-                        dec, f, gnorm, tol)
-                break
-            _warn(res, f"Newton iteration {k}: line search exhausted after {max_halvings} halvings")
+                        self.dec, f, self.gnorm, self.tol)
+                return False
+            _warn(res, f"Newton iteration {k}: line search exhausted after "
+                       f"{self.max_halvings} halvings")
             res.message = "line search exhausted"
-            break
-        x = x + t * d
-        f = f_new
-        entry["step"] = t
-        prev_full = t == 1.0
+            return False
+        self.x, self.here = trial.x, trial
+        self.entry["step"] = t
+        self.prev_full = t == 1.0
         if t < 1.0:
-            reused = None  # a damped step: out of the quadratic phase
+            self.reused = None  # a damped step: out of the quadratic phase
         res.iterations = k + 1
-        if callback is not None:
-            callback(k, entry)
-    if fast is not None and chord:
-        fast.speculate_hess = True
-        fast.sample_hess = False
-    return _finish(res, obj, x, t0, max_iter)
+        if self.callback is not None:
+            self.callback(k, self.entry)
+        return True
+
+    def finalize(self, t0: float) -> FitResult:
+        """Sets: res.params, res.seconds, res.message (if none yet) and res.hessian: the
+        Hessian at the final point where the last pass formed it over every row."""
+        here = self.here
+        if here.H is not None and here.stride == 1 and here.x is self.x:
+            self.res.hessian = here.H
+        return _finish(self.res, self.obj, self.x, t0, self.max_iter)
+
+    def solve(self, obj: Objective, x0: torch.Tensor, res: FitResult | None = None) -> FitResult:
+        res = FitResult({}, 0, False, solver="newton") if res is None else res
+        t0 = time.perf_counter()
+        self.setup(obj, x0, res)
+        for k in range(self.max_iter + 1):
+            if not self.update_gradient_hessian(k):
+                break
+            self.inner_solve(k)
+            if self.check_convergence(k) or not self.line_search(k):
+                break
+        return self.finalize(t0)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _pass(self, x: torch.Tensor, *, hess: bool) -> Pass:
+        """The evaluation at x: on a fused objective f, g and (``hess``) a Hessian, sampled
+        while the stride is above 1, in one pass; otherwise f alone."""
+        if not self.fused:
+            return Pass(x, self.obj.value(x))
+        return self.obj.evaluate(x, grad=True, hess=hess, stride=self.stride)
+
+    def _usable(self, p: Pass) -> bool:
+        """Whether a pass's Hessian may be used now: formed, and full unless sampling is on."""
+        return p.H is not None and (p.stride == 1 or self.stride > 1)
+
+    def _hessian_here(self) -> torch.Tensor:
+        """The Hessian at x (from the pass at x where usable, else a new pass, which then is
+        the pass at x), lifted along exactly flat directions."""
+        if not self._usable(self.here):
+            if self.fused:
+                self.here = self.obj.evaluate(self.x, grad=True, hess=True, stride=self.stride)
+            else:
+                self.here.H = self.obj.hess(self.x)
+        return lift_flat_directions(self.obj, self.x, self.here.H)
+
+
+@_interruptible("newton")
+def newton(obj: Objective, x0: torch.Tensor, *, res: FitResult | None = None, **kw) -> FitResult:
+    """Newton's method (:class:`NewtonSolver`, whose docstring has the options)."""
+    return NewtonSolver(**kw).solve(obj, x0, res)
 
 
 # Chord steps (Newton's quadratic phase): once a full Newton step has cut |g| by
@@ -403,9 +576,10 @@ def _newton_direction(H: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, s
     return -g, "Hessian could not be factorised even with damping; took a gradient step"
 
 
-@_interruptible
+@_interruptible("gd")
 def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = None,
-                     max_iter: int = 5000, callback=None, max_halvings: int = 60) -> FitResult:
+                     max_iter: int = 5000, callback=None, max_halvings: int = 60,
+                     res: FitResult | None = None) -> FitResult:
     """Gradient descent with Armijo backtracking; the step doubles after each success.
 
     Converged when ||g / s|| <= tol, s the columns' scales (:meth:`Objective.scales`): the
@@ -413,9 +587,8 @@ def gradient_descent(obj: Objective, x0: torch.Tensor, *, tol: float | None = No
     when a column is rescaled or the columns are reordered (|g| itself grows with a
     column's units, and its rounding with it).  Without columns (s = 1) it is ||g||."""
     tol = default_tol(x0.dtype) if tol is None else tol
-    res = FitResult({}, 0, False, solver="gd")
-    scales = obj.scales() if hasattr(obj, "scales") else None
-    obj.last_result = res
+    res = FitResult({}, 0, False, solver="gd") if res is None else res
+    scales = obj.scales() if isinstance(obj, Objective) else None
     t0 = time.perf_counter()
     x = x0.clone()
     f = obj.value(x)
@@ -520,7 +693,7 @@ def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float
                max_iter: int | None = None, callback=None, epochs: int = 30,
                batch_size: int = 32, lr: float | None = None, momentum: float = 0.9,
                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-               seed: int = 0) -> FitResult:
+               seed: int = 0, res: FitResult | None = None) -> FitResult:
     """Epochs over a seeded shuffle of the rows, one step per minibatch B.
 
     The step direction is the per-sample mean gradient estimate
@@ -543,8 +716,7 @@ def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1; got {batch_size}.")
     epochs = epochs if max_iter is None else min(epochs, max_iter)
-    res = FitResult({}, 0, False, solver=method)
-    obj.last_result = res
+    res = FitResult({}, 0, False, solver=method) if res is None else res
     t0 = time.perf_counter()
     data, n = obj.data, obj.data.n
     B = min(batch_size, n)
@@ -605,22 +777,23 @@ def _minibatch_loop(obj: Objective, x0: torch.Tensor, *, method: str, tol: float
     return _finish(res, obj, x, t0, epochs)
 
 
-@_interruptible
+@_interruptible("sgd")
 def sgd(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int | None = None,
         callback=None, epochs: int = 30, batch_size: int = 32, lr: float | None = None,
-        momentum: float = 0.9, seed: int = 0) -> FitResult:
+        momentum: float = 0.9, seed: int = 0, res: FitResult | None = None) -> FitResult:
     """Minibatch gradient descent with (heavy-ball) momentum; lr defaults to 0.01."""
     return _minibatch(obj, x0, method="sgd", tol=tol, max_iter=max_iter, callback=callback,
-                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, seed=seed)
+                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, seed=seed,
+                      res=res)
 
 
-@_interruptible
+@_interruptible("adam")
 def adam(obj: Objective, x0: torch.Tensor, *, tol: float | None = None, max_iter: int | None = None,
          callback=None, epochs: int = 30, batch_size: int = 32, lr: float | None = None,
-         seed: int = 0, **_) -> FitResult:
+         seed: int = 0, res: FitResult | None = None, **_) -> FitResult:
     """Minibatch Adam (Kingma & Ba, 2015) on the hand gradient; lr defaults to 1e-3."""
     return _minibatch(obj, x0, method="adam", tol=tol, max_iter=max_iter, callback=callback,
-                      epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+                      epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, res=res)
 
 
 SOLVERS["sgd"] = sgd

@@ -1,9 +1,9 @@
 """Sums over samples in row chunks: loss, gradient, Hessian, covariance, least squares.
 
 Every loss in handgrad is a sum over samples, so each quantity a solver needs is a sum
-of per-chunk pieces.  This module computes those sums over row chunks of
-
-rows from handgrad.fitting.source (tensors in memory or .npy/.npz files).
+of per-chunk pieces.  This module computes those sums over row chunks of the rows from
+handgrad.fitting.source (tensors in memory or .npy/.npz files).  They only sum:
+which pass to take and what to keep from it is the solver's (handgrad.fitting.solvers).
 
 For models whose loss depends on (w, b) only through the linear predictor
 z = X w + b (logistic regression, least squares), the derivation module offers
@@ -26,18 +26,17 @@ numbers (loss, gradient, Hessian; p = d + 1 with an intercept) whatever n is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from handgrad.errors import UserError
 from handgrad.fitting.source import Reduce, Rows, TensorRows, default_chunk_rows
 from handgrad.params import Params, flatten, unflatten
+from handgrad.pieces import PerSamplePieces
 
 # ----------------------------------------------------------------- linear-predictor sums
 
 
-class LinearLoss:
+class LinearLoss(PerSamplePieces):
     """A loss sum_i l(z_i, y_i) + (l2/2)||w||^2 through z = X w + b, given by its per-sample
     pieces ``per_sample(z, y, grad, hess, value) -> (l_i, dl/dz_i, d^2 l/dz_i^2)``.
 
@@ -48,9 +47,6 @@ class LinearLoss:
     ``weights`` (1-D) and the optional intercept ``intercept`` (0-d), in that order (the
     contract checks these are the model's WEIGHTS and INTERCEPT).
     """
-
-    def __init__(self, per_sample: Callable, *, weights: str = "w", intercept: str = "b"):
-        self.per_sample, self.weights, self.intercept = per_sample, weights, intercept
 
     def sums(self, rows: Rows, like: Params, **kw) -> LinearSums:
         return LinearSums(self.per_sample, rows, like, **kw)
@@ -67,6 +63,8 @@ class LinearLoss:
         """sum_i l_i + (l2/2)||w||^2: the loss every fit of the model reads (Newton's line
         search, the printed loss, the log-likelihood), from the same pass (float64)."""
         return self._one_pass(params, data, l2, f=True)[0]
+
+    loss = value  # a derived loss (fit --loss) is its per-sample losses summed, the same pass
 
     def gradient(self, params: Params, data, *, l2: float = 0.0, **_) -> Params:
         """dl/dw = X^T e + l2 w, dl/db = 1^T e, e_i = dl/dz_i (denominator layout)."""
@@ -87,14 +85,14 @@ class LinearLoss:
 class LinearSums:
     """Loss, gradient and Hessian of sum_i l(z_i, y_i) + (l2/2)||w||^2, z = Xw + b, in chunks.
 
-    Parameters are the flattened (w[, b]).  Results are cached for the last point; with
-    ``speculate`` on (Newton turns it on by asking for a Hessian), evaluating the loss at
-    a trial point also forms the gradient and Hessian there in the same pass, so an
-    accepted Newton step costs one pass over the rows (without the Hessian when
-    ``speculate_hess`` is off: a chord step reuses an earlier one).  ``hess_dtype=torch.float32``
-    forms the Hessian block in float32 (accumulated in float64), keeping the loss,
-    gradient and solution in float64: Newton with an inexact Hessian still converges to
-    the float64 optimum, at a linear rate of about cond(H) * 1e-7 per step.
+    Parameters are the flattened (w[, b]).  The sums only sum: :meth:`sums` is one pass
+    over the rows forming what it is asked for (f, g, the Hessian over every row or over
+    every k-th chunk); which pass to take, and what to keep from it, is the solver's
+    business (handgrad.fitting.solvers.NewtonSolver).  ``hess_dtype=torch.float32`` forms
+    the Hessian blocks in float32 (accumulated in float64; ``exact=True`` overrides it),
+    keeping the loss, gradient and solution in float64: Newton with an inexact Hessian
+    still converges to the float64 optimum, at a linear rate of about cond(H) * 1e-7 per
+    step.  ``passes`` counts the passes over the rows.
     """
 
     def __init__(self, per_sample, rows: Rows, like: Params, *, l2: float = 0.0,
@@ -108,58 +106,25 @@ class LinearSums:
         self.chunk_rows = int(chunk_rows or default_chunk_rows(self.d))
         self.hess_dtype = hess_dtype
         self.reduce = reduce
-        self.speculate = False
-        self.speculate_hess = True  # Newton's chord steps turn it off: f and g alone
-        self.sample_hess = False  # Newton's early steps turn it on: a sampled Hessian will do
         self.passes = 0
-        self.last_sampled = False
-        self._x: torch.Tensor | None = None
-        self._f = self._g = self._H = self._f_data = None
-        self.last_data_loss = None
-        self._H_sampled = False
-        self._stride: int | None = None
-
-    # cache ----------------------------------------------------------------------------
-    def _hit(self, x: torch.Tensor, need_g: bool, need_H: bool) -> bool:
-        if self._x is None or self._x.shape != x.shape or not torch.equal(self._x, x):
-            return False
-        full = not self._H_sampled or self.sample_hess  # a sampled Hessian only where allowed
-        return (not need_g or self._g is not None) and (not need_H or (self._H is not None and full))
-
-    def _eval(self, x: torch.Tensor, need_g: bool, need_H: bool) -> None:
-        if not self._hit(x, need_g, need_H):
-            f, g, H = self.sums(x, need_g=need_g, need_H=need_H)
-            self._x, self._f, self._g, self._H = x.detach().clone(), f, g, H
-            self._f_data = self.last_data_loss
-            self._H_sampled = self.last_sampled
-
-    def has_hessian_at(self, x: torch.Tensor) -> bool:
-        """Whether the last pass formed the Hessian at x (a chord step's pass may have)."""
-        return self._hit(x, True, True)
-
-    def hessian_sampled(self) -> bool:
-        """Whether the cached Hessian is a sampled one (Newton's early steps)."""
-        return self._H is not None and self._H_sampled
+        self._stride: int | None = None  # sample_stride(), computed once
+        self.last_data_loss = None  # sum_i l_i of the last pass, before the L2 term
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        spec = self.speculate
-        self._eval(x, spec, spec and self.speculate_hess)
-        return self._f
+        return self.sums(x, need_g=False, need_H=False)[0]
 
     def data_value(self, x: torch.Tensor) -> torch.Tensor:
         """The loss at x without its L2 term, sum_i l_i (the negative log-likelihood, the
         residual sum of squares): the pass value() reads, before the penalty is added."""
-        self._eval(x, False, False)
-        return self._f_data
+        self.sums(x, need_g=False, need_H=False)
+        return self.last_data_loss
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        self._eval(x, True, False)
-        return self._g
+        return self.sums(x, need_H=False, need_f=False)[1]
 
-    def hess(self, x: torch.Tensor) -> torch.Tensor:
-        self.speculate = True
-        self._eval(x, True, True)
-        return self._H
+    def hess(self, x: torch.Tensor, *, exact: bool = False) -> torch.Tensor:
+        """The full Hessian at x (``exact``: in x's dtype even with a float32 hess_dtype)."""
+        return self.sums(x, need_g=False, need_f=False, exact=exact)[2]
 
     # the pass ---------------------------------------------------------------------------
     def sample_stride(self) -> int:
@@ -178,24 +143,25 @@ class LinearSums:
         return self._stride
 
     def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True,
-             need_f: bool = True):
+             need_f: bool = True, stride: int = 1, exact: bool = False):
         """One pass over the rows: (loss or None, flat gradient or None, Hessian or None).
 
         ``need_f=False`` (gradient alone) skips the per-sample losses: a hand gradient
         needs no forward value, where reverse-mode autograd must compute it first.  With
-        ``sample_hess`` on (Newton's early steps), the Hessian is the same sum over every
-        k-th chunk (:meth:`sample_stride`) times rows / sampled rows."""
+        ``stride`` k > 1 (Newton's early steps, k = :meth:`sample_stride`), the Hessian is
+        the same sum over every k-th chunk times rows / sampled rows; the loss and the
+        gradient are over every row.  ``exact``: the Hessian in x's dtype."""
         self.passes += 1
         d, p = self.d, self.p
         w = x[:d]
         b = x[d] if self.intercept else None
         dev, dt = x.device, x.dtype
-        stride = self.sample_stride() if need_H and self.sample_hess else 1
+        stride = stride if need_H else 1
         # the loss is accumulated in float64 even for float32 parameters: Newton's line
         # search compares losses whose difference is far below float32 resolution
         f = torch.zeros((), dtype=torch.float64, device=dev)
         g = torch.zeros(p, dtype=dt, device=dev) if need_g else None
-        hdt = self.hess_dtype or dt
+        hdt = dt if exact else (self.hess_dtype or dt)
         H = torch.zeros(p, p, dtype=dt, device=dev) if need_H else None
         A = None  # per chunk [X_c * sqrt(h_c), sqrt(h_c)] in the Hessian's dtype: H += A^T A
         rows = rows_H = 0
@@ -252,8 +218,28 @@ class LinearSums:
             if need_H:
                 idx = torch.arange(d, device=dev)
                 H[idx, idx] += self.l2
-        self.last_sampled = need_H and stride > 1
         return (f if need_f else None), g, H
+
+
+    def score_outer(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_i g_i g_i^T over the rows, g_i = e_i x_a,i the gradient of row i's loss
+        (e_i = dl/dz_i, x_a,i = [x_i; 1] with an intercept; the L2 term is not a row's):
+        the middle of the sandwich covariance H^-1 (sum_i g_i g_i^T) H^-1.  One pass,
+        float64, reduced across processes."""
+        d, p = self.d, self.p
+        w = x[:d]
+        b = x[d] if self.intercept else None
+        M = torch.zeros(p, p, dtype=torch.float64, device=x.device)
+        for _, X, y in self.rows.chunks(self.chunk_rows):
+            X = X.to(x.dtype)
+            z = torch.addmv(b, X, w) if b is not None else X @ w
+            _, e, _ = self.per_sample(z, y, True, False, False)
+            a = X * e.unsqueeze(1)
+            if self.intercept:
+                a = torch.cat([a, e.unsqueeze(1)], 1)
+            a = a.to(torch.float64)
+            M.addmm_(a.T, a)
+        return self.reduce(M.reshape(-1)).reshape(p, p) if self.reduce is not None else M
 
 
 # Newton's early (damped) steps need a direction, not an exact Hessian: a Hessian summed

@@ -194,3 +194,14 @@ def evaluation_lines(out: dict) -> list[str]:
         acc = f"accuracy {100 * ev['accuracy']:.2f}%, " if "accuracy" in ev else ""
         say(f"{name:<22} (n={ev['n']}): {acc}mean log-likelihood {ev['log_likelihood']:.6g}")
     return lines
+
+
+def compare_table(cmp: dict) -> str:
+    """A comparison (handgrad.fitting.compare.run) as an aligned terminal table."""
+    from handgrad.fitting import compare
+
+    rows = [[r["label"], str(r["iterations"]), compare.verdict(r),
+             f"{r['loss']:.12g}", term.fmt(r["loss"] - cmp["best_loss"], ".1e"),
+             f"{r['grad_norm']:.2e}", f"{r['seconds']:.3f}"] for r in cmp["runs"]]
+    return term.table(["solver", "iterations", "converged", "loss", "loss - best", "|grad|",
+                       "seconds"], rows, align="lrlrrrr")

@@ -246,7 +246,7 @@ def page(rec: dict) -> list[tuple]:
         if rec["plot"]:
             b.append(("img", rec["plot"], f"{rec['model']} convergence"))
         cmp = rec["compare"]
-        rows = [[r["label"], str(r["iterations"]), compare._verdict(r), f"{r['loss']:.12g}",
+        rows = [[r["label"], str(r["iterations"]), compare.verdict(r), f"{r['loss']:.12g}",
                  _e(r["loss"] - cmp["best_loss"]), _e(r["grad_norm"], ".2e"),
                  f"{r['seconds']:.3f}"] for r in cmp["runs"]]
         b.append(("table", ["solver", "iterations", "converged", "loss", "loss - best",

@@ -34,40 +34,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from handgrad.notation.tolerance import RTOL, judge
 from handgrad.params import flatten, slices
-
-
-@dataclass(frozen=True)
-class InNotation:
-    """Where a built-in derivation's notation file is and how the model's point reads in it.
-
-    ``file``: the .hg file name, beside the derivations module.  ``values(params, data,
-    hp)``: the model's point as {notation name: tensor} (0-d, 1-D or 2-D; 1-D is a column).
-    ``absent``: parameters a check problem may lack; ``values`` gives what the model holds
-    them at (an intercept at 0, a mean at the sample mean).  ``when``: the model options
-    the file is written for, as (name, value) pairs (the two-layer net's activation); a
-    problem with other options is another file's."""
-
-    file: str
-    values: Callable
-    absent: tuple[str, ...] = ()
-    when: tuple[tuple[str, object], ...] = ()
-
-    def skip_reason(self, d, P, hp) -> str | None:
-        """Why the file does not apply at a problem (None: it does)."""
-        lacking = [v for v in d.wrt if v not in P]
-        if any(v not in self.absent for v in lacking) or any(k not in d.wrt for k in P):
-            return "another parametrisation"
-        other = [k for k, v in self.when if hp.get(k) != v]
-        if other:
-            return f"another {other[0]}"
-        return None
+from handgrad.pieces import InNotation, path_of  # noqa: F401  (declared beside the contract)
 
 
 def linear_values(params, data, hp) -> dict:
@@ -75,10 +47,6 @@ def linear_values(params, data, hp) -> dict:
     w = params["w"]
     return {"X": data.X, "y": data.y, "w": w, "b": params.get("b", w.new_zeros(())),
             "l2": w.new_tensor(float(hp.get("l2", 0.0)))}
-
-
-def path_of(module, spec: InNotation) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(module.__file__)), spec.file)
 
 
 def display_path(path: str) -> str:
