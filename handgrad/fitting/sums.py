@@ -108,7 +108,6 @@ class LinearSums:
         self.reduce = reduce
         self.passes = 0
         self._stride: int | None = None  # sample_stride(), computed once
-        self.last_data_loss = None  # sum_i l_i of the last pass, before the L2 term
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return self.sums(x, need_g=False, need_H=False)[0]
@@ -116,8 +115,7 @@ class LinearSums:
     def data_value(self, x: torch.Tensor) -> torch.Tensor:
         """The loss at x without its L2 term, sum_i l_i (the negative log-likelihood, the
         residual sum of squares): the pass value() reads, before the penalty is added."""
-        self.sums(x, need_g=False, need_H=False)
-        return self.last_data_loss
+        return self._pass(x, need_g=False, need_H=False, need_f=True)[0]
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return self.sums(x, need_H=False, need_f=False)[1]
@@ -145,6 +143,14 @@ class LinearSums:
     def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True,
              need_f: bool = True, stride: int = 1, exact: bool = False):
         """One pass over the rows: (loss or None, flat gradient or None, Hessian or None).
+
+        See :meth:`_pass`, which also returns the loss before its L2 term."""
+        return self._pass(x, need_g=need_g, need_H=need_H, need_f=need_f, stride=stride,
+                          exact=exact)[1:]
+
+    def _pass(self, x: torch.Tensor, *, need_g: bool, need_H: bool, need_f: bool,
+              stride: int = 1, exact: bool = False):
+        """(sum_i l_i, the loss with its L2 term, flat gradient, Hessian), None where not asked.
 
         ``need_f=False`` (gradient alone) skips the per-sample losses: a hand gradient
         needs no forward value, where reverse-mode autograd must compute it first.  With
@@ -210,7 +216,7 @@ class LinearSums:
                 g = buf[1:1 + p].to(dt)
             if need_H:
                 H = buf[1 + (p if need_g else 0):].reshape(p, p).to(dt)
-        self.last_data_loss = f
+        f_data = f
         if self.l2:  # the L2 term of every linear-predictor fit, added here and nowhere else
             f = f + 0.5 * self.l2 * (w @ w)
             if need_g:
@@ -218,7 +224,7 @@ class LinearSums:
             if need_H:
                 idx = torch.arange(d, device=dev)
                 H[idx, idx] += self.l2
-        return (f if need_f else None), g, H
+        return (f_data if need_f else None), (f if need_f else None), g, H
 
 
     def score_outer(self, x: torch.Tensor) -> torch.Tensor:
