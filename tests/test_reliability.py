@@ -1026,10 +1026,11 @@ def test_ctrl_c_while_parsing_exits_130(runner, monkeypatch):
 
 
 def test_ctrl_c_before_the_first_iteration_says_nothing_was_reached(runner, monkeypatch):
-    def value(self, x):
+    def interrupted(self, x, **_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(solvers.Objective, "value", value)
+    for method in ("value", "evaluate"):  # however the solver's first pass reads the loss
+        monkeypatch.setattr(solvers.Objective, method, interrupted)
     r = run(runner, "fit", "logistic", "--n-samples", "200")
     last = r.stderr.strip().splitlines()[-1]
     assert r.exit_code == 130 and "before its first iteration" in last and "nan" not in last
