@@ -132,6 +132,8 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     by_vec = vector_valued and not (ctx.column(f) and all(ctx.scalar(Sym(v)) or ctx.column(Sym(v))
                                                            for v in wrt_names))
     fname = _fname(taken)
+    if not vector_valued:
+        ctx.checker.env[fname] = SCALAR  # f itself may be used after its line
     ex = Expander(ctx, taken | {fname})
     w = _Writer(ctx)
 
@@ -185,7 +187,7 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     grads, collected = {}, []
     for v in wrt_names:
         mine = [t for t in terms if t.factors[-1] == Diff(v)]
-        g = simplify(ctx, total([coefficient(ctx, t) for t in mine])) if mine else None
+        g = simplify(ctx, total([coefficient(ctx, t) for t in mine]), {fname: f}) if mine else None
         grads[v] = g
         if g is None:
             continue

@@ -164,7 +164,10 @@ def emit_torch(report_or_derivation, *, name: str = "gradient") -> str:
             head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64).reshape(-1, 1)")
         else:
             head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64)")
-    user_defs = [(k, v) for k, v in d.defs.items() if k != d.fname and k in _used_defs(d)]
+    used = _used_defs(d)
+    user_defs = [(k, v) for k, v in d.defs.items() if k != d.fname and k in used]
+    if d.fname in used:  # the read-off names f itself (grad S = -1/2*f*...)
+        user_defs.append((d.fname, d.f))
     head += [f"    {k} = {em.code(v)}" for k, v in user_defs]
     out = ["import torch", ""]
     if not any(ln.kind in ("grad", "jac") for ln in d.lines):
@@ -193,7 +196,10 @@ def _used_defs(d: Derivation) -> set[str]:
     todo = [ln.expr for ln in d.lines if ln.kind in ("grad", "hess", "jac")]
     while todo:
         for s in symbols(todo.pop()):
-            if s in d.defs and s not in used and s != d.fname:
+            if s == d.fname and s not in used:
+                used.add(s)
+                todo.append(d.f)
+            elif s in d.defs and s not in used:
                 used.add(s)
                 todo.append(d.defs[s])
     return used

@@ -37,12 +37,31 @@ class Ctx:
     def __init__(self, env, props, defs, wrt):
         self.env, self.props, self.defs, self.wrt = dict(env), dict(props), dict(defs), list(wrt)
         self.checker = ShapeChecker(self.env)
+        self._shapes: dict[int, tuple] = {}
+        self._by_value: dict[Node, tuple] = {}
+        self._canon = None
         for name, body in self.defs.items():
             self.checker.env[name] = self.checker.infer(body)
 
     def shape(self, e: Node):
-        self.checker.infer(e)
-        return self.checker.shape(e)
+        """e's shape, inferred once per node (by identity, then by value)."""
+        s = self._shapes.get(id(e))
+        if s is not None and s[0] is e:
+            return s[1]
+        s = self._by_value.get(e)
+        if s is None:
+            self.checker.infer(e)
+            s = self._by_value[e] = self.checker.shape(e)
+        self._shapes[id(e)] = (e, s)
+        return s
+
+    @property
+    def canon(self):
+        """The canonical-form builder over this context (memoised; see handgrad.notation.canon)."""
+        if self._canon is None:
+            from handgrad.notation.canon import Canon
+            self._canon = Canon(self)
+        return self._canon
 
     def scalar(self, e: Node) -> bool:
         try:
@@ -231,12 +250,12 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
             return neg(mul(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
         if isinstance(b, Bin) and b.op == "*":
             return _local(ctx, mul(_local(ctx, mul(a, b.a), push), b.b), push)
-        if isinstance(a, Bin) and a.op == "*" and isinstance(a.b, Num):
+        if isinstance(a, Bin) and a.op == "*" and _numeric(a.b) and not _numeric(a.a):
             return _local(ctx, mul(mul(a.b, a.a), b), push)
         if isinstance(a, Num) and isinstance(b, Bin) and b.op == "*" and isinstance(b.a, Num):
             return mul(Num(a.value * b.a.value), b.b)
-        if isinstance(b, Num) and not isinstance(a, Num):
-            return mul(b, a)
+        if _numeric(b) and not _numeric(a):
+            return _local(ctx, mul(b, a), push)
         if isinstance(a, Num) and isinstance(b, Num):
             return Num(a.value * b.value)
         for one, other in ((a, b), (b, a)):
@@ -286,6 +305,12 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
     return e
 
 
+def _numeric(e: Node) -> bool:
+    """A number as written: 2, or 1/2."""
+    return isinstance(e, Num) or isinstance(e, Bin) and e.op == "/" and isinstance(e.a, Num) \
+        and isinstance(e.b, Num)
+
+
 def _one_hot_sum(ctx: Ctx, a: Node, b: Node) -> Node | None:
     """Labels declared onehot sum to one: Y 1 = 1 and 1' Y' = 1' (each row of Y one-hot),
     1' y = 1 (a one-hot column y).  None when a*b is not one of these."""
@@ -324,14 +349,14 @@ def fold_defs(ctx: Ctx, e: Node) -> Node:
 
 
 # --------------------------------------------------------------------------- simplify
-def simplify(ctx: Ctx, e: Node) -> Node:
-    """tidy with transposes pushed in, then like terms collected (a read-off)."""
-    for _ in range(4):
-        new = fold_defs(ctx, _collect(ctx, tidy(ctx, e, push=True)))
-        if new == e:
-            break
-        e = new
-    return e
+def simplify(ctx: Ctx, e: Node, names: dict[str, Node] | None = None) -> Node:
+    """A read-off in canonical form (handgrad.notation.canon), printed with the user's
+    names; ``names`` (f -> its formula) are recognised inside it (-1/2*f*inv(S))."""
+    cn = ctx.canon
+    s = cn.canon(tidy(ctx, e))
+    for name, body in (names or {}).items():
+        s = cn.with_name(s, name, body)
+    return fold_defs(ctx, cn.node(s))
 
 
 def _collect(ctx: Ctx, e: Node) -> Node:
