@@ -69,13 +69,20 @@ class Expander:
         self.rules: list[str] = []
 
     def name_for(self, body: Node) -> str:
+        """A name by the subexpression's role, as the notes name them: p = sigma(z),
+        z = W*x (a product), r = A*x - b (a sum), S (a square matrix), s (a scalar)."""
         for n, b in self.lets.items():
             if b == body:
                 return n
-        k = len(self.lets) + 1
-        while f"u{k}" in self.taken or f"du{k}" in self.taken:
+        base = _role(self.ctx, body)
+        sizes = {d for shape in self.ctx.env.values() for dim in shape
+                 for d in getattr(dim, "letters", ())}
+        k = 1
+        while True:
+            name = base if k == 1 else f"{base}{k}"
+            if not ({name, "d" + name, "d2" + name} & (self.taken | sizes)):
+                break
             k += 1
-        name = f"u{k}"
         self.lets[name] = body
         self.taken.add(name)
         self.ctx.checker.env[name] = self.ctx.shape(body)
@@ -228,6 +235,30 @@ class Expander:
         if deriv is None:
             raise DeriveError(f"{_t(e)}: no differential rule for {fn}")
         return mul(deriv(), du) if scalar else had(deriv(), du)
+
+
+_ROLE = {"sigma": "p", "softmax": "p", "exp": "q", "log": "l", "tanh": "t", "sqrt": "s",
+         "det": "D", "inv": "V", "norm2": "nu", "logsumexp": "lse", "softplus": "sp"}
+
+
+def _role(ctx: Ctx, body: Node) -> str:
+    """The letter the notes use for a subexpression of this kind."""
+    if isinstance(body, Call) and body.fn in _ROLE:
+        return _ROLE[body.fn]
+    try:
+        shape = ctx.shape(body)
+    except NotationError:
+        shape = None
+    if isinstance(body, Bin) and body.op in "+-":
+        return "r"
+    if isinstance(body, Bin) and body.op in ("*", "kron") and shape is not None and shape[0] == shape[1] \
+            and not ctx.scalar(body):
+        return "S"
+    if isinstance(body, Bin) and body.op == "*" and not ctx.scalar(body):
+        return "z"
+    if shape is not None and ctx.scalar(body):
+        return "s"
+    return "v" if shape is not None and ctx.column(body) else "M"
 
 
 def _t(e: Node) -> str:

@@ -324,7 +324,12 @@ class Canon:
         if isinstance(e, Bin):
             op = e.op
             if op in ("+", "-"):
-                return self.add(self.canon(e.a), self.canon(e.b), 1 if op == "+" else -1)
+                out = self.add(self.canon(e.a), self.canon(e.b), 1 if op == "+" else -1)
+                c = out.get(((), ()))
+                if c is not None and not self.scalar(e):  # 1 - p: the ones of p's shape
+                    out = self.add(out, {((), ()): c}, -1)
+                    out = self.add(out, self.scale(self.atom(self._ones_like(e)), c))
+                return out
             if op == "*":
                 return self.mul(self.canon(e.a), self.canon(e.b))
             if op in ("/", "./") and self.scalar(e.b):
@@ -497,8 +502,8 @@ class Canon:
             t = self.const(c)
             for n, p in scal:
                 t = self.mul(t, self.power(self.canon(n), p))
-            if not mat:
-                if len(h) == 1:  # a constant matrix: c times the ones of e's shape
+            if not mat:  # a constant of a matrix sum: c times the ones of e's shape
+                if not self.scalar(e):
                     t = self.mul(t, self.atom(self._ones_like(e)))
             elif len(mat) == 1 and mat[0][1] == 1:
                 t = self.mul(t, self.canon(mat[0][0]))
@@ -549,6 +554,13 @@ class Canon:
             return Bin("*", self.times(a, b.a), b.b)
         return Bin("*", a, b)
 
+    @staticmethod
+    def _flat_mul(a: Node, b: Node) -> Node:
+        """a*b with a product b written without parentheses (1/2*x'*x)."""
+        if isinstance(b, Bin) and b.op == "*":
+            return Bin("*", Canon._flat_mul(a, b.a), b.b)
+        return Bin("*", a, b)
+
     def term_node(self, c: Q, key: tuple) -> Node:
         """c (> 0) times a term, with a numerator and a denominator."""
         scal, mats = key
@@ -567,7 +579,7 @@ class Canon:
         factors.extend(n if k == 1 else Bin("^", n, Num(float(k))) for n, k in mats)
         out = None
         for f in factors:
-            out = f if out is None else Bin("*", out, f)
+            out = f if out is None else self._flat_mul(out, f)
         for ch in chains:
             out = ch if out is None else Bin("*", out, ch)
         if out is None:
@@ -589,9 +601,15 @@ class Canon:
             got = self._node[key] = _sum_node(self.items(s, factor), self.text)
         return got
 
+    def _number_if_ones(self, c: Q, key: tuple, n: int) -> Node:
+        """c*vector(1) in a sum with other terms is written c (1 - p, broadcast)."""
+        if n > 1 and not key[0] and len(key[1]) == 1 and key[1][0][1] == 1 and _ones(key[1][0][0]):
+            return _num(c)
+        return self.term_node(c, key)
+
     def items(self, s: dict, factor: bool = True) -> list[tuple[bool, Node]]:
         """The sum as (negative, term) items, common factors taken out where shorter."""
-        plain = [(c < 0, self.term_node(abs(c), k)) for k, c in s.items()]
+        plain = [(c < 0, self._number_if_ones(abs(c), k, len(s))) for k, c in s.items()]
         if not factor or len(s) < 2 or len(s) > MAX_TRY:
             return plain
         best, best_len = plain, len(self.text(_sum_node(plain, self.text)))
@@ -621,7 +639,8 @@ class Canon:
                 left = self._merge_scal(scal, tuple((n, -p) for n, p in head))
                 rest = self.add(rest, {(left, mats): c / cc})
             h = self.term_node(abs(cc), (head, ())) if head or abs(cc) != 1 else None
-            yield [(cc < 0, self.times(h, self.node(rest)))], 0
+            ones = ((), ()) in rest and head  # p*(1 - p), as the notes write sigma'
+            yield [(cc < 0, self.times(h, self.node(rest)))], 3 if ones else 0
         hf = self._hfactor(s)
         if hf is not None:
             yield [(False, hf)], 3  # p.*(1 - p), as the notes write sigma', even if 3 longer
@@ -640,17 +659,20 @@ class Canon:
                 if len(rests) < 2 or len({bool(m) for (_, m) in rests}) != 1:
                     continue
                 neg = all(c < 0 for c in rests.values())
-                if neg:
-                    rests = self.scale(rests, Q(-1))
+                mags = {abs(c) for c in rests.values()}
+                cc = next(iter(mags)) if len(mags) == 1 else ONE_Q
+                rests = self.scale(rests, (-1 if neg else 1) / cc)
                 inner = self.node(rests)
                 fn = self._mats_node((f,))
                 prod = self.times(fn, inner) if side == 0 else Bin("*", inner, fn)
+                if cc != 1:
+                    prod = self.times(_num(cc), prod)
                 others = {k: c for k, c in s.items() if k not in ks}
                 yield [(neg, prod)] + (self.items(others) if others else []), 0
 
     def _hfactor(self, s: dict) -> Node | None:
         """A common elementwise factor: p - p.^2 = p .* (1 - p)."""
-        if any(len(m) > 1 or m and m[0][1] != 1 for (_, m) in s):
+        if any(len(m) > 1 or m and m[0][1] != 1 for (_, m) in s) or len({m for (_, m) in s}) == 1:
             return None
         plain = _sum_node([(c < 0, self.term_node(abs(c), k)) for k, c in s.items()], self.text)
         if self.scalar(plain):
@@ -681,7 +703,8 @@ class Canon:
         if len(fs) != 1:
             return s
         (fkey, fc), = fs.items()
-        if fkey[1] or len(fkey[0]) < 2:
+        if fkey[1] or len(fkey[0]) < 2 and not (len(fkey[0]) == 1 and isinstance(fkey[0][0][0], Call)
+                                                 and fkey[0][0][0].fn == "exp"):
             return s
         out: dict = {}
         for (scal, mats), c in s.items():
