@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 
-from handgrad.notation.ast import Call, Diff, Node, Num, Sym
+from handgrad.notation.ast import Call, Diff, Node, Num, Sym, deep
 from handgrad.notation.auto_rules import DeriveError, Expander
 from handgrad.notation.auto_trace import Term, coefficient, expand, jacobian, move, wrap
 from handgrad.notation.parser import NotationError, parse
@@ -98,6 +98,7 @@ class _Writer:
         return out
 
 
+@deep
 def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str, dict]:
     """The derivation as .hg text, and {"gradient": {v: text}, "hessian": {v: text}}."""
     decl_lines, env, props, defs, taken = [], {}, {}, {}, set()
@@ -363,6 +364,7 @@ def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, ou
     return w.render() + [f"hess {v} = {to_text(h)}"]
 
 
+@deep
 def derive_expression(expr: str, let: str, wrt: str, *, hessian: bool = False, **verify_options) -> dict:
     """Derive, then verify: the verifier's report (as ``derive_text_file`` returns, so
     ``format_text`` prints it) plus ``hg`` (the derivation text), ``gradient`` and

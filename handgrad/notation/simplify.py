@@ -11,7 +11,7 @@ Every rewrite is an identity, and everything printed is checked by the verifier 
 
 from __future__ import annotations
 
-from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, walk
+from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
 from handgrad.notation.parser import NotationError
 from handgrad.notation.shapes import ONE, ShapeChecker, is_scalar
 
@@ -22,8 +22,26 @@ def is_num(e: Node, v: float | None = None) -> bool:
     return isinstance(e, Num) and (v is None or e.value == v)
 
 
+_HAS_DIFF: dict[int, tuple[Node, bool]] = {}
+
+
 def has_diff(e: Node) -> bool:
-    return any(isinstance(n, Diff) for n in walk(e))
+    """Whether a differential appears in e (remembered per node: the trace trick asks of
+    every subtree of a long sum)."""
+    got = _HAS_DIFF.get(id(e))
+    if got is not None and got[0] is e:
+        return got[1]
+    if isinstance(e, Diff):
+        out = True
+    elif isinstance(e, (Num, Sym)):
+        out = False
+    else:
+        from handgrad.notation.ast import children
+        out = any(has_diff(c) for c in children(e))
+    if len(_HAS_DIFF) > 200_000:
+        _HAS_DIFF.clear()
+    _HAS_DIFF[id(e)] = (e, out)
+    return out
 
 
 def ones_like(e: Node) -> bool:
@@ -79,13 +97,21 @@ class Ctx:
         return isinstance(e, Sym) and bool(self.props.get(e.name, frozenset()) & {"sym", "spd", "diagonal"})
 
     def depends(self, e: Node) -> bool:
-        for n in walk(e):
-            if isinstance(n, Diff):
-                return True
-            if isinstance(n, Sym) and (n.name in self.wrt or n.name in self.defs
-                                       and self.depends(self.defs[n.name])):
-                return True
-        return False
+        """Whether e depends on a variable (a differential, a variable, or a name defined
+        through one); remembered per node."""
+        memo = self.__dict__.setdefault("_depends", {})
+        got = memo.get(id(e))
+        if got is not None and got[0] is e:
+            return got[1]
+        if isinstance(e, Diff):
+            out = True
+        elif isinstance(e, Sym):
+            out = e.name in self.wrt or e.name in self.defs and self.depends(self.defs[e.name])
+        else:
+            from handgrad.notation.ast import children
+            out = any(self.depends(c) for c in children(e))
+        memo[id(e)] = (e, out)
+        return out
 
 
 # --------------------------------------------------------------------------- builders
