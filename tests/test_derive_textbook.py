@@ -152,3 +152,13 @@ def test_the_checks_catch_a_long_form_and_a_wrong_one(derived):
     want = _autograd(d, values, sizes, "x")
     wrong, _ = _value(d, "A'*(A*x - b) + lambda*x", values, sizes)
     assert (wrong - want).abs().max().item() > 1e-6 * want.abs().max().item()
+
+
+def test_names_with_digits_are_typeset_with_a_subscript():
+    """l2*eye is ℓ₂ I in LaTeX and MathML (it read as 12I: "l2" in one upright run)."""
+    from handgrad.notation.render import to_latex, to_mathml
+    e = parse("l2*eye + x1*y")
+    assert to_latex(e) == "\\ell_{2}\\, I + x_{1}\\, y"
+    ml = to_mathml(e)
+    assert "<msub><mi>ℓ</mi><mn>2</mn></msub>" in ml and "<msub><mi>x</mi><mn>1</mn></msub>" in ml
+    assert ">l2<" not in ml
