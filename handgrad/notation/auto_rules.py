@@ -1,8 +1,9 @@
 """Step 1 of the automatic deriver: the differential, one level of rules per line.
 
-A subexpression whose differential is not written out yet is a named subexpression
-(``let u1 = X*w``) and appears as its differential ``du1``; the verifier evaluates
-``du1`` as the directional derivative of its definition, so every intermediate line is
+A subexpression whose differential is not written out yet is a named subexpression,
+named by its role as the notes do (``let z = X*w``, ``let p = sigma(z)``), and appears as
+its differential ``dz``; the verifier evaluates ``dz`` as the directional derivative of
+its definition, so every intermediate line is
 checked like a finished one.  Each line expands every pending ``du``: linear operations
 (sums, transposes, tr, sum, vec, diag) pass the d through, then one rule at the first
 nonlinear operation; its nonlinear arguments become new named subexpressions.

@@ -3,10 +3,11 @@
 ``Ctx`` holds what the deriver knows about names (shapes, properties, named
 subexpressions) and answers shape questions about new trees.  ``tidy`` removes what a
 person would not write (``0 +``, ``1*``, ``X''``, ``-(-a)``, ``eye*A``, a transposed
-scalar or symmetric matrix); ``simplify`` also pushes transposes inward, folds
-``exp(z) ./ (1 + exp(z))`` into ``sigma(z)`` and collects like terms where it is easy
-(equal terms added, a common last or first factor taken out: A*X + A'*X -> (A + A')*X).
-Every rewrite is an identity, and everything printed is checked by the verifier anyway.
+scalar or symmetric matrix) from the derivation's lines; ``simplify`` prints a read-off
+from its canonical form (handgrad.notation.canon: like terms collected, transposes on
+symmetric factors dropped, exp(z) ./ (1 + exp(z)) = sigma(z), common factors taken out
+where shorter).  Every rewrite is an identity, and everything printed is checked by the
+verifier anyway.
 """
 
 from __future__ import annotations
@@ -188,28 +189,6 @@ def flat(e: Node) -> list[Node]:
     return [e]
 
 
-def signed_factors(e: Node) -> tuple[float, list[Node]]:
-    """coef, factors with the numbers and signs of a product taken out."""
-    coef, out = 1.0, []
-    for f in flat(e):
-        while isinstance(f, Neg):
-            coef, f = -coef, f.x
-        if isinstance(f, Num):
-            coef *= f.value
-        else:
-            out.extend(flat(f) if isinstance(f, Bin) and f.op == "*" else [f])
-    return coef, out
-
-
-def sum_terms(e: Node) -> list[tuple[int, Node]]:
-    if isinstance(e, Bin) and e.op in "+-":
-        right = sum_terms(e.b)
-        return sum_terms(e.a) + ([(-s, t) for s, t in right] if e.op == "-" else right)
-    if isinstance(e, Neg):
-        return [(-s, t) for s, t in sum_terms(e.x)]
-    return [(1, e)]
-
-
 def substitute(e: Node, old: Node, new: Node) -> Node:
     if e == old:
         return new
@@ -383,82 +362,3 @@ def simplify(ctx: Ctx, e: Node, names: dict[str, Node] | None = None) -> Node:
     for name, body in (names or {}).items():
         s = cn.with_name(s, name, body)
     return fold_defs(ctx, cn.node(s))
-
-
-def _collect(ctx: Ctx, e: Node) -> Node:
-    e = _rebuild(e, lambda c: _collect(ctx, c)) if not (isinstance(e, Bin) and e.op in "+-") else e
-    parts = sum_terms(e)
-    if len(parts) < 2:
-        return e
-    terms: list[tuple[float, tuple[Node, ...]]] = []
-    for s, t in parts:
-        c, fs = signed_factors(_collect(ctx, t))
-        key = tuple(fs)
-        for i, (c0, k0) in enumerate(terms):
-            if k0 == key:
-                terms[i] = (c0 + s * c, k0)
-                break
-        else:
-            terms.append((s * c, key))
-    terms = [(c, k) for c, k in terms if c != 0]
-    for side in (-1, 0):
-        terms = _factor(ctx, terms, side)
-    terms = _factor_hadamard(ctx, terms)
-    return _build(terms)
-
-
-def _factor_hadamard(ctx: Ctx, terms):
-    """A .* C - B .* C = (A - B) .* C: a common right operand of elementwise products."""
-    groups: dict[Node, list[int]] = {}
-    for i, (_, k) in enumerate(terms):
-        if len(k) == 1 and isinstance(k[0], Bin) and k[0].op == ".*" and not ctx.scalar(k[0].b):
-            groups.setdefault(k[0].b, []).append(i)
-    out, used = {}, set()
-    for right, idx in groups.items():
-        if len(idx) < 2:
-            continue
-        sub_terms = []
-        for i in idx:
-            c, fs = signed_factors(terms[i][1][0].a)
-            sub_terms.append((terms[i][0] * c, tuple(fs)))
-        inner = _collect(ctx, _build(sub_terms))
-        out[idx[0]] = (1.0, (Bin(".*", inner, right),))
-        used |= set(idx)
-    return [out[i] if i in out else t for i, t in enumerate(terms) if i in out or i not in used]
-
-
-def _factor(ctx: Ctx, terms, side: int):
-    """Take a common last (side -1) or first (side 0) factor out of two or more terms."""
-    groups: dict[Node, list[int]] = {}
-    for i, (_, k) in enumerate(terms):
-        if len(k) >= 2 and not ctx.scalar(k[side]):
-            groups.setdefault(k[side], []).append(i)
-    out, used = {}, set()
-    for f, idx in groups.items():
-        if len(idx) < 2 or used & set(idx):
-            continue
-        rests = [terms[i][1][:-1] if side == -1 else terms[i][1][1:] for i in idx]
-        kinds = {all(ctx.scalar(x) for x in r) for r in rests}
-        if len(kinds) != 1:
-            continue
-        sub_terms = [(terms[i][0], r) for i, r in zip(idx, rests)]
-        inner = _collect(ctx, _build(sub_terms))
-        out[idx[0]] = (1.0, (inner, f) if side == -1 else (f, inner))
-        used |= set(idx)
-    return [out[i] if i in out else t for i, t in enumerate(terms) if i in out or i not in used]
-
-
-def _build(terms) -> Node:
-    coefs = {c for c, _ in terms}
-    common = 1.0
-    if len(terms) >= 2 and len(coefs) == 1 and abs(next(iter(coefs))) != 1:
-        common = next(iter(coefs))
-        terms = [(1.0, k) for _, k in terms]
-    out: Node = ZERO
-    for c, k in terms:
-        body = prod(list(k))
-        t = mul(Num(abs(c)), body) if abs(c) != 1 else body
-        out = sub(out, t) if c < 0 else add(out, t)
-    if isinstance(out, Num) and out.value == 0 and terms:
-        return out
-    return mul(Num(common), out) if common != 1 else out
