@@ -162,3 +162,27 @@ def test_names_with_digits_are_typeset_with_a_subscript():
     ml = to_mathml(e)
     assert "<msub><mi>ℓ</mi><mn>2</mn></msub>" in ml and "<msub><mi>x</mi><mn>1</mn></msub>" in ml
     assert ">l2<" not in ml
+
+
+def test_rule_texts_are_typeset():
+    """Every rule the deriver writes is well-formed MathML: words as text, U' as U^T,
+    X^-1 as a superscript, dU with an upright d; the report's rule column uses it."""
+    import xml.etree.ElementTree as ET
+
+    from handgrad.notation import auto_trace
+    from handgrad.notation.auto_rules import RULES
+    from handgrad.notation.render import rule_mathml
+    from handgrad.present.report import _rule_cell
+    texts = list(RULES.values()) + [v for k, v in vars(auto_trace).items() if k.startswith("R_")]
+    ns = "{http://www.w3.org/1998/Math/MathML}"
+    for t in texts:
+        root = ET.fromstring(rule_mathml(t))
+        assert all(not (el.text or "").strip() == "'" for el in root.iter()), t  # no bare prime
+    m = ET.fromstring(rule_mathml("tr(A') = tr(A); d(X^-1) = -X^-1 dX X^-1; product rule"))
+    sups = [el for el in m.iter(f"{ns}msup")]
+    assert any(el[1].text == "T" for el in sups) and sum(1 for el in sups if el[1].tag == f"{ns}mrow") == 3
+    assert any(el.tag == f"{ns}mtext" and "product rule" in el.text for el in m.iter())
+    assert any(el.text == "d" and el.get("mathvariant") == "normal" for el in m.iter(f"{ns}mi"))
+    cell = _rule_cell({"mathml": "<math/>", "why": "tr(A') = tr(A)"})
+    assert cell.startswith("<math") and "<msup>" in cell
+    assert "<math" not in _rule_cell({"why": "tr(A') = tr(A)"})  # a Python derivation's rule stays text

@@ -9,6 +9,7 @@ the same as a ``<math>`` element, built with xml.etree so it is always well-form
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from handgrad.notation.ast import (
@@ -325,3 +326,95 @@ def to_mathml(node: Node, display: str = "inline") -> str:
 
 def line_latex(lhs: str, node: Node) -> str:
     return f"{lhs} = {to_latex(node)}"
+
+
+# ----------------------------------------------------------------------- rule texts
+_RULE_TOKEN = re.compile(r"\s+|[A-Za-zα-ωΑ-Ω]+\d*|\d+|[()\[\]=+\-−⊙⊘⊗'^,/|‖²∂#:]")
+_RULE_FN = {"tr", "sum", "vec", "diag", "log", "exp", "sin", "cos", "tanh", "softmax", "logsumexp",
+            "softplus", "sqrt", "logdet", "det", "σ", "relu", "abs", "sign", "norm1", "norm2", "inv", "comm"}
+
+
+def rule_mathml(text: str) -> str:
+    """A rule's text (``product rule d(UV) = dU V + U dV; d(U') = (dU)'``) as MathML:
+    words upright as text, the formulas typeset (dU, U^T, X^{-1}, ⊙), as in the notes."""
+    row: list[ET.Element] = []
+    for k, clause in enumerate(text.split("; ")):
+        if k:
+            row.append(_el("mtext", text="; "))
+        row.extend(_rule_clause(clause))
+    return ET.tostring(_el("math", _el("mrow", *row), xmlns=MATHML_NS, display="inline"),
+                       encoding="unicode")
+
+
+def _rule_clause(clause: str) -> list[ET.Element]:  # noqa: C901 - one case per token kind
+    out: list[ET.Element] = []
+    words: list[str] = []
+
+    def flush():
+        if words:
+            out.append(_el("mtext", text=(" " if out else "") + " ".join(words) + " "))
+            words.clear()
+    toks = [t for t in _RULE_TOKEN.findall(clause) if not t.isspace()]
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        nxt = toks[i + 1] if i + 1 < len(toks) else ""
+        if t[0].isalpha() and t not in _RULE_FN and not _formula_word(t, nxt):
+            words.append(t + (":" if nxt == ":" else ""))
+            i += 2 if nxt == ":" else 1
+            continue
+        flush()
+        if t in _RULE_FN:
+            out.append(_el("mi", text=t, **({"mathvariant": "normal"} if len(t) > 1 else {})))
+            if nxt == "(":
+                out.append(_mo("\u2061"))
+        elif t[0].isalpha():
+            out.append(_rule_name(t))
+        elif t == "'" and out:
+            out[-1] = _el("msup", out[-1], _el("mi", text="T", mathvariant="normal"))
+        elif t == "^" and out and nxt:
+            if nxt == "(":  # ^(p-1): the group is the exponent
+                j = toks.index(")", i + 1) if ")" in toks[i + 1:] else len(toks)
+                inner = _rule_clause(" ".join(toks[i + 2:j]))
+                out[-1] = _el("msup", out[-1], _el("mrow", *inner))
+                i = j + 1
+                continue
+            sign = [_mo("−")] if nxt == "-" else []
+            k = i + 2 if sign else i + 1
+            exp = toks[k] if k < len(toks) else ""
+            out[-1] = _el("msup", out[-1], _el("mrow", *sign, _el("mn" if exp.isdigit() else "mi", text=exp)))
+            i = k + 1
+            continue
+        elif t.isdigit():
+            out.append(_el("mn", text=t))
+        elif t == "²" and out:
+            out[-1] = _el("msup", out[-1], _el("mn", text="2"))
+        else:
+            out.append(_mo({"-": "−"}.get(t, t)))
+        i += 1
+    flush()
+    return out
+
+
+def _formula_word(t: str, nxt: str) -> bool:
+    """A name in a formula (U, dU, UV, X1, c, u) rather than an English word."""
+    if len(t) == 1:
+        return t not in ("a",) or nxt in ("'", "(", ")", "=", "+", "-", "^")
+    if t[0] == "d" and len(t) <= 3 and (t[1:].isupper() or len(t) == 2 or t[1:].isdigit()):
+        return True
+    return t.isupper() and len(t) <= 3
+
+
+def _rule_name(t: str) -> ET.Element:
+    if t == "d":  # the differential's d is upright, as in the notes
+        return _el("mi", text="d", mathvariant="normal")
+    if t == "d2":  # d²f
+        return _el("msup", _el("mi", text="d", mathvariant="normal"), _el("mn", text="2"))
+    if t[0] == "d" and len(t) > 1 and t not in ("det", "diag"):
+        return _el("mrow", _el("mi", text="d", mathvariant="normal"), _rule_name(t[1:]))
+    if t.isupper() and len(t) > 1:  # UV: a product of names
+        parts: list[ET.Element] = []
+        for c in t:
+            parts += ([_mo("\u2062")] if parts else []) + [_el("mi", text=c)]
+        return _el("mrow", *parts)
+    return _mname(t)

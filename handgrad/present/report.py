@@ -429,6 +429,14 @@ _INLINE = [
 ]
 
 
+def _rule_cell(r: dict) -> str:
+    """A notation step's rule typeset (MathML, as its formula is); other rules as text."""
+    if r.get("mathml") and r["why"]:
+        from handgrad.notation.render import rule_mathml
+        return rule_mathml(r["why"])
+    return _inline(r["why"])
+
+
 def _inline(text: str) -> str:
     s = html.escape(text, quote=False)
     for pat, rep in _INLINE:
@@ -488,7 +496,7 @@ def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
                 rows.append(
                     f'<tr><td class="r">{r["index"]}</td>'
                     f'<td class="f">{math}</td>'
-                    f'<td>{_inline(r["why"])}</td><td class="r">{_e(r["residual"])}</td>'
+                    f'<td>{_rule_cell(r)}</td><td class="r">{_e(r["residual"])}</td>'
                     f'<td><span class="{cls}">{html.escape(v)}</span></td></tr>')
             out.append("<table><thead><tr><th>#</th><th>step</th><th>rule</th>"
                        "<th>residual</th><th>verdict</th></tr></thead><tbody>"
