@@ -186,3 +186,14 @@ def test_rule_texts_are_typeset():
     cell = _rule_cell({"mathml": "<math/>", "why": "tr(A') = tr(A)"})
     assert cell.startswith("<math") and "<msup>" in cell
     assert "<math" not in _rule_cell({"why": "tr(A') = tr(A)"})  # a Python derivation's rule stays text
+
+
+@pytest.mark.parametrize("expr,let", [("(x'*A*x)/(x'*x)", "x: n; A: n x n sym"), ("exp(-x'*x/2)", "x: n"),
+                                      ("exp(-1/2*x'*inv(S)*x)/sqrt(det(S))", "x: n; S: n x n spd"),
+                                      ("sqrt(x'*x)", "x: n")])
+def test_a_gradient_that_names_f_still_gives_a_verified_hessian(expr, let):
+    """grad x = -f*x names f; its Hessian differentiates f too (f written out in g), and
+    the Hessian equals torch.func.hessian by the verifier's check."""
+    r = derive_expression(expr, let, "x", hessian=True)
+    assert r["ok"] and r["verdict"] == "verified", (r["first_wrong"], r["first_error"])
+    assert r["hessian"]["x"]

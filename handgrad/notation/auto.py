@@ -215,7 +215,7 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
 
     hess_lines = []
     if hessian:
-        hess_lines = _hessian(ctx, ex, fname, wrt_names, dict(readoffs), out)
+        hess_lines = _hessian(ctx, ex, fname, wrt_names, dict(readoffs), out, f)
     lets = [f"let {k} = {to_text(b)}" for k, b in ex.lets.items()]
     text = [f"# {fname} = {to_text(f)}   (derived by handgrad)", *decl_lines, *lets,
             f"wrt {', '.join(wrt_names)}"]
@@ -320,12 +320,17 @@ def _rewrite(ctx: Ctx, f: Node) -> tuple[Node, list[str]]:
     return out, list(dict.fromkeys(rules))
 
 
-def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, out: dict) -> list[str]:
+def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, out: dict,
+             f: Node) -> list[str]:
     if len(wrt) != 1:
         raise DeriveError("hessian: one variable at a time (the verifier's d2f is along every wrt variable)")
     v = wrt[0]
     matrix = not (ctx.scalar(Sym(v)) or ctx.column(Sym(v)))
     g = grads[v]
+    from handgrad.notation.ast import symbols
+    if fname in symbols(g):  # f named inside its gradient: written out again, as g depends on v through it
+        from handgrad.notation.simplify import substitute
+        g = simplify(ctx, substitute(g, Sym(fname), f))
     gname = next(n for n in ("g", "g1", "g2", "gw", "grad1") if n not in ex.taken and "d" + n not in ex.taken)
     ex.taken.add(gname)
     ex.lets[gname] = g

@@ -218,6 +218,18 @@ def jacobian(ctx: Ctx, e: Node, w: str) -> Node:
     return simplify(ctx, total(terms))
 
 
+def _flat_keeping_scalars(ctx: Ctx, e: Node) -> list[Node]:
+    """The factors of a product, a scalar sub-product holding the differential kept whole:
+    q*(dx'*x)*x is [q, dx'*x, x], not [q, dx', x, x] (whose tail x*x does not conform)."""
+    out: list[Node] = []
+    for side in (e.a, e.b):
+        if isinstance(side, Bin) and side.op == "*" and not (has_diff(side) and ctx.scalar(side)):
+            out.extend(_flat_keeping_scalars(ctx, side))
+        else:
+            out.append(side)
+    return out
+
+
 def jac_term(ctx: Ctx, e: Node, w: str) -> Node:  # noqa: C901
     if isinstance(e, Diff):
         return Num(1.0) if ctx.scalar(e) else Call("eye", ())
@@ -240,11 +252,11 @@ def jac_term(ctx: Ctx, e: Node, w: str) -> Node:  # noqa: C901
             return mul(a, j)
         return mul(Call("diag", (a,)), j)
     if isinstance(e, Bin) and e.op == "*":
-        fs = flat(e)
+        fs = _flat_keeping_scalars(ctx, e)
         i = _dindex(fs)
         d, left, right = fs[i], fs[:i], fs[i + 1:]
-        if all(ctx.scalar(f) for f in right):
-            return prod(left + right + [jac_term(ctx, d, w)])
+        if all(ctx.scalar(f) for f in right) or right and ctx.scalar(prod(right)):
+            return prod(left + right + [jac_term(ctx, d, w)])  # dx*x'*A*x: a scalar after dx
         if ctx.scalar(d):
             return prod(left + right + [jac_term(ctx, d, w)])
         r = prod(right)

@@ -253,7 +253,8 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
     if op == "*":
         if isinstance(a, Neg) or isinstance(b, Neg):
             return neg(mul(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
-        if isinstance(b, Bin) and b.op == "*":
+        if isinstance(b, Bin) and b.op == "*" and (ctx.scalar(a) or not ctx.scalar(b)):
+            # a*(b*c) = (a*b)*c, except a matrix times a scalar product: eye*(x'*A*x)
             return _local(ctx, mul(_local(ctx, mul(a, b.a), push), b.b), push)
         if isinstance(a, Bin) and a.op == "*" and _numeric(a.b) and not _numeric(a.a):
             return _local(ctx, mul(mul(a.b, a.a), b), push)
