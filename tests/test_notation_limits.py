@@ -70,3 +70,20 @@ def test_emitted_code_renames_keywords_and_torch():
 def _syms(e):
     from handgrad.notation.ast import Sym, walk
     return [n for n in walk(e) if isinstance(n, Sym)]
+
+
+def test_a_remembered_hash_does_not_travel_to_another_process():
+    """Node hashes are remembered (long sums), but string hashes differ between processes:
+    a pickled tree carries no hash, and one unpickled in a process with another hash seed
+    is found in a dict built there."""
+    import pickle
+    e = parse("tr(X'*A*X) + logdet(X)")
+    hash(e)
+    blob = pickle.dumps(e)
+    assert b"_hash" not in blob
+    code = ("import pickle, sys; from handgrad.notation import parse; "
+            "e = pickle.loads(sys.stdin.buffer.read()); "
+            "print({parse(\"tr(X'*A*X) + logdet(X)\"): 1}.get(e))")
+    r = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONHASHSEED": "12345"})
+    assert r.stdout.strip() == b"1", r.stderr

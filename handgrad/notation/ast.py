@@ -30,6 +30,10 @@ from dataclasses import dataclass, field
 class Node:
     pos: int | None = field(default=None, compare=False, repr=False, kw_only=True)
 
+    def __getstate__(self):
+        # the remembered hash stays in this process (string hashes differ between processes)
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
 
 @dataclass(frozen=True)
 class Num(Node):
