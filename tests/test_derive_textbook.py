@@ -55,6 +55,13 @@ CASES = [
     ("exp(-x'*x/2)", "x: n", "x", "-f*x"),
     ("x'*inv(S)*x", "x: n; S: n x n spd", "S", "-inv(S)*x*x'*inv(S)"),
     ("tr(W'*S*W)", "W: n x k; S: n x n sym", "W", "2*S*W"),
+    ("norm2(A*x-b)", "A: m x n; x: n; b: m", "x", "A'*(A*x - b)/norm2(A*x - b)"),
+    ("x'*A*y + y'*A'*x", "x: n; y: n; A: n x n", "A", "2*x*y'"),  # u'Av and v'A'u are one term
+    ("tr(S*X*S*X)", "S: n x n sym; X: n x n sym", "X", "2*S*X*S"),
+    ("tr(inv(A + A')*X)", "A: n x n; X: n x n", "A", "-inv(A + A')*(X + X')*inv(A + A')"),
+    ("sum(softplus(X*w)) - y'*X*w", "X: m x n; w: n; y: m", "w", "X'*(sigma(X*w) - y)"),
+    ("tr(X'*X*X'*X)", "X: m x n", "X", "4*X*X'*X"),
+    ("x'*(A'*A)^2*x", "x: n; A: m x n", "x", "2*(A'*A)^2*x"),
 ]
 
 SIZES = {"m": 6, "n": 4, "p": 3, "k": 2, "K": 5, "d": 3}

@@ -641,6 +641,12 @@ class Canon:
             h = self.term_node(abs(cc), (head, ())) if head or abs(cc) != 1 else None
             ones = ((), ()) in rest and head  # p*(1 - p), as the notes write sigma'
             yield [(cc < 0, self.times(h, self.node(rest)))], 3 if ones else 0
+            if head and all(p < 0 for _, p in head):  # c*(...)/den
+                den = self.term_node(Q(abs(cc).denominator), (tuple((n, -p) for n, p in head), ()))
+                top = self.node(rest)
+                if abs(cc).numerator != 1:
+                    top = self.times(Num(float(abs(cc).numerator)), top)
+                yield [(cc < 0, Bin("/", top, den))], 0
         hf = self._hfactor(s)
         if hf is not None:
             yield [(False, hf)], 3  # p.*(1 - p), as the notes write sigma', even if 3 longer
