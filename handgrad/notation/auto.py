@@ -216,7 +216,7 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     hess_lines = []
     if hessian:
         hess_lines = _hessian(ctx, ex, fname, wrt_names, dict(readoffs), out, f)
-    lets = [f"let {k} = {to_text(b)}" for k, b in ex.lets.items()]
+    lets = _let_lines(ex.lets)
     text = [f"# {fname} = {to_text(f)}   (derived by handgrad)", *decl_lines, *lets,
             f"wrt {', '.join(wrt_names)}"]
     text.append(f"{fname} = {to_text(f)}")
@@ -265,7 +265,7 @@ def _jacobians(ctx: Ctx, ex: Expander, w: _Writer, f: Node, fname: str, cur: Nod
                ["read off df = J dx, J the Jacobian (numerator layout)"], names=False)
     zero = Call("matrix", (Num(0.0),))
     readoffs = [(v, j if j is not None else zero) for v, j in jacs.items()]
-    lets = [f"let {k} = {to_text(b)}" for k, b in ex.lets.items()]
+    lets = _let_lines(ex.lets)
     text = [f"# {fname} = {to_text(f)}   (derived by handgrad)", *decl_lines, *lets, f"wrt {', '.join(wrt)}",
             f"{fname} = {to_text(f)}"]
     for g, rs in values:
@@ -278,6 +278,33 @@ def _jacobians(ctx: Ctx, ex: Expander, w: _Writer, f: Node, fname: str, cur: Nod
     out = {"gradient": {}, "hessian": {}, "jacobian": {v: to_text(j) for v, j in readoffs},
            "jacobian_denominator": {v: to_text(j) for v, j in denominator.items()}}
     return "\n".join(text) + "\n", out
+
+
+def _let_lines(lets: dict[str, Node]) -> list[str]:
+    """The named subexpressions, each written with the others' names (let z = W*x, then
+    let p = sigma(z)), a name defined before it is used."""
+    bodies = {}
+    for name, body in lets.items():
+        others = {b: n for n, b in lets.items() if n != name and not n.startswith("__")}
+        bodies[name] = _fold_lets_below(body, others)
+    from handgrad.notation.ast import symbols
+    done: list[str] = []
+
+    def visit(name, seen=()):
+        if name in done or name in seen:
+            return
+        for dep in sorted(symbols(bodies[name]) & set(bodies), key=list(bodies).index):
+            visit(dep, seen + (name,))
+        done.append(name)
+    for name in bodies:
+        visit(name)
+    return [f"let {k} = {to_text(bodies[k])}" for k in done]
+
+
+def _fold_lets_below(e: Node, names: dict[Node, str]) -> Node:
+    """_fold_lets of e's parts (e itself kept: a let is not its own name)."""
+    from handgrad.notation.simplify import _rebuild
+    return _rebuild(e, lambda c: _fold_lets(c, names))
 
 
 def _fold_lets(e: Node, names: dict[Node, str]) -> Node:
