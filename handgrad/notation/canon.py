@@ -34,12 +34,12 @@ MAX_TRY = 200     # terms above which only the plain (unfactored) form is printe
 def q(v: float) -> Q:
     """A float as the fraction a person wrote (0.5 -> 1/2), exactly when it is not one."""
     f = Q(v).limit_denominator(10**6)
-    return f if abs(float(f) - v) <= 1e-12 * max(1.0, abs(v)) else Q(v)
+    return f if f and abs(float(f) - v) <= 1e-12 * abs(v) else Q(v)
 
 
 def _num(c: Q) -> Node:
-    if c.denominator == 1:
-        return Num(float(c.numerator))
+    if c.denominator == 1 or c.denominator > 10**6:  # 2, or 1e-20 as written (not a fraction)
+        return Num(float(c))
     return Bin("/", Num(float(c.numerator)), Num(float(c.denominator)))
 
 
@@ -568,6 +568,8 @@ class Canon:
         den_f = [(n, -p) for n, p in scal if p < 0]
         factors: list[Node] = [Num(float(c.numerator))] if c.numerator != 1 else []
         den_c = c.denominator
+        if den_c > 10**6:  # not a fraction a person wrote: the number itself
+            factors, den_c = ([_num(c)] if c != 1 else []), 1
         if den_c != 1 and not den_f and (num_f or mats):
             factors, den_c = [_num(c)], 1
         chains = []
@@ -604,7 +606,9 @@ class Canon:
     def _number_if_ones(self, c: Q, key: tuple, n: int) -> Node:
         """c*vector(1) in a sum with other terms is written c (1 - p, broadcast)."""
         if n > 1 and not key[0] and len(key[1]) == 1 and key[1][0][1] == 1 and _ones(key[1][0][0]):
-            return _num(c)
+            from handgrad.notation.render import number
+            if c.denominator == 1 or len(number(float(c))) <= 8:  # only a written number broadcasts
+                return Num(float(c))
         return self.term_node(c, key)
 
     def items(self, s: dict, factor: bool = True) -> list[tuple[bool, Node]]:
@@ -760,7 +764,7 @@ def _sum_node(items: list, text) -> Node:
         if not isinstance(neg, bool):  # (coef, body) of the elementwise printer
             c = neg
             neg = c < 0
-            body = _num(abs(c)) if body is None else body if abs(c) == 1 else Bin("*", _num(abs(c)), body)
+            body = _written(abs(c)) if body is None else body if abs(c) == 1 else Bin("*", _num(abs(c)), body)
         norm.append((neg, body))
     order = sorted(norm, key=lambda p: (not isinstance(p[1], Num) and not _is_const(p[1]),
                                         text(p[1]).lstrip("0123456789/*(")))
@@ -775,6 +779,11 @@ def _sum_node(items: list, text) -> Node:
         else:
             out = Bin("-" if neg else "+", out, t)
     return out
+
+
+def _written(c: Q) -> Node:
+    """A constant of an elementwise sum, as a written number (only that broadcasts: 1 - p)."""
+    return Num(float(c)) if c.denominator <= 10**6 else _num(c)
 
 
 def _is_const(n: Node) -> bool:
