@@ -212,3 +212,12 @@ def test_numbers_keep_their_value():
     assert r["ok"] and r["gradient"]["x"] == "1e-20 + 2*x"
     r = derive_expression("0.5*x'*x + 0.1*sum(x)", "x: n", "x")
     assert r["ok"] and r["gradient"]["x"] == "0.1 + x"  # a number broadcast as written
+
+
+@pytest.mark.parametrize("expr,grad", [("tr(X)", "eye"), ("tr(X)^2", "2*tr(X)*eye"),
+                                       ("logdet(X) + tr(X)", "eye + inv(X)'")])
+def test_a_scalar_coefficient_of_a_matrix_differential_reads_off_c_times_eye(expr, grad):
+    """tr(c dX) = tr((c I)' dX): the gradient is c*eye with X's shape (it was the scalar c,
+    a 1 x 1 read-off for an n x n X, which the verifier rejected)."""
+    r = derive_expression(expr, "X: n x n invertible", "X")
+    assert r["ok"] and r["verdict"] == "verified" and r["gradient"]["X"] == grad

@@ -207,6 +207,8 @@ def move(ctx: Ctx, t: Term) -> str | None:  # noqa: C901 - one case per identity
 def coefficient(ctx: Ctx, t: Term) -> Node:
     """G of a finished term sign*tr(F dX) = tr(G' dX): G = sign * F'."""
     fs = t.factors[:-1]
+    if not ctx.scalar(t.factors[-1]) and all(ctx.scalar(f) for f in fs):
+        fs = fs + [Call("eye", ())]  # tr(c dX) = tr((c I)' dX): G = c I, not the scalar c
     g = prod(fs) if ctx.scalar(t.factors[-1]) else T(prod(fs))
     return neg(g) if t.sign < 0 else g
 
