@@ -736,6 +736,12 @@ def run_cmd(ctx, config_path, **flags):
     ctx.invoke(fit_cmd, model=model, **cfg)  # click fills the flags the file leaves out
 
 
+def _deep(fn):
+    """fn where formulas as deep as the notation reads (a 5,000-term sum) can be walked."""
+    from handgrad.notation.ast import deep
+    return deep(fn)
+
+
 @main.command("derive")
 @click.argument("model", type=MODEL, required=False)
 @click.option("--file", "file_", type=str, default=None, metavar="FILE",
@@ -806,6 +812,7 @@ def derive_cmd(model, file_, all_, fmt, seed, expr, let_, wrt, hessian, emit, as
     return 0 if out["ok"] else 1
 
 
+@_deep
 def _derive_expr(expr, let_, wrt, hessian, emit, fmt, as_json, at_path=None) -> int:
     """derive --expr: handgrad writes the derivation in the notes' steps, the one verifier
     checks every line it wrote."""
@@ -835,6 +842,7 @@ def _print_notation(out: dict, fmt: str, as_json: bool) -> None:
         click.echo(format_at(out))
 
 
+@_deep
 def _derive_text(path: str, fmt: str, as_json: bool, at_path: str | None = None) -> int:
     """derive --file F.hg: parse the notation file, verify every line, print it."""
     import os

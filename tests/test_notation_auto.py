@@ -466,7 +466,7 @@ def test_one_hot_labels_simplify_softmax_to_the_notes_form():
     many = derive_expression("-sum(Y' .* log(softmax(W*X)))", "W: K x d; X: d x N; Y: N x K onehot", "W")
     assert many["ok"] and many["gradient"]["W"] == "(softmax(W*X) - Y')*X'"
     general = derive_expression("-y'*log(softmax(W*x))", "W: K x d; x: d; y: K", "W")
-    assert general["ok"] and general["gradient"]["W"] == "(softmax(W*x)*sum(y) - y)*x'"  # any y (errata E11)
+    assert general["ok"] and general["gradient"]["W"] == "(sum(y)*softmax(W*x) - y)*x'"  # any y (errata E11)
     # planted: the one-hot result claimed for a y that is not declared one-hot is rejected
     wrong = one["hg"].replace("let y: K onehot", "let y: K")
     rep = verify(parse_text(wrong, path="<planted>"))

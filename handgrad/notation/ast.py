@@ -19,6 +19,9 @@ notes' forms are spellings of the same tree, not separate nodes.
 
 from __future__ import annotations
 
+import functools
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -26,6 +29,10 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Node:
     pos: int | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+    def __getstate__(self):
+        # the remembered hash stays in this process (string hashes differ between processes)
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,24 @@ class Bin(Node):
 class Call(Node):
     fn: str
     args: tuple[Node, ...]
+
+
+def _remember_hash(cls) -> None:
+    """A node's hash computed once (the generated one walks the whole subtree: memo tables
+    keyed by subtrees of a long sum would cost its size squared)."""
+    generated = cls.__hash__
+
+    def __hash__(self):
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = generated(self)
+            object.__setattr__(self, "_hash", h)
+        return h
+    cls.__hash__ = __hash__
+
+
+for _cls in (Num, Sym, Diff, Neg, Transpose, Bin, Call):
+    _remember_hash(_cls)
 
 
 # Binding powers, lowest first.  Binary operators are left-associative except ^ and .^.
@@ -115,10 +140,13 @@ def children(node: Node) -> tuple[Node, ...]:
 
 
 def walk(node: Node) -> Iterator[Node]:
-    """Every node of the tree, parents before children."""
-    yield node
-    for c in children(node):
-        yield from walk(c)
+    """Every node of the tree, parents before children (left to right; no recursion, so a
+    deep tree costs its size, not its size times its depth)."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        yield n
+        todo.extend(reversed(children(n)))
 
 
 def symbols(node: Node) -> set[str]:
@@ -141,3 +169,64 @@ def terms(node: Node) -> list[tuple[int, Node]]:
     if isinstance(node, Neg):
         return [(-s, t) for s, t in terms(node.x)]
     return [(1, node)]
+
+
+# --------------------------------------------------------------------------- depth
+# Trees are walked recursively (printers, shapes, the deriver, the verifier).  A formula
+# may be nested at most MAX_NESTING levels (parentheses, calls, signs: the parser refuses
+# more, one line) and a tree may be at most MAX_DEPTH deep (a sum of that many terms is
+# that deep); ``deep`` runs a function on a thread with a stack and a recursion limit
+# for trees that deep.
+MAX_NESTING = 200
+MAX_DEPTH = 5000
+_STACK = 512 * 1024 * 1024
+_RECURSION = 40 * MAX_DEPTH + 10_000
+
+
+def depth(node: Node) -> int:
+    """The tree's depth (1 for a leaf), without recursion."""
+    best, todo = 0, [(node, 1)]
+    while todo:
+        n, d = todo.pop()
+        best = max(best, d)
+        todo.extend((c, d + 1) for c in children(n))
+    return best
+
+
+def deep(fn):
+    """fn run where a tree MAX_DEPTH deep can be walked recursively (its own thread, a
+    large stack, a raised recursion limit); exceptions and the result pass through."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if getattr(_inside, "yes", False):
+            return fn(*args, **kwargs)
+        out: dict = {}
+
+        def run():
+            _inside.yes = True
+            try:
+                out["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                out["error"] = exc
+        old_limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old_limit, _RECURSION))
+        old_stack = threading.stack_size()
+        try:
+            threading.stack_size(_STACK)
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+        finally:
+            threading.stack_size(old_stack)
+        try:
+            t.join()
+        finally:
+            sys.setrecursionlimit(old_limit)
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+    return wrapper
+
+
+
+
+_inside = threading.local()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 
-from handgrad.notation.ast import Call, Diff, Node, Num, Sym
+from handgrad.notation.ast import Call, Diff, Node, Num, Sym, deep
 from handgrad.notation.auto_rules import DeriveError, Expander
 from handgrad.notation.auto_trace import Term, coefficient, expand, jacobian, move, wrap
 from handgrad.notation.parser import NotationError, parse
@@ -69,13 +69,18 @@ def _fname(taken: set[str]) -> str:
 
 
 class _Writer:
-    """Rows of a derivation: the first of a group names its lhs, the rest start with '='."""
+    """Rows of a derivation: the first of a group names its lhs, the rest start with '='.
+    A named subexpression (``let p = sigma(z)``) is written by its name in the rows."""
 
-    def __init__(self, ctx: Ctx):
+    def __init__(self, ctx: Ctx, lets: dict[str, Node] | None = None):
         self.ctx, self.rows, self.group = ctx, [], None
+        self.lets = lets if lets is not None else {}
 
-    def line(self, lhs: str, e: Node, rules) -> None:
-        text = to_text(fold_defs(self.ctx, tidy(self.ctx, e)))
+    def line(self, lhs: str, e: Node, rules, *, names: bool = True) -> None:
+        e = fold_defs(self.ctx, tidy(self.ctx, e))
+        if names and self.lets:
+            e = _fold_lets(e, {b: n for n, b in self.lets.items() if not n.startswith("__")})
+        text = to_text(e)
         if lhs == "=":
             lhs = self.group
         if self.rows and self.rows[-1][1] == text and self.group == lhs:
@@ -93,6 +98,7 @@ class _Writer:
         return out
 
 
+@deep
 def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str, dict]:
     """The derivation as .hg text, and {"gradient": {v: text}, "hessian": {v: text}}."""
     decl_lines, env, props, defs, taken = [], {}, {}, {}, set()
@@ -132,8 +138,10 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     by_vec = vector_valued and not (ctx.column(f) and all(ctx.scalar(Sym(v)) or ctx.column(Sym(v))
                                                            for v in wrt_names))
     fname = _fname(taken)
+    if not vector_valued:
+        ctx.checker.env[fname] = SCALAR  # f itself may be used after its line
     ex = Expander(ctx, taken | {fname})
-    w = _Writer(ctx)
+    w = _Writer(ctx, ex.lets)
 
     # step 0: value rewrites
     g0, rules0 = _rewrite(ctx, f)
@@ -185,7 +193,7 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
     grads, collected = {}, []
     for v in wrt_names:
         mine = [t for t in terms if t.factors[-1] == Diff(v)]
-        g = simplify(ctx, total([coefficient(ctx, t) for t in mine])) if mine else None
+        g = simplify(ctx, total([coefficient(ctx, t) for t in mine]), {fname: f}) if mine else None
         grads[v] = g
         if g is None:
             continue
@@ -196,7 +204,7 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
             collected.append(mul(T(g), dv))
         else:
             collected.append(Call("tr", (mul(T(g), dv),)))
-    w.line("=", total(collected), ["collect: df = tr(G' dX), G the gradient"])
+    w.line("=", total(collected), [f"collect: d{fname} = tr(G' dX), G the gradient"], names=False)
     readoffs = []
     for v in wrt_names:
         g = grads[v]
@@ -207,8 +215,8 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
 
     hess_lines = []
     if hessian:
-        hess_lines = _hessian(ctx, ex, fname, wrt_names, dict(readoffs), out)
-    lets = [f"let {k} = {to_text(b)}" for k, b in ex.lets.items()]
+        hess_lines = _hessian(ctx, ex, fname, wrt_names, dict(readoffs), out, f)
+    lets = _let_lines(ex.lets)
     text = [f"# {fname} = {to_text(f)}   (derived by handgrad)", *decl_lines, *lets,
             f"wrt {', '.join(wrt_names)}"]
     text.append(f"{fname} = {to_text(f)}")
@@ -247,17 +255,17 @@ def _jacobians(ctx: Ctx, ex: Expander, w: _Writer, f: Node, fname: str, cur: Nod
         w.line(lhs, total(parts), rules)
         jacs = {v: vec_jacobian(ctx, signed, v, []) for v in wrt}
         w.line(lhs, total([mul(j, vec(Diff(v))) for v, j in jacs.items() if j is not None]),
-               ["collect: vec(df) = J vec(dX), J the Jacobian (numerator layout)"])
+               ["collect: vec(df) = J vec(dX), J the Jacobian (numerator layout)"], names=False)
     else:
         jacs = {}
         for v in wrt:
             mine = [t if s > 0 else neg(t) for s, t in signed if v in differentials(t)]
             jacs[v] = read_off(ctx, total(mine), v) if mine else None
         w.line("=", total([mul(j, Diff(v)) for v, j in jacs.items() if j is not None]),
-               ["read off df = J dx, J the Jacobian (numerator layout)"])
+               ["read off df = J dx, J the Jacobian (numerator layout)"], names=False)
     zero = Call("matrix", (Num(0.0),))
     readoffs = [(v, j if j is not None else zero) for v, j in jacs.items()]
-    lets = [f"let {k} = {to_text(b)}" for k, b in ex.lets.items()]
+    lets = _let_lines(ex.lets)
     text = [f"# {fname} = {to_text(f)}   (derived by handgrad)", *decl_lines, *lets, f"wrt {', '.join(wrt)}",
             f"{fname} = {to_text(f)}"]
     for g, rs in values:
@@ -270,6 +278,41 @@ def _jacobians(ctx: Ctx, ex: Expander, w: _Writer, f: Node, fname: str, cur: Nod
     out = {"gradient": {}, "hessian": {}, "jacobian": {v: to_text(j) for v, j in readoffs},
            "jacobian_denominator": {v: to_text(j) for v, j in denominator.items()}}
     return "\n".join(text) + "\n", out
+
+
+def _let_lines(lets: dict[str, Node]) -> list[str]:
+    """The named subexpressions, each written with the others' names (let z = W*x, then
+    let p = sigma(z)), a name defined before it is used."""
+    bodies = {}
+    for name, body in lets.items():
+        others = {b: n for n, b in lets.items() if n != name and not n.startswith("__")}
+        bodies[name] = _fold_lets_below(body, others)
+    from handgrad.notation.ast import symbols
+    done: list[str] = []
+
+    def visit(name, seen=()):
+        if name in done or name in seen:
+            return
+        for dep in sorted(symbols(bodies[name]) & set(bodies), key=list(bodies).index):
+            visit(dep, seen + (name,))
+        done.append(name)
+    for name in bodies:
+        visit(name)
+    return [f"let {k} = {to_text(bodies[k])}" for k in done]
+
+
+def _fold_lets_below(e: Node, names: dict[Node, str]) -> Node:
+    """_fold_lets of e's parts (e itself kept: a let is not its own name)."""
+    from handgrad.notation.simplify import _rebuild
+    return _rebuild(e, lambda c: _fold_lets(c, names))
+
+
+def _fold_lets(e: Node, names: dict[Node, str]) -> Node:
+    """Each subtree that is a let's body written as the let's name (outermost first)."""
+    from handgrad.notation.simplify import _rebuild
+    if e in names:
+        return Sym(names[e])
+    return _rebuild(e, lambda c: _fold_lets(c, names))
 
 
 def _terms_node(terms: list[Term]) -> Node:
@@ -304,12 +347,17 @@ def _rewrite(ctx: Ctx, f: Node) -> tuple[Node, list[str]]:
     return out, list(dict.fromkeys(rules))
 
 
-def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, out: dict) -> list[str]:
+def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, out: dict,
+             f: Node) -> list[str]:
     if len(wrt) != 1:
         raise DeriveError("hessian: one variable at a time (the verifier's d2f is along every wrt variable)")
     v = wrt[0]
     matrix = not (ctx.scalar(Sym(v)) or ctx.column(Sym(v)))
     g = grads[v]
+    from handgrad.notation.ast import symbols
+    if fname in symbols(g):  # f named inside its gradient: written out again, as g depends on v through it
+        from handgrad.notation.simplify import substitute
+        g = simplify(ctx, substitute(g, Sym(fname), f))
     gname = next(n for n in ("g", "g1", "g2", "gw", "grad1") if n not in ex.taken and "d" + n not in ex.taken)
     ex.taken.add(gname)
     ex.lets[gname] = g
@@ -319,10 +367,12 @@ def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, ou
 
     def d2(dg):  # d2f = dw' dg, or tr(dX' dG) for a matrix X
         return Call("tr", (mul(head, dg),)) if matrix else mul(head, dg)
-    w = _Writer(ctx)
+    w = _Writer(ctx, {k: b for k, b in ex.lets.items() if k != gname})
     cur = Diff(gname)
     w.line("d2" + fname, d2(cur),
-           ["d2f = tr(dX' dG), G the gradient" if matrix else "d2f = dw' dg, g the gradient"])
+           [f"d2{fname} = tr(d{v}' d{gname}), {gname} the gradient" if matrix
+            else f"d2{fname} = d{v}' d{gname}, {gname} the gradient" if ctx.column(dv)
+            else f"d2{fname} = d{v} d{gname}, {gname} the gradient"])
     for _ in range(MAX_LINES):
         if not ex.pending(cur):
             break
@@ -335,17 +385,18 @@ def _hessian(ctx: Ctx, ex: Expander, fname: str, wrt: list[str], grads: dict, ou
         if h is None:
             h = Call("matrix", (Num(0.0),))
         vdx = Call("vec", (dv,))
-        w.line("d2" + fname, mul(mul(T(vdx), h), vdx), rules + ["read off vec(dG) = H vec(dX)"])
+        w.line("d2" + fname, mul(mul(T(vdx), h), vdx), rules + ["read off vec(dG) = H vec(dX)"], names=False)
         out["hessian"][v] = to_text(h)
         return w.render() + [f"hess {v} = {to_text(h)}"]
     h = jacobian(ctx, cur, v)
     if is_num(h, 0):
         h = Call("matrix", (Num(0.0),))
-    w.line("d2" + fname, mul(mul(head, h), dv), ["read off dg = H dw"])
+    w.line("d2" + fname, mul(mul(head, h), dv), [f"read off d{gname} = H d{v}"], names=False)
     out["hessian"][v] = to_text(h)
     return w.render() + [f"hess {v} = {to_text(h)}"]
 
 
+@deep
 def derive_expression(expr: str, let: str, wrt: str, *, hessian: bool = False, **verify_options) -> dict:
     """Derive, then verify: the verifier's report (as ``derive_text_file`` returns, so
     ``format_text`` prints it) plus ``hg`` (the derivation text), ``gradient`` and

@@ -1,8 +1,9 @@
 """Step 1 of the automatic deriver: the differential, one level of rules per line.
 
-A subexpression whose differential is not written out yet is a named subexpression
-(``let u1 = X*w``) and appears as its differential ``du1``; the verifier evaluates
-``du1`` as the directional derivative of its definition, so every intermediate line is
+A subexpression whose differential is not written out yet is a named subexpression,
+named by its role as the notes do (``let z = X*w``, ``let p = sigma(z)``), and appears as
+its differential ``dz``; the verifier evaluates ``dz`` as the directional derivative of
+its definition, so every intermediate line is
 checked like a finished one.  Each line expands every pending ``du``: linear operations
 (sums, transposes, tr, sum, vec, diag) pass the d through, then one rule at the first
 nonlinear operation; its nonlinear arguments become new named subexpressions.
@@ -69,13 +70,20 @@ class Expander:
         self.rules: list[str] = []
 
     def name_for(self, body: Node) -> str:
+        """A name by the subexpression's role, as the notes name them: p = sigma(z),
+        z = W*x (a product), r = A*x - b (a sum), S (a square matrix), s (a scalar)."""
         for n, b in self.lets.items():
             if b == body:
                 return n
-        k = len(self.lets) + 1
-        while f"u{k}" in self.taken or f"du{k}" in self.taken:
+        base = _role(self.ctx, body)
+        sizes = {d for shape in self.ctx.env.values() for dim in shape
+                 for d in getattr(dim, "letters", ())}
+        k = 1
+        while True:
+            name = base if k == 1 else f"{base}{k}"
+            if not ({name, "d" + name, "d2" + name} & (self.taken | sizes)):
+                break
             k += 1
-        name = f"u{k}"
         self.lets[name] = body
         self.taken.add(name)
         self.ctx.checker.env[name] = self.ctx.shape(body)
@@ -228,6 +236,30 @@ class Expander:
         if deriv is None:
             raise DeriveError(f"{_t(e)}: no differential rule for {fn}")
         return mul(deriv(), du) if scalar else had(deriv(), du)
+
+
+_ROLE = {"sigma": "p", "softmax": "p", "exp": "q", "log": "l", "tanh": "t", "sqrt": "s",
+         "det": "D", "inv": "V", "norm2": "nu", "logsumexp": "lse", "softplus": "sp"}
+
+
+def _role(ctx: Ctx, body: Node) -> str:
+    """The letter the notes use for a subexpression of this kind."""
+    if isinstance(body, Call) and body.fn in _ROLE:
+        return _ROLE[body.fn]
+    try:
+        shape = ctx.shape(body)
+    except NotationError:
+        shape = None
+    if isinstance(body, Bin) and body.op in "+-":
+        return "r"
+    if isinstance(body, Bin) and body.op in ("*", "kron") and shape is not None and shape[0] == shape[1] \
+            and not ctx.scalar(body):
+        return "S"
+    if isinstance(body, Bin) and body.op == "*" and not ctx.scalar(body):
+        return "z"
+    if shape is not None and ctx.scalar(body):
+        return "s"
+    return "v" if shape is not None and ctx.column(body) else "M"
 
 
 def _t(e: Node) -> str:

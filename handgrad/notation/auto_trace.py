@@ -207,6 +207,8 @@ def move(ctx: Ctx, t: Term) -> str | None:  # noqa: C901 - one case per identity
 def coefficient(ctx: Ctx, t: Term) -> Node:
     """G of a finished term sign*tr(F dX) = tr(G' dX): G = sign * F'."""
     fs = t.factors[:-1]
+    if not ctx.scalar(t.factors[-1]) and all(ctx.scalar(f) for f in fs):
+        fs = fs + [Call("eye", ())]  # tr(c dX) = tr((c I)' dX): G = c I, not the scalar c
     g = prod(fs) if ctx.scalar(t.factors[-1]) else T(prod(fs))
     return neg(g) if t.sign < 0 else g
 
@@ -216,6 +218,18 @@ def jacobian(ctx: Ctx, e: Node, w: str) -> Node:
     """H with e = H dw (e a column or a scalar linear in dw; H has e's rows, w's rows)."""
     terms = [jac_term(ctx, t, w) if s > 0 else neg(jac_term(ctx, t, w)) for s, t in expand(ctx, e)]
     return simplify(ctx, total(terms))
+
+
+def _flat_keeping_scalars(ctx: Ctx, e: Node) -> list[Node]:
+    """The factors of a product, a scalar sub-product holding the differential kept whole:
+    q*(dx'*x)*x is [q, dx'*x, x], not [q, dx', x, x] (whose tail x*x does not conform)."""
+    out: list[Node] = []
+    for side in (e.a, e.b):
+        if isinstance(side, Bin) and side.op == "*" and not (has_diff(side) and ctx.scalar(side)):
+            out.extend(_flat_keeping_scalars(ctx, side))
+        else:
+            out.append(side)
+    return out
 
 
 def jac_term(ctx: Ctx, e: Node, w: str) -> Node:  # noqa: C901
@@ -240,11 +254,11 @@ def jac_term(ctx: Ctx, e: Node, w: str) -> Node:  # noqa: C901
             return mul(a, j)
         return mul(Call("diag", (a,)), j)
     if isinstance(e, Bin) and e.op == "*":
-        fs = flat(e)
+        fs = _flat_keeping_scalars(ctx, e)
         i = _dindex(fs)
         d, left, right = fs[i], fs[:i], fs[i + 1:]
-        if all(ctx.scalar(f) for f in right):
-            return prod(left + right + [jac_term(ctx, d, w)])
+        if all(ctx.scalar(f) for f in right) or right and ctx.scalar(prod(right)):
+            return prod(left + right + [jac_term(ctx, d, w)])  # dx*x'*A*x: a scalar after dx
         if ctx.scalar(d):
             return prod(left + right + [jac_term(ctx, d, w)])
         r = prod(right)

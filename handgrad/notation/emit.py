@@ -44,7 +44,7 @@ class _Emitter:
         for name, decl in self.d.decls.items():
             for axis, s in enumerate(decl.shape):
                 if s.letters == (letter,) and s.coef == 1:
-                    return f"{name}.shape[{axis}]"
+                    return f"{py_name(name)}.shape[{axis}]"
         raise NotationError(f"emit_torch: no argument has the size {letter}")
 
     def scalar(self, e: Node) -> bool:
@@ -55,7 +55,7 @@ class _Emitter:
             s = number(e.value)
             return s if "." in s or "e" in s else s + ".0"
         if isinstance(e, Sym):
-            return e.name
+            return py_name(e.name)
         if isinstance(e, Diff):
             raise NotationError("emit_torch: a differential in a read-off")
         if isinstance(e, Neg):
@@ -138,6 +138,16 @@ class _Emitter:
         raise NotationError(f"emit_torch: no torch for {fn}")
 
 
+def py_name(name: str) -> str:
+    """A notation name as a Python name: a keyword (lambda) or one that would shadow the
+    module the code uses (torch) gets a trailing underscore (lambda_, torch_)."""
+    import keyword
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in ("torch", "gradient", "hessian",
+                                                                              "jacobian"):
+        return name + "_"
+    return name
+
+
 def _derivation(x) -> Derivation:
     if isinstance(x, Derivation):
         return x
@@ -155,17 +165,21 @@ def emit_torch(report_or_derivation, *, name: str = "gradient") -> str:
     report, a Derivation, or .hg text; needs ``grad`` or ``jac`` read-offs."""
     d = _derivation(report_or_derivation)
     em = _Emitter(d)
-    args = ", ".join(d.decls)
+    args = ", ".join(py_name(n) for n in d.decls)
     head = []
     for n, decl in d.decls.items():
+        n = py_name(n)
         if decl.shape[0] == ONE and decl.shape[1] == ONE:
             head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64).reshape(1, 1)")
         elif decl.shape[1] == ONE:
             head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64).reshape(-1, 1)")
         else:
             head.append(f"    {n} = torch.as_tensor({n}, dtype=torch.float64)")
-    user_defs = [(k, v) for k, v in d.defs.items() if k != d.fname and k in _used_defs(d)]
-    head += [f"    {k} = {em.code(v)}" for k, v in user_defs]
+    used = _used_defs(d)
+    user_defs = [(k, v) for k, v in d.defs.items() if k != d.fname and k in used]
+    if d.fname in used:  # the read-off names f itself (grad S = -1/2*f*...)
+        user_defs.append((d.fname, d.f))
+    head += [f"    {py_name(k)} = {em.code(v)}" for k, v in user_defs]
     out = ["import torch", ""]
     if not any(ln.kind in ("grad", "jac") for ln in d.lines):
         raise NotationError("emit_torch: the derivation has no grad (or jac) read-off")
@@ -193,7 +207,10 @@ def _used_defs(d: Derivation) -> set[str]:
     todo = [ln.expr for ln in d.lines if ln.kind in ("grad", "hess", "jac")]
     while todo:
         for s in symbols(todo.pop()):
-            if s in d.defs and s not in used and s != d.fname:
+            if s == d.fname and s not in used:
+                used.add(s)
+                todo.append(d.f)
+            elif s in d.defs and s not in used:
                 used.add(s)
                 todo.append(d.defs[s])
     return used

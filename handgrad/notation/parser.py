@@ -25,6 +25,8 @@ from collections.abc import Collection
 from handgrad.notation.ast import (
     BINARY,
     FUNCTIONS,
+    MAX_DEPTH,
+    MAX_NESTING,
     PREC_NEG,
     RIGHT_ASSOC,
     Bin,
@@ -35,6 +37,7 @@ from handgrad.notation.ast import (
     Num,
     Sym,
     Transpose,
+    depth,
 )
 
 
@@ -94,6 +97,7 @@ class _Parser:
         self.toks = tokenize(text)
         self.i = 0
         self.declared = None if declared is None else set(declared)
+        self.nesting = 0
 
     # -- token helpers
     def peek(self, k: int = 0) -> tuple[str, str, int]:
@@ -173,6 +177,16 @@ class _Parser:
         return Bin(op, base, exponent, pos=pos)
 
     def nud(self) -> Node:
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise self.error(f"the formula is nested more than {MAX_NESTING} levels deep (parentheses, "
+                                 "functions, signs); name an inner part with let")
+            return self._nud()
+        finally:
+            self.nesting -= 1
+
+    def _nud(self) -> Node:
         kind, value, pos = tok = self.next()
         if kind == "num":
             return Num(float(value), pos=pos)
@@ -260,4 +274,9 @@ def _near(word: str, names: Collection[str]) -> list[str]:
 def parse(text: str, declared: Collection[str] | None = None) -> Node:
     """Parse one formula.  With ``declared`` (the names a file lets), unknown names are errors
     and ``dX`` is a differential only for a declared X."""
-    return _Parser(text, declared).parse()
+    node = _Parser(text, declared).parse()
+    levels = depth(node)
+    if levels > MAX_DEPTH:
+        raise NotationError(f"the formula is {levels} levels deep (a sum of n terms is n deep); "
+                            f"handgrad reads at most {MAX_DEPTH}: name parts of it with let", text, 0)
+    return node

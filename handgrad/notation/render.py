@@ -92,11 +92,20 @@ def to_text(node: Node) -> str:
 
 
 # ---------------------------------------------------------------------------- LaTeX
-def latex_name(name: str) -> str:
+def _split_name(name: str) -> tuple[str, str]:
+    """'l2' -> ('l', '2'), 'alpha_1' -> ('alpha', '1'), 'x' -> ('x', ''): trailing digits
+    are a subscript, as the notes write ℓ₂ and x₁."""
     base, _, sub = name.partition("_")
-    if not sub and len(base) > 1 and base[-1].isdigit():
+    if not sub and len(base) > 1 and base[-1].isdigit() and base.rstrip("0123456789"):
         i = len(base.rstrip("0123456789"))
         base, sub = base[:i], base[i:]
+    return base, sub
+
+
+def latex_name(name: str) -> str:
+    base, sub = _split_name(name)
+    if base == "l" and sub:  # l2 is ℓ₂ (a lone l reads as 1 next to its subscript)
+        return f"\\ell_{{{sub}}}"
     if base in GREEK:
         out = "\\" + base
     elif len(base) == 1:
@@ -167,7 +176,9 @@ def to_latex(node: Node) -> str:
             return _sup(node.a, "\\circ " + to_latex(node.b))
         a, b = _latex_child(node.a, node, "a"), _latex_child(node.b, node, "b")
         if node.op == "*":
-            return f"{a} \\cdot {b}" if b[:1].isdigit() or b[:2] == "\\f" else f"{a} {b}"
+            if b[:1].isdigit() or b[:2] == "\\f":
+                return f"{a} \\cdot {b}"
+            return f"{a}\\, {b}" if a.endswith("}") and "_{" in a else f"{a} {b}"  # ℓ₂ I, not ℓ₂I
         return a + _LATEX_OP[node.op] + b
     if isinstance(node, Call):
         return _latex_call(node)
@@ -227,8 +238,8 @@ def _mparen(e: ET.Element) -> ET.Element:
 
 
 def _mname(name: str) -> ET.Element:
-    base, _, sub = name.partition("_")
-    base = _GREEK_CHAR.get(base, base)
+    base, sub = _split_name(name)
+    base = "ℓ" if base == "l" and sub else _GREEK_CHAR.get(base, base)
     mi = _el("mi", text=base, **({"mathvariant": "normal"} if len(base) > 1 else {}))
     return _el("msub", mi, _el("mn" if sub.isdigit() else "mi", text=sub)) if sub else mi
 

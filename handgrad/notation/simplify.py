@@ -3,15 +3,16 @@
 ``Ctx`` holds what the deriver knows about names (shapes, properties, named
 subexpressions) and answers shape questions about new trees.  ``tidy`` removes what a
 person would not write (``0 +``, ``1*``, ``X''``, ``-(-a)``, ``eye*A``, a transposed
-scalar or symmetric matrix); ``simplify`` also pushes transposes inward, folds
-``exp(z) ./ (1 + exp(z))`` into ``sigma(z)`` and collects like terms where it is easy
-(equal terms added, a common last or first factor taken out: A*X + A'*X -> (A + A')*X).
-Every rewrite is an identity, and everything printed is checked by the verifier anyway.
+scalar or symmetric matrix) from the derivation's lines; ``simplify`` prints a read-off
+from its canonical form (handgrad.notation.canon: like terms collected, transposes on
+symmetric factors dropped, exp(z) ./ (1 + exp(z)) = sigma(z), common factors taken out
+where shorter).  Every rewrite is an identity, and everything printed is checked by the
+verifier anyway.
 """
 
 from __future__ import annotations
 
-from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, walk
+from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
 from handgrad.notation.parser import NotationError
 from handgrad.notation.shapes import ONE, ShapeChecker, is_scalar
 
@@ -22,8 +23,26 @@ def is_num(e: Node, v: float | None = None) -> bool:
     return isinstance(e, Num) and (v is None or e.value == v)
 
 
+_HAS_DIFF: dict[int, tuple[Node, bool]] = {}
+
+
 def has_diff(e: Node) -> bool:
-    return any(isinstance(n, Diff) for n in walk(e))
+    """Whether a differential appears in e (remembered per node: the trace trick asks of
+    every subtree of a long sum)."""
+    got = _HAS_DIFF.get(id(e))
+    if got is not None and got[0] is e:
+        return got[1]
+    if isinstance(e, Diff):
+        out = True
+    elif isinstance(e, (Num, Sym)):
+        out = False
+    else:
+        from handgrad.notation.ast import children
+        out = any(has_diff(c) for c in children(e))
+    if len(_HAS_DIFF) > 200_000:
+        _HAS_DIFF.clear()
+    _HAS_DIFF[id(e)] = (e, out)
+    return out
 
 
 def ones_like(e: Node) -> bool:
@@ -37,12 +56,31 @@ class Ctx:
     def __init__(self, env, props, defs, wrt):
         self.env, self.props, self.defs, self.wrt = dict(env), dict(props), dict(defs), list(wrt)
         self.checker = ShapeChecker(self.env)
+        self._shapes: dict[int, tuple] = {}
+        self._by_value: dict[Node, tuple] = {}
+        self._canon = None
         for name, body in self.defs.items():
             self.checker.env[name] = self.checker.infer(body)
 
     def shape(self, e: Node):
-        self.checker.infer(e)
-        return self.checker.shape(e)
+        """e's shape, inferred once per node (by identity, then by value)."""
+        s = self._shapes.get(id(e))
+        if s is not None and s[0] is e:
+            return s[1]
+        s = self._by_value.get(e)
+        if s is None:
+            self.checker.infer(e)
+            s = self._by_value[e] = self.checker.shape(e)
+        self._shapes[id(e)] = (e, s)
+        return s
+
+    @property
+    def canon(self):
+        """The canonical-form builder over this context (memoised; see handgrad.notation.canon)."""
+        if self._canon is None:
+            from handgrad.notation.canon import Canon
+            self._canon = Canon(self)
+        return self._canon
 
     def scalar(self, e: Node) -> bool:
         try:
@@ -60,13 +98,21 @@ class Ctx:
         return isinstance(e, Sym) and bool(self.props.get(e.name, frozenset()) & {"sym", "spd", "diagonal"})
 
     def depends(self, e: Node) -> bool:
-        for n in walk(e):
-            if isinstance(n, Diff):
-                return True
-            if isinstance(n, Sym) and (n.name in self.wrt or n.name in self.defs
-                                       and self.depends(self.defs[n.name])):
-                return True
-        return False
+        """Whether e depends on a variable (a differential, a variable, or a name defined
+        through one); remembered per node."""
+        memo = self.__dict__.setdefault("_depends", {})
+        got = memo.get(id(e))
+        if got is not None and got[0] is e:
+            return got[1]
+        if isinstance(e, Diff):
+            out = True
+        elif isinstance(e, Sym):
+            out = e.name in self.wrt or e.name in self.defs and self.depends(self.defs[e.name])
+        else:
+            from handgrad.notation.ast import children
+            out = any(self.depends(c) for c in children(e))
+        memo[id(e)] = (e, out)
+        return out
 
 
 # --------------------------------------------------------------------------- builders
@@ -143,28 +189,6 @@ def flat(e: Node) -> list[Node]:
     return [e]
 
 
-def signed_factors(e: Node) -> tuple[float, list[Node]]:
-    """coef, factors with the numbers and signs of a product taken out."""
-    coef, out = 1.0, []
-    for f in flat(e):
-        while isinstance(f, Neg):
-            coef, f = -coef, f.x
-        if isinstance(f, Num):
-            coef *= f.value
-        else:
-            out.extend(flat(f) if isinstance(f, Bin) and f.op == "*" else [f])
-    return coef, out
-
-
-def sum_terms(e: Node) -> list[tuple[int, Node]]:
-    if isinstance(e, Bin) and e.op in "+-":
-        right = sum_terms(e.b)
-        return sum_terms(e.a) + ([(-s, t) for s, t in right] if e.op == "-" else right)
-    if isinstance(e, Neg):
-        return [(-s, t) for s, t in sum_terms(e.x)]
-    return [(1, e)]
-
-
 def substitute(e: Node, old: Node, new: Node) -> Node:
     if e == old:
         return new
@@ -229,14 +253,15 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
     if op == "*":
         if isinstance(a, Neg) or isinstance(b, Neg):
             return neg(mul(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
-        if isinstance(b, Bin) and b.op == "*":
+        if isinstance(b, Bin) and b.op == "*" and (ctx.scalar(a) or not ctx.scalar(b)):
+            # a*(b*c) = (a*b)*c, except a matrix times a scalar product: eye*(x'*A*x)
             return _local(ctx, mul(_local(ctx, mul(a, b.a), push), b.b), push)
-        if isinstance(a, Bin) and a.op == "*" and isinstance(a.b, Num):
+        if isinstance(a, Bin) and a.op == "*" and _numeric(a.b) and not _numeric(a.a):
             return _local(ctx, mul(mul(a.b, a.a), b), push)
         if isinstance(a, Num) and isinstance(b, Bin) and b.op == "*" and isinstance(b.a, Num):
             return mul(Num(a.value * b.a.value), b.b)
-        if isinstance(b, Num) and not isinstance(a, Num):
-            return mul(b, a)
+        if _numeric(b) and not _numeric(a):
+            return _local(ctx, mul(b, a), push)
         if isinstance(a, Num) and isinstance(b, Num):
             return Num(a.value * b.value)
         for one, other in ((a, b), (b, a)):
@@ -286,6 +311,12 @@ def _local(ctx: Ctx, e: Node, push: bool) -> Node:  # noqa: C901 - one case per 
     return e
 
 
+def _numeric(e: Node) -> bool:
+    """A number as written: 2, or 1/2."""
+    return isinstance(e, Num) or isinstance(e, Bin) and e.op == "/" and isinstance(e.a, Num) \
+        and isinstance(e.b, Num)
+
+
 def _one_hot_sum(ctx: Ctx, a: Node, b: Node) -> Node | None:
     """Labels declared onehot sum to one: Y 1 = 1 and 1' Y' = 1' (each row of Y one-hot),
     1' y = 1 (a one-hot column y).  None when a*b is not one of these."""
@@ -324,90 +355,11 @@ def fold_defs(ctx: Ctx, e: Node) -> Node:
 
 
 # --------------------------------------------------------------------------- simplify
-def simplify(ctx: Ctx, e: Node) -> Node:
-    """tidy with transposes pushed in, then like terms collected (a read-off)."""
-    for _ in range(4):
-        new = fold_defs(ctx, _collect(ctx, tidy(ctx, e, push=True)))
-        if new == e:
-            break
-        e = new
-    return e
-
-
-def _collect(ctx: Ctx, e: Node) -> Node:
-    e = _rebuild(e, lambda c: _collect(ctx, c)) if not (isinstance(e, Bin) and e.op in "+-") else e
-    parts = sum_terms(e)
-    if len(parts) < 2:
-        return e
-    terms: list[tuple[float, tuple[Node, ...]]] = []
-    for s, t in parts:
-        c, fs = signed_factors(_collect(ctx, t))
-        key = tuple(fs)
-        for i, (c0, k0) in enumerate(terms):
-            if k0 == key:
-                terms[i] = (c0 + s * c, k0)
-                break
-        else:
-            terms.append((s * c, key))
-    terms = [(c, k) for c, k in terms if c != 0]
-    for side in (-1, 0):
-        terms = _factor(ctx, terms, side)
-    terms = _factor_hadamard(ctx, terms)
-    return _build(terms)
-
-
-def _factor_hadamard(ctx: Ctx, terms):
-    """A .* C - B .* C = (A - B) .* C: a common right operand of elementwise products."""
-    groups: dict[Node, list[int]] = {}
-    for i, (_, k) in enumerate(terms):
-        if len(k) == 1 and isinstance(k[0], Bin) and k[0].op == ".*" and not ctx.scalar(k[0].b):
-            groups.setdefault(k[0].b, []).append(i)
-    out, used = {}, set()
-    for right, idx in groups.items():
-        if len(idx) < 2:
-            continue
-        sub_terms = []
-        for i in idx:
-            c, fs = signed_factors(terms[i][1][0].a)
-            sub_terms.append((terms[i][0] * c, tuple(fs)))
-        inner = _collect(ctx, _build(sub_terms))
-        out[idx[0]] = (1.0, (Bin(".*", inner, right),))
-        used |= set(idx)
-    return [out[i] if i in out else t for i, t in enumerate(terms) if i in out or i not in used]
-
-
-def _factor(ctx: Ctx, terms, side: int):
-    """Take a common last (side -1) or first (side 0) factor out of two or more terms."""
-    groups: dict[Node, list[int]] = {}
-    for i, (_, k) in enumerate(terms):
-        if len(k) >= 2 and not ctx.scalar(k[side]):
-            groups.setdefault(k[side], []).append(i)
-    out, used = {}, set()
-    for f, idx in groups.items():
-        if len(idx) < 2 or used & set(idx):
-            continue
-        rests = [terms[i][1][:-1] if side == -1 else terms[i][1][1:] for i in idx]
-        kinds = {all(ctx.scalar(x) for x in r) for r in rests}
-        if len(kinds) != 1:
-            continue
-        sub_terms = [(terms[i][0], r) for i, r in zip(idx, rests)]
-        inner = _collect(ctx, _build(sub_terms))
-        out[idx[0]] = (1.0, (inner, f) if side == -1 else (f, inner))
-        used |= set(idx)
-    return [out[i] if i in out else t for i, t in enumerate(terms) if i in out or i not in used]
-
-
-def _build(terms) -> Node:
-    coefs = {c for c, _ in terms}
-    common = 1.0
-    if len(terms) >= 2 and len(coefs) == 1 and abs(next(iter(coefs))) != 1:
-        common = next(iter(coefs))
-        terms = [(1.0, k) for _, k in terms]
-    out: Node = ZERO
-    for c, k in terms:
-        body = prod(list(k))
-        t = mul(Num(abs(c)), body) if abs(c) != 1 else body
-        out = sub(out, t) if c < 0 else add(out, t)
-    if isinstance(out, Num) and out.value == 0 and terms:
-        return out
-    return mul(Num(common), out) if common != 1 else out
+def simplify(ctx: Ctx, e: Node, names: dict[str, Node] | None = None) -> Node:
+    """A read-off in canonical form (handgrad.notation.canon), printed with the user's
+    names; ``names`` (f -> its formula) are recognised inside it (-1/2*f*inv(S))."""
+    cn = ctx.canon
+    s = cn.canon(tidy(ctx, e))
+    for name, body in (names or {}).items():
+        s = cn.with_name(s, name, body)
+    return fold_defs(ctx, cn.node(s))
