@@ -737,9 +737,14 @@ def run_cmd(ctx, config_path, **flags):
 
 
 def _deep(fn):
-    """fn where formulas as deep as the notation reads (a 5,000-term sum) can be walked."""
-    from handgrad.notation.ast import deep
-    return deep(fn)
+    """fn where formulas as deep as the notation reads (a 5,000-term sum) can be walked (the
+    notation, and torch with it, is imported when fn runs: `list` and `--help` import none)."""
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        from handgrad.notation.ast import deep
+
+        return deep(fn)(*args, **kw)
+    return run
 
 
 @main.command("derive")

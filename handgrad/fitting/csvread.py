@@ -252,9 +252,13 @@ def read(path: str, used: list[str] | None = None) -> Table:
 
 
 def _trimmed(col):
+    """Cells without their surrounding blanks; a cell of blanks alone is missing, as an
+    empty one is (the reader's null values match whole cells, so "  " reaches here)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pc.utf8_trim_whitespace(col)
+    t = pc.utf8_trim_whitespace(col)
+    return pc.if_else(pc.equal(t, ""), pa.scalar(None, pa.string()), t)
 
 
 def _as_floats(pa, col) -> np.ndarray | None:
