@@ -6,7 +6,8 @@
 A block is an indented line `    $ python cli.py ARGS  [# comment]` and the indented lines
 after it (blank lines inside included) up to the next unindented line or the next `$` line;
 a comment "(first N lines)" shows only those, then "...", and "(lines A-B)" shows lines A to
-B (1-based) of the output alone.  Output shown without its command line (a table quoted in
+B (1-based) of the output alone, and "(stderr)" shows what the command writes to stderr
+(its error and warning lines) instead of stdout.  Output shown without its command line (a table quoted in
 prose) is a block too: an HTML comment `<!-- $ python cli.py ARGS (lines A-B) -->` on its own
 line, then the indented block right after it (one blank line between them allowed); the
 comment is invisible on a rendered page.  Such a comment may also run a module of the
@@ -88,13 +89,14 @@ def blocks(text: str) -> list[tuple[int, int, str, bool]]:
 
 _FIRST = re.compile(r"\(first (\d+) lines\)")
 _LINES = re.compile(r"\(lines (\d+)-(\d+)\)")
+_STDERR = re.compile(r"\(stderr\)")
 
 
 def run(command: str, plot_dir: str | None) -> str:
     """The command's stdout; "(first N lines)" keeps those and a last line "...",
     "(lines A-B)" keeps lines A to B."""
     selector = command.split("#", 1)[1] if "#" in command else command
-    words = shlex.split(_LINES.sub("", command.split("#")[0]))
+    words = shlex.split(_STDERR.sub("", _LINES.sub("", command.split("#")[0])))
     prefix, args = (words[1:3], words[3:]) if words[1] == "-m" else (["cli.py"], words[2:])
     if plot_dir is not None:
         args = [os.path.join(plot_dir, os.path.basename(a)) if a.endswith(".png") else a
@@ -102,7 +104,7 @@ def run(command: str, plot_dir: str | None) -> str:
     env = {**os.environ, "COLUMNS": "200"}
     r = subprocess.run([sys.executable, *prefix, *args], cwd=ROOT, capture_output=True,
                        text=True, env=env, timeout=900)
-    out = r.stdout.rstrip("\n")
+    out = (r.stderr if "(stderr)" in selector else r.stdout).rstrip("\n")
     if plot_dir is not None:
         out = out.replace(plot_dir + os.sep, "docs/")
     lines = out.split("\n")

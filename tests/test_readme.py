@@ -68,3 +68,13 @@ def test_the_documentation_site_builds(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "site" / "notation" / "index.html").exists()
+
+
+def test_a_block_can_show_what_a_command_writes_to_stderr():
+    """The error messages quoted in docs/errors.md are real runs' stderr, checked the same way."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    import readme_blocks
+
+    text = "<!-- $ python cli.py fit nosuchmodel (stderr) -->\n\n    planted\n"
+    fresh = readme_blocks.render(text)
+    assert "error:" in fresh and "nosuchmodel" in fresh and "planted" not in fresh
