@@ -78,3 +78,13 @@ def test_a_block_can_show_what_a_command_writes_to_stderr():
     text = "<!-- $ python cli.py fit nosuchmodel (stderr) -->\n\n    planted\n"
     fresh = readme_blocks.render(text)
     assert "error:" in fresh and "nosuchmodel" in fresh and "planted" not in fresh
+
+
+def test_the_benchmark_table_in_the_docs_is_the_committed_one():
+    """docs/performance.md quotes benchmarks/results/bench.md as the benchmark wrote it: no
+    number in the table is typed by hand."""
+    page = (ROOT / "docs" / "performance.md").read_text()
+    quoted = page.split("<!-- benchmarks/results/bench.md -->\n", 1)[1]
+    quoted = quoted.split("<!-- end of benchmarks/results/bench.md -->", 1)[0]
+    committed = (ROOT / "benchmarks" / "results" / "bench.md").read_text()
+    assert quoted.strip() == committed.strip()
