@@ -26,9 +26,10 @@ from tests.conftest import invoke
 TRACE = ("tr(A*X'*B*X*C)", "X: m x n; A: k x n; B: m x m; C: n x k", "X")
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = serve.make_server("127.0.0.1", 0, workers=2, time_limit=120)
+def running(**kw):
+    """A server on an ephemeral port of 127.0.0.1, serving in a thread until the generator is
+    closed (the fixtures here and in test_serve_browser.py)."""
+    srv = serve.make_server("127.0.0.1", 0, time_limit=120, **kw)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     assert srv.workers.wait_ready(), "the workers did not start"
@@ -36,6 +37,11 @@ def server():
     srv.shutdown()
     srv.server_close()
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from running(workers=2)
 
 
 def request(srv, path: str, body: bytes | None = None, headers: dict | None = None):

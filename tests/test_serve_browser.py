@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 import urllib.parse
 
 import pytest
@@ -114,14 +113,9 @@ class HarnessHandler(serve.Handler):
 
 @pytest.fixture(scope="module")
 def server():
-    srv = serve.make_server("127.0.0.1", 0, workers=1, time_limit=120, handler=HarnessHandler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    assert srv.workers.wait_ready(), "the worker did not start"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    from tests.test_serve import running
+
+    yield from running(workers=1, handler=HarnessHandler)
 
 
 def dump(url: str) -> str:
