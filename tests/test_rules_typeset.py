@@ -59,3 +59,12 @@ def test_every_rule_the_deriver_prints_is_typeset():
         for kind, s in rules.split(text):
             if kind == "math":
                 assert rules.mathml(s) is not None, (text, s)
+
+
+def test_the_article_a_is_a_word_and_a_name_a_is_math():
+    """"a scalar is its own trace" reads as words; "d(a'x) = a' dx" keeps a as a name."""
+    from handgrad.present.rules import split
+
+    assert split("linearity; a scalar is its own trace") == [
+        ("text", "linearity; a scalar is its own trace")]
+    assert split("d(a'x) = a' dx") == [("math", "d(a'x) = a' dx")]

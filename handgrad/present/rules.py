@@ -45,16 +45,24 @@ def _prose(word: str) -> bool:
     return word.isalpha() and len(word) >= 3 and not word.isupper() and not _is_name(word)
 
 
+def _article(tokens: list[str], k: int) -> bool:
+    """"a" before a word of prose is the article ("a scalar is its own trace"), not a name
+    (as in "d(a'x) = a' dx")."""
+    if tokens[k] != "a" or k + 2 >= len(tokens) or not tokens[k + 1].isspace():
+        return False
+    return _prose(tokens[k + 2])
+
+
 def split(text: str) -> list[tuple[str, str]]:
     """[(kind, text)] with kind "text" or "math": runs of formula tokens between words."""
     tokens = TOKEN.findall(text)
     kinds = []
     depth = 0
-    for t in tokens:
+    for k, t in enumerate(tokens):
         depth = max(0, depth + {"(": 1, ")": -1}.get(t, 0))
         if t.isspace():
             kinds.append("space")
-        elif (t in ",;:" and not depth) or t in ";:" or _prose(t):
+        elif (t in ",;:" and not depth) or t in ";:" or _prose(t) or _article(tokens, k):
             kinds.append("text")
         else:
             kinds.append("math")
