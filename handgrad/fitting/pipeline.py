@@ -172,10 +172,14 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
                                                     maps_back=inference.has_table(entry))
         validate.check_dtype_range(data, dt)
         # a closed form has no gradient tolerance to miss and reports its own conditioning
-        scale = validate.scale_problem(data) if solver not in entry.model.closed_solvers else None
+        scaled_check = solver not in entry.model.closed_solvers
+        # the columns' min and max, one pass over X for both checks below
+        lohi = validate.column_range(data) if data.n and data.d and (
+            scaled_check or validate.screens_collinearity(entry, data, hp)) else None
+        scale = validate.scale_problem(data, lohi) if scaled_check else None
         if scale:  # warned after the overflow check, which is an error of its own
             early_warnings.append(f"ill-scaled features: {scale}; {validate.rescale_remedy()}")
-        collinear = validate.collinearity(entry, data, intercept, hp)  # named before the fit
+        collinear = validate.collinearity(entry, data, intercept, hp, lohi)  # before the fit
         if collinear:
             early_warnings.insert(0, collinear)
         rows = source.TensorRows(data.X, data.y, source=data.source)
@@ -440,7 +444,7 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
             R = torch.linalg.cholesky(obj.hess(x).to(torch.float64) / 2, upper=True)
             extra = {"R": R, **_conditioning(R)}
     meat = obj.score_outer(x) if sandwich and H is not None else None
-    stats = _stats(entry, obj, rows, x, res.params, hp, intercept, reduce)
+    stats = _stats(entry, obj, res, rows, x, res.params, hp, intercept, reduce)
     summ = inference.summary(entry, theta, terms, stats, hessian=H, extra=extra, hp=hp,
                              warns=out["warnings"], intercept=intercept, transform=transform,
                              iterations=res.iterations, meat=meat)
@@ -454,9 +458,11 @@ def _coefficients(out, entry, res, obj, rows, data, extra, hp, names, intercept,
         out["std_errors"] = {r["term"]: r["std_err"] for r in summ["terms"]}
 
 
-def _stats(entry, obj, rows, x, params, hp, intercept, reduce) -> inference.FitStats:
+def _stats(entry, obj, res, rows, x, params, hp, intercept, reduce) -> inference.FitStats:
     """n, the loss without its L2 term, and the target's sums, in one pass over y."""
-    if isinstance(obj.fast, sums.LinearSums):  # the fit's own pass, before its L2 term
+    if res.data_loss is not None:  # the solver's last pass was at x: its loss before L2
+        loss0 = res.data_loss
+    elif isinstance(obj.fast, sums.LinearSums):  # the fit's own pass, before its L2 term
         loss0 = float(obj.fast.data_value(x))
     else:  # --autograd: the fit read the model's loss (the reference), here without L2
         with torch.no_grad():

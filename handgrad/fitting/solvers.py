@@ -81,8 +81,9 @@ class Objective:
                         self.hess(x) if hess else None, 1)
         for key, on in (("loss", True), ("grad", grad), ("hess", hess)):
             self.n_evals[key] += int(on)
-        f, g, H = self.fast.sums(x, need_g=grad, need_H=hess, stride=stride if hess else 1)
-        return Pass(x, f, g, H, stride if hess else 1)
+        f_data, f, g, H = self.fast.sums_and_data(x, need_g=grad, need_H=hess, need_f=True,
+                                                  stride=stride if hess else 1)
+        return Pass(x, f, g, H, stride if hess else 1, f_data)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         self.n_evals["loss"] += 1
@@ -145,6 +146,7 @@ class Pass:
     g: torch.Tensor | None = None
     H: torch.Tensor | None = None
     stride: int = 1
+    f_data: torch.Tensor | None = None  # f before its L2 term (fused passes only)
 
 
 @dataclass
@@ -162,6 +164,10 @@ class FitResult:
     # the Hessian at the final point, summed over every row, where the solver's last pass
     # formed one (Newton); None otherwise.  Never a sampled or reused one.
     hessian: torch.Tensor | None = field(default=None, repr=False)
+    # the loss at the final point without its L2 term (the negative log-likelihood), where
+    # the solver's last pass evaluated it there over every row (Newton on fused sums); None
+    # otherwise.  The summary's log-likelihood then needs no pass of its own.
+    data_loss: float | None = None
 
     @property
     def loss(self) -> float:
@@ -468,11 +474,14 @@ class NewtonSolver:
         return True
 
     def finalize(self, t0: float) -> FitResult:
-        """Sets: res.params, res.seconds, res.message (if none yet) and res.hessian: the
-        Hessian at the final point where the last pass formed it over every row."""
+        """Sets: res.params, res.seconds, res.message (if none yet), res.hessian: the
+        Hessian at the final point where the last pass formed it over every row, and
+        res.data_loss: the loss there without its L2 term, where the last pass was there."""
         here = self.here
         if here.H is not None and here.stride == 1 and here.x is self.x:
             self.res.hessian = here.H
+        if here.f_data is not None and here.x is self.x:
+            self.res.data_loss = float(here.f_data)
         return _finish(self.res, self.obj, self.x, t0, self.max_iter)
 
     def solve(self, obj: Objective, x0: torch.Tensor, res: FitResult | None = None) -> FitResult:

@@ -148,6 +148,12 @@ class LinearSums:
         return self._pass(x, need_g=need_g, need_H=need_H, need_f=need_f, stride=stride,
                           exact=exact)[1:]
 
+    def sums_and_data(self, x: torch.Tensor, **kw):
+        """:meth:`sums` with, first, the loss before its L2 term (None where f was not
+        asked): a solver's pass whose point ends the fit then also gives the summary's
+        log-likelihood (the sums keep nothing; the caller holds what it returns)."""
+        return self._pass(x, **kw)
+
     def _pass(self, x: torch.Tensor, *, need_g: bool, need_H: bool, need_f: bool,
               stride: int = 1, exact: bool = False):
         """(sum_i l_i, the loss with its L2 term, flat gradient, Hessian), None where not asked.

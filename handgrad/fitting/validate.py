@@ -140,19 +140,21 @@ def _null_space(A: np.ndarray):
     return rank, Vt, norms
 
 
-def collinearity(entry, data: Data, intercept: bool, hp: dict) -> str | None:
+def collinearity(entry, data: Data, intercept: bool, hp: dict,
+                 lohi: tuple[torch.Tensor, torch.Tensor] | None = None) -> str | None:
     """Before a fit without L2: constant columns (beside the intercept; all-zero ones
     without it) and exact linear relations among the columns, named by their own names,
     else None.
 
     The relation is screened on at most SCREEN_ROWS rows spread over the data: a relation
     that holds on all rows holds on any of them, so a full-rank screen clears the design;
-    a relation the screen finds is confirmed on all rows before it is reported."""
-    if hp.get("l2") or not entry.model.coefficient_vector or data.d == 0:
+    a relation the screen finds is confirmed on all rows before it is reported.
+    ``lohi``: the columns' (min, max) from :func:`column_range`, if already formed."""
+    if not screens_collinearity(entry, data, hp):
         return None
     X = data.X.detach()
     names = list(data.feature_names) + (["intercept"] if intercept else [])
-    lo, hi = (t.cpu() for t in torch.aminmax(X, dim=0))  # one pass over X
+    lo, hi = lohi if lohi is not None else column_range(data)
     flat = [j for j in range(data.d) if hi[j] == lo[j] and (intercept or hi[j] == 0)]
     if flat:
         many = len(flat) > 1
@@ -197,6 +199,18 @@ def collinearity(entry, data: Data, intercept: bool, hp: dict) -> str | None:
             f"one out (e.g. --exclude {drop}) or pass --l2 > 0")
 
 
+def screens_collinearity(entry, data: Data, hp: dict) -> bool:
+    """Whether :func:`collinearity` looks at the columns (no L2, a coefficient vector)."""
+    return not hp.get("l2") and bool(entry.model.coefficient_vector) and data.d > 0
+
+
+def column_range(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min_i x_ij, max_i x_ij) per column, on the CPU in X's dtype: one pass over X,
+    shared by the collinearity screen and the scale check."""
+    lo, hi = torch.aminmax(data.X.detach(), dim=0)
+    return lo.cpu(), hi.cpu()
+
+
 def check_tol(tol: float | None) -> None:
     if tol is not None and not (math.isfinite(tol) and tol > 0):
         raise UserError(f"--tol must be a finite number > 0; got {tol}.")
@@ -232,9 +246,14 @@ def rescale_remedy() -> str:
     return "standardize the columns (--standardize)"
 
 
-def column_magnitudes(data: Data) -> torch.Tensor:
+def column_magnitudes(data: Data, lohi: tuple[torch.Tensor, torch.Tensor] | None = None
+                      ) -> torch.Tensor:
     """max_i |x_ij| per column, in row blocks of about 4 MB: |X| is never formed whole (an
-    n x d temporary costs more in fresh pages than the pass itself)."""
+    n x d temporary costs more in fresh pages than the pass itself).  With ``lohi`` (the
+    columns' min and max, :func:`column_range`) no pass: max(|min|, |max|), the same number."""
+    if lohi is not None:
+        lo, hi = lohi
+        return torch.maximum(lo.abs(), hi.abs()).to(torch.float64)
     X = data.X.detach()
     step = max(1, (4 << 20) // max(1, X.shape[1] * X.element_size()))
     out = X.new_zeros(X.shape[1])  # |x| >= 0; a NaN still propagates through maximum
@@ -243,9 +262,11 @@ def column_magnitudes(data: Data) -> torch.Tensor:
     return out.to(torch.float64).cpu()
 
 
-def scale_problem(data: Data) -> str | None:
-    """A one-line description of extreme or widely spread feature magnitudes, else None."""
-    mags = column_magnitudes(data)
+def scale_problem(data: Data, lohi: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> str | None:
+    """A one-line description of extreme or widely spread feature magnitudes, else None
+    (``lohi``: the columns' min and max, if already formed)."""
+    mags = column_magnitudes(data, lohi)
     if mags.numel() == 0:
         return None
     j = int(mags.argmax())
