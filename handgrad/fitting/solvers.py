@@ -81,8 +81,8 @@ class Objective:
                         self.hess(x) if hess else None, 1)
         for key, on in (("loss", True), ("grad", grad), ("hess", hess)):
             self.n_evals[key] += int(on)
-        f_data, f, g, H = self.fast.sums_and_data(x, need_g=grad, need_H=hess, need_f=True,
-                                                  stride=stride if hess else 1)
+        f_data, f, g, H = self.fast.sums(x, need_g=grad, need_H=hess,
+                                         stride=stride if hess else 1, with_data=True)
         return Pass(x, f, g, H, stride if hess else 1, f_data)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:

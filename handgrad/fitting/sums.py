@@ -141,18 +141,17 @@ class LinearSums:
         return self._stride
 
     def sums(self, x: torch.Tensor, *, need_g: bool = True, need_H: bool = True,
-             need_f: bool = True, stride: int = 1, exact: bool = False):
+             need_f: bool = True, stride: int = 1, exact: bool = False,
+             with_data: bool = False):
         """One pass over the rows: (loss or None, flat gradient or None, Hessian or None).
 
-        See :meth:`_pass`, which also returns the loss before its L2 term."""
-        return self._pass(x, need_g=need_g, need_H=need_H, need_f=need_f, stride=stride,
-                          exact=exact)[1:]
-
-    def sums_and_data(self, x: torch.Tensor, **kw):
-        """:meth:`sums` with, first, the loss before its L2 term (None where f was not
-        asked): a solver's pass whose point ends the fit then also gives the summary's
-        log-likelihood (the sums keep nothing; the caller holds what it returns)."""
-        return self._pass(x, **kw)
+        ``with_data``: first, the loss before its L2 term too (None where f was not asked):
+        a solver's pass whose point ends the fit then also gives the summary's
+        log-likelihood (the sums keep nothing; the caller holds what it returns).
+        See :meth:`_pass`."""
+        out = self._pass(x, need_g=need_g, need_H=need_H, need_f=need_f, stride=stride,
+                         exact=exact)
+        return out if with_data else out[1:]
 
     def _pass(self, x: torch.Tensor, *, need_g: bool, need_H: bool, need_f: bool,
               stride: int = 1, exact: bool = False):
