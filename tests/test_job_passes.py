@@ -140,3 +140,43 @@ def test_the_solver_hands_out_the_data_loss_only_at_its_final_point():
     assert abs(res.data_loss - ref) <= 1e-12 * abs(ref)
     gd = solvers.gradient_descent(obj, flatten(like), max_iter=3)
     assert gd.data_loss is None
+
+
+def _old_checks(X, names):
+    """The loader's checks as they were: check_finite, then check_magnitude's |X| pass."""
+    from handgrad.errors import UserError
+    from handgrad.fitting.data import check_finite, check_magnitude
+    try:
+        check_finite(X, "X", names)
+        check_magnitude(X, names)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "-inf", "huge", "-huge", "fine", "fortran",
+                                  "reversed"])
+def test_the_loaders_one_scan_says_what_its_two_checks_said(case):
+    """validate_arrays checks finiteness and magnitude from one min/max scan: the same
+    error (row, column, value) as check_finite and check_magnitude, or none."""
+    from handgrad.errors import UserError
+    from handgrad.fitting.data import validate_arrays
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 4))
+    bad = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "huge": 1e160, "-huge": -1e160}
+    if case in bad:
+        X[17, 2] = bad[case]
+        X[30, 1] = bad[case]
+    if case == "fortran":
+        X = np.asfortranarray(X)
+    if case == "reversed":
+        X = X[::-1]
+    names = ["a", "b", "c", "d"]
+    want = _old_checks(X, names)
+    try:
+        validate_arrays(X, None, names)
+        got = None
+    except UserError as exc:
+        got = str(exc)
+    assert got == want
+    assert (want is None) == (case in ("fine", "fortran", "reversed"))

@@ -94,6 +94,23 @@ def check_finite(X: np.ndarray, name: str = "X", columns: list[str] | None = Non
         )
 
 
+def _check_finite_and_magnitude(X: np.ndarray, columns: list[str] | None) -> None:
+    """check_finite and check_magnitude of a float64 X in one pass without temporaries:
+    each column's min and max (a NaN or inf shows in them; max |x| = max(|min|, |max|)),
+    the first bad entry then found by check_finite.  (|X| and isfinite(X) were n x d
+    temporaries, and two passes.)"""
+    if X.size == 0 or any(st < 0 for st in X.strides):  # torch takes no negative strides
+        check_finite(X, "X", columns)
+        check_magnitude(X, columns)
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        lo, hi = torch.aminmax(torch.from_numpy(X), dim=0)
+    if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        check_finite(X, "X", columns)  # raises, naming the first NaN or inf
+    check_magnitude(X, columns, top=torch.maximum(lo.abs(), hi.abs()).numpy())
+
+
 def check_names(names: list[str], d: int, what: str = "feature names") -> None:
     """Feature names label the coefficient table and the JSON keys: one per column, no two
     alike, none equal to a term the table adds itself (``intercept``)."""
@@ -110,12 +127,15 @@ def check_names(names: list[str], d: int, what: str = "feature names") -> None:
                         "row; rename that column or leave it out.")
 
 
-def check_magnitude(X: np.ndarray, columns: list[str] | None = None) -> None:
+def check_magnitude(X: np.ndarray, columns: list[str] | None = None,
+                    top: np.ndarray | None = None) -> None:
     """Values so large that a sum of squares over the rows overflows float64 cannot be
-    fitted (every solver forms such sums): name the column before any arithmetic does."""
+    fitted (every solver forms such sums): name the column before any arithmetic does.
+    ``top``: max_i |x_ij| per column, if already known."""
     if X.size == 0:
         return
-    top = np.abs(X).max(axis=0)
+    if top is None:
+        top = np.abs(X).max(axis=0)
     limit = math.sqrt(np.finfo(np.float64).max / max(1, X.shape[0])) / 4
     j = int(np.argmax(top))
     if top[j] > limit:
@@ -142,8 +162,7 @@ def validate_arrays(
     if feature_names:
         check_names(list(feature_names), X.shape[1])
     X = X.astype(np.float64, copy=False)
-    check_finite(X, "X", feature_names)
-    check_magnitude(X, feature_names)
+    _check_finite_and_magnitude(X, feature_names)
     if y is None:
         return X, None
     y = np.asarray(y)
