@@ -57,23 +57,26 @@ def npz(tmp_path):
 def _counted_fit(path, monkeypatch):
     mode = _XReads()
     check = validate.check_dtype_range
-    orig_pass = sums.LinearSums._pass
+    originals = {k: getattr(sums.LinearSums, k) for k in ("sums", "data_value")}
 
     def seen(data, dt):  # the data the checks and the fit read, after the loader
         mode.ptr = data.X.untyped_storage().data_ptr()
         return check(data, dt)
 
-    def counted(self, *a, **kw):
-        if mode.ptr is not None and self.rows.X.untyped_storage().data_ptr() == mode.ptr:
-            mode.fused += 1
-        mode.inside += 1
-        try:
-            return orig_pass(self, *a, **kw)
-        finally:
-            mode.inside -= 1
+    def counting(name):  # each call of the sums' public passes is one pass over X
+        def counted(self, *a, **kw):
+            if mode.ptr is not None and self.rows.X.untyped_storage().data_ptr() == mode.ptr:
+                mode.fused += 1
+            mode.inside += 1
+            try:
+                return originals[name](self, *a, **kw)
+            finally:
+                mode.inside -= 1
+        return counted
 
     monkeypatch.setattr(validate, "check_dtype_range", seen)
-    monkeypatch.setattr(sums.LinearSums, "_pass", counted)
+    for name in originals:
+        monkeypatch.setattr(sums.LinearSums, name, counting(name))
     with mode:
         out = pipeline.fit("logistic", solver="newton", data_path=path, device="cpu")
     return out, mode
