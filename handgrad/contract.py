@@ -114,8 +114,8 @@ class Likelihood:
 
 
 _REQUIRED_MODEL = ("init_params", "loss", "synthetic", "check_problems")
-_OPTIONAL_MODEL = ("prepare", "closed_form", "covariance", "residual", "logits", "evaluate",
-                   "evaluate_truth", "estimate")
+_OPTIONAL_MODEL = ("prepare", "closed_form", "closed_form_moments", "covariance", "residual",
+                   "logits", "evaluate", "evaluate_truth", "estimate")
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,9 @@ class Model:
     check_problems: Callable = field(repr=False, default=None)
     prepare: Callable | None = field(repr=False, default=None)
     closed_form: Callable | None = field(repr=False, default=None)
+    # a closed form that reads the rows only through their mean and covariance (the
+    # Gaussian MLE): it streams over row chunks and processes
+    closed_form_moments: Callable | None = field(repr=False, default=None)
     covariance: Callable | None = field(repr=False, default=None)
     residual: Callable | None = field(repr=False, default=None)
     logits: Callable | None = field(repr=False, default=None)

@@ -153,6 +153,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     test = truth = transform = None
     notes: list[str] = []
     early_warnings: list[str] = []
+    scale = None  # an ill-scaled design, named before the fit (in memory)
     if _streamed(data_path, chunk_rows) and data is None:
         rows, names, tname = _file_rows(entry, data_path, target, features or exclude or dropna,
                                         chunk_rows, dev, dt, notes,
@@ -235,7 +236,7 @@ def _fit(entry, solver, ctx, dev, dt, hdt, hp, solver_kw, *, autograd, data_path
     separated = validate.separation(entry, res.params, data, hp) if data is not None else None
     if separated:
         res.converged, res.message = False, separated
-    elif not res.converged and any(w.startswith("ill-scaled") for w in early_warnings):
+    elif not res.converged and scale:
         res.message += f" (ill-scaled features: {validate.rescale_remedy()})"
     elif data is not None and not res.interrupted and (
             not res.converged or "loss's resolution" in res.message):
@@ -354,7 +355,7 @@ def _global_n(rows, reduce) -> int:
 def _moments_fn(entry):
     """A model whose closed form is a function of the rows' mean and covariance (the
     Gaussian MLE) provides ``closed_form_moments``; it then streams and all-reduces."""
-    return getattr(entry.model.module, "closed_form_moments", None)
+    return entry.model.closed_form_moments
 
 
 def _by_moments(entry, solver) -> bool:
