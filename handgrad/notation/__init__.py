@@ -16,6 +16,7 @@ Public API:
     NotationError                                    bad input, with file:line:col
 """
 
+from handgrad.notation import operators  # noqa: F401 - fills ast.FUNCTIONS: the table owns each function
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
 from handgrad.notation.evaluate import Evaluator, as_matrix, evaluate
 from handgrad.notation.parser import NotationError, parse

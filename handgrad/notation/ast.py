@@ -11,7 +11,7 @@ equality.
     Neg(x)                   -x
     Transpose(x)             x'  (also written x^T)
     Bin(op, a, b)            op in BINARY: + - * .* ./ / ^ .^ kron
-    Call(fn, args)           tr(X), inv(X), vector(1), eye, eye(n), ... (FUNCTIONS)
+    Call(fn, args)           tr(X), inv(X), vector(1), eye, eye(n), ... (handgrad.notation.operators)
 
 ``|X|`` parses to ``Call("det", (X,))`` and ``X^-1`` to ``Bin("^", X, Num(-1))``: the
 notes' forms are spellings of the same tree, not separate nodes.
@@ -97,23 +97,10 @@ BINARY = {"+": PREC_ADD, "-": PREC_ADD, "*": PREC_MUL, ".*": PREC_MUL, "./": PRE
           "/": PREC_MUL, "kron": PREC_MUL, "^": PREC_POW, ".^": PREC_POW}
 RIGHT_ASSOC = {"^", ".^"}
 
-# name -> (number of arguments, kind).  kind: "linear" (a linear map of its argument),
-# "elementwise" (a scalar function applied entry by entry), "matrix" (anything else),
-# "const" (no differentiable argument: vector(c), matrix(c), eye).
-FUNCTIONS: dict[str, tuple[int, str]] = {
-    "tr": (1, "linear"), "sum": (1, "linear"), "vec": (1, "linear"), "diag": (1, "linear"),
-    "tril": (1, "linear"),  # the lower triangle, diagonal included (a Cholesky factor's gradient)
-    "det": (1, "matrix"), "logdet": (1, "matrix"), "inv": (1, "matrix"),
-    "adj": (1, "matrix"),  # the adjugate (the notes' X^#), from cofactors
-    "norm1": (1, "matrix"), "norm2": (1, "matrix"),
-    "softmax": (1, "matrix"), "logsumexp": (1, "matrix"),  # column by column, as the notes' z
-    "exp": (1, "elementwise"), "log": (1, "elementwise"), "sin": (1, "elementwise"),
-    "cos": (1, "elementwise"), "tanh": (1, "elementwise"), "abs": (1, "elementwise"),
-    "sign": (1, "elementwise"), "relu": (1, "elementwise"), "sigma": (1, "elementwise"),
-    "softplus": (1, "elementwise"), "sqrt": (1, "elementwise"),
-    "vector": (1, "const"), "matrix": (1, "const"), "eye": (0, "const"),
-    "comm": (1, "const"),  # comm(A): the commutation matrix K_mn of A's shape (m x n), K vec(A) = vec(A')
-}
+# name -> (number of arguments, kind), and the functions whose argument is a size (eye(n)):
+# filled from the operator table (handgrad.notation.operators), which owns each function.
+FUNCTIONS: dict[str, tuple[int, str]] = {}
+SIZE_ARGUMENT: set[str] = set()
 
 
 def precedence(node: Node) -> int:
@@ -135,7 +122,7 @@ def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, Bin):
         return (node.a, node.b)
     if isinstance(node, Call):
-        return () if node.fn == "eye" else node.args  # eye(n)'s argument is a size, not a value
+        return () if node.fn in SIZE_ARGUMENT else node.args  # eye(n)'s argument is a size, not a value
     return ()
 
 

@@ -11,7 +11,9 @@ nonlinear operation; its nonlinear arguments become new named subexpressions.
 
 from __future__ import annotations
 
+from handgrad.notation import simplify
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
+from handgrad.notation.operators import LINEAR, TABLE, Rule, of
 from handgrad.notation.parser import NotationError
 from handgrad.notation.simplify import ZERO, Ctx, add, flat, had, mul, neg, prod, sub, total
 
@@ -23,13 +25,10 @@ class DeriveError(NotationError):
         super().__init__(message)
 
 
-RULES = {
+# the rules of the grammar's operators; a function's rule text is in its operator table entry
+GRAMMAR_RULES = {
     "lin": "linearity: d(U + V) = dU + dV, d(cU) = c dU",
     "T": "d(U') = (dU)'",
-    "tr": "d tr(U) = tr(dU)",
-    "sum": "d sum(U) = sum(dU)",
-    "vec": "d vec(U) = vec(dU)",
-    "diag": "d diag(U) = diag(dU)",
     "const": "constants vanish",
     "*": "product rule d(UV) = dU V + U dV",
     ".*": "d(U ⊙ V) = dU ⊙ V + U ⊙ dV",
@@ -39,26 +38,20 @@ RULES = {
     "^m": "d(U^k) = sum of U^j dU U^(k-1-j)",
     ".^": "d(U.^p) = p U.^(p-1) ⊙ dU",
     "kron": "d(U ⊗ V) = dU ⊗ V + U ⊗ dV",
-    "inv": "d(X^-1) = -X^-1 dX X^-1",
-    "det": "d|X| = |X| tr(X^-1 dX)",
-    "logdet": "d logdet(X) = tr(X^-1 dX)",
-    "norm2": "d‖u‖ = u'du / ‖u‖",
-    "exp": "d exp(U) = exp(U) ⊙ dU",
-    "log": "d log(U) = dU ⊘ U",
-    "sin": "d sin(U) = cos(U) ⊙ dU",
-    "cos": "d cos(U) = -sin(U) ⊙ dU",
-    "tanh": "d tanh(U) = (1 - tanh(U)^2) ⊙ dU",
-    "sigma": "d σ(U) = σ(U) ⊙ (1 - σ(U)) ⊙ dU",
-    "softplus": "d softplus(U) = σ(U) ⊙ dU",
-    "logsumexp": "d logsumexp(U) = 1'(softmax(U) ⊙ dU), column by column",
-    "softmax": "d softmax(U) = S ⊙ dU - S ⊙ (1 1'(S ⊙ dU)), S = softmax(U), column by column",
-    "sqrt": "d sqrt(U) = dU ⊘ (2 sqrt(U))",
 }
 
-KINKS = {"abs": "abs(u) has a kink where an entry of u is 0",
-         "norm1": "norm1(u) has a kink where an entry of u is 0",
-         "relu": "relu(u) has a kink where an entry of u is 0",
-         "sign": "sign(u) jumps where an entry of u is 0 (its derivative is not a function there)"}
+
+def rule_text(key: str) -> str:
+    """The text of a grammar rule (by operator) or of a function's rule (by name)."""
+    return GRAMMAR_RULES[key] if key in GRAMMAR_RULES else TABLE[key].rule
+
+
+def all_rules() -> dict[str, str]:
+    """Every rule text the deriver can print, by key."""
+    return {**GRAMMAR_RULES, **{n: o.rule for n, o in TABLE.items() if o.rule}}
+
+
+RULES = all_rules()  # as the table stands at import (operators registered later: all_rules())
 
 
 class Expander:
@@ -90,8 +83,9 @@ class Expander:
         return name
 
     def note(self, key: str) -> None:
-        if RULES[key] not in self.rules:
-            self.rules.append(RULES[key])
+        text = rule_text(key)
+        if text not in self.rules:
+            self.rules.append(text)
 
     def body(self, name: str) -> Node:
         return self.lets[name] if name in self.lets else self.ctx.defs[name]
@@ -139,7 +133,8 @@ class Expander:
             self.note("lin")
             a, b = self.d(e.a, top), self.d(e.b, top)
             return add(a, b) if e.op == "+" else sub(a, b)
-        if isinstance(e, Call) and e.fn in ("tr", "sum", "vec", "diag"):
+        op = of(e)
+        if op is not None and op.d is LINEAR:  # d tr(U) = tr(dU): the d passes through
             self.note(e.fn)
             inner = self.d(e.args[0], top)
             return ZERO if inner == ZERO else Call(e.fn, (inner,))
@@ -204,48 +199,28 @@ class Expander:
         raise DeriveError(f"{_t(e)}: no differential rule for this expression")
 
     def call(self, e: Call) -> Node:
-        fn, u = e.fn, e.args[0] if e.args else None
-        if fn in KINKS:
-            raise DeriveError(f"{_t(e)}: {KINKS[fn]}; handgrad derives only where f is differentiable "
+        """A function's rule, from its operator table entry."""
+        op = of(e)
+        if op.kink:
+            raise DeriveError(f"{_t(e)}: {op.kink}; handgrad derives only where f is differentiable "
                               "everywhere it is used (no subgradients)")
+        if op.d is None and op.deriv is None:
+            raise DeriveError(f"{_t(e)}: no differential rule for {e.fn}")
+        u = e.args[0]
         du = self.arg(u)
-        if fn in RULES:
-            self.note(fn)
-        if fn == "inv":
-            return neg(prod([e, du, e]))
-        if fn == "det":
-            return mul(e, Call("tr", (mul(Call("inv", (u,)), du),)))
-        if fn == "logdet":
-            return Call("tr", (mul(Call("inv", (u,)), du),))
-        if fn == "norm2":
-            inner = mul(Transpose(u), du) if self.ctx.column(u) else Call("tr", (mul(Transpose(u), du),))
-            return Bin("/", inner, e)
-        if fn in ("logsumexp", "softmax"):  # column by column: 1' sums each column
-            ones = Call("vector", (Num(1.0),))
-            col = mul(Transpose(ones), had(Call("softmax", (u,)), du))
-            return col if fn == "logsumexp" else sub(had(e, du), had(e, mul(ones, col)))
-        scalar = self.ctx.scalar(u)
-        one = Num(1.0)
-        if fn == "log":
-            return Bin("/" if scalar else "./", du, u)
-        if fn == "sqrt":
-            return Bin("/" if scalar else "./", du, mul(Num(2.0), e))
-        deriv = {"exp": lambda: e, "sin": lambda: Call("cos", (u,)), "cos": lambda: neg(Call("sin", (u,))),
-                 "tanh": lambda: sub(one, Bin(".^", e, Num(2.0))),
-                 "sigma": lambda: had(e, sub(one, e)), "softplus": lambda: Call("sigma", (u,))}.get(fn)
-        if deriv is None:
-            raise DeriveError(f"{_t(e)}: no differential rule for {fn}")
-        return mul(deriv(), du) if scalar else had(deriv(), du)
-
-
-_ROLE = {"sigma": "p", "softmax": "p", "exp": "q", "log": "l", "tanh": "t", "sqrt": "s",
-         "det": "D", "inv": "V", "norm2": "nu", "logsumexp": "lse", "softplus": "sp"}
+        if op.rule:
+            self.note(e.fn)
+        r = Rule(e, u, du, self.ctx.scalar(u), self.ctx.column(u), simplify)
+        if op.d is not None:
+            return op.d(r)
+        return mul(op.deriv(r), du) if r.scalar else had(op.deriv(r), du)
 
 
 def _role(ctx: Ctx, body: Node) -> str:
     """The letter the notes use for a subexpression of this kind."""
-    if isinstance(body, Call) and body.fn in _ROLE:
-        return _ROLE[body.fn]
+    op = of(body)
+    if op is not None and op.role:
+        return op.role
     try:
         shape = ctx.shape(body)
     except NotationError:
@@ -267,4 +242,4 @@ def _t(e: Node) -> str:
     return to_text(e)
 
 
-__all__ = ["DeriveError", "Expander", "KINKS", "RULES"]
+__all__ = ["DeriveError", "Expander", "GRAMMAR_RULES", "RULES", "all_rules", "rule_text"]

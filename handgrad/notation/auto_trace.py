@@ -46,6 +46,14 @@ R_DIAG = "tr(A' diag(B)) = tr(diag(A)' B)"
 R_SUMH = "sum(A ⊙ B) = tr(A' B)"
 R_SUM = "sum(u) = 1'u"
 R_SCAL = "a scalar commutes"
+R_VEC = "vec(A)'vec(B) = tr(A' B)"
+
+
+def _vec_row(f: Node) -> Node | None:
+    """A in vec(A)' (a row that is a vec transposed), else None."""
+    if isinstance(f, Transpose) and isinstance(f.x, Call) and f.x.fn == "vec":
+        return f.x.args[0]
+    return None
 
 
 def _t(e: Node) -> str:
@@ -170,6 +178,11 @@ def move(ctx: Ctx, t: Term) -> str | None:  # noqa: C901 - one case per identity
             new = [c if ctx.scalar(c) else Call("tr", (c,))] + new
         t.factors = new
         return rule
+    if isinstance(d, Call) and d.fn == "vec" and i > 0 and _vec_row(fs[i - 1]) is not None \
+            and all(ctx.scalar(f) for f in rest if f is not fs[i - 1]):
+        scal = [f for f in rest if f is not fs[i - 1]]
+        t.factors = scal + [T(_vec_row(fs[i - 1]))] + flat(d.args[0])
+        return R_VEC
     if isinstance(d, Bin) and d.op in ("/",):
         t.factors = fs[:i] + [Bin("/", Num(1.0), d.b), d.a] + fs[i + 1:]
         return ""

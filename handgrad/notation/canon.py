@@ -21,12 +21,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
+from handgrad.notation.operators import TABLE
 from handgrad.notation.render import to_text
 from handgrad.notation.shapes import ONE
 
 Q = Fraction
 ONE_Q = Q(1)
-ELEMENTWISE = ("exp", "log", "sin", "cos", "tanh", "sigma", "softplus", "sqrt", "abs", "sign", "relu")
 MAX_EXPAND = 64   # terms an expansion may produce before the group is kept as it is
 MAX_TRY = 200     # terms above which only the plain (unfactored) form is printed
 
@@ -245,10 +245,8 @@ class Canon:
             return a.x
         if self.symmetric(a):
             return a
-        if isinstance(a, Call) and a.fn in ELEMENTWISE:
+        if isinstance(a, Call) and TABLE[a.fn].transposes and a.args:  # f(A)' = f(A'), K_mn' = K_nm
             return Call(a.fn, (self.simp(Transpose(a.args[0])),))
-        if isinstance(a, Call) and a.fn == "comm":
-            return Call("comm", (self.simp(Transpose(a.args[0])),))
         if isinstance(a, Bin) and a.op in (".*", "./"):
             h = self.hcanon(Bin(a.op, Transpose(a.a), Transpose(a.b)))
             if len(h) == 1 and next(iter(h.values())) == 1 and len(next(iter(h))) > 1:
@@ -277,7 +275,7 @@ class Canon:
             return ctx.column(a.args[0])
         if _ones(a) and isinstance(a, Call) and a.fn == "matrix":
             return False
-        if isinstance(a, Call) and (a.fn == "inv" or a.fn in ELEMENTWISE):
+        if isinstance(a, Call) and TABLE[a.fn].keeps_symmetry and a.args and not TABLE[a.fn].size_argument:
             return self.symmetric_expr(a.args[0])
         if isinstance(a, Transpose):
             return self.symmetric(a.x)
@@ -704,6 +702,8 @@ class Canon:
             rest = self.add(rest, {self._merge_scal(k, tuple((n, -p) for n, p in head)): c})
         if all(not k for k in rest):
             return None
+        if any(k and all(self.scalar(n) for n, _ in k) for k in rest):
+            return None  # p.*b - s*p is not p.*(b - s): a scalar s would need s*vector(1) there
         return Bin(".*", self._hprod(list(head)), self.hnode(rest, None))
 
     def with_name(self, s: dict, name: str, body: Node) -> dict:

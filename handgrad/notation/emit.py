@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
 from handgrad.notation.evaluate import _is_inverse
+from handgrad.notation.operators import TABLE
 from handgrad.notation.parser import NotationError
 from handgrad.notation.render import number
 from handgrad.notation.shapes import ONE, Unknown, is_scalar
 from handgrad.notation.textfile import Derivation, parse_text
-
-_FN = {"exp": "torch.exp", "log": "torch.log", "sin": "torch.sin", "cos": "torch.cos", "tanh": "torch.tanh",
-       "sigma": "torch.sigmoid", "sqrt": "torch.sqrt", "abs": "torch.abs", "sign": "torch.sign",
-       "relu": "torch.relu", "softplus": "torch.nn.functional.softplus", "inv": "torch.linalg.inv"}
 
 
 class _Emitter:
@@ -91,51 +88,12 @@ class _Emitter:
         raise NotationError(f"emit_torch: cannot emit {e!r}")
 
     def call(self, e: Call) -> str:
-        fn = e.fn
-        shape = self.c.shape(e)
-        if fn == "eye":
-            return f"torch.eye({self.dim(shape[0])}, dtype=torch.float64)"
-        (arg,) = e.args
-        a = self.code(arg)
-        if fn in ("vector", "matrix"):
-            return f"torch.full(({self.dim(shape[0])}, {self.dim(shape[1])}), {a}, dtype=torch.float64)"
-        if fn in _FN:
-            return f"{_FN[fn]}({a})"
-        one = ".reshape(1, 1)"
-        if fn == "tr":
-            return f"torch.trace({a}){one}"
-        if fn == "sum":
-            return f"{a}.sum(){one}"
-        if fn == "det":
-            return f"torch.linalg.det({a}){one}"
-        if fn == "logdet":
-            return f"torch.linalg.slogdet({a})[1]{one}"
-        if fn == "norm2":
-            return f"torch.linalg.vector_norm({a}){one}"
-        if fn == "norm1":
-            return f"{a}.abs().sum(){one}"
-        if fn == "vec":
-            return f"{a}.mT.reshape(-1, 1)"
-        if fn == "softmax":  # column by column, as the notation
-            return f"torch.softmax({a}, dim=0)"
-        if fn == "logsumexp":
-            return f"torch.logsumexp({a}, dim=0, keepdim=True)"
-        if fn == "tril":
-            return f"torch.tril({a})"
-        if fn == "comm":  # K_mn of arg's shape: K vec(A) = vec(A'), rows of the identity permuted
-            rows, cols = (self.dim(d) for d in self.c.shape(arg))
-            return (f"torch.eye({rows} * {cols}, dtype=torch.float64)"
-                    f"[torch.arange({rows} * {cols}).reshape({cols}, {rows}).T.reshape(-1)]")
-        if fn == "diag":
-            s = self.c.shape(arg)
-            if is_scalar(s):
-                return a
-            if s[1] == ONE:
-                return f"torch.diag(({a})[:, 0])"
-            if s[0] == ONE:
-                return f"torch.diag(({a})[0])"
-            return f"torch.diagonal({a}).reshape(-1, 1)"
-        raise NotationError(f"emit_torch: no torch for {fn}")
+        """The function's torch code, from its operator table entry."""
+        op = TABLE[e.fn]
+        if op.emit is None:
+            raise NotationError(f"emit_torch: no torch for {e.fn}")
+        a = None if op.size_argument or not e.args else self.code(e.args[0])
+        return op.emit(self, e, a) if callable(op.emit) else op.emit.format(a=a)
 
 
 def py_name(name: str) -> str:

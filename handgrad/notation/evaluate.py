@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.notation.ast import FUNCTIONS, Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, children
+from handgrad.notation.ast import SIZE_ARGUMENT, Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, children
+from handgrad.notation.operators import TABLE, adjugate, commutation, linear_magnitude
 from handgrad.notation.parser import NotationError
-from handgrad.notation.shapes import ONE, ShapeChecker, Unknown, is_scalar
+
+__all__ = ["DTYPE", "Evaluator", "adjugate", "as_matrix", "commutation", "evaluate"]
+from handgrad.notation.shapes import ShapeChecker, Unknown, is_scalar
 
 DTYPE = torch.float64
 
@@ -46,12 +49,6 @@ def _is_inverse(node: Node) -> Node | None:
     if isinstance(node, Bin) and node.op == "^" and isinstance(node.b, Num) and node.b.value == -1:
         return node.a
     return None
-
-
-_ELEMENTWISE = {"exp": torch.exp, "log": torch.log, "sin": torch.sin, "cos": torch.cos,
-                "tanh": torch.tanh, "abs": torch.abs, "sign": torch.sign, "relu": torch.relu,
-                "sigma": torch.sigmoid, "sqrt": torch.sqrt,
-                "softplus": lambda z: torch.logaddexp(torch.zeros_like(z), z)}
 
 
 class Evaluator:
@@ -107,8 +104,6 @@ class Evaluator:
                 return torch.linalg.solve(self.value(left), self.value(node.b))
             if right is not None:
                 return torch.linalg.solve(self.value(right).mT, self.value(node.a).mT).mT
-        if isinstance(node, Call) and node.fn == "logdet":
-            return torch.linalg.slogdet(self.value(node.args[0]))[1].reshape(1, 1)
         return self.apply(node, *[self.value(c) for c in _kids(node)])
 
     def _def_differential(self, name: str) -> torch.Tensor:
@@ -156,52 +151,11 @@ class Evaluator:
         raise TypeError(f"cannot evaluate {node!r}")
 
     def _call(self, node: Call, *xs: torch.Tensor) -> torch.Tensor:
-        fn = node.fn
-        if fn == "eye":
-            return torch.eye(self.dims(node)[0], dtype=DTYPE)
-        (a,) = xs
-        if fn in ("vector", "matrix"):
-            return a * torch.ones(self.dims(node), dtype=DTYPE)
-        if fn in _ELEMENTWISE:
-            return _ELEMENTWISE[fn](a)
-        one = (1, 1)
-        if fn == "tr":
-            return torch.diagonal(a).sum().reshape(one)
-        if fn == "sum":
-            return a.sum().reshape(one)
-        if fn == "det":
-            return torch.linalg.det(a).reshape(one)
-        if fn == "logdet":
-            return torch.linalg.slogdet(a)[1].reshape(one)
-        if fn == "inv":
-            return torch.linalg.inv(a)
-        if fn == "adj":
-            return adjugate(a)
-        if fn == "comm":
-            return commutation(*a.shape, dtype=a.dtype, device=a.device)
-        if fn == "logsumexp":
-            return torch.logsumexp(a, dim=0, keepdim=True)
-        if fn == "softmax":
-            return torch.softmax(a, dim=0)
-        if fn == "norm1":
-            return a.abs().sum().reshape(one)
-        if fn == "norm2":
-            return torch.linalg.vector_norm(a).reshape(one)
-        if fn == "vec":
-            return a.mT.reshape(-1, 1)
-        if fn == "tril":
-            return torch.tril(a)
-        if fn == "diag":
-            arg = node.args[0]
-            if self.scalar(arg):
-                return a
-            shape = self.checker.shape(arg)
-            if shape[1] == ONE:
-                return torch.diag(a[:, 0])
-            if shape[0] == ONE:
-                return torch.diag(a[0])
-            return torch.diagonal(a).reshape(-1, 1)
-        raise NotationError(f"unknown function {fn!r}", None, node.pos)
+        """The function's own evaluation, from the operator table."""
+        op = TABLE.get(node.fn)
+        if op is None or (op.value is None and op.torch is None):
+            raise NotationError(f"unknown function {node.fn!r}", None, node.pos)
+        return op.value(self, node, *xs) if op.value is not None else op.torch(*xs)
 
     # -- scales for the tolerance
     def magnitude(self, node: Node) -> torch.Tensor:
@@ -220,16 +174,17 @@ class Evaluator:
             if node.op in ("./", "/"):
                 return self.magnitude(node.a) / self.value(node.b).abs()
             return self.value(node).abs()
-        if isinstance(node, Transpose) or isinstance(node, Call) and (
-                FUNCTIONS[node.fn][1] == "linear" or node.fn in ("vector", "matrix")):
+        if isinstance(node, Transpose):
             return self.apply(node, *[self.magnitude(c) for c in _kids(node)])
-        if isinstance(node, Call) and node.fn == "norm1":
-            return self.magnitude(node.args[0]).sum().reshape(1, 1)
+        op = TABLE.get(node.fn) if isinstance(node, Call) else None
+        if op is not None and op.magnitude is not None:
+            return op.magnitude(self, node)
         return self.value(node).abs()
 
     def tangent_magnitude(self, node: Node) -> torch.Tensor:  # noqa: C901
         """Entrywise sum of |terms| of the derivative of ``node`` along ``diffs``."""
-        if isinstance(node, Num) or isinstance(node, Call) and node.fn == "eye":
+        op = TABLE.get(node.fn) if isinstance(node, Call) else None
+        if isinstance(node, Num) or op is not None and op.size_argument:
             return torch.zeros_like(self.value(node))
         if isinstance(node, Sym):
             if node.name in self.defs:
@@ -242,8 +197,7 @@ class Evaluator:
         tm = [self.tangent_magnitude(c) for c in kids]
         if isinstance(node, Neg):  # a magnitude is >= 0: the sign does not carry over
             return tm[0]
-        if isinstance(node, Transpose) or isinstance(node, Call) and (
-                FUNCTIONS[node.fn][1] == "linear" or node.fn in ("vector", "matrix")):
+        if isinstance(node, Transpose) or op is not None and op.magnitude is linear_magnitude:
             return self.apply(node, *tm)
         va = [self.value(c).abs() for c in kids]
         if isinstance(node, Bin):
@@ -257,12 +211,8 @@ class Evaluator:
                 # a constant power: |p| |a|^(p-1) |da| (the generic jvp below takes log(a): nan for a < 0)
                 p = self.value(kids[1])
                 return torch.where(tm[0] == 0, torch.zeros_like(tm[0]), p.abs() * va[0] ** (p - 1) * tm[0])
-        if isinstance(node, Call) and node.fn in ("inv", "logdet", "det"):
-            inv = torch.linalg.inv(self.value(kids[0])).abs()
-            if node.fn == "inv":
-                return inv @ tm[0] @ inv
-            s = (inv.mT * tm[0]).sum().reshape(1, 1)
-            return s * self.value(node).abs() if node.fn == "det" else s
+        if op is not None and op.tangent is not None:
+            return op.tangent(self, node, self.value(kids[0]), tm[0])
         xs = [self.value(c) for c in kids]
         return torch.func.jvp(lambda *a: self.apply(node, *a), tuple(xs), tuple(tm))[1].abs()
 
@@ -291,11 +241,11 @@ def evaluate(expr: Node | str, values: dict[str, object], diffs: dict[str, objec
 
     def sized(e: Node) -> Node:  # eye(n) -> eye(4) from ``sizes``
         e = _rebuild(e, sized)
-        if isinstance(e, Call) and e.fn == "eye" and e.args and isinstance(e.args[0], Sym):
+        if isinstance(e, Call) and e.fn in SIZE_ARGUMENT and e.args and isinstance(e.args[0], Sym):
             name = e.args[0].name
             if name not in (sizes or {}):
-                raise NotationError(f"eye({name}): give the size {name} (sizes={{'{name}': ...}})")
-            return Call("eye", (Num(float(sizes[name])),))
+                raise NotationError(f"{e.fn}({name}): give the size {name} (sizes={{'{name}': ...}})")
+            return Call(e.fn, (Num(float(sizes[name])),))
         return e
     expr = sized(expr)
     env = {k: (Size(v.shape[0]), Size(v.shape[1])) for k, v in vals.items()}
@@ -304,26 +254,3 @@ def evaluate(expr: Node | str, values: dict[str, object], diffs: dict[str, objec
         checker.env[name] = checker.infer(d)
     checker.infer(expr)
     return Evaluator(checker, vals, dvals, defs).value(expr)
-
-
-def adjugate(a: torch.Tensor) -> torch.Tensor:
-    """adj(A) = C^T, C_ij = (-1)^(i+j) det(A without row i and column j): from cofactors,
-    never from A^-1 (so d|X| = tr(adj(X) dX) is checked against an independent adj)."""
-    n = a.shape[0]
-    if n == 1:
-        return torch.ones_like(a)
-    def minor(i, j):
-        return a[[r for r in range(n) if r != i]][:, [c for c in range(n) if c != j]]
-    cof = torch.stack([torch.stack([(-1) ** (i + j) * torch.linalg.det(minor(i, j)) for j in range(n)])
-                       for i in range(n)])
-    return cof.mT
-
-
-def commutation(m: int, n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
-    """K_mn (mn x mn), K_mn vec(A) = vec(A^T) for A m x n (vec stacks columns): row j + i n
-    has its one in column i + j m, since vec(A^T)[j + i n] = A[i, j] = vec(A)[i + j m]."""
-    K = torch.zeros(m * n, m * n, dtype=dtype, device=device)
-    i = torch.arange(m).repeat_interleave(n)
-    j = torch.arange(n).repeat(m)
-    K[(j + i * n).to(K.device), (i + j * m).to(K.device)] = 1.0
-    return K

@@ -29,6 +29,7 @@ from handgrad.notation.ast import (
     MAX_NESTING,
     PREC_NEG,
     RIGHT_ASSOC,
+    SIZE_ARGUMENT,
     Bin,
     Call,
     Diff,
@@ -39,29 +40,10 @@ from handgrad.notation.ast import (
     Transpose,
     depth,
 )
+from handgrad.notation.errors import NotationError
+from handgrad.notation.operators import SPELLINGS, TABLE
 
-
-class NotationError(ValueError):
-    """A formula that cannot be read or does not conform; says where (file:line:col)."""
-
-    def __init__(self, message: str, text: str | None = None, pos: int | None = None,
-                 source: str | None = None):
-        self.message, self.text, self.pos, self.source = message, text, pos, source
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        head = self.message
-        if self.source:
-            col = f":{self.pos + 1}" if self.pos is not None else ""
-            head = f"{self.source}{col}: {self.message}"
-        if self.text is None or self.pos is None:
-            return head
-        return f"{head}\n    {self.text}\n    {' ' * self.pos}^"
-
-    def located(self, source: str, text: str | None = None, offset: int = 0) -> NotationError:
-        """The same error placed in a file line (``text`` the whole line, ``offset`` of the formula)."""
-        pos = None if self.pos is None else self.pos + offset
-        return NotationError(self.message, text if text is not None else self.text, pos, source)
+FENCES = {o.fence: name for name, o in TABLE.items() if o.fence}  # |X| is det(X), ||x|| is norm2(x)
 
 
 _TOKEN = re.compile(r"""
@@ -205,7 +187,7 @@ class _Parser:
         if value in ("|", "||"):
             inner = self.expr(0)
             self.expect(value, f"to close {value!r}")
-            return Call("det" if value == "|" else "norm2", (inner,), pos=pos)
+            return Call(FENCES[value], (inner,), pos=pos)
         if kind == "ident":
             return self.name(tok)
         if kind == "end":
@@ -215,19 +197,20 @@ class _Parser:
     def name(self, tok: tuple[str, str, int]) -> Node:
         _, value, pos = tok
         is_call = self.peek()[1] == "("
-        if value in FUNCTIONS or value == "kron":
-            if value == "eye" and not is_call:
-                return Call("eye", (), pos=pos)
-            if value == "eye":  # eye(n), eye(3): the identity of a stated size (a size, not a formula)
+        if value in SPELLINGS or value == "kron":
+            fn = SPELLINGS.get(value, value)
+            if fn in SIZE_ARGUMENT and not is_call:
+                return Call(fn, (), pos=pos)
+            if fn in SIZE_ARGUMENT:  # eye(n), eye(3): the identity of a stated size (a size, not a formula)
                 self.next()
                 kind, size, at = tok2 = self.next()
                 if kind not in ("num", "ident") or (kind == "num" and not size.isdigit()):
-                    raise self.error("eye(n) takes a size: a whole number or a size letter", tok2)
+                    raise self.error(f"{value}(n) takes a size: a whole number or a size letter", tok2)
                 if self.peek()[1] != ")":
-                    raise self.error("eye(n) takes a size: a whole number or a size letter, then ')'",
+                    raise self.error(f"{value}(n) takes a size: a whole number or a size letter, then ')'",
                                      self.peek())
                 self.next()
-                return Call("eye", (Num(float(size), pos=at) if kind == "num" else Sym(size, pos=at),),
+                return Call(fn, (Num(float(size), pos=at) if kind == "num" else Sym(size, pos=at),),
                             pos=pos)
             if not is_call:
                 raise self.error(f"{value} needs its argument in parentheses: {value}(...)", tok)
@@ -237,12 +220,12 @@ class _Parser:
                 self.next()
                 args.append(self.expr(0))
             self.expect(")", f"to close {value}(")
-            want = 2 if value == "kron" else FUNCTIONS[value][0]
+            want = 2 if value == "kron" else FUNCTIONS[fn][0]
             if len(args) != want:
                 raise self.error(f"{value} takes {want} argument{'s' * (want != 1)}, got {len(args)}", tok)
             if value == "kron":
                 return Bin("kron", args[0], args[1], pos=pos)
-            return Call(value, tuple(args), pos=pos)
+            return Call(fn, tuple(args), pos=pos)
         if value == "T":
             raise self.error("T is reserved for the transpose (X^T); use another name", tok)
         if self.declared is None:
@@ -254,7 +237,7 @@ class _Parser:
         if value.startswith("d") and value[1:] in self.declared:
             return Diff(value[1:], pos=pos)
         if is_call:  # exq(x): a misspelled function, not a missing declaration
-            near = _near(value, [*FUNCTIONS, "kron"])
+            near = _near(value, [*SPELLINGS, "kron"])
             raise self.error(f"unknown function {value!r}"
                              + (f"; did you mean {' or '.join(near)}?" if near else "")
                              + f" (the functions: {', '.join(sorted([*FUNCTIONS, 'kron']))})", tok)

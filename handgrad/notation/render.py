@@ -17,8 +17,8 @@ from handgrad.notation.ast import (
     PREC_MUL,
     PREC_NEG,
     PREC_POSTFIX,
-    PREC_POW,
     RIGHT_ASSOC,
+    SIZE_ARGUMENT,
     Bin,
     Call,
     Diff,
@@ -29,6 +29,7 @@ from handgrad.notation.ast import (
     Transpose,
     precedence,
 )
+from handgrad.notation.operators import TABLE
 
 GREEK = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
          "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi",
@@ -85,8 +86,8 @@ def to_text(node: Node) -> str:
         sep = f" {node.op} " if node.op in "+-" else node.op
         return _text_child(node.a, node, "a") + sep + _text_child(node.b, node, "b")
     if isinstance(node, Call):
-        if node.fn == "eye":
-            return f"eye({_size_text(node.args[0])})" if node.args else "eye"
+        if node.fn in SIZE_ARGUMENT:  # eye, eye(n)
+            return f"{node.fn}({_size_text(node.args[0])})" if node.args else node.fn
         return f"{node.fn}({', '.join(to_text(a) for a in node.args)})"
     raise TypeError(f"not a notation node: {node!r}")
 
@@ -115,13 +116,6 @@ def latex_name(name: str) -> str:
     return f"{out}_{{{sub}}}" if sub else out
 
 
-_LATEX_FN = {"exp": "\\exp", "log": "\\log", "sin": "\\sin", "cos": "\\cos", "tanh": "\\tanh",
-             "sigma": "\\sigma", "tr": "\\operatorname{tr}", "sum": "\\operatorname{sum}",
-             "tril": "\\operatorname{tril}", "comm": "K",
-             "vec": "\\operatorname{vec}", "diag": "\\operatorname{diag}", "abs": "\\operatorname{abs}",
-             "sign": "\\operatorname{sign}", "relu": "\\operatorname{relu}",
-             "softplus": "\\operatorname{softplus}", "softmax": "\\operatorname{softmax}",
-             "logsumexp": "\\operatorname{logsumexp}"}
 _LATEX_OP = {"+": " + ", "-": " - ", ".*": " \\odot ", "./": " \\oslash ", "kron": " \\otimes "}
 
 
@@ -147,7 +141,7 @@ def _latex_child(child: Node, parent: Bin, side: str) -> str:
 
 def _sup(base: Node, exponent: str) -> str:
     s = to_latex(base)
-    if precedence(base) < PREC_ATOM or isinstance(base, Call) and base.fn == "inv":
+    if precedence(base) < PREC_ATOM or _superscripted(base):
         s = _paren(s)
     elif not (isinstance(base, (Sym, Diff, Num)) and len(s) == 1):
         s = "{" + s + "}"
@@ -190,32 +184,19 @@ def _size_text(a: Node) -> str:
     return f"{int(a.value)}" if isinstance(a, Num) else a.name
 
 
+def _superscripted(node: Node) -> bool:
+    """A function printed with a superscript of its own (X^{-1}): bracketed under another one."""
+    op = TABLE.get(node.fn) if isinstance(node, Call) else None
+    return op is not None and op.power_form
+
+
 def _latex_call(node: Call) -> str:
-    fn = node.fn
-    if fn == "eye":
-        return f"I_{{{_size_text(node.args[0])}}}" if node.args else "I"
-    (arg,) = node.args
-    s = to_latex(arg)
-    if fn == "det":
-        return f"\\lvert {s} \\rvert"
-    if fn == "logdet":
-        return f"\\log\\lvert {s} \\rvert"
-    if fn == "inv":
-        return _sup(arg, "-1")
-    if fn == "adj":
-        return _sup(arg, "\\#")
-    if fn == "norm2":
-        return f"\\lVert {s} \\rVert"
-    if fn == "norm1":
-        return f"\\lVert {s} \\rVert_1"
-    if fn == "sqrt":
-        return f"\\sqrt{{{s}}}"
-    if fn in ("vector", "matrix"):
-        ones = "\\mathbf{1}" if fn == "vector" else "\\mathbf{1}\\mathbf{1}^T"
-        if isinstance(arg, Num) and arg.value == 1:
-            return ones
-        return (_paren(s) if precedence(arg) < PREC_POW else s) + " " + ones
-    return _LATEX_FN[fn] + _paren(s)
+    op = TABLE[node.fn]
+    s = None if op.size_argument or not node.args else to_latex(node.args[0])
+    if callable(op.latex):
+        return op.latex(_PRINTER, node, s)
+    name = op.latex or f"\\operatorname{{{node.fn}}}"
+    return name + _paren(s)
 
 
 # --------------------------------------------------------------------------- MathML
@@ -253,7 +234,7 @@ def _mchild(child: Node, parent: Bin, side: str) -> ET.Element:
 
 def _msup(base: Node, exponent: ET.Element) -> ET.Element:
     b = _ml(base)
-    if precedence(base) < PREC_ATOM or isinstance(base, Call) and base.fn == "inv":
+    if precedence(base) < PREC_ATOM or _superscripted(base):
         b = _mparen(b)
     return _el("msup", b, exponent)
 
@@ -284,36 +265,11 @@ def _ml(node: Node) -> ET.Element:  # noqa: C901 - one case per node kind
             return _msup(node.a, _el("mrow", _mo("∘"), _ml(node.b)))
         return _el("mrow", _mchild(node.a, node, "a"), _mo(_MO[node.op]), _mchild(node.b, node, "b"))
     if isinstance(node, Call):
-        fn = node.fn
-        if fn == "eye":
-            eye = _el("mi", text="I", mathvariant="normal")
-            n = _size_text(node.args[0]) if node.args else ""
-            return _el("msub", eye, _el("mn" if n.isdigit() else "mi", text=n)) if n else eye
-        (arg,) = node.args
-        e = _ml(arg)
-        if fn == "det":
-            return _el("mrow", _mo("|", fence="true"), e, _mo("|", fence="true"))
-        if fn == "logdet":
-            return _el("mrow", _el("mi", text="log"), _mo("|", fence="true"), e, _mo("|", fence="true"))
-        if fn == "inv":
-            return _msup(arg, _el("mrow", _mo("−"), _el("mn", text="1")))
-        if fn == "adj":
-            return _msup(arg, _el("mo", text="#"))
-        if fn in ("norm1", "norm2"):
-            body = _el("mrow", _mo("‖", fence="true"), e, _mo("‖", fence="true"))
-            return _el("msub", body, _el("mn", text="1")) if fn == "norm1" else body
-        if fn == "sqrt":
-            return _el("msqrt", e)
-        if fn in ("vector", "matrix"):
-            ones = _el("mn", text="1", mathvariant="bold")
-            if fn == "matrix":
-                ones = _el("mrow", ones, _el("msup", _el("mn", text="1", mathvariant="bold"),
-                                              _el("mi", text="T", mathvariant="normal")))
-            if isinstance(arg, Num) and arg.value == 1:
-                return ones
-            return _el("mrow", e if precedence(arg) >= PREC_POW else _mparen(e), _mo("\u2062"), ones)
-        name = "σ" if fn == "sigma" else fn
-        return _el("mrow", _el("mi", text=name), _mo("\u2061"), _mparen(e))
+        op = TABLE[node.fn]
+        e = None if op.size_argument or not node.args else _ml(node.args[0])
+        if callable(op.mathml):
+            return op.mathml(_PRINTER, node, e)
+        return _el("mrow", _el("mi", text=op.mathml or node.fn), _mo("\u2061"), _mparen(e))
     raise TypeError(f"not a notation node: {node!r}")
 
 
@@ -325,3 +281,14 @@ def to_mathml(node: Node, display: str = "inline") -> str:
 
 def line_latex(lhs: str, node: Node) -> str:
     return f"{lhs} = {to_latex(node)}"
+
+
+class _Printer:
+    """What an operator table entry prints with (handgrad.notation.operators): brackets,
+    superscripts and MathML elements, as the printers above use them."""
+
+    paren, sup, size_text = staticmethod(_paren), staticmethod(_sup), staticmethod(_size_text)
+    el, mo, mparen, msup = staticmethod(_el), staticmethod(_mo), staticmethod(_mparen), staticmethod(_msup)
+
+
+_PRINTER = _Printer()

@@ -13,72 +13,13 @@ written number (``1 - p``), anything else must conform (``b*vector(1)``).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
+from handgrad.notation.operators import TABLE
 from handgrad.notation.parser import NotationError
+from handgrad.notation.sizes import ONE, SCALAR, Dim, Shape, Size, Unknown, eye_size, is_scalar, show, size
 
-
-@dataclass(frozen=True)
-class Size:
-    """coef * the product of ``letters`` (sorted): Size(3), Size(1, ("n",)), Size(1, ("m", "n"))."""
-
-    coef: int
-    letters: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        parts = ([str(self.coef)] if self.coef != 1 or not self.letters else []) + list(self.letters)
-        return "*".join(parts)
-
-    def times(self, other: Size) -> Size:
-        return Size(self.coef * other.coef, tuple(sorted(self.letters + other.letters)))
-
-    def value(self, sizes: dict[str, int]) -> int:
-        missing = [k for k in self.letters if k not in sizes]
-        if missing:
-            raise NotationError(f"{missing[0]} is not the size of any declared name")
-        return self.coef * math.prod(sizes[k] for k in self.letters)
-
-
-@dataclass(frozen=True)
-class Unknown:
-    id: int
-
-    def __str__(self) -> str:
-        return "?"
-
-
-Dim = Size | Unknown
-Shape = tuple[Dim, Dim]
-ONE = Size(1)
-SCALAR: Shape = (ONE, ONE)
-
-
-def size(text: str | int) -> Size:
-    """'3' -> Size(3), 'n' -> Size(1, ('n',))."""
-    text = str(text).strip()
-    if text.isdigit():
-        return Size(int(text))
-    if not text.isidentifier():
-        raise NotationError(f"a size is a number or a letter, not {text!r}")
-    return Size(1, (text,))
-
-
-def eye_size(node: Call) -> Size | None:
-    """The stated size of eye(n) / eye(3); None for a bare eye (its size from the context)."""
-    if not node.args:
-        return None
-    (a,) = node.args
-    return Size(int(a.value)) if isinstance(a, Num) else Size(1, (a.name,))
-
-
-def show(shape: Shape) -> str:
-    return f"({shape[0]} x {shape[1]})"
-
-
-def is_scalar(shape: Shape) -> bool:
-    return shape[0] == ONE and shape[1] == ONE
+__all__ = ["ONE", "SCALAR", "Dim", "Shape", "ShapeChecker", "Size", "Unknown", "eye_size", "is_scalar",
+           "show", "size"]
 
 
 def _text(node: Node) -> str:
@@ -223,47 +164,17 @@ class ShapeChecker:
             return (dims[0].times(dims[2]), dims[1].times(dims[3]))
         raise self.error(node, f"unknown operator {op!r}")
 
+    def square_arg(self, node: Call, s: Shape, what: str | None = None) -> None:
+        """A function of a square matrix (tr, det, inv ...): its argument must be square."""
+        arg = node.args[0]
+        self._square(node, arg, s, what or f"{node.fn}({_text(arg)})")
+
+    text = staticmethod(_text)
+
     def _call(self, node: Call) -> Shape:
-        fn = node.fn
-        if fn == "eye":
-            d = eye_size(node) or self.fresh()
-            return (d, d)
+        """The function's own shape rule, from the operator table."""
+        op = TABLE[node.fn]
+        if op.size_argument or not node.args:
+            return op.shape(self, node, None, None)
         (s,) = [self.infer(a) for a in node.args]
-        (arg,) = node.args
-        r = self.resolve(s)
-        if fn in ("vector", "matrix"):
-            if not is_scalar(r):
-                raise self.error(node, f"{_text(node)}: the fill value {_text(arg)} is {show(r)}, "
-                                       "not a scalar")
-            return (self.fresh(), ONE) if fn == "vector" else (self.fresh(), self.fresh())
-        if fn in ("tr", "det", "logdet"):
-            self._square(node, arg, s, f"{fn}({_text(arg)})")
-            return SCALAR
-        if fn in ("inv", "adj"):
-            self._square(node, arg, s, f"{fn}({_text(arg)})")
-            return s
-        if fn in ("sum", "norm1", "norm2"):
-            return SCALAR
-        if fn == "logsumexp":  # log(1' exp(z)) for each column z: 1 x (columns)
-            return (ONE, s[1])
-        if fn in ("softmax", "tril"):  # softmax: exp(z) / 1' exp(z) for each column z
-            return s
-        if fn == "comm":  # K_mn: mn x mn for an m x n argument
-            if any(isinstance(d, Unknown) for d in r):
-                raise self.error(node, f"{_text(node)}: the size of {_text(arg)} cannot be inferred")
-            mn = r[0].times(r[1])
-            return (mn, mn)
-        if fn == "vec":
-            if any(isinstance(d, Unknown) for d in r):
-                raise self.error(node, f"{_text(node)}: the size of {_text(arg)} cannot be inferred")
-            return (r[0].times(r[1]), ONE)
-        if fn == "diag":
-            if is_scalar(r):
-                return SCALAR
-            if r[1] == ONE:
-                return (r[0], r[0])
-            if r[0] == ONE:
-                return (r[1], r[1])
-            self._square(node, arg, s, "diag of a matrix (its diagonal as a vector)")
-            return (s[0], ONE)
-        return s  # elementwise
+        return op.shape(self, node, s, self.resolve(s))

@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 
 from handgrad.notation.evaluate import Evaluator, as_matrix
+from handgrad.notation.operators import TABLE
 from handgrad.notation.parser import NotationError
 from handgrad.notation.render import to_latex, to_mathml, to_text
 from handgrad.notation.sampling import (
@@ -71,7 +72,7 @@ def _inverted(d: Derivation):
     for root in [d.f, *d.defs.values()]:
         for node in walk(root):
             arg = _is_inverse(node)
-            if arg is None and isinstance(node, Call) and node.fn == "logdet":
+            if arg is None and isinstance(node, Call) and TABLE[node.fn].needs_inverse:
                 arg = node.args[0]
             if arg is not None and arg not in seen and not any(isinstance(n, Diff) for n in walk(arg)):
                 seen.append(arg)
@@ -101,7 +102,7 @@ def _log_hint(d: Derivation, ev) -> str:
 
     for root in [d.f, *d.defs.values()]:
         for node in walk(root):
-            if not (isinstance(node, Call) and node.fn in ("log", "sqrt") and node.args):
+            if not (isinstance(node, Call) and TABLE[node.fn].domain == "positive" and node.args):
                 continue
             arg = node.args[0]
             try:

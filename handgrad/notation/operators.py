@@ -1,0 +1,491 @@
+"""The operator table: everything handgrad knows about one function of the notation, in one
+entry (micrograd's habit: an operation's forward value and its backward rule side by side).
+
+An entry gives the function's spellings, its shape rule, its torch evaluation, its
+differential rule with the rule text a derivation prints beside the line, the letter the
+notes name such a subexpression by, how it is printed (text, LaTeX, MathML) and the torch
+code ``--emit torch`` writes for it.  The parser, the shape checker, the evaluator, the
+deriver, the printers and the emitter read this table; adding a function is adding an entry
+(``register``), and the deriver's round trip still holds for it: every line it prints is
+parsed back and verified against autograd, so an entry whose rule is wrong is caught by the
+verifier, not trusted.
+
+Kinds: "linear" (a linear map of its argument: the differential passes through it,
+d tr(U) = tr(dU)), "elementwise" (a scalar function applied entry by entry: its rule is
+f'(U) ⊙ dU, from ``deriv``), "matrix" (any other function: its rule is ``d``), "const" (no
+differentiable argument: vector(c), matrix(c), eye, comm(A)).
+
+Binary operators (+ - * .* ./ / ^ .^ kron) are the grammar's, not this table's: their rules
+are the product and quotient rules every derivation uses (handgrad.notation.auto_rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from handgrad.notation import ast as _ast
+from handgrad.notation.ast import Bin, Call, Node, Num
+from handgrad.notation.sizes import ONE, SCALAR, Unknown, eye_size, is_scalar, show
+
+LINEAR, ELEMENTWISE, MATRIX, CONST = "linear", "elementwise", "matrix", "const"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Where a differential rule is applied: e = f(u), du the argument's differential (already
+    expanded, or a named subexpression's d), ``scalar``/``column`` what u is."""
+
+    e: Call
+    u: Node
+    du: Node
+    scalar: bool
+    column: bool
+    b: object  # the tree builders (handgrad.notation.simplify: mul, had, neg, sub, prod, T)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One function of the notation.  Only ``name`` and ``kind`` are required; a field left
+    out means the function does not have that (no rule: not derived; no emit: --emit refuses)."""
+
+    name: str
+    kind: str
+    arity: int = 1
+    aliases: tuple[str, ...] = ()      # other spellings the parser reads (printed as ``name``)
+    fence: str | None = None           # |X| is det(X), ||x|| is norm2(x)
+    size_argument: bool = False        # eye(n): the argument is a size, not a formula
+    # shapes: (checker, node, argument's raw shape, its resolved shape) -> shape
+    shape: Callable | None = None
+    # evaluation: torch (2-D tensor -> 2-D tensor) or value (evaluator, node, tensor) -> tensor
+    torch: Callable | None = None
+    value: Callable | None = None
+    # the tolerance's scales: magnitude (evaluator, node) -> |terms|; tangent
+    # (evaluator, node, argument's value, argument's tangent magnitude) -> |terms of the derivative|
+    magnitude: Callable | None = None
+    tangent: Callable | None = None
+    # the differential: deriv (Rule) -> f'(u) for an elementwise f; d (Rule) -> the differential
+    deriv: Callable | None = None
+    d: Callable | None = None
+    rule: str | None = None            # the rule's text, printed beside the line it gives
+    kink: str | None = None            # why it is not derived (no subgradients)
+    role: str | None = None            # the letter the notes name a subexpression f(u) by
+    # printing: latex is a command (r"\exp", then the argument in brackets) or
+    # (printer, node, the argument's LaTeX) -> LaTeX; mathml a name shown or
+    # (printer, node, the argument's element) -> element (the printer: handgrad.notation.render)
+    latex: str | Callable | None = None
+    mathml: str | Callable | None = None
+    # emitted torch: a template with {a} for the argument's code, or (emitter, node, code) -> code
+    emit: str | Callable | None = None
+    power_form: bool = False           # printed as a power (X^{-1}): bracketed when raised again
+    # algebra the simplifier and the verifier use
+    transposes: bool = False           # f(A)' is printed f(A') (elementwise functions, comm; inv(A)' stays)
+    keeps_symmetry: bool = False       # f(S) is symmetric when S is (elementwise functions, inv)
+    domain: str | None = None          # "positive": a log or sqrt of a value that is not > 0 is undefined
+    needs_inverse: bool = False        # undefined at a singular argument (inv, logdet)
+
+
+TABLE: dict[str, Operator] = {}
+SPELLINGS: dict[str, str] = {}   # every spelling (name or alias) -> name
+
+
+def register(op: Operator) -> Operator:
+    """Add (or replace) an entry; the parser, checker, evaluator, deriver, printers and the
+    emitter see it at once."""
+    if op.kind not in (LINEAR, ELEMENTWISE, MATRIX, CONST):
+        raise ValueError(f"{op.name}: kind {op.kind!r} is not one of linear, elementwise, matrix, const")
+    if op.kind == ELEMENTWISE:
+        op = _elementwise_defaults(op)
+    TABLE[op.name] = op
+    for s in (op.name, *op.aliases):
+        SPELLINGS[s] = op.name
+    _ast.FUNCTIONS[op.name] = (op.arity, op.kind)
+    if op.size_argument:
+        _ast.SIZE_ARGUMENT.add(op.name)
+    return op
+
+
+def unregister(name: str) -> None:
+    op = TABLE.pop(name)
+    for s in (op.name, *op.aliases):
+        SPELLINGS.pop(s, None)
+    _ast.FUNCTIONS.pop(name, None)
+    _ast.SIZE_ARGUMENT.discard(name)
+
+
+def op(name: str) -> Operator:
+    return TABLE[name]
+
+
+def of(node: Node) -> Operator | None:
+    """The entry of a Call node (None for any other node)."""
+    return TABLE.get(node.fn) if isinstance(node, Call) else None
+
+
+def names(kind: str | None = None) -> list[str]:
+    return [n for n, o in TABLE.items() if kind is None or o.kind == kind]
+
+
+def _elementwise_defaults(o: Operator) -> Operator:
+    from dataclasses import replace
+    return replace(o, shape=o.shape or same, transposes=True, keeps_symmetry=True)
+
+
+# ------------------------------------------------------------------ shape rules
+def same(chk, node, s, r):
+    return s
+
+
+def scalar(chk, node, s, r):
+    return SCALAR
+
+
+def square_to_scalar(chk, node, s, r):
+    chk.square_arg(node, s)
+    return SCALAR
+
+
+def square_to_same(chk, node, s, r):
+    chk.square_arg(node, s)
+    return s
+
+
+def _known(chk, node, r):
+    if any(isinstance(d, Unknown) for d in r):
+        raise chk.error(node, f"{chk.text(node)}: the size of {chk.text(node.args[0])} cannot be inferred")
+
+
+def _vec_shape(chk, node, s, r):
+    _known(chk, node, r)
+    return (r[0].times(r[1]), ONE)
+
+
+def _comm_shape(chk, node, s, r):  # K_mn: mn x mn for an m x n argument
+    _known(chk, node, r)
+    mn = r[0].times(r[1])
+    return (mn, mn)
+
+
+def _diag_shape(chk, node, s, r):
+    if is_scalar(r):
+        return SCALAR
+    if r[1] == ONE:
+        return (r[0], r[0])
+    if r[0] == ONE:
+        return (r[1], r[1])
+    chk.square_arg(node, s, "diag of a matrix (its diagonal as a vector)")
+    return (s[0], ONE)
+
+
+def _fill_shape(kind):
+    def shape(chk, node, s, r):
+        if not is_scalar(r):
+            raise chk.error(node, f"{chk.text(node)}: the fill value {chk.text(node.args[0])} is {show(r)}, "
+                                  "not a scalar")
+        return (chk.fresh(), ONE) if kind == "vector" else (chk.fresh(), chk.fresh())
+    return shape
+
+
+def _eye_shape(chk, node, s, r):
+    d = eye_size(node) or chk.fresh()
+    return (d, d)
+
+
+def _lse_shape(chk, node, s, r):  # log(1' exp(z)) for each column z: 1 x (columns)
+    return (ONE, s[1])
+
+
+# ------------------------------------------------------------------ evaluation helpers
+def _one(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(1, 1)
+
+
+def _diag_value(ev, node, a):
+    arg = node.args[0]
+    if ev.scalar(arg):
+        return a
+    s = ev.checker.shape(arg)
+    if s[1] == ONE:
+        return torch.diag(a[:, 0])
+    if s[0] == ONE:
+        return torch.diag(a[0])
+    return torch.diagonal(a).reshape(-1, 1)
+
+
+def _fill_value(ev, node, a):
+    return a * torch.ones(ev.dims(node), dtype=a.dtype)
+
+
+def _eye_value(ev, node, *a):
+    return torch.eye(ev.dims(node)[0], dtype=torch.float64)
+
+
+def _comm_value(ev, node, a):
+    return commutation(*a.shape, dtype=a.dtype, device=a.device)
+
+
+def _adj_value(ev, node, a):
+    return adjugate(a)
+
+
+def adjugate(a: torch.Tensor) -> torch.Tensor:
+    """adj(A) = C^T, C_ij = (-1)^(i+j) det(A without row i and column j): from cofactors,
+    never from A^-1 (so d|X| = tr(adj(X) dX) is checked against an independent adj)."""
+    n = a.shape[0]
+    if n == 1:
+        return torch.ones_like(a)
+
+    def minor(i, j):
+        return a[[r for r in range(n) if r != i]][:, [c for c in range(n) if c != j]]
+    cof = torch.stack([torch.stack([(-1) ** (i + j) * torch.linalg.det(minor(i, j)) for j in range(n)])
+                       for i in range(n)])
+    return cof.mT
+
+
+def commutation(m: int, n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """K_mn (mn x mn), K_mn vec(A) = vec(A^T) for A m x n (vec stacks columns): row j + i n
+    has its one in column i + j m, since vec(A^T)[j + i n] = A[i, j] = vec(A)[i + j m]."""
+    K = torch.zeros(m * n, m * n, dtype=dtype, device=device)
+    i = torch.arange(m).repeat_interleave(n)
+    j = torch.arange(n).repeat(m)
+    K[(j + i * n).to(K.device), (i + j * m).to(K.device)] = 1.0
+    return K
+
+
+def _inv_tangent(ev, node, x, tm):
+    inv = torch.linalg.inv(x).abs()
+    return inv @ tm @ inv
+
+
+def _logdet_tangent(ev, node, x, tm):
+    return (torch.linalg.inv(x).abs().mT * tm).sum().reshape(1, 1)
+
+
+def _det_tangent(ev, node, x, tm):
+    return _logdet_tangent(ev, node, x, tm) * ev.value(node).abs()
+
+
+def linear_magnitude(ev, node):
+    """|terms| of a linear map (or a fill): the map applied to the argument's |terms|."""
+    return ev.apply(node, *[ev.magnitude(c) for c in _ast.children(node)])
+
+
+def _norm1_magnitude(ev, node):
+    return ev.magnitude(node.args[0]).sum().reshape(1, 1)
+
+
+# ------------------------------------------------------------------ differential helpers
+def _inv_d(r: Rule) -> Node:
+    b = r.b
+    return b.neg(b.prod([r.e, r.du, r.e]))
+
+
+def _det_d(r: Rule) -> Node:
+    b = r.b
+    return b.mul(r.e, Call("tr", (b.mul(Call("inv", (r.u,)), r.du),)))
+
+
+def _logdet_d(r: Rule) -> Node:
+    return Call("tr", (r.b.mul(Call("inv", (r.u,)), r.du),))
+
+
+def _norm2_d(r: Rule) -> Node:
+    b = r.b
+    inner = b.mul(b.T(r.u), r.du) if r.column else Call("tr", (b.mul(b.T(r.u), r.du),))
+    return Bin("/", inner, r.e)
+
+
+def _lse_col(r: Rule) -> Node:  # 1'(softmax(U) ⊙ dU), column by column
+    b = r.b
+    ones = Call("vector", (Num(1.0),))
+    return b.mul(b.T(ones), b.had(Call("softmax", (r.u,)), r.du))
+
+
+def _softmax_d(r: Rule) -> Node:
+    b = r.b
+    ones = Call("vector", (Num(1.0),))
+    return b.sub(b.had(r.e, r.du), b.had(r.e, b.mul(ones, _lse_col(r))))
+
+
+def _log_d(r: Rule) -> Node:
+    return Bin("/" if r.scalar else "./", r.du, r.u)
+
+
+def _sqrt_d(r: Rule) -> Node:
+    return Bin("/" if r.scalar else "./", r.du, r.b.mul(Num(2.0), r.e))
+
+
+# ------------------------------------------------------------------ printing helpers
+def _latex_fence(left, right, prefix=""):
+    return lambda P, node, s: f"{prefix}{left} {s} {right}"
+
+
+def _latex_sup(exponent):
+    return lambda P, node, s: P.sup(node.args[0], exponent)
+
+
+def _mathml_fence(bar, prefix=None, sub=None):
+    def ml(P, node, e):
+        parts = ([P.el("mi", text=prefix)] if prefix else []) + [P.mo(bar, fence="true"), e,
+                                                                 P.mo(bar, fence="true")]
+        body = P.el("mrow", *parts)
+        return P.el("msub", body, P.el("mn", text=sub)) if sub else body
+    return ml
+
+
+def _latex_fill(ones):
+    def tex(P, node, s):
+        arg = node.args[0]
+        if isinstance(arg, Num) and arg.value == 1:
+            return ones
+        return (P.paren(s) if _ast.precedence(arg) < _ast.PREC_POW else s) + " " + ones
+    return tex
+
+
+def _mathml_fill(matrix):
+    def ml(P, node, e):
+        arg = node.args[0]
+        ones = P.el("mn", text="1", mathvariant="bold")
+        if matrix:
+            ones = P.el("mrow", ones, P.el("msup", P.el("mn", text="1", mathvariant="bold"),
+                                           P.el("mi", text="T", mathvariant="normal")))
+        if isinstance(arg, Num) and arg.value == 1:
+            return ones
+        return P.el("mrow", e if _ast.precedence(arg) >= _ast.PREC_POW else P.mparen(e), P.mo("\u2062"), ones)
+    return ml
+
+
+def _eye_latex(P, node, s=None):
+    return f"I_{{{P.size_text(node.args[0])}}}" if node.args else "I"
+
+
+def _eye_mathml(P, node, e=None):
+    eye = P.el("mi", text="I", mathvariant="normal")
+    n = P.size_text(node.args[0]) if node.args else ""
+    return P.el("msub", eye, P.el("mn" if n.isdigit() else "mi", text=n)) if n else eye
+
+
+# ------------------------------------------------------------------ emitting helpers
+def _emit_fill(em, node, a):
+    shape = em.c.shape(node)
+    return f"torch.full(({em.dim(shape[0])}, {em.dim(shape[1])}), {a}, dtype=torch.float64)"
+
+
+def _emit_eye(em, node, a=None):
+    return f"torch.eye({em.dim(em.c.shape(node)[0])}, dtype=torch.float64)"
+
+
+def _emit_comm(em, node, a):  # K_mn of arg's shape: K vec(A) = vec(A'), rows of the identity permuted
+    rows, cols = (em.dim(d) for d in em.c.shape(node.args[0]))
+    return (f"torch.eye({rows} * {cols}, dtype=torch.float64)"
+            f"[torch.arange({rows} * {cols}).reshape({cols}, {rows}).T.reshape(-1)]")
+
+
+def _emit_diag(em, node, a):
+    s = em.c.shape(node.args[0])
+    if is_scalar(s):
+        return a
+    if s[1] == ONE:
+        return f"torch.diag(({a})[:, 0])"
+    if s[0] == ONE:
+        return f"torch.diag(({a})[0])"
+    return f"torch.diagonal({a}).reshape(-1, 1)"
+
+
+def _kink(fn):
+    return f"{fn}(u) has a kink where an entry of u is 0"
+
+
+# ------------------------------------------------------------------ the table
+for _op in [
+    # linear maps: the differential passes through (d tr(U) = tr(dU))
+    Operator("tr", LINEAR, shape=square_to_scalar, torch=lambda a: _one(torch.diagonal(a).sum()),
+             magnitude=linear_magnitude, d=LINEAR, rule="d tr(U) = tr(dU)",
+             latex=r"\operatorname{tr}", emit="torch.trace({a}).reshape(1, 1)"),
+    Operator("sum", LINEAR, shape=scalar, torch=lambda a: _one(a.sum()), magnitude=linear_magnitude,
+             d=LINEAR, rule="d sum(U) = sum(dU)", latex=r"\operatorname{sum}",
+             emit="{a}.sum().reshape(1, 1)"),
+    Operator("vec", LINEAR, shape=_vec_shape, torch=lambda a: a.mT.reshape(-1, 1), magnitude=linear_magnitude,
+             d=LINEAR, rule="d vec(U) = vec(dU)", latex=r"\operatorname{vec}", emit="{a}.mT.reshape(-1, 1)"),
+    Operator("diag", LINEAR, shape=_diag_shape, value=_diag_value, magnitude=linear_magnitude,
+             d=LINEAR, rule="d diag(U) = diag(dU)", latex=r"\operatorname{diag}", emit=_emit_diag),
+    # the lower triangle, diagonal included (a Cholesky factor's gradient); not derived through
+    Operator("tril", LINEAR, shape=same, torch=torch.tril, magnitude=linear_magnitude,
+             latex=r"\operatorname{tril}", emit="torch.tril({a})"),
+    # matrix functions
+    Operator("det", MATRIX, fence="|", shape=square_to_scalar, torch=lambda a: _one(torch.linalg.det(a)),
+             tangent=_det_tangent, d=_det_d, rule="d|X| = |X| tr(X^-1 dX)", role="D",
+             latex=_latex_fence(r"\lvert", r"\rvert"), mathml=_mathml_fence("|"),
+             emit="torch.linalg.det({a}).reshape(1, 1)"),
+    Operator("logdet", MATRIX, shape=square_to_scalar, torch=lambda a: _one(torch.linalg.slogdet(a)[1]),
+             tangent=_logdet_tangent, d=_logdet_d, rule="d logdet(X) = tr(X^-1 dX)",
+             latex=_latex_fence(r"\lvert", r"\rvert", prefix=r"\log"),
+             mathml=_mathml_fence("|", prefix="log"),
+             emit="torch.linalg.slogdet({a})[1].reshape(1, 1)", needs_inverse=True),
+    Operator("inv", MATRIX, shape=square_to_same, torch=torch.linalg.inv, tangent=_inv_tangent, d=_inv_d,
+             rule="d(X^-1) = -X^-1 dX X^-1", role="V", latex=_latex_sup("-1"),
+             mathml=lambda P, node, e: P.msup(node.args[0], P.el("mrow", P.mo("−"), P.el("mn", text="1"))),
+             emit="torch.linalg.inv({a})", power_form=True, keeps_symmetry=True, needs_inverse=True),
+    # the adjugate (the notes' X^#), from cofactors; not derived through
+    Operator("adj", MATRIX, shape=square_to_same, value=_adj_value, latex=_latex_sup(r"\#"),
+             mathml=lambda P, node, e: P.msup(node.args[0], P.el("mo", text="#"))),
+    Operator("norm1", MATRIX, shape=scalar, torch=lambda a: _one(a.abs().sum()), magnitude=_norm1_magnitude,
+             kink=_kink("norm1"), latex=_latex_fence(r"\lVert", r"\rVert_1"),
+             mathml=_mathml_fence("‖", sub="1"), emit="{a}.abs().sum().reshape(1, 1)"),
+    Operator("norm2", MATRIX, fence="||", shape=scalar, torch=lambda a: _one(torch.linalg.vector_norm(a)),
+             d=_norm2_d, rule="d‖u‖ = u'du / ‖u‖", role="nu", latex=_latex_fence(r"\lVert", r"\rVert"),
+             mathml=_mathml_fence("‖"), emit="torch.linalg.vector_norm({a}).reshape(1, 1)"),
+    # column by column, as the notes' z
+    Operator("softmax", MATRIX, shape=same, torch=lambda a: torch.softmax(a, dim=0), d=_softmax_d,
+             rule="d softmax(U) = S ⊙ dU - S ⊙ (1 1'(S ⊙ dU)), S = softmax(U), column by column",
+             role="p", latex=r"\operatorname{softmax}", emit="torch.softmax({a}, dim=0)"),
+    Operator("logsumexp", MATRIX, shape=_lse_shape, torch=lambda a: torch.logsumexp(a, dim=0, keepdim=True),
+             d=_lse_col, rule="d logsumexp(U) = 1'(softmax(U) ⊙ dU), column by column", role="lse",
+             latex=r"\operatorname{logsumexp}", emit="torch.logsumexp({a}, dim=0, keepdim=True)"),
+    # elementwise: the rule is f'(U) ⊙ dU (f'(u) du for a scalar u)
+    Operator("exp", ELEMENTWISE, torch=torch.exp, deriv=lambda r: r.e, rule="d exp(U) = exp(U) ⊙ dU",
+             role="q", latex=r"\exp", emit="torch.exp({a})"),
+    Operator("log", ELEMENTWISE, torch=torch.log, d=_log_d, rule="d log(U) = dU ⊘ U", role="l",
+             latex=r"\log", emit="torch.log({a})", domain="positive"),
+    Operator("sin", ELEMENTWISE, torch=torch.sin, deriv=lambda r: Call("cos", (r.u,)),
+             rule="d sin(U) = cos(U) ⊙ dU", latex=r"\sin", emit="torch.sin({a})"),
+    Operator("cos", ELEMENTWISE, torch=torch.cos, deriv=lambda r: r.b.neg(Call("sin", (r.u,))),
+             rule="d cos(U) = -sin(U) ⊙ dU", latex=r"\cos", emit="torch.cos({a})"),
+    Operator("tanh", ELEMENTWISE, torch=torch.tanh,
+             deriv=lambda r: r.b.sub(Num(1.0), Bin(".^", r.e, Num(2.0))),
+             rule="d tanh(U) = (1 - tanh(U)^2) ⊙ dU", role="t", latex=r"\tanh", emit="torch.tanh({a})"),
+    Operator("abs", ELEMENTWISE, torch=torch.abs, kink=_kink("abs"), latex=r"\operatorname{abs}",
+             emit="torch.abs({a})"),
+    Operator("sign", ELEMENTWISE, torch=torch.sign,
+             kink="sign(u) jumps where an entry of u is 0 (its derivative is not a function there)",
+             latex=r"\operatorname{sign}", emit="torch.sign({a})"),
+    Operator("relu", ELEMENTWISE, torch=torch.relu, kink=_kink("relu"), latex=r"\operatorname{relu}",
+             emit="torch.relu({a})"),
+    Operator("sigma", ELEMENTWISE, aliases=("sigmoid",), torch=torch.sigmoid,
+             deriv=lambda r: r.b.had(r.e, r.b.sub(Num(1.0), r.e)), rule="d σ(U) = σ(U) ⊙ (1 - σ(U)) ⊙ dU",
+             role="p", latex=r"\sigma", mathml="σ", emit="torch.sigmoid({a})"),
+    Operator("softplus", ELEMENTWISE, torch=lambda z: torch.logaddexp(torch.zeros_like(z), z),
+             deriv=lambda r: Call("sigma", (r.u,)), rule="d softplus(U) = σ(U) ⊙ dU", role="sp",
+             latex=r"\operatorname{softplus}", emit="torch.nn.functional.softplus({a})"),
+    Operator("sqrt", ELEMENTWISE, torch=torch.sqrt, d=_sqrt_d, rule="d sqrt(U) = dU ⊘ (2 sqrt(U))", role="s",
+             latex=lambda P, node, s: f"\\sqrt{{{s}}}", mathml=lambda P, node, e: P.el("msqrt", e),
+             emit="torch.sqrt({a})", domain="positive"),
+    # constants: no differentiable argument
+    Operator("vector", CONST, shape=_fill_shape("vector"), value=_fill_value, magnitude=linear_magnitude,
+             latex=_latex_fill(r"\mathbf{1}"), mathml=_mathml_fill(False), emit=_emit_fill),
+    Operator("matrix", CONST, shape=_fill_shape("matrix"), value=_fill_value, magnitude=linear_magnitude,
+             latex=_latex_fill(r"\mathbf{1}\mathbf{1}^T"), mathml=_mathml_fill(True), emit=_emit_fill),
+    Operator("eye", CONST, arity=0, size_argument=True, shape=_eye_shape, value=_eye_value,
+             latex=_eye_latex, mathml=_eye_mathml, emit=_emit_eye, keeps_symmetry=True),
+    # comm(A): the commutation matrix K_mn of A's shape (m x n), K vec(A) = vec(A')
+    Operator("comm", CONST, shape=_comm_shape, value=_comm_value, latex=lambda P, node, s: "K" + P.paren(s),
+             emit=_emit_comm, transposes=True),
+]:
+    register(_op)
+del _op
+
+
+__all__ = ["CONST", "ELEMENTWISE", "LINEAR", "MATRIX", "Operator", "Rule", "SPELLINGS", "TABLE", "names",
+           "of", "op", "register", "unregister"]
