@@ -132,3 +132,27 @@ def test_markdown_least_squares_by_hand(runner):
     md = _derive(runner, "least squares", "markdown")
     assert "Let $z = A x$." in md
     assert r"✓ verified — product rule $\mathrm{d} \left(U V\right) = \mathrm{d}U V + U \mathrm{d}V$" in md
+
+
+def test_the_local_page_typesets_the_let_lines(runner):
+    import xml.etree.ElementTree as ET
+
+    from handgrad.present.page import result_html
+
+    out = _json(runner, "least squares")
+    page = result_html(out, panel="p")
+    (div,) = re.findall(r'<div class="def">(.*?)</div>', page, re.S)
+    assert div.startswith("let z = <math")
+    math = ET.fromstring(re.search(r"<math.*?</math>", div, re.S).group(0))
+    assert "".join(math.itertext()) == "A\u2062x"  # A x, invisible times between
+    assert "<code>A*x</code>" in div  # the text behind a disclosure, as the lines have it
+
+
+def test_the_report_pages_show_the_let_lines():
+    from handgrad.present import report
+
+    lets = [{"name": "Sigma", "text": "L*L'", "latex": "L L^{T}", "mathml": "<math><mi>L</mi></math>"},
+            {"name": "C", "text": "X - one*mu'", "latex": "X - u", "mathml": None}]
+    assert report.to_markdown([("lets", lets)]) == r"Let $\Sigma = L L^{T}$, $C = X - u$." + "\n"
+    html = report.to_html([("lets", lets)], title="t")
+    assert "<p>Let Sigma = <math><mi>L</mi></math>, <code>C = X - one*mu&#x27;</code>.</p>" in html
