@@ -156,3 +156,14 @@ def test_the_report_pages_show_the_let_lines():
     assert report.to_markdown([("lets", lets)]) == r"Let $\Sigma = L L^{T}$, $C = X - u$." + "\n"
     html = report.to_html([("lets", lets)], title="t")
     assert "<p>Let Sigma = <math><mi>L</mi></math>, <code>C = X - one*mu&#x27;</code>.</p>" in html
+
+
+def test_a_python_steps_rule_text_is_typeset_too(runner):
+    """examples/my_derivation.py's why texts: "product rule; d log|X| = tr(X^-1 dX)"."""
+    from tests.test_rules_typeset import _squeeze
+
+    want = r"product rule; $\mathrm{d} \log \lvert X \rvert = \operatorname{tr}\left(X^{-1} \mathrm{d}X\right)$"
+    for fmt in ("markdown", "latex"):
+        r, _ = invoke(runner, "derive", "--file", "examples/my_derivation.py", "--format", fmt)
+        assert r.exit_code == 0
+        assert _squeeze(want) in _squeeze(r.stdout), fmt
