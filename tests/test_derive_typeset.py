@@ -162,7 +162,8 @@ def test_a_python_steps_rule_text_is_typeset_too(runner):
     """examples/my_derivation.py's why texts: "product rule; d log|X| = tr(X^-1 dX)"."""
     from tests.test_rules_typeset import _squeeze
 
-    want = r"product rule; $\mathrm{d} \log \lvert X \rvert = \operatorname{tr}\left(X^{-1} \mathrm{d}X\right)$"
+    want = (r"product rule; $\mathrm{d} \log \lvert X \rvert = "
+            r"\operatorname{tr}\left(X^{-1} \mathrm{d}X\right)$")
     for fmt in ("markdown", "latex"):
         r, _ = invoke(runner, "derive", "--file", "examples/my_derivation.py", "--format", fmt)
         assert r.exit_code == 0
