@@ -15,6 +15,9 @@ evaluated.
 
 from __future__ import annotations
 
+from handgrad.notation.render import latex_name
+from handgrad.present.rules import rule_latex, rule_markdown, tex_text
+
 MARKS = {"verified": "✓", "inconclusive": "?", "failed": "✗", "error": "!"}
 
 
@@ -65,13 +68,24 @@ _MD = {"verified": "✓ verified", "inconclusive": "? inconclusive", "failed": "
        "error": "! error"}
 
 
+def _def_latex(d: dict) -> tuple[str, str]:
+    """A let line's two sides in LaTeX: its name as the lines write names, its formula as
+    printed from the tree that was verified."""
+    return latex_name(d["name"]), d["latex"]
+
+
 def format_markdown(report: dict) -> str:
-    """Markdown: each line as display math ($$...$$, from the same tree) with its verdict."""
+    """Markdown: each line as display math ($$...$$, from the same tree) with its verdict,
+    the names the lines use (let z = ...) before them, and each rule text typeset (its
+    formulas as $...$)."""
     fn = report["function"]
-    out = [f"### {report['title'] or fn['name'] + ' = ' + fn['text']}", "",
-           f"$${fn['latex']}$$", ""]
+    out = [f"### {report['title'] or fn['name'] + ' = ' + fn['text']}", ""]
+    if report["definitions"]:  # the names the lines use, as the text format's let lines
+        out += ["Let " + ", ".join(f"${n} = {t}$" for n, t in map(_def_latex, report["definitions"]))
+                + ".", ""]
+    out += [f"$${fn['latex']}$$", ""]
     for r in _rows(report):
-        rule = f" — {r['rule']}" if r["rule"] else ""
+        rule = f" — {rule_markdown(r['rule'])}" if r["rule"] else ""
         reason = f" ({r['reason']})" if r["verdict"] != "verified" and r["reason"] else ""
         out += [f"$${r['latex']}$$", "",
                 f"{_MD[r['verdict']]}{reason}{rule}", ""]
@@ -88,20 +102,20 @@ def format_latex(report: dict) -> str:
 
 
 def latex_section(report: dict) -> str:
-    """The derivation as a LaTeX section (an align* with a verdict per line)."""
+    """The derivation as a LaTeX section (an align* with a verdict per line, the let lines
+    first and each line's rule text typeset between it and the line before)."""
     fn = report["function"]
+    esc = tex_text  # text for LaTeX: every special escaped (the title's 1/2*x^2 too), ASCII only
 
-    def esc(s: str) -> str:  # text for LaTeX: specials escaped, a few symbols spelled, ASCII only
-        s = "".join("\\" + c if c in "&%$#_{}" else c for c in s)
-        for sym, tex in (("\u00a7", "\\S{}"), ("\u2297", "$\\otimes$"), ("\u2299", "$\\odot$"),
-                         ("\u2019", "'"), ("\u2212", "-")):
-            s = s.replace(sym, tex)
-        return s.encode("ascii", "replace").decode("ascii")
     def aligned(tex: str) -> str:  # "lhs = rhs" -> "lhs &= rhs" (the tree prints both sides)
         return tex.replace(" = ", " &= ", 1)
-    lines = [aligned(fn["latex"])]
+    # the names the lines use (let z = A*x), as the text format prints them, first
+    lines = [f"\\text{{let }} {name} &= {tex}" for name, tex in map(_def_latex, report["definitions"])]
+    lines.append(aligned(fn["latex"]))
     for r in _rows(report):
-        lines.append(f"{aligned(r['latex'])} && \\text{{{esc(r['verdict'])}}}")
+        # the rule between the line it leaves and the line it gives, typeset
+        rule = f"\\intertext{{\\small by {rule_latex(r['rule'])}}}\n" if r["rule"] else ""
+        lines.append(f"{rule}{aligned(r['latex'])} && \\text{{{esc(r['verdict'])}}}")
     body = " \\\\\n".join(lines)
     return (f"\\section*{{{esc(report['title'] or fn['text'])}}}\n"
             f"\\begin{{align*}}\n{body}\n\\end{{align*}}\n"

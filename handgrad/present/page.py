@@ -245,7 +245,10 @@ def result_html(report: dict, *, panel: str) -> str:
         out.append(f'<p class="note">{_e(c)}</p>')
     out.append('<table class="lines"><thead><tr><th>#</th><th>line</th><th>rule</th>'
                "<th>verdict</th><th>where</th></tr></thead><tbody>")
-    defs = "".join(f'<div class="def">let {_e(d["name"])} = <code>{_e(d["text"])}</code></div>'
+    # the names the lines use, typeset like the lines (their text a disclosure away)
+    defs = "".join(f'<div class="def">let {_e(d["name"])} = ' + (
+        f'{d["mathml"]}<details><summary class="why">text</summary><code>{_e(d["text"])}</code>'
+        "</details></div>" if d.get("mathml") else f'<code>{_e(d["text"])}</code></div>')
                    for d in report.get("definitions", []))
     fmath = (f"{_e(fn['name'])} = {fn['mathml']}" if fn.get("mathml")
              else _e(f"{fn['name']} = {fn['text']}"))

@@ -22,8 +22,9 @@ import torch
 from handgrad import registry
 from handgrad.errors import UserError
 from handgrad.fitting import compare, pipeline
+from handgrad.notation.render import latex_name
 from handgrad.present.io import write_text
-from handgrad.present.rules import rule_html
+from handgrad.present.rules import rule_html, rule_markdown
 from handgrad.verify import checker, derive
 
 STEP_RTOL = derive.RTOL
@@ -89,6 +90,9 @@ def _notation_rows(d: dict, rep: dict) -> dict:
             "reference": d["checked_at"]["reference"], "path": d["path"],
             "function": {"text": f"{fn['name']} = {fn['text']}", "latex": fn["latex"],
                          "mathml": fn.get("mathml")},
+            # the names the lines use (let C = X - one*mu'), each printed from its tree
+            "definitions": [{k: x.get(k) for k in ("name", "text", "latex", "mathml")}
+                            for x in d.get("definitions", [])],
             "link": link["rows"]}
 
 
@@ -214,6 +218,8 @@ def page(rec: dict) -> list[tuple]:
             b.append(("p", f"From `{d['path']}`; {d['layout']}."
                            + "".join(f" {c}." for c in d["assumptions"])))
             b.append(("p", f"`{d['function']['text']}`"))
+            if d.get("definitions"):
+                b.append(("lets", d["definitions"]))
             b.append(("steps", d["steps"]))
             b.append(("table", ["line", "is", "at problems", "largest difference", "verdict"],
                       [[f"`{r['line']}`", r["what"], str(len(r["problems"])), _e(r["residual"]),
@@ -417,12 +423,15 @@ def to_markdown(blocks: list[tuple]) -> str:
             out.append(_md_table(*blk[1:]))
         elif kind == "img":
             out.append(f"![{blk[2]}]({blk[1]})")
+        elif kind == "lets":
+            out.append("Let " + ", ".join(f"${latex_name(x['name'])} = {x['latex']}$"
+                                          for x in blk[1]) + ".")
         elif kind == "steps":
             lines = []
             for r in blk[1]:
                 lines.append(f"$$\n{r['latex']} \\tag{{{r['index']}}}\n$$")
             out.append("\n\n".join(lines))
-            rows = [[str(r["index"]), f"`{r['text']}`", r["why"], _e(r["residual"]),
+            rows = [[str(r["index"]), f"`{r['text']}`", rule_markdown(r["why"]), _e(r["residual"]),
                      _step_verdict(r)] for r in blk[1]]
             out.append(_md_table(["#", "step (plain text)", "rule", "residual", "verdict"],
                                  rows, "rllrl"))
@@ -525,6 +534,11 @@ def to_html(blocks: list[tuple], *, title: str, base_dir: str = ".") -> str:
             except OSError:
                 src = blk[1]
             out.append(f'<p><img src="{src}" alt="{html.escape(blk[2])}"></p>')
+        elif kind == "lets":
+            out.append("<p>Let " + ", ".join(
+                f'{html.escape(x["name"])} = {x["mathml"]}' if x.get("mathml") else
+                f'<code>{html.escape(x["name"] + " = " + x["text"])}</code>' for x in blk[1])
+                + ".</p>")
         elif kind == "steps":
             rows = []
             for r in blk[1]:

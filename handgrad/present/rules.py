@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 GREEK = dict(zip(
     ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
@@ -21,12 +22,15 @@ GREEK = dict(zip(
      "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi",
      "Psi", "Omega"], "αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΥΦΨΩ"))
 FUNCTIONS = {"tr", "log", "exp", "vec", "diag", "det", "sum", "softmax", "sqrt", "tanh",
-             "inv", "norm2", "kron", "logdet", "softplus", "sigmoid", "relu", "max", "min"}
+             "inv", "norm2", "kron", "logdet", "softplus", "sigmoid", "relu", "max", "min",
+             "sin", "cos", "logsumexp"}
 # short words that are English in a rule text; longer lowercase words are English unless
 # they are a function, a Greek letter or a differential of a name (dmu, dSigma)
 SHORT_WORDS = {"is", "of", "to", "in", "on", "by", "at", "as", "or", "an", "if", "it", "be",
                "so", "we", "no", "do"}
-TOKEN = re.compile(r"\s+|[^\W\d][\w]*|\d+(?:\.\d+)?|\|\||\.[*/^]|.", re.S)
+_SUP = "⁰¹²³⁴-⁹"  # superscript digits: ‖u‖² is ‖u‖ squared
+TOKEN = re.compile(rf"\s+|[^\W\d{_SUP}](?:(?![{_SUP}])\w)*|[{_SUP}]+|\d+(?:\.\d+)?|\|\||\.[*/^]|.",
+                   re.S)
 MATH_NS = "http://www.w3.org/1998/Math/MathML"
 
 
@@ -53,6 +57,15 @@ def _article(tokens: list[str], k: int) -> bool:
     return _prose(tokens[k + 2])
 
 
+def _fn_word(tokens: list[str], k: int) -> bool:
+    """A function's name before a word or at a sentence's end is a word itself ("sum of
+    U^j dU U^(k-1-j)", "vec stacks columns"); before an argument (log|X|, det L) it is math."""
+    if tokens[k] not in FUNCTIONS or len(tokens[k]) < 3:
+        return False
+    nxt = next((t for t in tokens[k + 1:] if not t.isspace()), "")
+    return nxt in ("", ",", ";", ":", ")", ".") or _prose(nxt)
+
+
 def split(text: str) -> list[tuple[str, str]]:
     """[(kind, text)] with kind "text" or "math": runs of formula tokens between words."""
     tokens = TOKEN.findall(text)
@@ -62,7 +75,8 @@ def split(text: str) -> list[tuple[str, str]]:
         depth = max(0, depth + {"(": 1, ")": -1}.get(t, 0))
         if t.isspace():
             kinds.append("space")
-        elif (t in ",;:" and not depth) or t in ";:" or _prose(t) or _article(tokens, k):
+        elif ((t in ",;:" and not depth) or t in ";:" or _prose(t) or _article(tokens, k)
+              or _fn_word(tokens, k)):
             kinds.append("text")
         else:
             kinds.append("math")
@@ -126,6 +140,148 @@ def _push(out: list, kind: str, s: str) -> None:
 
 
 # ----------------------------------------------------------------------------- layout
+# One parse of a formula run, two typesetters: the layout below reads the tokens into a
+# small tree of boxes, and MathML (the report, the local page) and LaTeX (derive --format
+# latex and markdown) are both printed from that tree.
+
+
+@dataclass(frozen=True)
+class Box:
+    """One laid-out piece of a formula.
+
+    kind: "name" (a letter or a Greek name: A, mu, σ), "fn" (tr, log), "upright" (the
+    differential's d, the transpose's T), "num", "op" (its text the operator's symbol),
+    "row" (boxes side by side), "sup" (base, exponent), "sub" (base, subscript) and
+    "fence" (its text the bracket: "(", "|" or "‖"; one box inside)."""
+
+    kind: str
+    text: str = ""
+    kids: tuple = ()
+
+
+def _row(*kids: Box) -> Box:
+    return kids[0] if len(kids) == 1 else Box("row", kids=tuple(kids))
+
+
+def _name(word: str) -> Box:
+    """W1 -> W with subscript 1; x_i -> x with subscript i; dX -> d X; mu -> μ."""
+    if "_" in word:
+        base, sub = word.split("_", 1)
+        return Box("sub", kids=(_name(base), _name(sub) if sub else Box("name", "")))
+    if word.isdigit():  # x_1's subscript
+        return Box("num", word)
+    if word in FUNCTIONS:
+        return Box("fn", word)
+    if word == "d":  # the differential's d, upright as on the derivation's lines
+        return Box("upright", "d")
+    m = re.fullmatch(r"(d2?)([A-Za-z].*)", word)
+    if m and len(word) > 1 and _is_name(m.group(2)) and m.group(2) not in FUNCTIONS \
+            and word not in GREEK:
+        d = Box("upright", "d")
+        if m.group(1) == "d2":
+            d = Box("sup", kids=(d, Box("num", "2")))
+        return _row(d, _name(m.group(2)))
+    m = re.fullmatch(r"([A-Za-z]+?)(\d+)", word)
+    if m:
+        return Box("sub", kids=(_name(m.group(1)), Box("num", m.group(2))))
+    if len(word) == 2 and word.isalpha() and word not in GREEK:  # AB: two factors, A B
+        return _row(Box("name", word[0]), Box("op", "\u2062"), Box("name", word[1]))
+    return Box("name", word)
+
+
+OPS = {"*": "\u2062", "-": "\u2212", "=": "=", "+": "+", "/": "/", ",": ",", "⊗": "⊗",
+       "⊙": "⊙", "⊘": "⊘", ".*": "⊙", "./": "⊘", ".": ".", "<": "<", ">": ">", "~": "~",
+       "!": "!"}
+SIZE = re.compile(r"\d+|[A-Za-z]")
+SUPERSCRIPT = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789"))
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _layout(tokens: list[str]) -> Box:
+    """Atoms with their postfix ', ^e and ², operators between them; brackets nest."""
+    items: list[Box] = []
+    i = 0
+
+    def atom_at(k: int) -> tuple[Box, int]:
+        t = tokens[k]
+        if t == "(":
+            depth, j = 1, k + 1
+            while j < len(tokens) and depth:
+                depth += {"(": 1, ")": -1}.get(tokens[j], 0)
+                j += 1
+            if depth:
+                raise _Unreadable
+            return Box("fence", "(", (_layout(tokens[k + 1:j - 1]),)), j
+        if t in ("||", "|", "‖"):
+            close = tokens.index(t, k + 1) if t in tokens[k + 1:] else -1
+            if close < 0:
+                raise _Unreadable
+            bar = "|" if t == "|" else "‖"
+            return Box("fence", bar, (_layout(tokens[k + 1:close]),)), close + 1
+        if re.fullmatch(r"\d+(\.\d+)?", t):
+            return Box("num", t), k + 1
+        if re.fullmatch(r"[^\W\d]\w*", t) and t[0] not in SUPERSCRIPT:
+            return _name(t), k + 1
+        raise _Unreadable
+
+    while i < len(tokens):
+        t = tokens[i]
+        if (t == "x" and 0 < i < len(tokens) - 1 and SIZE.fullmatch(tokens[i - 1])
+                and SIZE.fullmatch(tokens[i + 1]) and "=" not in tokens and "(" not in tokens):
+            items.append(Box("op", "\u00d7"))  # n x m: a size
+            i += 1
+            continue
+        if t in OPS:
+            items.append(Box("op", OPS[t]))
+            i += 1
+            continue
+        a, i = atom_at(i)
+        if a.kind == "fn" and i < len(tokens) and tokens[i] == "(":
+            items.append(a)
+            items.append(Box("op", "\u2061"))
+            continue
+        while i < len(tokens) and (tokens[i] in ("'", "^", ".^") or tokens[i][0] in SUPERSCRIPT):
+            if tokens[i] == "'":
+                a = Box("sup", kids=(a, Box("upright", "T")))
+                i += 1
+                continue
+            if tokens[i][0] in SUPERSCRIPT:  # ‖u‖²
+                if not all(c in SUPERSCRIPT for c in tokens[i]):
+                    raise _Unreadable
+                a = Box("sup", kids=(a, Box("num", "".join(SUPERSCRIPT[c] for c in tokens[i]))))
+                i += 1
+                continue
+            k = i + 1
+            sign = []
+            if k < len(tokens) and tokens[k] == "-":
+                sign = [Box("op", "\u2212")]
+                k += 1
+            if k >= len(tokens):
+                raise _Unreadable
+            if tokens[k] == "T":
+                e, k = Box("upright", "T"), k + 1
+            else:
+                e, k = atom_at(k)
+                if tokens[k - 1] == ")":  # x^(1/2): the brackets are the exponent's
+                    e = e.kids[0]
+            a = Box("sup", kids=(a, Box("row", kids=(*sign, e)) if sign else e))
+            i = k
+        items.append(a)
+    return _row(*items) if items else Box("row")
+
+
+def _parse(formula: str) -> Box | None:
+    tokens = [t for t in TOKEN.findall(formula) if not t.isspace()]
+    try:
+        return _layout(tokens)
+    except (_Unreadable, ValueError, IndexError):
+        return None
+
+
+# ----------------------------------------------------------------------------- MathML
 
 
 def _el(tag: str, *children: ET.Element, text: str | None = None, **attrs: str) -> ET.Element:
@@ -136,121 +292,157 @@ def _el(tag: str, *children: ET.Element, text: str | None = None, **attrs: str) 
     return e
 
 
-def _name(word: str) -> ET.Element:
-    """W1 -> W with subscript 1; x_i -> x with subscript i; dX -> d X; mu -> μ."""
-    if "_" in word:
-        base, sub = word.split("_", 1)
-        return _el("msub", _name(base), _name(sub) if sub else _el("mi", text=""))
-    if word in FUNCTIONS:
-        return _el("mi", text=word)
-    if word == "d":  # the differential's d, upright as on the derivation's lines
-        return _el("mi", text="d", mathvariant="normal")
-    m = re.fullmatch(r"(d2?)([A-Za-z].*)", word)
-    if m and len(word) > 1 and _is_name(m.group(2)) and m.group(2) not in FUNCTIONS \
-            and word not in GREEK:
-        d = _el("mi", text="d", mathvariant="normal")
-        if m.group(1) == "d2":
-            d = _el("msup", d, _el("mn", text="2"))
-        return _el("mrow", d, _name(m.group(2)))
-    m = re.fullmatch(r"([A-Za-z]+?)(\d+)", word)
-    if m:
-        return _el("msub", _name(m.group(1)), _el("mn", text=m.group(2)))
-    if word in GREEK:
-        return _el("mi", text=GREEK[word])
-    if len(word) == 2 and word.isalpha():  # AB: two factors, A B
-        return _el("mrow", _el("mi", text=word[0]), _el("mo", text="\u2062"),
-                   _el("mi", text=word[1]))
-    return _el("mi", text=word)
-
-
-OPS = {"*": "\u2062", "-": "\u2212", "=": "=", "+": "+", "/": "/", ",": ",", "⊗": "⊗",
-       "⊙": "⊙", "⊘": "⊘", ".*": "⊙", "./": "⊘", ".": ".", "<": "<", ">": ">", "~": "~",
-       "!": "!"}
-SIZE = re.compile(r"\d+|[A-Za-z]")
-
-
-class _Unreadable(Exception):
-    pass
-
-
-def _layout(tokens: list[str]) -> ET.Element:
-    """Atoms with their postfix ' and ^e, operators between them; brackets nest."""
-    items: list[ET.Element] = []
-    i = 0
-
-    def atom_at(k: int) -> tuple[ET.Element, int]:
-        t = tokens[k]
-        if t == "(":
-            depth, j = 1, k + 1
-            while j < len(tokens) and depth:
-                depth += {"(": 1, ")": -1}.get(tokens[j], 0)
-                j += 1
-            if depth:
-                raise _Unreadable
-            inner = _layout(tokens[k + 1:j - 1])
-            return _el("mrow", _el("mo", text="("), inner, _el("mo", text=")")), j
-        if t in ("||", "|", "‖"):
-            close = tokens.index(t, k + 1) if t in tokens[k + 1:] else -1
-            if close < 0:
-                raise _Unreadable
-            bar = "|" if t == "|" else "\u2016"
-            return _el("mrow", _el("mo", text=bar), _layout(tokens[k + 1:close]),
-                       _el("mo", text=bar)), close + 1
-        if re.fullmatch(r"\d+(\.\d+)?", t):
-            return _el("mn", text=t), k + 1
-        if re.fullmatch(r"[^\W\d]\w*", t):
-            return _name(t), k + 1
-        raise _Unreadable
-
-    while i < len(tokens):
-        t = tokens[i]
-        if (t == "x" and 0 < i < len(tokens) - 1 and SIZE.fullmatch(tokens[i - 1])
-                and SIZE.fullmatch(tokens[i + 1]) and "=" not in tokens and "(" not in tokens):
-            items.append(_el("mo", text="\u00d7"))  # n x m: a size
-            i += 1
-            continue
-        if t in OPS:
-            items.append(_el("mo", text=OPS[t]))
-            i += 1
-            continue
-        a, i = atom_at(i)
-        if a.tag == "mi" and a.text in FUNCTIONS and i < len(tokens) and tokens[i] == "(":
-            items.append(a)
-            items.append(_el("mo", text="\u2061"))
-            continue
-        while i < len(tokens) and tokens[i] in ("'", "^", ".^"):
-            if tokens[i] == "'":
-                a = _el("msup", a, _el("mi", text="T", mathvariant="normal"))
-                i += 1
-                continue
-            k = i + 1
-            sign = []
-            if k < len(tokens) and tokens[k] == "-":
-                sign = [_el("mo", text="\u2212")]
-                k += 1
-            if k >= len(tokens):
-                raise _Unreadable
-            if tokens[k] == "T":
-                e, k = _el("mi", text="T", mathvariant="normal"), k + 1
-            else:
-                e, k = atom_at(k)
-                if tokens[k - 1] == ")":  # x^(1/2): the brackets are the exponent's
-                    e = e[1]
-            a = _el("msup", a, _el("mrow", *sign, e) if sign else e)
-            i = k
-        items.append(a)
-    return _el("mrow", *items) if len(items) != 1 else items[0]
+def _to_mathml(b: Box) -> ET.Element:
+    if b.kind == "row":
+        return _el("mrow", *(_to_mathml(k) for k in b.kids))
+    if b.kind == "name":
+        return _el("mi", text=GREEK.get(b.text, b.text))
+    if b.kind == "fn":
+        return _el("mi", text=b.text)
+    if b.kind == "upright":
+        return _el("mi", text=b.text, mathvariant="normal")
+    if b.kind == "num":
+        return _el("mn", text=b.text)
+    if b.kind == "op":
+        return _el("mo", text=b.text)
+    if b.kind in ("sup", "sub"):
+        return _el("m" + b.kind, *(_to_mathml(k) for k in b.kids))
+    bar = "\u2016" if b.text == "‖" else b.text
+    close = ")" if bar == "(" else bar
+    return _el("mrow", _el("mo", text=bar), _to_mathml(b.kids[0]), _el("mo", text=close))
 
 
 def mathml(formula: str) -> str | None:
     """One formula run as a <math> element, or None where it cannot be read."""
-    tokens = [t for t in TOKEN.findall(formula) if not t.isspace()]
-    try:
-        body = _layout(tokens)
-    except (_Unreadable, ValueError, IndexError):
+    body = _parse(formula)
+    if body is None:
         return None
-    m = _el("math", body, xmlns=MATH_NS, display="inline")
+    m = _el("math", _to_mathml(body), xmlns=MATH_NS, display="inline")
     return ET.tostring(m, encoding="unicode")
+
+
+# ----------------------------------------------------------------------------- LaTeX
+
+_GREEK_CHAR = {c: n for n, c in GREEK.items()}
+_LATEX_FN = {"log": "\\log", "exp": "\\exp", "det": "\\det", "tanh": "\\tanh", "max": "\\max",
+             "min": "\\min", "sin": "\\sin", "cos": "\\cos"}
+_LATEX_OP = {"\u2062": "", "\u2061": "", "\u2212": "-", "⊗": "\\otimes", "⊙": "\\odot",
+             "⊘": "\\oslash", "\u00d7": "\\times", "~": "\\sim", "=": "=", "+": "+", "/": "/",
+             ",": ",", ".": ".", "<": "<", ">": ">", "!": "!"}
+_FENCE = {"(": ("\\left(", "\\right)"), "|": ("\\lvert ", "\\rvert"), "‖": ("\\lVert ", "\\rVert")}
+
+
+def _latex_name(name: str) -> str:
+    if name in GREEK:
+        return "\\" + name
+    if name in _GREEK_CHAR:
+        return "\\" + _GREEK_CHAR[name]
+    if name == "ℓ":
+        return "\\ell"
+    if not re.fullmatch(r"[A-Za-z]+", name):
+        raise _Unreadable  # no letter LaTeX knows: the run stays text
+    return name if len(name) <= 1 else f"\\mathrm{{{name}}}"
+
+
+def _to_latex(b: Box) -> str:
+    if b.kind == "row":
+        parts = [_to_latex(k) for k in b.kids]
+        out = ""
+        for p in parts:
+            if not out:  # a leading sign: -X, X^{-1}
+                p = p.strip()
+            if p and out and (out[-1].isalpha() and p[0].isalnum() or p[0] == "\\"
+                              and out[-1] not in "({[_^"):
+                out += " "
+            elif p and out and out[-1].isdigit() and p[0].isdigit():
+                out += "\\,"  # 1 1': two numbers, not eleven
+            out += p
+        return out
+    if b.kind == "name":
+        return _latex_name(b.text)
+    if b.kind == "fn":
+        return _LATEX_FN.get(b.text, f"\\operatorname{{{b.text}}}")
+    if b.kind == "upright":
+        return "\\mathrm{d}" if b.text == "d" else b.text
+    if b.kind == "num":
+        return b.text
+    if b.kind == "op":
+        op = _LATEX_OP[b.text]
+        return f" {op} " if op in ("=", "+", "-", "\\otimes", "\\odot", "\\oslash", "\\times",
+                                   "\\sim", "<", ">") else op
+    if b.kind in ("sup", "sub"):
+        base, script = b.kids
+        s = _to_latex(base)
+        if base.kind in ("row", "sup", "sub") or (base.kind == "name" and len(s) > 1
+                                                   and not s.startswith("\\")):
+            s = "{" + s + "}"
+        return f"{s}{'^' if b.kind == 'sup' else '_'}{{{_to_latex(script).strip()}}}"
+    left, right = _FENCE[b.text]
+    return f"{left}{_to_latex(b.kids[0]).strip()}{right}"
+
+
+def latex(formula: str) -> str | None:
+    """One formula run as LaTeX math (no $ around it), or None where it cannot be read."""
+    body = _parse(formula)
+    if body is None:
+        return None
+    try:
+        out = _to_latex(body)
+    except _Unreadable:
+        return None
+    return re.sub(r" {2,}", " ", out).strip()
+
+
+# ----------------------------------------------------------------------------- rule texts
+
+
+_TEX_TEXT = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+             "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+             "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+             "|": r"\textbar{}", "\u2019": "'", "\u2212": "-", "\u2014": "---", "\u2013": "--",
+             "\u00a7": r"\S{}", "⊗": r"$\otimes$", "⊙": r"$\odot$", "⊘": r"$\oslash$"}
+
+
+def tex_text(s: str) -> str:
+    """Words for LaTeX's text mode: specials escaped, ASCII only."""
+    s = "".join(_TEX_TEXT.get(c, c) for c in s)
+    return s.encode("ascii", "replace").decode("ascii")
+
+
+def _md_text(s: str) -> str:
+    """Words for Markdown: emphasis, code and math characters escaped (| is left to a
+    table's cells, which escape it themselves)."""
+    for ch in ("\\", "*", "_", "`", "<", ">", "#", "[", "]", "$"):
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def _typeset(text: str, math, words) -> str:
+    out = []
+    for kind, s in split(text):
+        m = math(s) if kind == "math" else None
+        out.append(m if m is not None else words(s))
+    return "".join(out)
+
+
+def _dollars(formula: str) -> str | None:
+    t = latex(formula)
+    return f"${t}$" if t else None  # an operator alone ("*") is no formula: it stays text
+
+
+def rule_latex(text: str | None) -> str:
+    """A rule text for LaTeX's text mode (an \\intertext, a \\text): its words escaped, its
+    formulas as $...$ math from the same layout as the MathML."""
+    if not text:
+        return ""
+    return _typeset(text, _dollars, tex_text)
+
+
+def rule_markdown(text: str | None) -> str:
+    """A rule text for Markdown: its words escaped, its formulas as $...$ inline math."""
+    if not text:
+        return ""
+    return _typeset(text, _dollars, _md_text)
 
 
 def rule_html(text: str | None) -> str:
@@ -265,4 +457,4 @@ def rule_html(text: str | None) -> str:
     return "".join(out)
 
 
-__all__ = ["mathml", "rule_html", "split"]
+__all__ = ["Box", "latex", "mathml", "rule_html", "rule_latex", "rule_markdown", "split", "tex_text"]

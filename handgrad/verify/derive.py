@@ -28,6 +28,7 @@ import torch
 from handgrad.errors import UserError
 from handgrad.notation.tolerance import RTOL, verdict
 from handgrad.params import flatten
+from handgrad.present.rules import rule_latex, rule_markdown
 from handgrad.verify.steps import (
     PROBE_SEED,
     Derivation,
@@ -763,7 +764,7 @@ def format_markdown(obj: dict) -> str:
                 mark = {"verified": "~ evaluated, text not checked", "inconclusive": "? inconclusive",
                         "error": "! evaluation error"}.get(s.get("verdict", ""), f"{bad_mark} **FAILED**")
                 res = "error" if math.isinf(s["residual"]) else f"{s['residual']:.1e}"
-                why = f" — {_md(s['why'])}" if s["why"] else ""
+                why = f" — {rule_markdown(s['why'])}" if s["why"] else ""  # formulas typeset
                 out.append(f"{s['line']}. {mark} residual `{res}`{why}")
                 out.append("")
                 out.append(f"   $${s['latex']}$$")
@@ -852,7 +853,7 @@ def format_latex(obj: dict) -> str:
                 mark = {"verified": r"evaluated, text not checked:", "inconclusive": r"inconclusive:",
                         "error": r"\textbf{evaluation error}"}.get(s.get("verdict", ""), r"\textbf{FAILED}")
                 res = "error" if math.isinf(s["residual"]) else f"${_tex_num(s['residual'])}$"
-                why = (r" \quad \textit{" + tex_escape(s["why"]) + "}") if s["why"] else ""
+                why = (r" \quad \textit{" + rule_latex(s["why"]) + "}") if s["why"] else ""
                 out.append(r"\item " + mark + " residual " + res + why)
                 out.append(r"\[ " + s["latex"] + r" \]")
             out.append(r"\end{enumerate}")
