@@ -21,9 +21,26 @@ GREEK = dict(zip(
      "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi",
      "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi",
      "Psi", "Omega"], "αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΥΦΨΩ"))
-FUNCTIONS = {"tr", "log", "exp", "vec", "diag", "det", "sum", "softmax", "sqrt", "tanh",
-             "inv", "norm2", "kron", "logdet", "softplus", "sigmoid", "relu", "max", "min",
-             "sin", "cos", "logsumexp"}
+
+
+class _Functions:
+    """The notation's functions, read from its operator table when asked (entries registered
+    later included; constants such as vector(1), English words such as "sign" and Greek
+    letters such as sigma excepted), and kron, max and min."""
+
+    def _names(self) -> set[str]:
+        from handgrad.notation.operators import SPELLINGS, TABLE
+        return {s for s, n in SPELLINGS.items() if TABLE[n].kind != "const" and s not in GREEK
+                and s != "sign"} | {"kron", "max", "min"}
+
+    def __contains__(self, word: str) -> bool:
+        return word in self._names()
+
+    def __iter__(self):
+        return iter(sorted(self._names()))
+
+
+FUNCTIONS = _Functions()
 # short words that are English in a rule text; longer lowercase words are English unless
 # they are a function, a Greek letter or a differential of a name (dmu, dSigma)
 SHORT_WORDS = {"is", "of", "to", "in", "on", "by", "at", "as", "or", "an", "if", "it", "be",
