@@ -456,3 +456,18 @@ def test_sandwich_errors_under_two_processes_equal_one_process():
     assert two["summary"]["kind"] == "robust"
     for k, v in one["std_errors"].items():
         assert two["std_errors"][k] == pytest.approx(v, rel=1e-9), k
+
+
+def test_a_loss_written_as_a_long_sum_is_derived_verified_and_fitted(ls_csv):
+    """A 250-term loss (250 levels deep) fits: it used to end in RecursionError in the
+    verifier, outside the deep-tree wrapper the deriver had.  The reference is numpy's ridge
+    solution with the intercept penalised too (w'*w covers [w; b])."""
+    lam = 250 / 1_000_000
+    expr = "norm2(X*w - y)^2 + " + " + ".join(["1/1000000*w'*w"] * 250)
+    out = expression.fit(expr, "w", data_path=ls_csv, target="y", solver="newton", device="cpu")
+    assert out["converged"]
+    A = np.loadtxt(ls_csv, delimiter=",", skiprows=1)
+    X = np.column_stack([A[:, :4], np.ones(len(A))])
+    want = np.linalg.solve(X.T @ X + lam * np.eye(5), X.T @ A[:, 4])
+    got = np.array([out["coefficients"][k] for k in ("a", "b", "c", "e", "intercept")])
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

@@ -629,6 +629,20 @@ def fit(expr: str, wrt: str = "w", *, data_path=None, target=None, features=None
     Raises NotVerified (nothing fitted) when a line of the derivation is not verified, and
     UserError for an expression out of the deriver's scope or a loss that is not a sum over
     rows under --chunk-rows / --distributed."""
+    from handgrad.notation.ast import MAX_NESTING, deep, depth
+    from handgrad.notation.parser import parse
+
+    if loss is None and depth(parse(expr)) > MAX_NESTING // 2:
+        # a long sum is as deep as it is long: derive, verify and fit where such a tree can
+        # be walked (a thread with a large stack; Ctrl-C then stops it without a result)
+        return deep(_fit)(expr, wrt, data_path=data_path, target=target, features=features,
+                          intercept=intercept, data=data, loss=loss, nll=nll, **fit_kw)
+    return _fit(expr, wrt, data_path=data_path, target=target, features=features, intercept=intercept,
+                data=data, loss=loss, nll=nll, **fit_kw)
+
+
+def _fit(expr: str, wrt: str, *, data_path, target, features, intercept: bool, data: Data | None,
+         loss: ExpressionLoss | None, nll: bool, **fit_kw) -> dict:
     from handgrad.fitting import pipeline
 
     probe = data
