@@ -227,3 +227,17 @@ def test_per_operator_modules_name_no_function(module):
     found = {m for m in re.findall(r"[\"']([a-z][a-z0-9]*)[\"']", src) if m in TABLE}
     extra = {n for n in found if (module, n) not in ALLOWED}
     assert not extra, f"{module} special-cases {sorted(extra)}: put it in the operator table"
+
+
+def test_the_documented_entry_is_the_whole_of_adding_a_function():
+    """docs/design.md's example, run as written: after it, expm1 derives and verifies."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text()
+    section = doc.split("## Adding a function to the notation", 1)[1]
+    (code,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    try:
+        exec(code, {})  # noqa: S102 - the documentation's own example
+        r = derive_expression("sum(expm1(A*x))", "A: 5 x 3; x: 3", "x")
+        assert r["verdict"] == "verified"
+        _check_against_autograd(r, "A: 5 x 3; x: 3", "x", lambda A, x: torch.expm1(A @ x).sum())
+    finally:
+        unregister("expm1")
