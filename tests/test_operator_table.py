@@ -104,6 +104,7 @@ DERIVED = {
     "sum": ("sum(X.*X)", "X: 4 x 3", "X", lambda X: (X * X).sum()),
     "vec": ("vec(X)'*vec(X)", "X: 4 x 3", "X", lambda X: (X * X).sum()),
     "diag": ("sum(diag(X).^3)", "X: 4 x 4", "X", lambda X: (torch.diagonal(X) ** 3).sum()),
+    "tril": ("sum(tril(X*X').^2)", "X: 4 x 3", "X", lambda X: (torch.tril(X @ X.T) ** 2).sum()),
     "det": ("det(X)", "X: 4 x 4 invertible", "X", torch.linalg.det),
     "logdet": ("logdet(X)", "X: 4 x 4 spd", "X", lambda X: torch.linalg.slogdet(X)[1]),
     "inv": ("tr(inv(X))", "X: 4 x 4 invertible", "X", lambda X: torch.trace(torch.linalg.inv(X))),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Transpose
 from handgrad.notation.auto_rules import DeriveError
+from handgrad.notation.operators import LINEAR, TABLE
 from handgrad.notation.simplify import (
     ZERO,
     Ctx,
@@ -47,6 +48,7 @@ R_SUMH = "sum(A ⊙ B) = tr(A' B)"
 R_SUM = "sum(u) = 1'u"
 R_SCAL = "a scalar commutes"
 R_VEC = "vec(A)'vec(B) = tr(A' B)"
+R_TRIL = "tr(A' tril(B)) = tr(tril(A)' B)"
 
 
 def _vec_row(f: Node) -> Node | None:
@@ -92,7 +94,7 @@ def expand(ctx: Ctx, e: Node) -> list[tuple[int, Node]]:
         return [(s, Bin(e.op, t, e.b)) for s, t in expand(ctx, e.a)]
     if isinstance(e, Transpose):
         return [(s, Transpose(t)) for s, t in expand(ctx, e.x)]
-    if isinstance(e, Call) and e.fn in ("tr", "sum", "vec", "diag"):
+    if isinstance(e, Call) and TABLE[e.fn].d is LINEAR:  # tr, sum, vec, diag, tril: linear maps
         return [(s, Call(e.fn, (t,))) for s, t in expand(ctx, e.args[0])]
     if isinstance(e, Diff):
         return [(1, e)]
@@ -183,6 +185,13 @@ def move(ctx: Ctx, t: Term) -> str | None:  # noqa: C901 - one case per identity
         scal = [f for f in rest if f is not fs[i - 1]]
         t.factors = scal + [T(_vec_row(fs[i - 1]))] + flat(d.args[0])
         return R_VEC
+    if isinstance(d, Call) and d.fn == "tril":
+        if i != len(fs) - 1:
+            t.factors = fs[i + 1:] + fs[:i] + [d]
+            return R_ROT
+        a = tidy(ctx, T(prod(rest)), push=True) if rest else Call("eye", ())
+        t.factors = [T(Call("tril", (a,)))] + flat(d.args[0])
+        return R_TRIL
     if isinstance(d, Bin) and d.op in ("/",):
         t.factors = fs[:i] + [Bin("/", Num(1.0), d.b), d.a] + fs[i + 1:]
         return ""

@@ -388,6 +388,15 @@ class Canon:
                     head = self.invert({(scal, ()): c})
                     return self.mul(head, {inner: ONE_Q})
             return self.atom(Call("inv", (self.node(s),)))
+        s = self.canon(u)
+        if TABLE[fn].projection and all(mats for (_, mats) in s):
+            out = {}  # tril(c A + B) = c tril(A) + tril(B), tril(tril(A)) = tril(A), tril(I) = I
+            for (scal, mats), c in s.items():
+                m = self._mats_node(mats)
+                if not (isinstance(m, Call) and (m.fn == fn or TABLE[m.fn].size_argument)):
+                    m = Call(fn, (m,))
+                out = self.add(out, self.scale(self.mul({(scal, ()): ONE_Q}, self.atom(m)), c))
+            return out
         if fn in ("log", "exp") and self.scalar(u) is not None:
             a = self.simp(u)
             other = "exp" if fn == "log" else "log"

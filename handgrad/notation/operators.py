@@ -85,6 +85,7 @@ class Operator:
     keeps_symmetry: bool = False       # f(S) is symmetric when S is (elementwise functions, inv)
     domain: str | None = None          # "positive": a log or sqrt of a value that is not > 0 is undefined
     needs_inverse: bool = False        # undefined at a singular argument (inv, logdet)
+    projection: bool = False           # linear and f(f(A)) = f(A), f(I) = I (tril)
 
 
 TABLE: dict[str, Operator] = {}
@@ -411,9 +412,10 @@ for _op in [
              d=LINEAR, rule="d vec(U) = vec(dU)", latex=r"\operatorname{vec}", emit="{a}.mT.reshape(-1, 1)"),
     Operator("diag", LINEAR, shape=_diag_shape, value=_diag_value, magnitude=linear_magnitude,
              d=LINEAR, rule="d diag(U) = diag(dU)", latex=r"\operatorname{diag}", emit=_emit_diag),
-    # the lower triangle, diagonal included (a Cholesky factor's gradient); not derived through
+    # the lower triangle, diagonal included (a Cholesky factor's gradient)
     Operator("tril", LINEAR, shape=same, torch=torch.tril, magnitude=linear_magnitude,
-             latex=r"\operatorname{tril}", emit="torch.tril({a})"),
+             d=LINEAR, rule="d tril(U) = tril(dU)", latex=r"\operatorname{tril}", emit="torch.tril({a})",
+             projection=True),
     # matrix functions
     Operator("det", MATRIX, fence="|", shape=square_to_scalar, torch=lambda a: _one(torch.linalg.det(a)),
              tangent=_det_tangent, d=_det_d, rule="d|X| = |X| tr(X^-1 dX)", role="D",
