@@ -2,7 +2,7 @@
 the shape checker, the evaluator, the deriver, the printers and the emitter.
 
 - every entry's evaluation equals an independent reference (numpy / scipy), and so does the
-  torch code ``--emit torch`` writes for it;
+  torch code ``--emit torch`` writes for it, for the functions and the grammar's operators;
 - every entry with a differential rule derives, and each printed line verifies, on an
   expression that applies it; the gradient equals autograd of a hand-written torch f;
 - adding a function is adding one entry: a test-only ``expm1`` entry parses, checks, derives
@@ -27,7 +27,7 @@ from handgrad.notation import operators
 from handgrad.notation.ast import Call
 from handgrad.notation.auto import derive_expression, emit_torch
 from handgrad.notation.evaluate import evaluate
-from handgrad.notation.operators import TABLE, Operator, register, unregister
+from handgrad.notation.operators import BINARY_TABLE, TABLE, Operator, register, unregister
 from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import to_latex, to_mathml, to_text
 
@@ -145,7 +145,9 @@ def _check_against_autograd(report, let, wrt, f):
     x = values[wrt].clone().requires_grad_(True)
     args = [x if k == wrt else values[k] for k in values]
     (want,) = torch.autograd.grad(f(*args).sum(), [x])
-    got = evaluate(report["gradient"][wrt], values)
+    from handgrad.notation.textfile import parse_text
+    d = parse_text(report["hg"], path="<derived>")
+    got = evaluate(report["gradient"][wrt], values, defs={**d.defs, d.fname: d.f})
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -155,6 +157,73 @@ def test_each_rule_derives_verified_and_equals_autograd(name):
     r = derive_expression(expr, let, wrt)
     assert r["verdict"] == "verified", (name, r["first_wrong"], r["first_error"])
     assert TABLE[name].rule in r["hg"] or TABLE[name].rule in str(r), f"{name}'s rule text is not shown"
+    _check_against_autograd(r, let, wrt, f)
+
+
+# the grammar's operators: (formula, values, the value as numpy computes it)
+B = RNG.standard_normal((4, 3))
+BINARY_REFERENCE = {
+    "+": [("X + Y", {"X": M, "Y": B}, M + B)],
+    "-": [("X - Y", {"X": M, "Y": B}, M - B), ("1 - X", {"X": M}, 1 - M)],
+    "*": [("X*Y'", {"X": M, "Y": B}, M @ B.T), ("c*X", {"c": np.array([[2.5]]), "X": M}, 2.5 * M),
+          ("inv(A)*X", {"A": A, "X": M}, np.linalg.solve(A, M)),
+          ("Y'*inv(A)", {"A": A, "Y": B}, B.T @ np.linalg.inv(A))],
+    ".*": [("X.*Y", {"X": M, "Y": B}, M * B)],
+    "./": [("X./Y", {"X": M, "Y": POS}, M / POS)],
+    "/": [("X/c", {"c": np.array([[2.5]]), "X": M}, M / 2.5)],
+    "^": [("A^3", {"A": A}, A @ A @ A), ("A^-1", {"A": A}, np.linalg.inv(A)),
+          ("c^3", {"c": np.array([[2.5]])}, np.array([[2.5 ** 3]]))],
+    ".^": [("Y.^3", {"Y": POS}, POS ** 3)],
+    "kron": [("kron(X, Y')", {"X": M, "Y": B}, np.kron(M, B.T))],
+}
+
+
+def test_every_grammar_operator_has_an_independent_reference():
+    assert set(BINARY_REFERENCE) == set(BINARY_TABLE)
+
+
+@pytest.mark.parametrize("op", sorted(BINARY_REFERENCE))
+def test_grammar_operators_evaluate_and_emit_as_numpy(op):
+    from handgrad.notation.emit import _Emitter
+    from handgrad.notation.textfile import parse_text
+    for formula, values, want in BINARY_REFERENCE[op]:
+        vals = {k: torch.tensor(v) for k, v in values.items()}
+        got = evaluate(formula, vals).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=formula)
+        lets = "\n".join(f"let {k}: {v.shape[0]} x {v.shape[1]}" for k, v in values.items())
+        d = parse_text(f"{lets}\nlet t: scalar\nwrt t\nf = t\ngrad t = 1\n", path="<t>")
+        node = parse(formula, set(values))
+        d.checker.infer(node)
+        code = _Emitter(d).code(node)
+        np.testing.assert_allclose(eval(code, {"torch": torch, **vals}).numpy(), want,  # noqa: S307
+                                   rtol=1e-12, atol=1e-12, err_msg=code)
+
+
+# an expression applying each operator with a rule, and its f as plain torch (hand-written)
+BINARY_DERIVED = {
+    "*": ("a'*X*b", "X: 4 x 3; a: 4; b: 3", "X", lambda X, a, b: a.T @ X @ b),
+    ".*": ("sum(X.*X.*Y)", "X: 4 x 3; Y: 4 x 3", "X", lambda X, Y: (X * X * Y).sum()),
+    "./": ("sum(Y./(X.*X + Y.*Y))", "X: 4 x 3; Y: 4 x 3", "X", lambda X, Y: (Y / (X * X + Y * Y)).sum()),
+    "/": ("x'*x/(a'*x)", "x: 4; a: 4", "x", lambda x, a: (x.T @ x) / (a.T @ x)),
+    "^": ("tr(X^3) + (a'*X*a)^2", "X: 4 x 4; a: 4", "X",
+          lambda X, a: torch.trace(X @ X @ X) + (a.T @ X @ a) ** 2),
+    ".^": ("sum((X*w).^4)", "X: 4 x 3; w: 3", "X", lambda X, w: ((X @ w) ** 4).sum()),
+    "kron": ("sum(kron(x, a).^2) + b'*kron(a, x)", "x: 3; a: 2; b: 6", "x",
+             lambda x, a, b: (torch.kron(x, a) ** 2).sum() + b.T @ torch.kron(a, x)),
+}
+
+
+def test_every_grammar_rule_is_derived_here():
+    assert {op for op, b in BINARY_TABLE.items() if b.d is not None} == set(BINARY_DERIVED)
+
+
+@pytest.mark.parametrize("op", sorted(BINARY_DERIVED))
+def test_each_grammar_rule_derives_verified_and_equals_autograd(op):
+    expr, let, wrt, f = BINARY_DERIVED[op]
+    r = derive_expression(expr, let, wrt)
+    assert r["verdict"] == "verified", (op, r["first_wrong"], r["first_error"])
+    rule = BINARY_TABLE[op].rule
+    assert rule in r["hg"] or rule in str(r), f"{op}'s rule text is not shown"
     _check_against_autograd(r, let, wrt, f)
 
 

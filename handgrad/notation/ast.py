@@ -93,9 +93,10 @@ for _cls in (Num, Sym, Diff, Neg, Transpose, Bin, Call):
 
 # Binding powers, lowest first.  Binary operators are left-associative except ^ and .^.
 PREC_ADD, PREC_MUL, PREC_NEG, PREC_POW, PREC_POSTFIX, PREC_ATOM = 1, 2, 3, 4, 5, 6
-BINARY = {"+": PREC_ADD, "-": PREC_ADD, "*": PREC_MUL, ".*": PREC_MUL, "./": PREC_MUL,
-          "/": PREC_MUL, "kron": PREC_MUL, "^": PREC_POW, ".^": PREC_POW}
-RIGHT_ASSOC = {"^", ".^"}
+# op -> binding power, and the operators that group to the right: filled from the operator
+# table (handgrad.notation.operators), which owns each operator.
+BINARY: dict[str, int] = {}
+RIGHT_ASSOC: set[str] = set()
 
 # name -> (number of arguments, kind), and the functions whose argument is a size (eye(n)):
 # filled from the operator table (handgrad.notation.operators), which owns each function.
@@ -106,7 +107,7 @@ SIZE_ARGUMENT: set[str] = set()
 def precedence(node: Node) -> int:
     """How tightly a node binds when printed (used to decide on parentheses)."""
     if isinstance(node, Bin):
-        return PREC_MUL if node.op == "kron" else BINARY[node.op]
+        return BINARY[node.op]
     if isinstance(node, Neg):
         return PREC_NEG
     if isinstance(node, Num) and node.value < 0:

@@ -22,7 +22,8 @@ names the first wrong line).  The steps:
 Out of scope, each a one-line ``DeriveError`` (a NotationError): a matrix-valued f or a
 Jacobian by a matrix variable (the vec/Kronecker form), abs/norm1/relu/sign (kinks), a
 variable in an exponent, matrix powers
-other than X^-1 and X^k, d moved out of vec/kron (except vec(A)'vec(dX) = tr(A' dX)),
+other than X^-1 and X^k, d moved out of vec/kron (except vec(A)'vec(dX) = tr(A' dX) and a
+kron of two columns, kron(du, a) = kron(I, a) du),
 Hessians over several variables at
 once.  Sizes that do not conform (inv of a non-square
 expression) are one-line NotationErrors from the shape checker; syntax errors keep the

@@ -13,42 +13,31 @@ from __future__ import annotations
 
 from handgrad.notation import simplify
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
-from handgrad.notation.operators import LINEAR, TABLE, Rule, of
+from handgrad.notation.errors import DeriveError
+from handgrad.notation.operators import BINARY_TABLE, LINEAR, TABLE, Rule, of
 from handgrad.notation.parser import NotationError
-from handgrad.notation.simplify import ZERO, Ctx, add, flat, had, mul, neg, prod, sub, total
-
-
-class DeriveError(NotationError):
-    """An expression the deriver will not differentiate, with the reason (one line)."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-
+from handgrad.notation.simplify import ZERO, Ctx, add, had, mul, neg, sub
 
 # the rules of the grammar's operators; a function's rule text is in its operator table entry
 GRAMMAR_RULES = {
     "lin": "linearity: d(U + V) = dU + dV, d(cU) = c dU",
     "T": "d(U') = (dU)'",
     "const": "constants vanish",
-    "*": "product rule d(UV) = dU V + U dV",
-    ".*": "d(U ⊙ V) = dU ⊙ V + U ⊙ dV",
-    "./": "d(U ⊘ V) = dU ⊘ V - (U ⊘ V ⊘ V) ⊙ dV",
-    "/": "d(U / c) = dU / c - U dc / c^2",
-    "^": "d(u^p) = p u^(p-1) du",
     "^m": "d(U^k) = sum of U^j dU U^(k-1-j)",
-    ".^": "d(U.^p) = p U.^(p-1) ⊙ dU",
-    "kron": "d(U ⊗ V) = dU ⊗ V + U ⊗ dV",
 }
 
 
 def rule_text(key: str) -> str:
     """The text of a grammar rule (by operator) or of a function's rule (by name)."""
-    return GRAMMAR_RULES[key] if key in GRAMMAR_RULES else TABLE[key].rule
+    if key in GRAMMAR_RULES:
+        return GRAMMAR_RULES[key]
+    return BINARY_TABLE[key].rule if key in BINARY_TABLE else TABLE[key].rule
 
 
 def all_rules() -> dict[str, str]:
     """Every rule text the deriver can print, by key."""
-    return {**GRAMMAR_RULES, **{n: o.rule for n, o in TABLE.items() if o.rule}}
+    return {**GRAMMAR_RULES, **{n: o.rule for n, o in BINARY_TABLE.items() if o.rule},
+            **{n: o.rule for n, o in TABLE.items() if o.rule}}
 
 
 RULES = all_rules()  # as the table stands at import (operators registered later: all_rules())
@@ -145,58 +134,16 @@ class Expander:
     def arg(self, e: Node) -> Node:
         return self.d(e, top=False)
 
-    def rule(self, e: Node) -> Node:  # noqa: C901 - one case per rule
-        ctx, da = self.ctx, self.arg
-        if isinstance(e, Bin) and e.op == "*":
-            fs = flat(e)
-            self.note("*")
-            terms = []
-            for i, f in enumerate(fs):
-                if ctx.depends(f):
-                    terms.append(prod(fs[:i] + [da(f)] + fs[i + 1:]))
-            return total(terms)
-        if isinstance(e, Bin) and e.op in (".*", "kron"):
-            self.note(e.op)
-            mk = had if e.op == ".*" else (lambda x, y: Bin("kron", x, y))
-            out = []
-            if ctx.depends(e.a):
-                out.append(mk(da(e.a), e.b))
-            if ctx.depends(e.b):
-                out.append(mk(e.a, da(e.b)))
-            return total(out)
-        if isinstance(e, Bin) and e.op in ("./", "/"):
-            self.note(e.op)
-            out = da(e.a) if ctx.depends(e.a) else ZERO
-            first = Bin(e.op, out, e.b) if out != ZERO else ZERO
-            if not ctx.depends(e.b):
-                return first
-            if e.op == "./":
-                return sub(first, had(Bin("./", e.a, had(e.b, e.b)), da(e.b)))
-            return sub(first, mul(Bin("/", e.a, Bin("^", e.b, Num(2.0))), da(e.b)))
-        if isinstance(e, Bin) and e.op in ("^", ".^"):
-            if ctx.depends(e.b):
-                raise DeriveError(f"{_t(e)}: a variable in an exponent is not derived "
-                                  "(write exp(b*log(u)))")
-            p = e.b.value if isinstance(e.b, Num) else None
-            if e.op == "^" and not ctx.scalar(e.a):
-                if p == -1:
-                    self.note("inv")
-                    return neg(prod([e, da(e.a), e]))
-                if p is None or p < 1 or p != int(p):
-                    raise DeriveError(f"{_t(e)}: only X^-1 and X^k, k = 1, 2, ... of a matrix are derived")
-                self.note("^m")
-                k, du = int(p), da(e.a)
-
-                def pw(j):
-                    return Num(1.0) if j == 0 else e.a if j == 1 else Bin("^", e.a, Num(float(j)))
-                return total([prod([pw(j), du, pw(k - 1 - j)]) for j in range(k)])
-            self.note(e.op)
-            lower = Bin(e.op, e.a, Num(p - 1)) if p is not None else Bin(e.op, e.a, Bin("-", e.b, Num(1.0)))
-            c = mul(e.b, lower)
-            return had(c, da(e.a)) if e.op == ".^" else mul(c, da(e.a))
+    def rule(self, e: Node) -> Node:
+        """The rule at e's operator, from its operator table entry."""
+        if isinstance(e, Bin) and BINARY_TABLE[e.op].d is not None:
+            return BINARY_TABLE[e.op].d(self, e)
         if isinstance(e, Call):
             return self.call(e)
         raise DeriveError(f"{_t(e)}: no differential rule for this expression")
+
+    b = simplify  # the tree builders a table entry's rule builds with
+    text = staticmethod(lambda e: _t(e))
 
     def call(self, e: Call) -> Node:
         """A function's rule, from its operator table entry."""

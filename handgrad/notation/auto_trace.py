@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Transpose
+from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
 from handgrad.notation.auto_rules import DeriveError
 from handgrad.notation.operators import LINEAR, TABLE
+from handgrad.notation.shapes import Size, Unknown
 from handgrad.notation.simplify import (
     ZERO,
     Ctx,
@@ -49,6 +50,17 @@ R_SUM = "sum(u) = 1'u"
 R_SCAL = "a scalar commutes"
 R_VEC = "vec(A)'vec(B) = tr(A' B)"
 R_TRIL = "tr(A' tril(B)) = tr(tril(A)' B)"
+R_KRON = "kron(u, a) = kron(I, a) u and kron(a, u) = kron(a, I) u for columns u, a"
+
+
+def _eye(ctx: Ctx, d) -> Node:
+    """eye(n) of a size the notation can state: a number or one letter."""
+    d = ctx.checker.find(d) if isinstance(d, Unknown) else d
+    if isinstance(d, Size) and not d.letters:
+        return Call("eye", (Num(float(d.coef)),))
+    if isinstance(d, Size) and d.coef == 1 and len(d.letters) == 1:
+        return Call("eye", (Sym(d.letters[0]),))
+    raise DeriveError(f"an identity of size {d} (a product of sizes) cannot be written as eye(n)")
 
 
 def _vec_row(f: Node) -> Node | None:
@@ -185,6 +197,14 @@ def move(ctx: Ctx, t: Term) -> str | None:  # noqa: C901 - one case per identity
         scal = [f for f in rest if f is not fs[i - 1]]
         t.factors = scal + [T(_vec_row(fs[i - 1]))] + flat(d.args[0])
         return R_VEC
+    if isinstance(d, Bin) and d.op == "kron" and ctx.column(d.a) and ctx.column(d.b) \
+            and has_diff(d.a) != has_diff(d.b):
+        if has_diff(d.a):  # kron(du, a) = kron(I, a) du
+            k, u = Bin("kron", _eye(ctx, ctx.shape(d.a)[0]), d.b), d.a
+        else:  # kron(a, du) = kron(a, I) du
+            k, u = Bin("kron", d.a, _eye(ctx, ctx.shape(d.b)[0])), d.b
+        t.factors = fs[:i] + [k] + flat(u) + fs[i + 1:]
+        return R_KRON
     if isinstance(d, Call) and d.fn == "tril":
         if i != len(fs) - 1:
             t.factors = fs[i + 1:] + fs[:i] + [d]

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
 from handgrad.notation.auto_rules import DeriveError
-from handgrad.notation.auto_trace import _t
-from handgrad.notation.shapes import Size, Unknown
+from handgrad.notation.auto_trace import _eye, _t
 from handgrad.notation.simplify import Ctx, flat, has_diff, mul, neg, prod, tidy
 
 R_LINEAR = "vec(A + B) = vec(A) + vec(B)"
@@ -24,16 +23,6 @@ R_KRON = "vec(AXB) = (B' ⊗ A) vec(X)"
 R_COMM = "vec(X') = K vec(X), K = comm(X)"
 R_HAD = "vec(A ⊙ X) = diag(vec(A)) vec(X)"
 R_SCALAR = "vec(X c) = c vec(X), c a scalar"
-
-
-def _eye(ctx: Ctx, d) -> Node:
-    """eye(n) of a size the notation can state: a number or one letter."""
-    d = ctx.checker.find(d) if isinstance(d, Unknown) else d
-    if isinstance(d, Size) and not d.letters:
-        return Call("eye", (Num(float(d.coef)),))
-    if isinstance(d, Size) and d.coef == 1 and len(d.letters) == 1:
-        return Call("eye", (Sym(d.letters[0]),))
-    raise DeriveError(f"an identity of size {d} (a product of sizes) cannot be written as eye(n)")
 
 
 def vec_coefficient(ctx: Ctx, e: Node, v: str, rules: list[str]) -> Node:  # noqa: C901 - one case per rule

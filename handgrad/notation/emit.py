@@ -15,8 +15,7 @@ tuple for several variables).  ``inv(A)*B`` becomes ``torch.linalg.solve(A, B)``
 from __future__ import annotations
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
-from handgrad.notation.evaluate import _is_inverse
-from handgrad.notation.operators import TABLE
+from handgrad.notation.operators import BINARY_TABLE, TABLE
 from handgrad.notation.parser import NotationError
 from handgrad.notation.render import number
 from handgrad.notation.shapes import ONE, Unknown, is_scalar
@@ -60,29 +59,10 @@ class _Emitter:
         if isinstance(e, Transpose):
             inner = self.code(e.x)
             return f"{inner}.T" if inner.isidentifier() or inner.startswith("(") else f"({inner}).T"
-        if isinstance(e, Bin):
-            a, b, op = self.code(e.a), self.code(e.b), e.op
-            if op == "*" and not (self.scalar(e.a) or self.scalar(e.b)):
-                left = _is_inverse(e.a)
-                if left is not None:
-                    return f"torch.linalg.solve({self.code(left)}, {b})"
-                return f"({a} @ {b})"
-            if op in ("*", ".*"):
-                return f"({a} * {b})"
-            if op in ("./", "/"):
-                return f"({a} / {b})"
-            if op == "+":
-                return f"({a} + {b})"
-            if op == "-":
-                return f"({a} - {b})"
-            if op == "^" and not self.scalar(e.a):
-                if isinstance(e.b, Num) and e.b.value == -1:
-                    return f"torch.linalg.inv({a})"
-                return f"torch.linalg.matrix_power({a}, {int(e.b.value)})"
-            if op in ("^", ".^"):
-                return f"({a} ** {b})"
-            if op == "kron":
-                return f"torch.kron({a}.contiguous(), {b}.contiguous())"
+        if isinstance(e, Bin):  # the operator's code, from the operator table
+            entry = BINARY_TABLE[e.op]
+            a, b = self.code(e.a), self.code(e.b)
+            return entry.emit(self, e, a, b) if callable(entry.emit) else entry.emit.format(a=a, b=b)
         if isinstance(e, Call):
             return self.call(e)
         raise NotationError(f"emit_torch: cannot emit {e!r}")

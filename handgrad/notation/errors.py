@@ -26,4 +26,11 @@ class NotationError(ValueError):
         return NotationError(self.message, text if text is not None else self.text, pos, source)
 
 
-__all__ = ["NotationError"]
+class DeriveError(NotationError):
+    """An expression the deriver will not differentiate, with the reason (one line)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+__all__ = ["DeriveError", "NotationError"]

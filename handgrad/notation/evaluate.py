@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from handgrad.notation.ast import SIZE_ARGUMENT, Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, children
-from handgrad.notation.operators import TABLE, adjugate, commutation, linear_magnitude
+from handgrad.notation.operators import BINARY_TABLE, TABLE, adjugate, commutation, linear_magnitude
 from handgrad.notation.parser import NotationError
 
 __all__ = ["DTYPE", "Evaluator", "adjugate", "as_matrix", "commutation", "evaluate"]
@@ -41,14 +41,6 @@ def as_matrix(t) -> torch.Tensor:
     if t.dim() == 2:
         return t
     raise NotationError(f"a value must be a scalar, vector or matrix, not a {t.dim()}-D tensor")
-
-
-def _is_inverse(node: Node) -> Node | None:
-    if isinstance(node, Call) and node.fn == "inv":
-        return node.args[0]
-    if isinstance(node, Bin) and node.op == "^" and isinstance(node.b, Num) and node.b.value == -1:
-        return node.a
-    return None
 
 
 class Evaluator:
@@ -98,12 +90,10 @@ class Evaluator:
             if node.name in self.diffs:
                 return self.diffs[node.name]
             return torch.zeros_like(self.values[node.name])
-        if isinstance(node, Bin) and node.op == "*" and not (self.scalar(node.a) or self.scalar(node.b)):
-            left, right = _is_inverse(node.a), _is_inverse(node.b)
-            if left is not None:
-                return torch.linalg.solve(self.value(left), self.value(node.b))
-            if right is not None:
-                return torch.linalg.solve(self.value(right).mT, self.value(node.a).mT).mT
+        if isinstance(node, Bin) and BINARY_TABLE[node.op].value is not None:
+            got = BINARY_TABLE[node.op].value(self, node)  # inv(A)*B as a solve
+            if got is not None:
+                return got
         return self.apply(node, *[self.value(c) for c in _kids(node)])
 
     def _def_differential(self, name: str) -> torch.Tensor:
@@ -127,25 +117,8 @@ class Evaluator:
             return -xs[0]
         if isinstance(node, Transpose):
             return xs[0].mT
-        if isinstance(node, Bin):
-            a, b = xs
-            op = node.op
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b if self.scalar(node.a) or self.scalar(node.b) else a @ b
-            if op in (".*",):
-                return a * b
-            if op in ("./", "/"):
-                return a / b
-            if op == "^" and not self.scalar(node.a):
-                return torch.linalg.matrix_power(a, int(node.b.value))
-            if op in ("^", ".^"):
-                return a ** b
-            if op == "kron":
-                return torch.kron(a.contiguous(), b.contiguous())
+        if isinstance(node, Bin):  # the operator's own evaluation, from the operator table
+            return BINARY_TABLE[node.op].torch(self, node, *xs)
         if isinstance(node, Call):
             return self._call(node, *xs)
         raise TypeError(f"cannot evaluate {node!r}")
@@ -164,16 +137,9 @@ class Evaluator:
             return self.value(node).abs()
         if isinstance(node, Neg):
             return self.magnitude(node.x)
-        if isinstance(node, Bin):
-            if node.op in ("+", "-"):
-                return self.magnitude(node.a) + self.magnitude(node.b)
-            if node.op in ("*", ".*", "kron") and _is_inverse(node.a) is None and _is_inverse(node.b) is None:
-                return self.apply(node, self.magnitude(node.a), self.magnitude(node.b))
-            if node.op in ("*", ".*", "kron"):
-                return self.apply(node, self.value(node.a).abs(), self.value(node.b).abs())
-            if node.op in ("./", "/"):
-                return self.magnitude(node.a) / self.value(node.b).abs()
-            return self.value(node).abs()
+        if isinstance(node, Bin):  # the operator's own scale, from the operator table
+            scale = BINARY_TABLE[node.op].magnitude
+            return scale(self, node) if scale is not None else self.value(node).abs()
         if isinstance(node, Transpose):
             return self.apply(node, *[self.magnitude(c) for c in _kids(node)])
         op = TABLE.get(node.fn) if isinstance(node, Call) else None
@@ -200,17 +166,10 @@ class Evaluator:
         if isinstance(node, Transpose) or op is not None and op.magnitude is linear_magnitude:
             return self.apply(node, *tm)
         va = [self.value(c).abs() for c in kids]
-        if isinstance(node, Bin):
-            if node.op in ("+", "-"):
-                return tm[0] + tm[1]
-            if node.op in ("*", ".*", "kron"):
-                return self.apply(node, tm[0], va[1]) + self.apply(node, va[0], tm[1])
-            if node.op in ("./", "/"):
-                return tm[0] / va[1] + va[0] * tm[1] / va[1] ** 2
-            if (node.op == ".^" or node.op == "^" and self.scalar(node.a)) and not bool(tm[1].any()):
-                # a constant power: |p| |a|^(p-1) |da| (the generic jvp below takes log(a): nan for a < 0)
-                p = self.value(kids[1])
-                return torch.where(tm[0] == 0, torch.zeros_like(tm[0]), p.abs() * va[0] ** (p - 1) * tm[0])
+        if isinstance(node, Bin) and BINARY_TABLE[node.op].tangent is not None:
+            got = BINARY_TABLE[node.op].tangent(self, node, va, tm)
+            if got is not None:
+                return got
         if op is not None and op.tangent is not None:
             return op.tangent(self, node, self.value(kids[0]), tm[0])
         xs = [self.value(c) for c in kids]

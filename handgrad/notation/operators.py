@@ -15,8 +15,10 @@ d tr(U) = tr(dU)), "elementwise" (a scalar function applied entry by entry: its 
 f'(U) ⊙ dU, from ``deriv``), "matrix" (any other function: its rule is ``d``), "const" (no
 differentiable argument: vector(c), matrix(c), eye, comm(A)).
 
-Binary operators (+ - * .* ./ / ^ .^ kron) are the grammar's, not this table's: their rules
-are the product and quotient rules every derivation uses (handgrad.notation.auto_rules).
+The grammar's infix operators (+ - * .* ./ / ^ .^ kron) have entries too (BinaryOperator,
+BINARY_TABLE, after the functions): binding power, spellings (⊙, ⊗), shape rule, evaluation,
+the product or quotient rule and its text, printing and emitted code.  What stays in the
+grammar is syntax: the transpose ', X^T, unary minus, |X| and ||x|| (read from ``fence``).
 """
 
 from __future__ import annotations
@@ -489,5 +491,327 @@ for _op in [
 del _op
 
 
-__all__ = ["CONST", "ELEMENTWISE", "LINEAR", "MATRIX", "Operator", "Rule", "SPELLINGS", "TABLE", "names",
-           "of", "op", "register", "unregister"]
+
+# ================================================================== the grammar's operators
+@dataclass(frozen=True)
+class BinaryOperator:
+    """One infix operator of the notation (+ - * .* ./ / ^ .^ kron): as for a function, its
+    spellings, binding, shape rule, torch evaluation, differential rule and its text,
+    printing and emitted code in one entry.
+
+    shape (checker, node, a's shape, b's shape, a's resolved, b's resolved) -> shape;
+    torch (evaluator, node, a, b) -> tensor; d (expander, node) -> the differential, with
+    the expander's ``arg`` (an argument's differential), ``ctx`` and ``note`` (a rule's text
+    printed); latex / mathml a symbol between the operands (" \\odot ", "⊙") or
+    (printer, node) -> LaTeX / element; emit a template with {a} and {b} or
+    (emitter, node, a's code, b's code) -> code."""
+
+    op: str
+    precedence: int
+    shape: Callable
+    torch: Callable
+    right: bool = False                 # ^ and .^ group to the right
+    spellings: tuple[str, ...] = ()     # other tokens the parser reads (⊙ for .*, ⊗ for kron)
+    as_call: bool = False               # written kron(A, B) in the text form
+    d: Callable | None = None
+    rule: str | None = None
+    latex: str | Callable | None = None
+    mathml: str | Callable | None = None
+    emit: str | Callable | None = None
+    # the tolerance's scales: magnitude (evaluator, node) -> |terms|; tangent (evaluator,
+    # node, the operands' |values|, their tangent magnitudes) -> |terms of the derivative|,
+    # or None for the generic one (|jvp| of the operation at the operands' tangent magnitudes)
+    magnitude: Callable | None = None
+    tangent: Callable | None = None
+    # evaluation from the operands' trees, before their values: (evaluator, node) -> tensor, or
+    # None to evaluate the operands and apply ``torch``
+    value: Callable | None = None
+
+
+BINARY_TABLE: dict[str, BinaryOperator] = {}
+INFIX: dict[str, str] = {}   # every token spelling an operator -> its op
+
+
+def register_binary(b: BinaryOperator) -> BinaryOperator:
+    BINARY_TABLE[b.op] = b
+    for t in (() if b.as_call else (b.op,)) + b.spellings:
+        INFIX[t] = b.op
+    _ast.BINARY[b.op] = b.precedence
+    if b.right:
+        _ast.RIGHT_ASSOC.add(b.op)
+    return b
+
+
+def _is_number(node: Node) -> bool:
+    return isinstance(node, Num) or (isinstance(node, _ast.Neg) and isinstance(node.x, Num))
+
+
+def _add_shape(chk, node, sa, sb, ra, rb):
+    """+ and -: conforming operands; a written number broadcasts (1 - p), nothing else does."""
+    if _is_number(node.a) and not is_scalar(rb):
+        return sb
+    if _is_number(node.b) and not is_scalar(ra):
+        return sa
+    if is_scalar(ra) != is_scalar(rb):
+        big, small = (node.b, node.a) if is_scalar(ra) else (node.a, node.b)
+        raise chk.error(node, f"{chk.text(node)}: a scalar {node.op} a {show(chk.shape(big))} matrix; "
+                              f"write {chk.text(small)}*vector(1) (or matrix(1)) to broadcast")
+    return chk.conform(node, sa, sb, node.op)
+
+
+def _mul_shape(chk, node, sa, sb, ra, rb):
+    """*: a 1 x 1 operand multiplies as a scalar; otherwise (m x k) * (k x n)."""
+    if is_scalar(ra):
+        return sb
+    if is_scalar(rb):
+        return sa
+    if not chk.unify(sa[1], sb[0]):
+        raise chk.error(node, f"{chk.text(node.a)} * {chk.text(node.b)}: "
+                              f"{show(ra)} * {show(rb)} do not conform")
+    return (sa[0], sb[1])
+
+
+def _had_shape(chk, node, sa, sb, ra, rb):
+    if is_scalar(ra):
+        return sb
+    if is_scalar(rb):
+        return sa
+    return chk.conform(node, sa, sb, node.op)
+
+
+def _div_shape(chk, node, sa, sb, ra, rb):
+    if not is_scalar(rb):
+        raise chk.error(node, f"{chk.text(node)}: / divides by a scalar only, and {chk.text(node.b)} is "
+                              f"{show(rb)}; use ./ for entrywise division")
+    return sa
+
+
+def _pow_shape(chk, node, sa, sb, ra, rb):
+    if not is_scalar(rb):
+        raise chk.error(node, f"{chk.text(node)}: the exponent {chk.text(node.b)} is {show(rb)}, "
+                              "not a scalar")
+    if node.op == ".^" or is_scalar(ra):
+        return sa
+    chk.square_of(node, node.a, sa, f"{chk.text(node)}: a matrix power")
+    if not (isinstance(node.b, Num) and float(node.b.value).is_integer()):
+        raise chk.error(node, f"{chk.text(node)}: a matrix power needs an integer exponent "
+                              "(use .^ for entrywise powers)")
+    return sa
+
+
+def _kron_shape(chk, node, sa, sb, ra, rb):
+    dims = [chk.find(d) for d in (*ra, *rb)]
+    if any(isinstance(d, Unknown) for d in dims):
+        raise chk.error(node, f"{chk.text(node)}: the sizes of the factors cannot be inferred")
+    return (dims[0].times(dims[2]), dims[1].times(dims[3]))
+
+
+def inverse_of(node: Node) -> Node | None:
+    """A where node is inv(A) or A^-1 (one inverse, two spellings), else None."""
+    if isinstance(node, Call) and node.fn == "inv":
+        return node.args[0]
+    if isinstance(node, Bin) and node.op == "^" and isinstance(node.b, Num) and node.b.value == -1:
+        return node.a
+    return None
+
+
+def _mul_value(ev, node, a, b):
+    return a * b if ev.scalar(node.a) or ev.scalar(node.b) else a @ b
+
+
+def _solve_value(ev, node):
+    """inv(A)*B is solve(A, B) and B*inv(A) is solve(A^T, B^T)^T: no inverse is formed."""
+    if ev.scalar(node.a) or ev.scalar(node.b):
+        return None
+    left, right = inverse_of(node.a), inverse_of(node.b)
+    if left is not None:
+        return torch.linalg.solve(ev.value(left), ev.value(node.b))
+    if right is not None:
+        return torch.linalg.solve(ev.value(right).mT, ev.value(node.a).mT).mT
+    return None
+
+
+def _pow_value(ev, node, a, b):
+    if node.op == "^" and not ev.scalar(node.a):
+        return torch.linalg.matrix_power(a, int(node.b.value))
+    return a ** b
+
+
+# the tolerance's scales
+def _sum_magnitude(ev, node):
+    return ev.magnitude(node.a) + ev.magnitude(node.b)
+
+
+def _sum_tangent(ev, node, va, tm):
+    return tm[0] + tm[1]
+
+
+def _product_magnitude(ev, node):
+    """|a| |b| as the product forms them; through a solve (inv(A)*B), the operands' values."""
+    if inverse_of(node.a) is None and inverse_of(node.b) is None:
+        return ev.apply(node, ev.magnitude(node.a), ev.magnitude(node.b))
+    return ev.apply(node, ev.value(node.a).abs(), ev.value(node.b).abs())
+
+
+def _product_tangent(ev, node, va, tm):
+    return ev.apply(node, tm[0], va[1]) + ev.apply(node, va[0], tm[1])
+
+
+def _quotient_magnitude(ev, node):
+    return ev.magnitude(node.a) / ev.value(node.b).abs()
+
+
+def _quotient_tangent(ev, node, va, tm):
+    return tm[0] / va[1] + va[0] * tm[1] / va[1] ** 2
+
+
+def _power_tangent(ev, node, va, tm):
+    """A constant power: |p| |a|^(p-1) |da| (the generic jvp takes log(a): nan for a < 0)."""
+    if not (node.op == ".^" or ev.scalar(node.a)) or bool(tm[1].any()):
+        return None
+    p = ev.value(node.b)
+    return torch.where(tm[0] == 0, torch.zeros_like(tm[0]), p.abs() * va[0] ** (p - 1) * tm[0])
+
+
+# the differentials (x: the deriver's expander; x.arg(u) is du, named where u is nonlinear)
+def _mul_d(x, e):
+    """product rule over the whole chain: d(ABC) = dA BC + A dB C + AB dC."""
+    b = x.b
+    fs = b.flat(e)
+    x.note("*")
+    return b.total([b.prod(fs[:i] + [x.arg(f)] + fs[i + 1:]) for i, f in enumerate(fs) if x.ctx.depends(f)])
+
+
+def _pair_d(mk):
+    def d(x, e):
+        b = x.b
+        x.note(e.op)
+        out = []
+        if x.ctx.depends(e.a):
+            out.append(mk(b, x.arg(e.a), e.b))
+        if x.ctx.depends(e.b):
+            out.append(mk(b, e.a, x.arg(e.b)))
+        return b.total(out)
+    return d
+
+
+def _div_d(x, e):
+    b = x.b
+    x.note(e.op)
+    out = x.arg(e.a) if x.ctx.depends(e.a) else b.ZERO
+    first = Bin(e.op, out, e.b) if out != b.ZERO else b.ZERO
+    if not x.ctx.depends(e.b):
+        return first
+    if e.op == "./":
+        return b.sub(first, b.had(Bin("./", e.a, b.had(e.b, e.b)), x.arg(e.b)))
+    return b.sub(first, b.mul(Bin("/", e.a, Bin("^", e.b, Num(2.0))), x.arg(e.b)))
+
+
+def _pow_d(x, e):
+    from handgrad.notation.errors import DeriveError
+    b = x.b
+    if x.ctx.depends(e.b):
+        raise DeriveError(f"{x.text(e)}: a variable in an exponent is not derived (write exp(b*log(u)))")
+    p = e.b.value if isinstance(e.b, Num) else None
+    if e.op == "^" and not x.ctx.scalar(e.a):
+        if p == -1:  # X^-1 is inv(X): inv's rule
+            x.note("inv")
+            return b.neg(b.prod([e, x.arg(e.a), e]))
+        if p is None or p < 1 or p != int(p):
+            raise DeriveError(f"{x.text(e)}: only X^-1 and X^k, k = 1, 2, ... of a matrix are derived")
+        x.note("^m")
+        k, du = int(p), x.arg(e.a)
+
+        def pw(j):
+            return Num(1.0) if j == 0 else e.a if j == 1 else Bin("^", e.a, Num(float(j)))
+        return b.total([b.prod([pw(j), du, pw(k - 1 - j)]) for j in range(k)])
+    x.note(e.op)
+    lower = Bin(e.op, e.a, Num(p - 1)) if p is not None else Bin(e.op, e.a, Bin("-", e.b, Num(1.0)))
+    c = b.mul(e.b, lower)
+    return b.had(c, x.arg(e.a)) if e.op == ".^" else b.mul(c, x.arg(e.a))
+
+
+# printing
+def _latex_frac(P, node):
+    return f"\\frac{{{P.latex(node.a)}}}{{{P.latex(node.b)}}}"
+
+
+def _latex_pow(P, node):
+    return P.sup(node.a, ("\\circ " if node.op == ".^" else "") + P.latex(node.b))
+
+
+def _latex_mul(P, node):
+    a, b = P.latex_child(node.a, node, "a"), P.latex_child(node.b, node, "b")
+    if b[:1].isdigit() or b[:2] == "\\f":
+        return f"{a} \\cdot {b}"
+    return f"{a}\\, {b}" if a.endswith("}") and "_{" in a else f"{a} {b}"  # ℓ₂ I, not ℓ₂I
+
+
+def _mathml_frac(P, node):
+    return P.el("mfrac", P.mathml(node.a), P.mathml(node.b))
+
+
+def _mathml_pow(P, node):
+    e = P.mathml(node.b)
+    return P.msup(node.a, P.el("mrow", P.mo("∘"), e) if node.op == ".^" else e)
+
+
+# emitted code
+def _emit_mul(em, node, a, b):
+    if em.scalar(node.a) or em.scalar(node.b):
+        return f"({a} * {b})"
+    left = inverse_of(node.a)  # inv(A)*B is solve(A, B), as evaluated
+    if left is not None:
+        return f"torch.linalg.solve({em.code(left)}, {b})"
+    return f"({a} @ {b})"
+
+
+def _emit_pow(em, node, a, b):
+    if node.op == "^" and not em.scalar(node.a):
+        if isinstance(node.b, Num) and node.b.value == -1:
+            return f"torch.linalg.inv({a})"
+        return f"torch.linalg.matrix_power({a}, {int(node.b.value)})"
+    return f"({a} ** {b})"
+
+
+_P = _ast
+for _b in [
+    BinaryOperator("+", _P.PREC_ADD, _add_shape, lambda ev, n, a, b: a + b, latex=" + ", mathml="+",
+                   emit="({a} + {b})", magnitude=_sum_magnitude, tangent=_sum_tangent),
+    BinaryOperator("-", _P.PREC_ADD, _add_shape, lambda ev, n, a, b: a - b, latex=" - ", mathml="−",
+                   emit="({a} - {b})", magnitude=_sum_magnitude, tangent=_sum_tangent),
+    BinaryOperator("*", _P.PREC_MUL, _mul_shape, _mul_value, d=_mul_d,
+                   rule="product rule d(UV) = dU V + U dV",
+                   latex=_latex_mul, mathml="\u2062", emit=_emit_mul,
+                   magnitude=_product_magnitude, tangent=_product_tangent, value=_solve_value),
+    BinaryOperator(".*", _P.PREC_MUL, _had_shape, lambda ev, n, a, b: a * b, spellings=("⊙",),
+                   d=_pair_d(lambda b, u, v: b.had(u, v)), rule="d(U ⊙ V) = dU ⊙ V + U ⊙ dV",
+                   latex=" \\odot ", mathml="⊙", emit="({a} * {b})",
+                   magnitude=_product_magnitude, tangent=_product_tangent),
+    BinaryOperator("./", _P.PREC_MUL, _had_shape, lambda ev, n, a, b: a / b, d=_div_d,
+                   rule="d(U ⊘ V) = dU ⊘ V - (U ⊘ V ⊘ V) ⊙ dV", latex=" \\oslash ", mathml="⊘",
+                   emit="({a} / {b})", magnitude=_quotient_magnitude, tangent=_quotient_tangent),
+    BinaryOperator("/", _P.PREC_MUL, _div_shape, lambda ev, n, a, b: a / b, d=_div_d,
+                   rule="d(U / c) = dU / c - U dc / c^2", latex=_latex_frac, mathml=_mathml_frac,
+                   emit="({a} / {b})", magnitude=_quotient_magnitude, tangent=_quotient_tangent),
+    # contiguous copies: torch 2.13's CPU kron fails on a transposed input
+    BinaryOperator("kron", _P.PREC_MUL, _kron_shape,
+                   lambda ev, n, a, b: torch.kron(a.contiguous(), b.contiguous()),
+                   spellings=("⊗",), as_call=True,
+                   d=_pair_d(lambda b, u, v: Bin("kron", u, v)), rule="d(U ⊗ V) = dU ⊗ V + U ⊗ dV",
+                   latex=" \\otimes ", mathml="⊗", emit="torch.kron({a}.contiguous(), {b}.contiguous())",
+                   magnitude=_product_magnitude, tangent=_product_tangent),
+    BinaryOperator("^", _P.PREC_POW, _pow_shape, _pow_value, right=True, d=_pow_d,
+                   rule="d(u^p) = p u^(p-1) du", latex=_latex_pow, mathml=_mathml_pow, emit=_emit_pow,
+                   tangent=_power_tangent),
+    BinaryOperator(".^", _P.PREC_POW, _pow_shape, _pow_value, right=True, d=_pow_d,
+                   rule="d(U.^p) = p U.^(p-1) ⊙ dU", latex=_latex_pow, mathml=_mathml_pow, emit=_emit_pow,
+                   tangent=_power_tangent),
+]:
+    register_binary(_b)
+del _b
+
+
+__all__ = ["BINARY_TABLE", "CONST", "ELEMENTWISE", "INFIX", "LINEAR", "MATRIX", "BinaryOperator", "Operator",
+           "Rule", "SPELLINGS", "TABLE", "inverse_of", "names", "of", "op", "register", "register_binary",
+           "unregister"]

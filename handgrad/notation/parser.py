@@ -41,9 +41,10 @@ from handgrad.notation.ast import (
     depth,
 )
 from handgrad.notation.errors import NotationError
-from handgrad.notation.operators import SPELLINGS, TABLE
+from handgrad.notation.operators import BINARY_TABLE, INFIX, SPELLINGS, TABLE
 
 FENCES = {o.fence: name for name, o in TABLE.items() if o.fence}  # |X| is det(X), ||x|| is norm2(x)
+CALL_FORM = {op for op, b in BINARY_TABLE.items() if b.as_call}  # kron(A, B)
 
 
 _TOKEN = re.compile(r"""
@@ -69,8 +70,6 @@ def tokenize(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
-_INFIX = {"+": "+", "-": "-", "*": "*", ".*": ".*", "./": "./", "/": "/", "^": "^",
-          ".^": ".^", "⊙": ".*", "⊗": "kron"}
 
 
 class _Parser:
@@ -114,7 +113,7 @@ class _Parser:
     def infix_op(self) -> str | None:
         kind, value, _ = self.peek()
         if kind == "op":
-            return _INFIX.get(value)
+            return INFIX.get(value)
         if kind == "ident" and value == "o":
             return ".*"
         return None
@@ -197,7 +196,7 @@ class _Parser:
     def name(self, tok: tuple[str, str, int]) -> Node:
         _, value, pos = tok
         is_call = self.peek()[1] == "("
-        if value in SPELLINGS or value == "kron":
+        if value in SPELLINGS or value in CALL_FORM:
             fn = SPELLINGS.get(value, value)
             if fn in SIZE_ARGUMENT and not is_call:
                 return Call(fn, (), pos=pos)
@@ -220,11 +219,11 @@ class _Parser:
                 self.next()
                 args.append(self.expr(0))
             self.expect(")", f"to close {value}(")
-            want = 2 if value == "kron" else FUNCTIONS[fn][0]
+            want = 2 if value in CALL_FORM else FUNCTIONS[fn][0]
             if len(args) != want:
                 raise self.error(f"{value} takes {want} argument{'s' * (want != 1)}, got {len(args)}", tok)
-            if value == "kron":
-                return Bin("kron", args[0], args[1], pos=pos)
+            if value in CALL_FORM:  # kron(A, B) is A ⊗ B
+                return Bin(value, args[0], args[1], pos=pos)
             return Call(fn, tuple(args), pos=pos)
         if value == "T":
             raise self.error("T is reserved for the transpose (X^T); use another name", tok)
@@ -237,10 +236,10 @@ class _Parser:
         if value.startswith("d") and value[1:] in self.declared:
             return Diff(value[1:], pos=pos)
         if is_call:  # exq(x): a misspelled function, not a missing declaration
-            near = _near(value, [*SPELLINGS, "kron"])
+            near = _near(value, [*SPELLINGS, *CALL_FORM])
             raise self.error(f"unknown function {value!r}"
                              + (f"; did you mean {' or '.join(near)}?" if near else "")
-                             + f" (the functions: {', '.join(sorted([*FUNCTIONS, 'kron']))})", tok)
+                             + f" (the functions: {', '.join(sorted([*FUNCTIONS, *CALL_FORM]))})", tok)
         near = _near(value, self.declared)
         raise self.error(f"unknown name {value!r}"
                          + (f"; did you mean {' or '.join(near)}?" if near else "")

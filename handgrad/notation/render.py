@@ -29,7 +29,7 @@ from handgrad.notation.ast import (
     Transpose,
     precedence,
 )
-from handgrad.notation.operators import TABLE
+from handgrad.notation.operators import BINARY_TABLE, TABLE
 
 GREEK = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
          "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi",
@@ -55,7 +55,7 @@ def _mixed(child: Node, parent: Bin) -> bool:
 # ----------------------------------------------------------------------------- text
 def _text_child(child: Node, parent: Bin, side: str) -> str:
     s = to_text(child)
-    if isinstance(child, Bin) and child.op == "kron":
+    if isinstance(child, Bin) and BINARY_TABLE[child.op].as_call:
         return s  # kron(A, B) is a call in the text form: it needs no parentheses
     p, c = BINARY[parent.op], precedence(child)
     if parent.op in RIGHT_ASSOC:
@@ -81,8 +81,8 @@ def to_text(node: Node) -> str:
         s = to_text(node.x)
         return (f"({s})" if precedence(node.x) < PREC_POSTFIX else s) + "'"
     if isinstance(node, Bin):
-        if node.op == "kron":
-            return f"kron({to_text(node.a)}, {to_text(node.b)})"
+        if BINARY_TABLE[node.op].as_call:  # kron(A, B)
+            return f"{node.op}({to_text(node.a)}, {to_text(node.b)})"
         sep = f" {node.op} " if node.op in "+-" else node.op
         return _text_child(node.a, node, "a") + sep + _text_child(node.b, node, "b")
     if isinstance(node, Call):
@@ -116,7 +116,6 @@ def latex_name(name: str) -> str:
     return f"{out}_{{{sub}}}" if sub else out
 
 
-_LATEX_OP = {"+": " + ", "-": " - ", ".*": " \\odot ", "./": " \\oslash ", "kron": " \\otimes "}
 
 
 def _paren(s: str) -> str:
@@ -127,7 +126,8 @@ def _kron_in_product(child: Node, parent: Bin) -> bool:
     """A ⊗ B beside another product: (B^T ⊗ A) vec(X), as the notes write it (the text
     form needs nothing: kron(A, B) is a call there)."""
     return (isinstance(child, Bin) and BINARY[parent.op] == PREC_MUL and child.op != parent.op
-            and "kron" in (child.op, parent.op) and BINARY.get(child.op) == PREC_MUL)
+            and any(BINARY_TABLE[o].as_call for o in (child.op, parent.op))
+            and BINARY.get(child.op) == PREC_MUL)
 
 
 def _latex_child(child: Node, parent: Bin, side: str) -> str:
@@ -161,19 +161,11 @@ def to_latex(node: Node) -> str:
         return "-" + (_paren(s) if precedence(node.x) < PREC_NEG else s)
     if isinstance(node, Transpose):
         return _sup(node.x, "T")
-    if isinstance(node, Bin):
-        if node.op == "/":
-            return f"\\frac{{{to_latex(node.a)}}}{{{to_latex(node.b)}}}"
-        if node.op == "^":
-            return _sup(node.a, to_latex(node.b))
-        if node.op == ".^":
-            return _sup(node.a, "\\circ " + to_latex(node.b))
-        a, b = _latex_child(node.a, node, "a"), _latex_child(node.b, node, "b")
-        if node.op == "*":
-            if b[:1].isdigit() or b[:2] == "\\f":
-                return f"{a} \\cdot {b}"
-            return f"{a}\\, {b}" if a.endswith("}") and "_{" in a else f"{a} {b}"  # ℓ₂ I, not ℓ₂I
-        return a + _LATEX_OP[node.op] + b
+    if isinstance(node, Bin):  # the operator's LaTeX, from the operator table
+        entry = BINARY_TABLE[node.op]
+        if callable(entry.latex):
+            return entry.latex(_PRINTER, node)
+        return _latex_child(node.a, node, "a") + entry.latex + _latex_child(node.b, node, "b")
     if isinstance(node, Call):
         return _latex_call(node)
     raise TypeError(f"not a notation node: {node!r}")
@@ -239,9 +231,6 @@ def _msup(base: Node, exponent: ET.Element) -> ET.Element:
     return _el("msup", b, exponent)
 
 
-_MO = {"+": "+", "-": "−", "*": "\u2062", ".*": "⊙", "./": "⊘", "kron": "⊗"}
-
-
 def _ml(node: Node) -> ET.Element:  # noqa: C901 - one case per node kind
     if isinstance(node, Num):
         if node.value < 0:
@@ -256,14 +245,11 @@ def _ml(node: Node) -> ET.Element:  # noqa: C901 - one case per node kind
         return _el("mrow", _mo("−"), _mparen(e) if precedence(node.x) < PREC_NEG else e)
     if isinstance(node, Transpose):
         return _msup(node.x, _el("mi", text="T", mathvariant="normal"))
-    if isinstance(node, Bin):
-        if node.op == "/":
-            return _el("mfrac", _ml(node.a), _ml(node.b))
-        if node.op == "^":
-            return _msup(node.a, _ml(node.b))
-        if node.op == ".^":
-            return _msup(node.a, _el("mrow", _mo("∘"), _ml(node.b)))
-        return _el("mrow", _mchild(node.a, node, "a"), _mo(_MO[node.op]), _mchild(node.b, node, "b"))
+    if isinstance(node, Bin):  # the operator's MathML, from the operator table
+        entry = BINARY_TABLE[node.op]
+        if callable(entry.mathml):
+            return entry.mathml(_PRINTER, node)
+        return _el("mrow", _mchild(node.a, node, "a"), _mo(entry.mathml), _mchild(node.b, node, "b"))
     if isinstance(node, Call):
         op = TABLE[node.fn]
         e = None if op.size_argument or not node.args else _ml(node.args[0])
@@ -289,6 +275,8 @@ class _Printer:
 
     paren, sup, size_text = staticmethod(_paren), staticmethod(_sup), staticmethod(_size_text)
     el, mo, mparen, msup = staticmethod(_el), staticmethod(_mo), staticmethod(_mparen), staticmethod(_msup)
+    latex, latex_child = staticmethod(to_latex), staticmethod(_latex_child)
+    mathml = staticmethod(_ml)
 
 
 _PRINTER = _Printer()

@@ -14,7 +14,7 @@ written number (``1 - p``), anything else must conform (``b*vector(1)``).
 from __future__ import annotations
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
-from handgrad.notation.operators import TABLE
+from handgrad.notation.operators import BINARY_TABLE, TABLE
 from handgrad.notation.parser import NotationError
 from handgrad.notation.sizes import ONE, SCALAR, Dim, Shape, Size, Unknown, eye_size, is_scalar, show, size
 
@@ -25,10 +25,6 @@ __all__ = ["ONE", "SCALAR", "Dim", "Shape", "ShapeChecker", "Size", "Unknown", "
 def _text(node: Node) -> str:
     from handgrad.notation.render import to_text
     return to_text(node)
-
-
-def _is_number(node: Node) -> bool:
-    return isinstance(node, Num) or (isinstance(node, Neg) and isinstance(node.x, Num))
 
 
 class ShapeChecker:
@@ -112,57 +108,18 @@ class ShapeChecker:
         raise TypeError(f"not a notation node: {node!r}")
 
     def _binary(self, node: Bin) -> Shape:
+        """The operator's own shape rule, from the operator table."""
         sa, sb = self.infer(node.a), self.infer(node.b)
-        op = node.op
-        ra, rb = self.resolve(sa), self.resolve(sb)
-        if op in ("+", "-"):
-            if _is_number(node.a) and not is_scalar(rb):
-                return sb
-            if _is_number(node.b) and not is_scalar(ra):
-                return sa
-            if is_scalar(ra) != is_scalar(rb) and (is_scalar(ra) or is_scalar(rb)):
-                big = node.b if is_scalar(ra) else node.a
-                small = node.a if is_scalar(ra) else node.b
-                raise self.error(node, f"{_text(node)}: a scalar {op} a {show(self.shape(big))} matrix; "
-                                       f"write {_text(small)}*vector(1) (or matrix(1)) to broadcast")
-            return self._conform(node, sa, sb, op)
-        if op == "*":
-            if is_scalar(ra):
-                return sb
-            if is_scalar(rb):
-                return sa
-            if not self.unify(sa[1], sb[0]):
-                raise self.error(node, f"{_text(node.a)} * {_text(node.b)}: "
-                                       f"{show(ra)} * {show(rb)} do not conform")
-            return (sa[0], sb[1])
-        if op in (".*", "./"):
-            if is_scalar(ra):
-                return sb
-            if is_scalar(rb):
-                return sa
-            return self._conform(node, sa, sb, op)
-        if op == "/":
-            if not is_scalar(rb):
-                raise self.error(node, f"{_text(node)}: / divides by a scalar only, and {_text(node.b)} is "
-                                       f"{show(rb)}; use ./ for entrywise division")
-            return sa
-        if op in ("^", ".^"):
-            if not is_scalar(rb):
-                raise self.error(node, f"{_text(node)}: the exponent {_text(node.b)} is {show(rb)}, "
-                                       "not a scalar")
-            if op == ".^" or is_scalar(ra):
-                return sa
-            self._square(node, node.a, sa, f"{_text(node)}: a matrix power")
-            if not (isinstance(node.b, Num) and float(node.b.value).is_integer()):
-                raise self.error(node, f"{_text(node)}: a matrix power needs an integer exponent "
-                                       "(use .^ for entrywise powers)")
-            return sa
-        if op == "kron":
-            dims = [self.find(d) for d in (*ra, *rb)]
-            if any(isinstance(d, Unknown) for d in dims):
-                raise self.error(node, f"{_text(node)}: the sizes of the factors cannot be inferred")
-            return (dims[0].times(dims[2]), dims[1].times(dims[3]))
-        raise self.error(node, f"unknown operator {op!r}")
+        entry = BINARY_TABLE.get(node.op)
+        if entry is None:
+            raise self.error(node, f"unknown operator {node.op!r}")
+        return entry.shape(self, node, sa, sb, self.resolve(sa), self.resolve(sb))
+
+    def conform(self, node: Bin, sa: Shape, sb: Shape, sym: str) -> Shape:
+        return self._conform(node, sa, sb, sym)
+
+    def square_of(self, node: Node, arg: Node, s: Shape, what: str) -> None:
+        self._square(node, arg, s, what)
 
     def square_arg(self, node: Call, s: Shape, what: str | None = None) -> None:
         """A function of a square matrix (tr, det, inv ...): its argument must be square."""

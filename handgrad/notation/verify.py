@@ -66,7 +66,7 @@ def _inverted(d: Derivation):
     """Every argument of inv, logdet or X^-1 in f and the lets: where one is singular, f is
     not defined (a line's own inverse of a singular matrix is that line's error)."""
     from handgrad.notation.ast import Call, Diff, walk
-    from handgrad.notation.evaluate import _is_inverse
+    from handgrad.notation.operators import inverse_of as _is_inverse
 
     seen = []
     for root in [d.f, *d.defs.values()]:
