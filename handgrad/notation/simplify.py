@@ -324,6 +324,47 @@ def _bin(e, *ops):
     return isinstance(e, Bin) and e.op in ops
 
 
+def _lead(e: Node) -> Node | None:
+    """The number leading a product chain (c*A*B, or 1/2*A), else None."""
+    if not _bin(e, "*"):
+        return None
+    while _bin(e, "*"):
+        e = e.a
+    return e if _numeric(e) else None
+
+
+def _value(c: Node) -> float:
+    return c.value if isinstance(c, Num) else c.a.value / c.b.value
+
+
+def _minus(c: Node) -> Node:
+    """-c for a number as written (2, or 1/2)."""
+    return Num(-c.value) if isinstance(c, Num) else Bin("/", Num(-c.a.value), c.b)
+
+
+def _with_lead(e: Node, c: Node) -> Node:
+    """The product chain e with its leading number replaced by c (dropped if c is 1)."""
+    if _bin(e.a, "*"):
+        return mul(_with_lead(e.a, c), e.b)
+    return mul(c, e.b)
+
+
+@_on(Neg)
+def _neg_lead_number(ctx, e, push):
+    """-(c*A*B) = (-c)*A*B"""
+    c = _lead(e.x) if isinstance(e, Neg) else None
+    if c is not None:
+        return _with_lead(e.x, _minus(c))
+
+
+@_on(Bin, "+", "-")
+def _sum_lead_negative(ctx, e, push):
+    """a + (-c)*B*C = a - c*B*C, a - (-c)*B*C = a + c*B*C"""
+    c = _lead(e.b) if _bin(e, "+", "-") else None
+    if c is not None and _value(c) < 0:
+        return Bin("-" if e.op == "+" else "+", e.a, _with_lead(e.b, _minus(c)))
+
+
 @_on(Bin, '+')
 def _add_neg_first(ctx, e, push):
     """(-a) + b = b - a"""
@@ -535,9 +576,9 @@ def _pow_one(ctx, e, push):
 RULES = (
     _t_twice, _t_constant, _t_symmetric, _t_scalar, _t_neg, _t_product, _t_sum, _t_quotient, _t_comm,
     _sum_onehot,
-    _neg_neg, _neg_number,
+    _neg_neg, _neg_number, _neg_lead_number,
     _add_neg_first, _add_zero, _add_neg,
-    _sub_zero, _sub_neg,
+    _sub_zero, _sub_neg, _sum_lead_negative,
     _mul_neg, _mul_assoc, _mul_number_forward, _mul_numbers_merge, _mul_number_left, _mul_numbers,
     _mul_eye, _mul_diag, _mul_onehot, _mul_ones_outer, _mul_row_ones, _mul_ones_column, _mul_zero_one,
     _had_neg, _had_ones, _had_number, _had_reciprocal,
