@@ -37,6 +37,7 @@ import re
 from handgrad.notation.ast import Call, Diff, Node, Num, Sym, deep
 from handgrad.notation.auto_rules import DeriveError, Expander
 from handgrad.notation.auto_trace import Term, coefficient, expand, jacobian, move, wrap
+from handgrad.notation.canon import writes_decimals
 from handgrad.notation.parser import NotationError, parse
 from handgrad.notation.render import to_text
 from handgrad.notation.shapes import SCALAR, show
@@ -127,6 +128,7 @@ def derive(expr: str, let: str, wrt: str, *, hessian: bool = False) -> tuple[str
             raise DeriveError(f"--wrt {w}: {w} is not declared with a shape in --let")
     f = parse(expr, taken)
     ctx = Ctx(env, props, {}, wrt_names)
+    ctx.decimals = writes_decimals(expr, let)  # 0.5*x'*A*x reads off 0.5*(A + A')*x, not 1/2*...
     try:
         for name, body in defs.items():
             ctx.checker.env[name] = ctx.shape(body)

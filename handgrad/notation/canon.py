@@ -18,6 +18,7 @@ is printed is checked by the verifier anyway.
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 from handgrad.notation.ast import Bin, Call, Diff, Neg, Node, Num, Sym, Transpose
@@ -37,8 +38,34 @@ def q(v: float) -> Q:
     return f if f and abs(float(f) - v) <= 1e-12 * abs(v) else Q(v)
 
 
-def _num(c: Q) -> Node:
-    if c.denominator == 1 or c.denominator > 10**6:  # 2, or 1e-20 as written (not a fraction)
+_DECIMAL = re.compile(r"(?<![\w.])\d*\.\d+(?:[eE][-+]?\d+)?")
+
+
+def writes_decimals(*texts: str) -> bool:
+    """Whether the input writes a number with a decimal point that is not whole (0.5, not
+    2.0 or 1/2): its coefficients are then printed as decimals too."""
+    return any(not float(m).is_integer() for t in texts for m in _DECIMAL.findall(t))
+
+
+def decimal(c: Q, decimals: bool = False) -> bool:
+    """Whether the coefficient c prints as a decimal number (0.37) rather than a fraction
+    (1/2).  A decimal only where it is exact (0.37, never 0.3333333333333333 for 1/3) or
+    c is no fraction a person wrote (1e-20); then where the input wrote decimals, or the
+    denominator is past 12 (37/100 is written 0.37)."""
+    if c.denominator == 1:
+        return False
+    if c.denominator > 10**6:
+        return True
+    d = c.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1 and (decimals or c.denominator > 12)
+
+
+def _num(c: Q, decimals: bool = False) -> Node:
+    """The coefficient c as a number node: 2, 0.5 or 1/2 (see ``decimal``)."""
+    if c.denominator == 1 or decimal(c, decimals):
         return Num(float(c))
     return Bin("/", Num(float(c.numerator)), Num(float(c.denominator)))
 
@@ -73,6 +100,11 @@ class Canon:
 
     def scalar(self, e: Node) -> bool:
         return self.ctx.scalar(e)
+
+    @property
+    def decimals(self) -> bool:
+        """Whether the input wrote decimals (the context's ``decimals``, set by the deriver)."""
+        return bool(getattr(self.ctx, "decimals", False))
 
     def simp(self, e: Node) -> Node:
         return self.node(self.canon(e))
@@ -542,7 +574,7 @@ class Canon:
         for key, c in s.items():
             body = self._hprod(list(key)) if key else None
             terms.append((c, body))
-        return _sum_node(terms, self.text)
+        return _sum_node(terms, self.text, self.decimals)
 
     # ------------------------------------------------------------------ printing
     def _mats_node(self, mats: tuple) -> Node:
@@ -575,8 +607,8 @@ class Canon:
         den_f = [(n, -p) for n, p in scal if p < 0]
         factors: list[Node] = [Num(float(c.numerator))] if c.numerator != 1 else []
         den_c = c.denominator
-        if den_c > 10**6:  # not a fraction a person wrote: the number itself
-            factors, den_c = ([_num(c)] if c != 1 else []), 1
+        if decimal(c, self.decimals):  # 0.5*x/s, 1e-20*x: the number itself
+            factors, den_c = ([_num(c, True)] if c != 1 else []), 1
         if den_c != 1 and not den_f and (num_f or mats):
             factors, den_c = [_num(c)], 1
         chains = []
@@ -607,7 +639,7 @@ class Canon:
         key = (tuple(s.items()), factor)
         got = self._node.get(key)
         if got is None:
-            got = self._node[key] = _sum_node(self.items(s, factor), self.text)
+            got = self._node[key] = _sum_node(self.items(s, factor), self.text, self.decimals)
         return got
 
     def _number_if_ones(self, c: Q, key: tuple, n: int) -> Node:
@@ -653,10 +685,12 @@ class Canon:
             ones = ((), ()) in rest and head  # p*(1 - p), as the notes write sigma'
             yield [(cc < 0, self.times(h, self.node(rest)))], 3 if ones else 0
             if head and all(p < 0 for _, p in head):  # c*(...)/den
-                den = self.term_node(Q(abs(cc).denominator), (tuple((n, -p) for n, p in head), ()))
+                a = abs(cc)
+                top_c, den_c = (a, ONE_Q) if decimal(a, self.decimals) else (Q(a.numerator), Q(a.denominator))
+                den = self.term_node(den_c, (tuple((n, -p) for n, p in head), ()))
                 top = self.node(rest)
-                if abs(cc).numerator != 1:
-                    top = self.times(Num(float(abs(cc).numerator)), top)
+                if top_c != 1:
+                    top = self.times(_num(top_c, True), top)
                 yield [(cc < 0, Bin("/", top, den))], 0
         hf = self._hfactor(s)
         if hf is not None:
@@ -683,7 +717,7 @@ class Canon:
                 fn = self._mats_node((f,))
                 prod = self.times(fn, inner) if side == 0 else Bin("*", inner, fn)
                 if cc != 1:
-                    prod = self.times(_num(cc), prod)
+                    prod = self.times(_num(cc, self.decimals), prod)
                 others = {k: c for k, c in s.items() if k not in ks}
                 yield [(neg, prod)] + (self.items(others) if others else []), 0
 
@@ -763,7 +797,7 @@ def _prod_node(head: Node | None, rest: Node, negative: bool) -> Node:
     return Bin("*", head, rest)
 
 
-def _sum_node(items: list, text) -> Node:
+def _sum_node(items: list, text, decimals: bool = False) -> Node:
     """Items (negative, term) or (coef, term) as t1 + t2 - t3: constants first, then by
     text; a positive term leads."""
     if not items:
@@ -773,10 +807,11 @@ def _sum_node(items: list, text) -> Node:
         if not isinstance(neg, bool):  # (coef, body) of the elementwise printer
             c = neg
             neg = c < 0
-            body = _written(abs(c)) if body is None else body if abs(c) == 1 else Bin("*", _num(abs(c)), body)
+            body = _written(abs(c)) if body is None else body if abs(c) == 1 \
+                else Bin("*", _num(abs(c), decimals), body)
         norm.append((neg, body))
     order = sorted(norm, key=lambda p: (not isinstance(p[1], Num) and not _is_const(p[1]),
-                                        text(p[1]).lstrip("0123456789/*(")))
+                                        text(p[1]).lstrip("0123456789./*(")))
     for i, (neg, _) in enumerate(order):
         if not neg:
             order = [order[i]] + order[:i] + order[i + 1:]
@@ -860,4 +895,4 @@ def _hpow_expand(cn: Canon, s: dict, k: int) -> dict | None:
     return acc
 
 
-__all__ = ["Canon", "q"]
+__all__ = ["Canon", "decimal", "q", "writes_decimals"]
