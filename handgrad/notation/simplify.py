@@ -405,12 +405,18 @@ def _sub_neg(ctx, e, push):
         return sub(e.a, e.b)
 
 
-@_on(Bin, '*')
-def _mul_neg(ctx, e, push):
-    """(-a)*b = a*(-b) = -(a*b)"""
-    if _bin(e, "*") and (isinstance(e.a, Neg) or isinstance(e.b, Neg)):
-        a, b = e.a, e.b
-        return neg(mul(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
+def _sign_out(name: str, op: str, build):
+    """The rule (-a) op b = a op (-b) = -(a op b), for a product op that build makes."""
+    def rule(ctx, e, push):
+        if _bin(e, op) and (isinstance(e.a, Neg) or isinstance(e.b, Neg)):
+            a, b = e.a, e.b
+            return neg(build(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
+    rule.__name__ = rule.__qualname__ = name
+    rule.__doc__ = f"(-a){op}b = a{op}(-b) = -(a{op}b)"
+    return _on(Bin, op)(rule)
+
+
+_mul_neg = _sign_out("_mul_neg", "*", lambda a, b: mul(a, b))
 
 
 @_on(Bin, '*')
@@ -510,12 +516,7 @@ def _mul_zero_one(ctx, e, push):
         return mul(e.a, e.b)
 
 
-@_on(Bin, '.*')
-def _had_neg(ctx, e, push):
-    """(-a).*b = a.*(-b) = -(a.*b)"""
-    if _bin(e, ".*") and (isinstance(e.a, Neg) or isinstance(e.b, Neg)):
-        a, b = e.a, e.b
-        return neg(had(a.x if isinstance(a, Neg) else a, b.x if isinstance(b, Neg) else b))
+_had_neg = _sign_out("_had_neg", ".*", lambda a, b: had(a, b))
 
 
 @_on(Bin, '.*')
