@@ -393,6 +393,8 @@ class Canon:
             return self.canon(u)
         if self._onehot_sum(e):
             return self.const(ONE_Q)
+        if fn == "diag" and _ones(u) and self.ctx.column(u):  # diag(1) = I
+            return self.atom(Call("eye", ()))
         if fn == "sqrt" and self.scalar(u):
             return self.power(self.canon(u), Q(1, 2))
         if fn == "tr":
