@@ -62,9 +62,22 @@ CASES = [
     ("sum(softplus(X*w)) - y'*X*w", "X: m x n; w: n; y: m", "w", "X'*(sigma(X*w) - y)"),
     ("tr(X'*X*X'*X)", "X: m x n", "X", "4*X*X'*X"),
     ("x'*(A'*A)^2*x", "x: n; A: m x n", "x", "2*(A'*A)^2*x"),
+    # the two-layer net of the notes, in each layer, with sigma and tanh hidden units
+    ("-y'*log(softmax(W2*sigma(W1*x)))", "W1: h x d; W2: K x h; x: d; y: K onehot", "W1",
+     "((W2'*(softmax(W2*sigma(W1*x)) - y)).*sigma(W1*x).*(1 - sigma(W1*x)))*x'"),
+    ("-y'*log(softmax(W2*sigma(W1*x)))", "W1: h x d; W2: K x h; x: d; y: K onehot", "W2",
+     "(softmax(W2*sigma(W1*x)) - y)*sigma(W1*x)'"),
+    ("-y'*log(softmax(W2*tanh(W1*x)))", "W1: h x d; W2: K x h; x: d; y: K onehot", "W1",
+     "((1 - tanh(W1*x).^2).*(W2'*(softmax(W2*tanh(W1*x)) - y)))*x'"),
+    ("1/2*norm2(W2*sigma(W1*x) - y)^2", "W1: h x d; W2: K x h; x: d; y: K", "W1",
+     "((W2'*(W2*sigma(W1*x) - y)).*sigma(W1*x).*(1 - sigma(W1*x)))*x'"),
+    ("1/2*norm2(W2*tanh(W1*x + b) - y)^2", "W1: h x d; W2: K x h; x: d; y: K; b: h", "b",
+     "(1 - tanh(W1*x + b).^2).*(W2'*(W2*tanh(W1*x + b) - y))"),
+    ("tr(A'*tril(X))", "A: n x n; X: n x n", "X", "tril(A)"),
+    ("vec(X)'*vec(X)", "X: m x n", "X", "2*X"),
 ]
 
-SIZES = {"m": 6, "n": 4, "p": 3, "k": 2, "K": 5, "d": 3}
+SIZES = {"m": 6, "n": 4, "p": 3, "k": 2, "K": 5, "d": 3, "h": 4}
 
 
 def _point(d, gen):

@@ -278,7 +278,9 @@ class Canon:
         if self.symmetric(a):
             return a
         if isinstance(a, Call) and TABLE[a.fn].transposes and a.args:  # f(A)' = f(A'), K_mn' = K_nm
-            return Call(a.fn, (self.simp(Transpose(a.args[0])),))
+            inside = Call(a.fn, (self.simp(Transpose(a.args[0])),))
+            if _count_t(inside) <= _count_t(a):  # sigma(W*x)' stays: sigma(x'*W') reads worse
+                return inside
         if isinstance(a, Bin) and a.op in (".*", "./"):
             h = self.hcanon(Bin(a.op, Transpose(a.a), Transpose(a.b)))
             if len(h) == 1 and next(iter(h.values())) == 1 and len(next(iter(h))) > 1:
@@ -483,6 +485,13 @@ class Canon:
         n = self.simp(e)
         if isinstance(n, Num):
             return {(): q(n.value)} if n.value else {}
+        if isinstance(n, Bin) and n.op == "*":  # (1/2*A*r).*p is 1/2*(A*r).*p: the number comes out
+            s = self.canon(n)
+            mags = {abs(c) for c in s.values()}
+            if len(mags) == 1 and all(k[1] for k in s):
+                m = mags.pop() * (-1 if all(c < 0 for c in s.values()) else 1)
+                if m != 1:
+                    return {((self.node(self.scale(s, 1 / m)), ONE_Q),): m}
         return {((n, ONE_Q),): ONE_Q}
 
     def _hmerge(self, a: tuple, b: tuple) -> tuple:
@@ -697,6 +706,9 @@ class Canon:
         hf = self._hfactor(s)
         if hf is not None:
             yield [(False, hf)], 3  # p.*(1 - p), as the notes write sigma', even if 3 longer
+        hg = self._hgrouped(s) if hf is None else None
+        if hg is not None:
+            yield [(False, hg)], 3  # (1 - t.^2).*r, as the notes write tanh', even if 3 longer
         for side in (0, -1):
             groups: dict = {}
             for k in keys:
@@ -740,7 +752,9 @@ class Canon:
             common = {n: min(p, d[n]) for n, p in common.items() if d.get(n, 0) > 0}
         common = {n: p for n, p in common.items() if not self.scalar(n)}
         if not common:
-            return None
+            scalar_terms = any(k and all(self.scalar(n) for n, _ in k) for k in h)
+            grouped = None if scalar_terms else self._grouped(h)
+            return None if grouped is None else Bin(".*", *grouped)  # (1 - t.^2).*(W'*r)
         head = tuple(sorted(common.items(), key=lambda p: self.text(p[0])))
         rest: dict = {}
         for k, c in h.items():
@@ -749,7 +763,58 @@ class Canon:
             return None
         if any(k and all(self.scalar(n) for n, _ in k) for k in rest):
             return None  # p.*b - s*p is not p.*(b - s): a scalar s would need s*vector(1) there
+        grouped = self._grouped(rest)
+        if grouped is not None:  # p.*(a - p.*a - b + p.*b) = p.*(1 - p).*(a - b)
+            one_plus, r0 = grouped
+            return Bin(".*", Bin(".*", self._hprod(list(head)), one_plus), r0)
         return Bin(".*", self._hprod(list(head)), self.hnode(rest, None))
+
+    def _hgrouped(self, s: dict) -> Node | None:
+        """A sum of matrix terms that is r - r.*t.^2 entry by entry, as (1 - t.^2).*r."""
+        if not 2 <= len(s) <= 8:
+            return None
+        plain = _sum_node([(c < 0, self.term_node(abs(c), k)) for k, c in s.items()], self.text)
+        if self.scalar(plain):
+            return None
+        h = self.hcanon(plain)
+        if len(h) < 2 or any(k and all(self.scalar(n) for n, _ in k) for k in h):
+            return None
+        grouped = self._grouped(h)
+        return None if grouped is None else Bin(".*", *grouped)
+
+    def _grouped(self, rest: dict) -> tuple[Node, Node] | None:
+        """rest = R0 + c t.^e.*R0 for an entrywise factor t, an exponent e > 0 and a number c,
+        as (1 + c t.^e, R0): a - p.*a - b + p.*b = (1 - p).*(a - b), with R0 in its own
+        shortest form."""
+        atoms = {(n, p) for k in rest for n, p in k if p > 0 and not self.scalar(n)}
+        for t, e in sorted(atoms, key=lambda a: (self.text(a[0]), a[1])):
+            r0: dict = {}
+            r1: dict = {}
+            for k, c in rest.items():
+                d = dict(k)
+                if t not in d:
+                    r0[k] = c
+                elif d[t] == e:
+                    r1[tuple((n, p) for n, p in k if n != t)] = c
+                else:
+                    break
+            else:
+                if not r0 or not r1 or any(not k for k in r0):
+                    continue
+                c0, c1 = (r0, r1) if set(r0) == set(r1) else \
+                    (self.canon(self.hnode(r0, None)), self.canon(self.hnode(r1, None)))  # equal as values
+                if not c0 or set(c0) != set(c1):
+                    continue
+                ratios = {c1[k] / c0[k] for k in c0}
+                if len(ratios) != 1:
+                    continue
+                c = ratios.pop()
+                one_plus = self.hnode({(): ONE_Q, ((t, e),): c}, None)
+                r0_node = self.hnode(r0, None)
+                if len(r0) > 1 and all(len(k) == 1 and k[0][1] == 1 for k in r0):
+                    r0_node = self.node(self.canon(r0_node))  # W2'*s - W2'*y = W2'*(s - y)
+                return one_plus, r0_node
+        return None
 
     def with_name(self, s: dict, name: str, body: Node) -> dict:
         """Terms that contain body's scalar factors written with its name (f in -1/2*f*...),
