@@ -153,3 +153,13 @@ def test_every_rule_the_deriver_prints_is_typeset_in_latex():
         for kind, s in rules.split(text):
             if kind == "math":
                 assert rules.latex(s), (text, s)
+
+
+def test_a_rule_text_prints_a_function_as_the_lines_do():
+    """logdet(X) in a rule text is log|X|, as on the derivation's lines (one table entry
+    prints both); sqrt(U) is a radical."""
+    from handgrad.present.rules import rule_latex
+    assert rule_latex("d logdet(X) = tr(X^-1 dX)") == \
+        r"$\mathrm{d} \log\lvert X \rvert = \operatorname{tr} \left(X^{-1} \mathrm{d}X\right)$"
+    assert rule_latex("d sqrt(U) = dU ⊘ (2 sqrt(U))") == \
+        r"$\mathrm{d} \sqrt{U} = \mathrm{d}U \oslash \left(2 \sqrt{U}\right)$"

@@ -74,8 +74,9 @@ class Operator:
     rule: str | None = None            # the rule's text, printed beside the line it gives
     kink: str | None = None            # why it is not derived (no subgradients)
     role: str | None = None            # the letter the notes name a subexpression f(u) by
-    # printing: latex is a command (r"\exp", then the argument in brackets) or
-    # (printer, node, the argument's LaTeX) -> LaTeX; mathml a name shown or
+    # printing: latex is a command (r"\exp", then the argument in brackets), a template with
+    # {a} for the argument's LaTeX (r"\lvert {a} \rvert"), or (printer, node, the argument's
+    # LaTeX) -> LaTeX; mathml a name shown or
     # (printer, node, the argument's element) -> element (the printer: handgrad.notation.render)
     latex: str | Callable | None = None
     mathml: str | Callable | None = None
@@ -321,10 +322,6 @@ def _sqrt_d(r: Rule) -> Node:
 
 
 # ------------------------------------------------------------------ printing helpers
-def _latex_fence(left, right, prefix=""):
-    return lambda P, node, s: f"{prefix}{left} {s} {right}"
-
-
 def _latex_sup(exponent):
     return lambda P, node, s: P.sup(node.args[0], exponent)
 
@@ -421,11 +418,11 @@ for _op in [
     # matrix functions
     Operator("det", MATRIX, fence="|", shape=square_to_scalar, torch=lambda a: _one(torch.linalg.det(a)),
              tangent=_det_tangent, d=_det_d, rule="d|X| = |X| tr(X^-1 dX)", role="D",
-             latex=_latex_fence(r"\lvert", r"\rvert"), mathml=_mathml_fence("|"),
+             latex=r"\lvert {a} \rvert", mathml=_mathml_fence("|"),
              emit="torch.linalg.det({a}).reshape(1, 1)"),
     Operator("logdet", MATRIX, shape=square_to_scalar, torch=lambda a: _one(torch.linalg.slogdet(a)[1]),
              tangent=_logdet_tangent, d=_logdet_d, rule="d logdet(X) = tr(X^-1 dX)",
-             latex=_latex_fence(r"\lvert", r"\rvert", prefix=r"\log"),
+             latex=r"\log\lvert {a} \rvert",
              mathml=_mathml_fence("|", prefix="log"),
              emit="torch.linalg.slogdet({a})[1].reshape(1, 1)", needs_inverse=True),
     Operator("inv", MATRIX, shape=square_to_same, torch=torch.linalg.inv, tangent=_inv_tangent, d=_inv_d,
@@ -436,10 +433,10 @@ for _op in [
     Operator("adj", MATRIX, shape=square_to_same, value=_adj_value, latex=_latex_sup(r"\#"),
              mathml=lambda P, node, e: P.msup(node.args[0], P.el("mo", text="#"))),
     Operator("norm1", MATRIX, shape=scalar, torch=lambda a: _one(a.abs().sum()), magnitude=_norm1_magnitude,
-             kink=_kink("norm1"), latex=_latex_fence(r"\lVert", r"\rVert_1"),
+             kink=_kink("norm1"), latex=r"\lVert {a} \rVert_1",
              mathml=_mathml_fence("‖", sub="1"), emit="{a}.abs().sum().reshape(1, 1)"),
     Operator("norm2", MATRIX, fence="||", shape=scalar, torch=lambda a: _one(torch.linalg.vector_norm(a)),
-             d=_norm2_d, rule="d‖u‖ = u'du / ‖u‖", role="nu", latex=_latex_fence(r"\lVert", r"\rVert"),
+             d=_norm2_d, rule="d‖u‖ = u'du / ‖u‖", role="nu", latex=r"\lVert {a} \rVert",
              mathml=_mathml_fence("‖"), emit="torch.linalg.vector_norm({a}).reshape(1, 1)"),
     # column by column, as the notes' z
     Operator("softmax", MATRIX, shape=same, torch=lambda a: torch.softmax(a, dim=0), d=_softmax_d,
@@ -474,7 +471,7 @@ for _op in [
              deriv=lambda r: Call("sigma", (r.u,)), rule="d softplus(U) = σ(U) ⊙ dU", role="sp",
              latex=r"\operatorname{softplus}", emit="torch.nn.functional.softplus({a})"),
     Operator("sqrt", ELEMENTWISE, torch=torch.sqrt, d=_sqrt_d, rule="d sqrt(U) = dU ⊘ (2 sqrt(U))", role="s",
-             latex=lambda P, node, s: f"\\sqrt{{{s}}}", mathml=lambda P, node, e: P.el("msqrt", e),
+             latex=r"\sqrt{{{a}}}", mathml=lambda P, node, e: P.el("msqrt", e),
              emit="torch.sqrt({a})", domain="positive"),
     # constants: no differentiable argument
     Operator("vector", CONST, shape=_fill_shape("vector"), value=_fill_value, magnitude=linear_magnitude,

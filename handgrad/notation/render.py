@@ -187,6 +187,8 @@ def _latex_call(node: Call) -> str:
     s = None if op.size_argument or not node.args else to_latex(node.args[0])
     if callable(op.latex):
         return op.latex(_PRINTER, node, s)
+    if op.latex and "{a}" in op.latex:  # a template: |X|, ‖x‖, sqrt
+        return op.latex.format(a=s)
     name = op.latex or f"\\operatorname{{{node.fn}}}"
     return name + _paren(s)
 

@@ -341,8 +341,15 @@ def mathml(formula: str) -> str | None:
 # ----------------------------------------------------------------------------- LaTeX
 
 _GREEK_CHAR = {c: n for n, c in GREEK.items()}
-_LATEX_FN = {"log": "\\log", "exp": "\\exp", "det": "\\det", "tanh": "\\tanh", "max": "\\max",
-             "min": "\\min", "sin": "\\sin", "cos": "\\cos"}
+_LATEX_FN = {"max": "\\max", "min": "\\min", "det": "\\det"}  # besides the notation's own (its table)
+
+
+def _table_latex(name: str) -> str | None:
+    """The notation's LaTeX for a function (its operator table entry): a command such as
+    \\log, or a template with {a} such as \\log\\lvert {a} \\rvert; None where it has none."""
+    from handgrad.notation.operators import SPELLINGS, TABLE
+    op = TABLE.get(SPELLINGS.get(name, ""))
+    return op.latex if op is not None and isinstance(op.latex, str) else None
 _LATEX_OP = {"\u2062": "", "\u2061": "", "\u2212": "-", "⊗": "\\otimes", "⊙": "\\odot",
              "⊘": "\\oslash", "\u00d7": "\\times", "~": "\\sim", "=": "=", "+": "+", "/": "/",
              ",": ",", ".": ".", "<": "<", ">": ">", "!": "!"}
@@ -363,7 +370,16 @@ def _latex_name(name: str) -> str:
 
 def _to_latex(b: Box) -> str:
     if b.kind == "row":
-        parts = [_to_latex(k) for k in b.kids]
+        parts, kids, i = [], b.kids, 0
+        while i < len(kids):
+            t = _table_latex(kids[i].text) if kids[i].kind == "fn" else None
+            if t and "{a}" in t and i + 2 < len(kids) and kids[i + 2].kind == "fence" \
+                    and kids[i + 2].text == "(":  # logdet(X) as the lines print it: log|X|
+                parts.append(t.format(a=_to_latex(kids[i + 2].kids[0]).strip()))
+                i += 3
+                continue
+            parts.append(_to_latex(kids[i]))
+            i += 1
         out = ""
         for p in parts:
             if not out:  # a leading sign: -X, X^{-1}
@@ -378,7 +394,8 @@ def _to_latex(b: Box) -> str:
     if b.kind == "name":
         return _latex_name(b.text)
     if b.kind == "fn":
-        return _LATEX_FN.get(b.text, f"\\operatorname{{{b.text}}}")
+        t = _table_latex(b.text)
+        return t if t and "{a}" not in t else _LATEX_FN.get(b.text, f"\\operatorname{{{b.text}}}")
     if b.kind == "upright":
         return "\\mathrm{d}" if b.text == "d" else b.text
     if b.kind == "num":
