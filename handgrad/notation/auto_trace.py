@@ -308,7 +308,8 @@ def jac_term(ctx: Ctx, e: Node, w: str) -> Node:  # noqa: C901
             return prod(left + [T(r), jac_term(ctx, d.x, w)])
         if isinstance(d, Call) and d.fn == "diag" and ctx.column(r) and ctx.column(d.args[0]):
             return prod(left + [Call("diag", (r,)), jac_term(ctx, d.args[0], w)])
-    raise DeriveError(f"{_t(e)}: the Hessian's read-off dg = H dw is not derived for this term")
+    raise DeriveError(f"{_t(e)}: this term is not read off as J*d{w} (the read-off of a Jacobian, "
+                      f"or of a Hessian's dg = H*d{w}, is not derived for it)")
 
 
 __all__ = ["Term", "coefficient", "expand", "jacobian", "move", "sub", "wrap", "ZERO"]
