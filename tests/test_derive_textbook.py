@@ -74,6 +74,9 @@ CASES = [
     ("1/2*norm2(W2*tanh(W1*x + b) - y)^2", "W1: h x d; W2: K x h; x: d; y: K; b: h", "b",
      "(1 - tanh(W1*x + b).^2).*(W2'*(W2*tanh(W1*x + b) - y))"),
     ("tr(A'*tril(X))", "A: n x n; X: n x n", "X", "tril(A)"),
+    ("det(A*X*B)", "A: n x n invertible; X: n x n invertible; B: n x n invertible", "X",
+     "det(A*X*B)*inv(X)'"),
+    ("logdet(A*X*B)", "A: n x n invertible; X: n x n invertible; B: n x n invertible", "X", "inv(X)'"),
     ("vec(X)'*vec(X)", "X: m x n", "X", "2*X"),
 ]
 
@@ -210,3 +213,22 @@ def test_a_scalar_coefficient_of_a_matrix_differential_reads_off_c_times_eye(exp
     a 1 x 1 read-off for an n x n X, which the verifier rejected)."""
     r = derive_expression(expr, "X: n x n invertible", "X")
     assert r["ok"] and r["verdict"] == "verified" and r["gradient"]["X"] == grad
+
+
+def test_a_cancelled_inverse_is_the_identity_matrix():
+    """inv(A)*A printed 1 (a number, which X - 1 broadcasts) before; it is eye, and
+    inv(A*X*B) cancels against A' and B' (evaluated, not compared as text)."""
+    from handgrad.notation.render import to_text
+    from handgrad.notation.shapes import Size
+    from handgrad.notation.simplify import Ctx, simplify
+    n = (Size(1, ("n",)), Size(1, ("n",)))
+    ctx = Ctx({"A": n, "X": n, "B": n}, {}, {}, ["X"])
+    gen = torch.Generator().manual_seed(5)
+    vals = {k: torch.randn(4, 4, generator=gen, dtype=torch.float64) + 4 * torch.eye(4, dtype=torch.float64)
+            for k in "AXB"}
+    from handgrad.notation.evaluate import evaluate
+    for text, want in (("X - inv(A)*A", vals["X"] - torch.eye(4, dtype=torch.float64)),
+                       ("A'*inv(A*X*B)'*B'", torch.linalg.inv(vals["X"]).T)):
+        got = to_text(simplify(ctx, parse(text, {"A", "X", "B"})))
+        torch.testing.assert_close(evaluate(got, vals, sizes={"n": 4}), want)
+    assert to_text(simplify(ctx, parse("A'*inv(A*X*B)'*B'", {"A", "X", "B"}))) == "inv(X)'"

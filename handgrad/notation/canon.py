@@ -169,6 +169,8 @@ class Canon:
         eyes = [p for p in out if isinstance(p[0], Call) and p[0].fn == "eye"]
         if eyes and len(eyes) < len(out):
             out = [p for p in out if p not in eyes]
+        if not out and (a or b):  # inv(A)*A: the identity matrix, not the number 1
+            out = [(Call("eye", ()), 1)]
         return tuple(out)
 
     def term_mul(self, k1: tuple, k2: tuple) -> dict:
@@ -411,18 +413,12 @@ class Canon:
             if len(s) == 1:
                 (key, c), = s.items()
                 scal, mats = key
-                if len(mats) == 1:
-                    m, k = mats[0]
-                    if isinstance(m, Call) and m.fn == "inv":
-                        inner = ((), ((m.args[0], k),))
-                    elif isinstance(m, Call) and m.fn == "eye":
-                        inner = ((), ((m, 1),))
-                    elif isinstance(m, Transpose):  # inv(X') = inv(X)', as the notes write X^-T
-                        inner = ((), ((self.tatom(Call("inv", (m.x,))), k),))
-                    else:
-                        inner = ((), ((Call("inv", (m,)), k),))
-                    head = self.invert({(scal, ()): c})
-                    return self.mul(head, {inner: ONE_Q})
+                if mats and (len(mats) == 1 or all(self._square(m) for m, _ in mats)):
+                    # inv(A X B) = inv(B) inv(X) inv(A) for square factors (then A' inv(A)' cancels)
+                    out = self.invert({(scal, ()): c})
+                    for m, k in reversed(mats):
+                        out = self.mul(out, {((), (self._inv_atom(m, k),)): ONE_Q})
+                    return out
             return self.atom(Call("inv", (self.node(s),)))
         s = self.canon(u)
         if TABLE[fn].projection and all(mats for (_, mats) in s):
@@ -440,6 +436,20 @@ class Canon:
                 return self.canon(a.args[0])
             return self.atom(Call(fn, (a,)))
         return self.atom(Call(fn, tuple(self.simp(x) for x in e.args)))
+
+    def _square(self, m: Node) -> bool:
+        shape = self.ctx.shape(m)
+        return shape[0] == shape[1]
+
+    def _inv_atom(self, m: Node, k) -> tuple:
+        """inv(m^k) as one factor: inv(inv(X)) = X, inv(I) = I, inv(X') = inv(X)' (the notes' X^-T)."""
+        if isinstance(m, Call) and m.fn == "inv":
+            return (m.args[0], k)
+        if isinstance(m, Call) and m.fn == "eye":
+            return (m, 1)
+        if isinstance(m, Transpose):
+            return (self.tatom(Call("inv", (m.x,))), k)
+        return (Call("inv", (m,)), k)
 
     def _trace_atom(self, mats: tuple) -> Node | None:
         """tr of a matrix product, in one rotation and orientation (tr(AB) = tr(BA) = tr(B'A'))."""
@@ -933,6 +943,9 @@ def _pure_scalar(s: dict) -> bool:
 
 
 def _inv_pair(a: Node, b: Node) -> bool:
+    """inv(X) X, X inv(X), and their transposes X' inv(X)', inv(X)' X': the identity."""
+    if isinstance(a, Transpose) and isinstance(b, Transpose):
+        a, b = a.x, b.x
     return isinstance(a, Call) and a.fn == "inv" and a.args[0] == b or \
         isinstance(b, Call) and b.fn == "inv" and b.args[0] == a
 
