@@ -77,6 +77,7 @@ CASES = [
     ("det(A*X*B)", "A: n x n invertible; X: n x n invertible; B: n x n invertible", "X",
      "det(A*X*B)*inv(X)'"),
     ("logdet(A*X*B)", "A: n x n invertible; X: n x n invertible; B: n x n invertible", "X", "inv(X)'"),
+    ("sum(kron(x, a).^2)", "x: n; a: k", "x", "2*(a'*a)*x"),  # kron(I, a')*kron(x, a) = (a'*a)*x
     ("vec(X)'*vec(X)", "X: m x n", "X", "2*X"),
 ]
 

@@ -177,7 +177,27 @@ class Canon:
         """The product of two terms (keys) as a sum (a scalar product becomes one atom)."""
         scal = self._merge_scal(k1[0], k2[0])
         mats = self._merge_mats(k1[1], k2[1])
+        merged = self._mixed_product(mats)
+        if merged is not None:
+            return self.mul({(scal, ()): ONE_Q}, merged)
         return self._fold_scalar((scal, mats))
+
+    def _mixed_product(self, mats: tuple) -> dict | None:
+        """kron(A, B)*kron(C, D) = kron(A*C, B*D) where both products conform (the notes'
+        mixed-product rule), the chain's other factors kept; None where no neighbours do."""
+        shape = self.ctx.shape
+        for i in range(len(mats) - 1):
+            (p, j), (r, k) = mats[i], mats[i + 1]
+            if not (j == k == 1 and isinstance(p, Bin) and p.op == "kron" and isinstance(r, Bin)
+                    and r.op == "kron"):
+                continue
+            if shape(p.a)[1] != shape(r.a)[0] or shape(p.b)[1] != shape(r.b)[0]:
+                continue
+            merged = self.canon(Bin("kron", Bin("*", p.a, r.a), Bin("*", p.b, r.b)))
+            left = {((), mats[:i]): ONE_Q} if i else self.const(ONE_Q)
+            right = {((), mats[i + 2:]): ONE_Q} if mats[i + 2:] else self.const(ONE_Q)
+            return self.mul(self.mul(left, merged), right)
+        return None
 
     def _fold_scalar(self, key: tuple) -> dict:
         scal, mats = key
@@ -382,6 +402,8 @@ class Canon:
             if op in (".*", "./", ".^"):
                 return self.from_h(self.hcanon(e), e)
             if op == "kron":
+                if self.scalar(e.a) or self.scalar(e.b):  # kron(A, c) = kron(c, A) = c A
+                    return self.mul(self.canon(e.a), self.canon(e.b))
                 return self.atom(Bin("kron", self.simp(e.a), self.simp(e.b)))
             return self.atom(Bin(op, self.simp(e.a), self.simp(e.b)))
         if isinstance(e, Call):
