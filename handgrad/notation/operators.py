@@ -119,17 +119,9 @@ def unregister(name: str) -> None:
     _ast.SIZE_ARGUMENT.discard(name)
 
 
-def op(name: str) -> Operator:
-    return TABLE[name]
-
-
 def of(node: Node) -> Operator | None:
     """The entry of a Call node (None for any other node)."""
     return TABLE.get(node.fn) if isinstance(node, Call) else None
-
-
-def names(kind: str | None = None) -> list[str]:
-    return [n for n, o in TABLE.items() if kind is None or o.kind == kind]
 
 
 def _elementwise_defaults(o: Operator) -> Operator:
@@ -771,37 +763,36 @@ def _emit_pow(em, node, a, b):
     return f"({a} ** {b})"
 
 
-_P = _ast
 for _b in [
-    BinaryOperator("+", _P.PREC_ADD, _add_shape, lambda ev, n, a, b: a + b, latex=" + ", mathml="+",
+    BinaryOperator("+", _ast.PREC_ADD, _add_shape, lambda ev, n, a, b: a + b, latex=" + ", mathml="+",
                    emit="({a} + {b})", magnitude=_sum_magnitude, tangent=_sum_tangent),
-    BinaryOperator("-", _P.PREC_ADD, _add_shape, lambda ev, n, a, b: a - b, latex=" - ", mathml="−",
+    BinaryOperator("-", _ast.PREC_ADD, _add_shape, lambda ev, n, a, b: a - b, latex=" - ", mathml="−",
                    emit="({a} - {b})", magnitude=_sum_magnitude, tangent=_sum_tangent),
-    BinaryOperator("*", _P.PREC_MUL, _mul_shape, _mul_value, d=_mul_d,
+    BinaryOperator("*", _ast.PREC_MUL, _mul_shape, _mul_value, d=_mul_d,
                    rule="product rule d(UV) = dU V + U dV",
                    latex=_latex_mul, mathml="\u2062", emit=_emit_mul,
                    magnitude=_product_magnitude, tangent=_product_tangent, value=_solve_value),
-    BinaryOperator(".*", _P.PREC_MUL, _had_shape, lambda ev, n, a, b: a * b, spellings=("⊙",),
+    BinaryOperator(".*", _ast.PREC_MUL, _had_shape, lambda ev, n, a, b: a * b, spellings=("⊙",),
                    d=_pair_d(lambda b, u, v: b.had(u, v)), rule="d(U ⊙ V) = dU ⊙ V + U ⊙ dV",
                    latex=" \\odot ", mathml="⊙", emit="({a} * {b})",
                    magnitude=_product_magnitude, tangent=_product_tangent),
-    BinaryOperator("./", _P.PREC_MUL, _had_shape, lambda ev, n, a, b: a / b, d=_div_d,
+    BinaryOperator("./", _ast.PREC_MUL, _had_shape, lambda ev, n, a, b: a / b, d=_div_d,
                    rule="d(U ⊘ V) = dU ⊘ V - (U ⊘ V ⊘ V) ⊙ dV", latex=" \\oslash ", mathml="⊘",
                    emit="({a} / {b})", magnitude=_quotient_magnitude, tangent=_quotient_tangent),
-    BinaryOperator("/", _P.PREC_MUL, _div_shape, lambda ev, n, a, b: a / b, d=_div_d,
+    BinaryOperator("/", _ast.PREC_MUL, _div_shape, lambda ev, n, a, b: a / b, d=_div_d,
                    rule="d(U / c) = dU / c - U dc / c^2", latex=_latex_frac, mathml=_mathml_frac,
                    emit="({a} / {b})", magnitude=_quotient_magnitude, tangent=_quotient_tangent),
     # contiguous copies: torch 2.13's CPU kron fails on a transposed input
-    BinaryOperator("kron", _P.PREC_MUL, _kron_shape,
+    BinaryOperator("kron", _ast.PREC_MUL, _kron_shape,
                    lambda ev, n, a, b: torch.kron(a.contiguous(), b.contiguous()),
                    spellings=("⊗",), as_call=True,
                    d=_pair_d(lambda b, u, v: Bin("kron", u, v)), rule="d(U ⊗ V) = dU ⊗ V + U ⊗ dV",
                    latex=" \\otimes ", mathml="⊗", emit="torch.kron({a}.contiguous(), {b}.contiguous())",
                    magnitude=_product_magnitude, tangent=_product_tangent),
-    BinaryOperator("^", _P.PREC_POW, _pow_shape, _pow_value, right=True, d=_pow_d,
+    BinaryOperator("^", _ast.PREC_POW, _pow_shape, _pow_value, right=True, d=_pow_d,
                    rule="d(u^p) = p u^(p-1) du", latex=_latex_pow, mathml=_mathml_pow, emit=_emit_pow,
                    tangent=_power_tangent),
-    BinaryOperator(".^", _P.PREC_POW, _pow_shape, _pow_value, right=True, d=_pow_d,
+    BinaryOperator(".^", _ast.PREC_POW, _pow_shape, _pow_value, right=True, d=_pow_d,
                    rule="d(U.^p) = p U.^(p-1) ⊙ dU", latex=_latex_pow, mathml=_mathml_pow, emit=_emit_pow,
                    tangent=_power_tangent),
 ]:
@@ -810,5 +801,4 @@ del _b
 
 
 __all__ = ["BINARY_TABLE", "CONST", "ELEMENTWISE", "INFIX", "LINEAR", "MATRIX", "BinaryOperator", "Operator",
-           "Rule", "SPELLINGS", "TABLE", "inverse_of", "names", "of", "op", "register", "register_binary",
-           "unregister"]
+           "Rule", "SPELLINGS", "TABLE", "inverse_of", "of", "register", "register_binary", "unregister"]

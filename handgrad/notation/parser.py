@@ -43,7 +43,6 @@ from handgrad.notation.ast import (
 from handgrad.notation.errors import NotationError
 from handgrad.notation.operators import BINARY_TABLE, INFIX, SPELLINGS, TABLE
 
-FENCES = {o.fence: name for name, o in TABLE.items() if o.fence}  # |X| is det(X), ||x|| is norm2(x)
 CALL_FORM = {op for op, b in BINARY_TABLE.items() if b.as_call}  # kron(A, B)
 
 
@@ -186,7 +185,8 @@ class _Parser:
         if value in ("|", "||"):
             inner = self.expr(0)
             self.expect(value, f"to close {value!r}")
-            return Call(FENCES[value], (inner,), pos=pos)
+            fn = next(name for name, o in TABLE.items() if o.fence == value)  # |X| is det, ||x|| norm2
+            return Call(fn, (inner,), pos=pos)
         if kind == "ident":
             return self.name(tok)
         if kind == "end":
