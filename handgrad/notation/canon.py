@@ -104,7 +104,7 @@ class Canon:
     @property
     def decimals(self) -> bool:
         """Whether the input wrote decimals (the context's ``decimals``, set by the deriver)."""
-        return bool(getattr(self.ctx, "decimals", False))
+        return self.ctx.decimals
 
     def simp(self, e: Node) -> Node:
         return self.node(self.canon(e))

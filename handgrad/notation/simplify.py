@@ -60,6 +60,7 @@ class Ctx:
         self._shapes: dict[int, tuple] = {}
         self._by_value: dict[Node, tuple] = {}
         self._canon = None
+        self.decimals = False  # whether the input wrote decimals: coefficients print in that style
         for name, body in self.defs.items():
             self.checker.env[name] = self.checker.infer(body)
 
