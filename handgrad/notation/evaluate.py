@@ -24,8 +24,6 @@ import torch
 from handgrad.notation.ast import SIZE_ARGUMENT, Bin, Call, Diff, Neg, Node, Num, Sym, Transpose, children
 from handgrad.notation.operators import BINARY_TABLE, TABLE, adjugate, commutation, linear_magnitude
 from handgrad.notation.parser import NotationError
-
-__all__ = ["DTYPE", "Evaluator", "adjugate", "as_matrix", "commutation", "evaluate"]
 from handgrad.notation.shapes import ShapeChecker, Unknown, is_scalar
 
 DTYPE = torch.float64
@@ -213,3 +211,6 @@ def evaluate(expr: Node | str, values: dict[str, object], diffs: dict[str, objec
         checker.env[name] = checker.infer(d)
     checker.infer(expr)
     return Evaluator(checker, vals, dvals, defs).value(expr)
+
+
+__all__ = ["DTYPE", "Evaluator", "adjugate", "as_matrix", "commutation", "evaluate"]
