@@ -366,12 +366,15 @@ class Handler(BaseHTTPRequestHandler):
                                  f"not {host or 'no Host'}", 403))
         return False
 
+    def _url(self):
+        """The request's path and its query parameters (the last value of each)."""
+        url = urllib.parse.urlsplit(self.path)
+        return url, {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+
     def do_GET(self):
         if not self._host_ok():
             return
-        url = urllib.parse.urlsplit(self.path)
-        params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query,
-                                                              keep_blank_values=True).items()}
+        url, params = self._url()
         if url.path == "/api/derive":
             try:
                 self._json(200, self._work("derive", derive_args(params)))
@@ -388,9 +391,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self._host_ok():
             self.close_connection = True
             return
-        url = urllib.parse.urlsplit(self.path)
-        params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query,
-                                                              keep_blank_values=True).items()}
+        url, params = self._url()
         if url.path == "/api/check":
             try:
                 args = check_args(self._body(), params.get("name", "pasted.hg"))
