@@ -434,19 +434,21 @@ _TEX_TEXT = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#":
              "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
              "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
              "|": r"\textbar{}", "\u2019": "'", "\u2212": "-", "\u2014": "---", "\u2013": "--",
-             "\u00a7": r"\S{}", "⊗": r"$\otimes$", "⊙": r"$\odot$", "⊘": r"$\oslash$"}
+             "\u00a7": r"\S{}", "⊗": r"$\otimes$", "⊙": r"$\odot$", "⊘": r"$\oslash$",
+             "\u2713": r"$\checkmark$", "\u2717": r"$\times$"}
 
 
 def tex_text(s: str) -> str:
-    """Words for LaTeX's text mode: specials escaped, ASCII only."""
+    """Words for LaTeX's text mode: specials escaped, symbols spelled out, ASCII only (the
+    one escaper of derive --format latex: titles, notes and rule words)."""
     s = "".join(_TEX_TEXT.get(c, c) for c in s)
     return s.encode("ascii", "replace").decode("ascii")
 
 
-def _md_text(s: str) -> str:
-    """Words for Markdown: emphasis, code and math characters escaped (| is left to a
-    table's cells, which escape it themselves)."""
-    for ch in ("\\", "*", "_", "`", "<", ">", "#", "[", "]", "$"):
+def md_text(s: str, *, bar: bool = False) -> str:
+    """Words for Markdown: emphasis, code and math characters escaped, and | with ``bar``
+    (a table's cells escape it themselves)."""
+    for ch in ("\\", "*", "_", "`", "<", ">", "#", "[", "]", "$") + (("|",) if bar else ()):
         s = s.replace(ch, "\\" + ch)
     return s
 
@@ -476,7 +478,7 @@ def rule_markdown(text: str | None) -> str:
     """A rule text for Markdown: its words escaped, its formulas as $...$ inline math."""
     if not text:
         return ""
-    return _typeset(text, _dollars, _md_text)
+    return _typeset(text, _dollars, md_text)
 
 
 def rule_html(text: str | None) -> str:

@@ -28,7 +28,7 @@ import torch
 from handgrad.errors import UserError
 from handgrad.notation.tolerance import RTOL, verdict
 from handgrad.params import flatten
-from handgrad.present.rules import rule_latex, rule_markdown
+from handgrad.present.rules import md_text, rule_latex, rule_markdown, tex_text
 from handgrad.verify.steps import (
     PROBE_SEED,
     Derivation,
@@ -799,24 +799,11 @@ def format_markdown(obj: dict) -> str:
 
 
 def _md(s: str) -> str:
-    """Escape Markdown emphasis characters in plain text."""
-    for ch in ("\\", "*", "_", "`", "|", "<", ">", "#", "[", "]"):
-        s = s.replace(ch, "\\" + ch)
-    return s
+    """Plain text in Markdown, | escaped too (one escaper with the rule texts')."""
+    return md_text(s, bar=True)
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
-
-
-def tex_escape(s: str) -> str:
-    """Plain text for LaTeX: special characters escaped, non-ASCII symbols spelled out."""
-    s = "".join(_TEX.get(ch, ch) for ch in s)
-    for sym, rep in (("\u2297", r"$\otimes$"), ("\u2299", r"$\odot$"), ("\u2713", r"$\checkmark$"),
-                     ("\u2717", r"$\times$"), ("\u00a7", r"\S{}")):
-        s = s.replace(sym, rep)
-    return s.encode("ascii", "replace").decode("ascii")
+tex_escape = tex_text  # plain text for LaTeX: one escaper with the rule texts'
 
 
 LATEX_PREAMBLE = r"""\documentclass[11pt]{article}
