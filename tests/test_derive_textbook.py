@@ -200,7 +200,8 @@ def test_a_gradient_that_names_f_still_gives_a_verified_hessian(expr, let):
 
 
 def test_numbers_keep_their_value():
-    """0.5 prints as 1/2, but 1e-20 is not rounded to a fraction (or to 0)."""
+    """1e-20 is not rounded to a fraction (or to 0), and a decimal stays the decimal written
+    (tests/test_number_style.py has the style rules)."""
     r = derive_expression("x'*x + 1e-20*sum(x)", "x: n", "x")
     assert r["ok"] and r["gradient"]["x"] == "1e-20 + 2*x"
     r = derive_expression("0.5*x'*x + 0.1*sum(x)", "x: n", "x")

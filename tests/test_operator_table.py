@@ -156,7 +156,7 @@ def test_each_rule_derives_verified_and_equals_autograd(name):
     expr, let, wrt, f = DERIVED[name]
     r = derive_expression(expr, let, wrt)
     assert r["verdict"] == "verified", (name, r["first_wrong"], r["first_error"])
-    assert TABLE[name].rule in r["hg"] or TABLE[name].rule in str(r), f"{name}'s rule text is not shown"
+    assert TABLE[name].rule in r["hg"], f"{name}'s rule text is not shown"
     _check_against_autograd(r, let, wrt, f)
 
 
@@ -223,7 +223,7 @@ def test_each_grammar_rule_derives_verified_and_equals_autograd(op):
     r = derive_expression(expr, let, wrt)
     assert r["verdict"] == "verified", (op, r["first_wrong"], r["first_error"])
     rule = BINARY_TABLE[op].rule
-    assert rule in r["hg"] or rule in str(r), f"{op}'s rule text is not shown"
+    assert rule in r["hg"], f"{op}'s rule text is not shown"
     _check_against_autograd(r, let, wrt, f)
 
 
@@ -251,7 +251,7 @@ def test_a_new_function_is_one_entry(expm1):
     assert "expm1" in [el.text for el in ml.iter()]
     r = derive_expression("sum(expm1(A*x))", "A: 5 x 3; x: 3", "x")
     assert r["verdict"] == "verified", (r["first_wrong"], r["first_error"])
-    assert "d expm1(U) = exp(U) ⊙ dU" in r["hg"] or "d expm1(U) = exp(U) ⊙ dU" in str(r)
+    assert "d expm1(U) = exp(U) ⊙ dU" in r["hg"]
     _check_against_autograd(r, "A: 5 x 3; x: 3", "x", lambda A, x: torch.expm1(A @ x).sum())
     code = emit_torch(r)
     ns: dict = {}
