@@ -49,7 +49,7 @@ let A: n x n
 wrt X
 f = tr(A*inv(X))
 df = tr(A*inv(X)*dX*inv(X))        # wrong sign: d(X^-1) = -X^-1 dX X^-1
-   = tr((inv(X)*A*inv(X))'*dX)
+   = tr((inv(X)'*A'*inv(X)')'*dX)
 grad X = inv(X)'*A'*inv(X)'
 """
 
