@@ -43,7 +43,7 @@ TIME_LIMIT = 20.0  # seconds of work per request
 MEMORY_LIMIT = 4 << 30  # bytes of address space per worker
 WORKERS = 2
 START_LIMIT = 120.0  # seconds for a worker to import torch and handgrad
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = ("127.0.0.1", "localhost")  # the server listens on IPv4 only
 
 
 class Refused(Exception):
@@ -329,18 +329,23 @@ class Handler(BaseHTTPRequestHandler):
         self._json(exc.http_status, json.dumps({"error": str(exc), "status": exc.status}))
 
     def _body(self) -> str:
+        """The POST body; a refused one closes the connection (its unread bytes must not be
+        read as the next request)."""
         length = self.headers.get("Content-Length")
+        keep, self.close_connection = self.close_connection, True
         if length is None:
             raise Refused("a POST needs a Content-Length header", 411)
         try:
             n = int(length)
         except ValueError:
             raise Refused("Content-Length is not a number", 400) from None
+        if n < 0:
+            raise Refused("Content-Length is negative", 400)
         if n > MAX_BODY:
-            self.close_connection = True
             raise Refused(f"the request body is {n:,} bytes; the server takes at most "
                           f"{MAX_BODY:,}", 413)
         data = self.rfile.read(n)
+        self.close_connection = keep
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
@@ -360,7 +365,7 @@ class Handler(BaseHTTPRequestHandler):
             return True
         host = (self.headers.get("Host") or "").strip().lower()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name in LOOPBACK or name in ("[::1]",):
+        if name in LOOPBACK:
             return True
         self._error_json(Refused(f"this server answers requests to 127.0.0.1 or localhost, "
                                  f"not {host or 'no Host'}", 403))

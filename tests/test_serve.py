@@ -338,3 +338,19 @@ def test_the_offered_derivations_check_from_a_link(server):
     status, html, _ = request(server, "/?check=wrong")
     assert status == 200 and 'class="failed first-wrong" id="check-line-1"' in html
     assert request(server, "/?check=..%2Fetc%2Fpasswd")[0] == 404
+
+
+def test_a_negative_content_length_is_refused_at_once(server):
+    """Content-Length: -1 used to pass the size check and read to the end of the stream
+    (the thread then waited for its time-out)."""
+    import http.client
+    import time
+    host, port = urllib.parse.urlsplit(server.url).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    start = time.monotonic()
+    conn.putrequest("POST", "/api/check")
+    conn.putheader("Content-Length", "-1")
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 400 and b"negative" in resp.read()
+    assert time.monotonic() - start < 5
