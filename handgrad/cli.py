@@ -447,10 +447,8 @@ def fit_cmd(model, newton, solver, autograd, data, target, features, no_intercep
 
         plots.preflight(plot, solver or ("newton" if newton else
                                          registry.get(model).model.default_solver), compare)
-    feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
-    excl = [f.strip() for f in exclude.split(",") if f.strip()] if exclude else None
-    fit_kw = dict(data_path=data, target=target, features=feats, intercept=not no_intercept,
-                  exclude=excl, dropna=dropna,
+    fit_kw = dict(data_path=data, target=target, features=columns(features), intercept=not no_intercept,
+                  exclude=columns(exclude), dropna=dropna,
                   l2=l2, standardize=standardize, device=device, dtype=dtype, seed=seed,
                   n_samples=n_samples, n_features=n_features, max_iter=max_iter, tol=tol,
                   tf32=tf32, test_fraction=test_fraction, chunk_rows=chunk_rows,
@@ -551,8 +549,7 @@ def _fit_loss(model, expr, wrt, opts: dict) -> int:
         raise UserError(f"{', '.join(unused)} do(es) not apply to --loss.")
     from handgrad.fitting import expression
 
-    feats = [f.strip() for f in opts["features"].split(",") if f.strip()] \
-        if opts["features"] else None
+    feats = columns(opts["features"])
     as_json = opts["as_json"]
     try:
         out = expression.fit(
@@ -734,6 +731,11 @@ def run_cmd(ctx, config_path, **flags):
     cfg.update(given)  # flags given here win over the file
     cfg["as_json"] = as_json or cfg.get("as_json", False)
     ctx.invoke(fit_cmd, model=model, **cfg)  # click fills the flags the file leaves out
+
+
+def columns(names: str | None) -> list[str] | None:
+    """--features / --exclude: comma-separated column names (None when not given)."""
+    return [f.strip() for f in names.split(",") if f.strip()] if names else None
 
 
 def _deep(fn):
@@ -919,11 +921,8 @@ def report_cmd(models, all_, out_dir, seed, no_plots, device, as_json, data=None
         if all_ or len(models) != 1:
             raise UserError("report --data makes the page of one model: name it "
                             "(e.g. report logistic --data F.csv --target y).")
-        def split(v):
-            return [f.strip() for f in v.split(",") if f.strip()] if v else None
-
-        fit_kw = {"data_path": data, "target": target, "features": split(features),
-                  "exclude": split(exclude), "dropna": dropna}
+        fit_kw = {"data_path": data, "target": target, "features": columns(features),
+                  "exclude": columns(exclude), "dropna": dropna}
         from handgrad.fitting.data import load  # a bad file is exit 2 before any page work
 
         kind = registry.get(models[0]).model.target
