@@ -545,12 +545,15 @@ def entry(loss: ExpressionLoss, *, nll: bool = False) -> registry.Entry:
     per-sample pieces through the one chain rule (LinearLoss) where the loss is a sum over
     rows of z = X*w.  ``nll``: the loss is declared a negative log-likelihood (log L =
     -loss, nothing added), so the fit's summary is the likelihood table."""
-    try:
-        check_sum_over_rows(loss, True)
-        check_sum_over_rows(loss, False)
+    if loss.per_sample is not None:  # f = sum_i l(z_i, y_i), checked when the pieces were built
         loss.rowwise = True
-    except UserError:
-        loss.rowwise = False
+    else:
+        try:
+            check_sum_over_rows(loss, True)
+            check_sum_over_rows(loss, False)
+            loss.rowwise = True
+        except UserError:
+            loss.rowwise = False
     wname = loss.wrt
     bname = "b" if wname != "b" else "b0"
 
@@ -610,7 +613,7 @@ def entry(loss: ExpressionLoss, *, nll: bool = False) -> registry.Entry:
                   check_note="", module=mod, init_params=init_params, loss=f,
                   synthetic=synthetic, check_problems=no_problems)
     spec = DerivationSpec(mod, gradient, hessian, lambda: [], None, linear,
-                          origin="handgrad-derived")
+                          origin="handgrad-derived", value=linear.value if linear is not None else None)
     return registry.Entry(NAME, model, spec)
 
 
