@@ -28,10 +28,15 @@ class _Functions:
     later included; constants such as vector(1), English words such as "sign" and Greek
     letters such as sigma excepted), and kron, max and min."""
 
-    def _names(self) -> set[str]:
+    _cache: tuple = ((), frozenset())
+
+    def _names(self) -> frozenset[str]:
         from handgrad.notation.operators import SPELLINGS, TABLE
-        return {s for s, n in SPELLINGS.items() if TABLE[n].kind != "const" and s not in GREEK
-                and s != "sign"} | {"kron", "max", "min"}
+        key = tuple(SPELLINGS.items())  # rebuilt only when an entry is registered or removed
+        if key != self._cache[0]:
+            self._cache = (key, frozenset(s for s, n in SPELLINGS.items() if TABLE[n].kind != "const"
+                                          and s not in GREEK and s != "sign") | {"kron", "max", "min"})
+        return self._cache[1]
 
     def __contains__(self, word: str) -> bool:
         return word in self._names()
